@@ -1,0 +1,7 @@
+//! ringlog: a Kafka-wire-protocol broker, thread-per-core on io_uring.
+//!
+//! Module boundaries (who may touch what): `protocol` has no I/O; `net` never touches
+//! files; `broker` handlers route through `shard` and never open segments; `storage`
+//! knows batches and offsets, never requests; only `shard` sends across cores.
+
+pub mod protocol;

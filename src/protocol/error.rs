@@ -1,0 +1,45 @@
+//! Kafka error codes, as sent on the wire.
+//!
+//! Every module keeps its own error enum; each maps into one of these codes in one
+//! place at the boundary (`From` impls or a `code()` method), never ad hoc in handlers.
+
+/// A Kafka protocol error code. The numeric values are Kafka's and never change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(i16)]
+pub enum ErrorCode {
+    UnknownServerError = -1,
+    None = 0,
+    OffsetOutOfRange = 1,
+    CorruptMessage = 2,
+    UnknownTopicOrPartition = 3,
+    LeaderNotAvailable = 5,
+    NotLeaderOrFollower = 6,
+    RequestTimedOut = 7,
+    MessageTooLarge = 10,
+    CoordinatorNotAvailable = 15,
+    InvalidTopicException = 17,
+    RecordListTooLarge = 18,
+    InvalidRequiredAcks = 21,
+    UnsupportedVersion = 35,
+    TopicAlreadyExists = 36,
+    InvalidPartitions = 37,
+    InvalidReplicationFactor = 38,
+    InvalidReplicaAssignment = 39,
+    InvalidConfig = 40,
+    InvalidRequest = 42,
+    UnsupportedForMessageFormat = 43,
+    OutOfOrderSequenceNumber = 45,
+    InvalidProducerEpoch = 47,
+    TransactionalIdAuthorizationFailed = 53,
+    KafkaStorageError = 56,
+    UnknownLeaderEpoch = 74,
+    FencedLeaderEpoch = 75,
+    InvalidRecord = 87,
+    UnknownTopicId = 100,
+}
+
+impl ErrorCode {
+    pub fn code(self) -> i16 {
+        self as i16
+    }
+}

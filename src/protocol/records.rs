@@ -1,0 +1,171 @@
+//! Records inside a RecordBatch v2: decompression and a walk over each record's offset
+//! and timestamp. Only off the hot path (ListOffsets by timestamp); produce and fetch
+//! never inflate batches.
+
+use std::io::Read;
+
+use bytes::Buf;
+
+use super::batch::{BatchHeader, Compression, HEADER_SIZE};
+use super::wire::{read_varint, read_varlong, WireError};
+
+/// Upper bound on inflated record data, against decompression bombs.
+pub const INFLATED_SIZE_MAX: u64 = 256 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecordsError {
+    #[error("batch header: {0}")]
+    Batch(#[from] super::batch::BatchError),
+    #[error("decompression failed: {0}")]
+    Inflate(String),
+    #[error("inflated records exceed {INFLATED_SIZE_MAX} bytes")]
+    TooLarge,
+    #[error("malformed record: {0}")]
+    Wire(#[from] WireError),
+    #[error("batch shorter than its header")]
+    Short,
+}
+
+const XERIAL_MAGIC: &[u8] = &[0x82, b'S', b'N', b'A', b'P', b'P', b'Y', 0];
+
+fn read_bounded(mut reader: impl Read) -> Result<Vec<u8>, RecordsError> {
+    let mut out = Vec::new();
+    reader
+        .by_ref()
+        .take(INFLATED_SIZE_MAX + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| RecordsError::Inflate(e.to_string()))?;
+    if out.len() as u64 > INFLATED_SIZE_MAX {
+        return Err(RecordsError::TooLarge);
+    }
+    Ok(out)
+}
+
+fn snappy_raw(block: &[u8], out: &mut Vec<u8>) -> Result<(), RecordsError> {
+    let len = snap::raw::decompress_len(block).map_err(|e| RecordsError::Inflate(e.to_string()))?;
+    if (out.len() + len) as u64 > INFLATED_SIZE_MAX {
+        return Err(RecordsError::TooLarge);
+    }
+    let start = out.len();
+    out.resize(start + len, 0);
+    snap::raw::Decoder::new()
+        .decompress(block, &mut out[start..])
+        .map_err(|e| RecordsError::Inflate(e.to_string()))?;
+    Ok(())
+}
+
+/// Snappy in Kafka comes either raw or in xerial's block framing (the Java client).
+fn snappy(data: &[u8]) -> Result<Vec<u8>, RecordsError> {
+    let mut out = Vec::new();
+    if data.len() >= 16 && &data[..8] == XERIAL_MAGIC {
+        let mut rest = &data[16..];
+        while !rest.is_empty() {
+            if rest.len() < 4 {
+                return Err(RecordsError::Short);
+            }
+            let len = rest.get_u32() as usize;
+            if rest.len() < len {
+                return Err(RecordsError::Short);
+            }
+            snappy_raw(&rest[..len], &mut out)?;
+            rest = &rest[len..];
+        }
+    } else {
+        snappy_raw(data, &mut out)?;
+    }
+    Ok(out)
+}
+
+/// The record section of a batch, inflated if the batch is compressed.
+pub fn inflate(batch: &[u8]) -> Result<Vec<u8>, RecordsError> {
+    let header = BatchHeader::new(batch).ok_or(RecordsError::Short)?;
+    let data = &batch[HEADER_SIZE..];
+    match header.compression()? {
+        Compression::None => Ok(data.to_vec()),
+        Compression::Gzip => read_bounded(flate2::read::MultiGzDecoder::new(data)),
+        Compression::Snappy => snappy(data),
+        Compression::Lz4 => read_bounded(lz4_flex::frame::FrameDecoder::new(data)),
+        Compression::Zstd => {
+            let decoder = zstd::stream::read::Decoder::new(data).map_err(|e| RecordsError::Inflate(e.to_string()))?;
+            read_bounded(decoder)
+        }
+    }
+}
+
+/// `(offset, timestamp)` of every record in the batch, in order.
+pub fn offsets_and_timestamps(batch: &[u8]) -> Result<Vec<(i64, i64)>, RecordsError> {
+    let header = BatchHeader::new(batch).ok_or(RecordsError::Short)?;
+    let inflated = inflate(batch)?;
+    let mut buf = &inflated[..];
+    let count = header.record_count().max(0) as usize;
+    let mut out = Vec::with_capacity(count.min(1 << 16));
+    for _ in 0..count {
+        let len = read_varint(&mut buf)?;
+        if len < 0 || len as usize > buf.len() {
+            return Err(WireError::InvalidLength(len as i64).into());
+        }
+        let mut rec = &buf[..len as usize];
+        buf = &buf[len as usize..];
+        if !rec.has_remaining() {
+            return Err(WireError::Truncated.into());
+        }
+        rec.advance(1); // attributes
+        let ts_delta = read_varlong(&mut rec)?;
+        let offset_delta = read_varint(&mut rec)?;
+        out.push((header.base_offset() + offset_delta as i64, header.base_timestamp().wrapping_add(ts_delta)));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::batch::build::{encode, Record};
+
+    fn recompress(plain: &[u8], codec: i16, body: Vec<u8>) -> Vec<u8> {
+        let mut b = plain[..HEADER_SIZE].to_vec();
+        b[21..23].copy_from_slice(&codec.to_be_bytes());
+        b.extend_from_slice(&body);
+        let len = (b.len() - 12) as i32;
+        b[8..12].copy_from_slice(&len.to_be_bytes());
+        b
+    }
+
+    #[test]
+    fn walks_records_in_every_codec() {
+        let recs: Vec<Record> = (0..5)
+            .map(|i| Record { key: None, value: Some(b"value"), headers: &[], timestamp: 100 + i * 10 })
+            .collect();
+        let plain = encode(&recs, None);
+        let body = plain[HEADER_SIZE..].to_vec();
+        let expected: Vec<(i64, i64)> = (0..5).map(|i| (i, 100 + i * 10)).collect();
+        assert_eq!(offsets_and_timestamps(&plain).unwrap(), expected);
+
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &body).unwrap();
+        let gz = gz.finish().unwrap();
+        let snappy_raw = snap::raw::Encoder::new().compress_vec(&body).unwrap();
+        let mut xerial = XERIAL_MAGIC.to_vec();
+        xerial.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 1]);
+        xerial.extend_from_slice(&(snappy_raw.len() as u32).to_be_bytes());
+        xerial.extend_from_slice(&snappy_raw);
+        let mut lz4 = lz4_flex::frame::FrameEncoder::new(Vec::new());
+        std::io::Write::write_all(&mut lz4, &body).unwrap();
+        let lz4 = lz4.finish().unwrap();
+        let zstd = zstd::encode_all(&body[..], 1).unwrap();
+        for (codec, data) in [(1, gz), (2, snappy_raw), (2, xerial), (3, lz4), (4, zstd)] {
+            let batch = recompress(&plain, codec, data);
+            assert_eq!(offsets_and_timestamps(&batch).unwrap(), expected, "codec {codec}");
+        }
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        let recs = [Record { key: None, value: Some(b"v"), headers: &[], timestamp: 1 }];
+        let plain = encode(&recs, None);
+        for codec in 1..=4 {
+            let batch = recompress(&plain, codec, vec![0xff; 40]);
+            assert!(offsets_and_timestamps(&batch).is_err(), "codec {codec}");
+        }
+    }
+}

@@ -4,4 +4,6 @@
 //! files; `broker` handlers route through `shard` and never open segments; `storage`
 //! knows batches and offsets, never requests; only `shard` sends across cores.
 
+pub mod config;
 pub mod protocol;
+pub mod storage;

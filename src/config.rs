@@ -1,0 +1,323 @@
+//! Broker configuration: Kafka's own property names, read from a `server.properties`
+//! file and `--override key=value` flags (later wins), validated up front.
+//!
+//! Every setting lives in `SETTINGS` with its default and documentation; the README's
+//! settings table is generated from the same list (`ringlog serve --help-settings`).
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("invalid value {value:?} for {key}: {reason}")]
+    Invalid { key: String, value: String, reason: String },
+    #[error("cannot read {path}: {reason}")]
+    Unreadable { path: String, reason: String },
+    #[error("malformed --override {0:?}: expected key=value")]
+    MalformedOverride(String),
+}
+
+pub struct Setting {
+    pub name: &'static str,
+    pub aliases: &'static [&'static str],
+    pub default: &'static str,
+    pub doc: &'static str,
+}
+
+pub const SETTINGS: &[Setting] = &[
+    Setting { name: "listeners", aliases: &[], default: "PLAINTEXT://:9092", doc: "Where to accept Kafka clients, `PLAINTEXT://host:port`. An empty host binds all interfaces." },
+    Setting { name: "advertised.listeners", aliases: &[], default: "", doc: "Address given to clients in Metadata; defaults to `listeners` (with this host's name if the host is empty or 0.0.0.0)." },
+    Setting { name: "node.id", aliases: &["broker.id"], default: "0", doc: "This broker's id." },
+    Setting { name: "log.dirs", aliases: &["log.dir"], default: "/tmp/ringlog-logs", doc: "Directory holding partition logs and metadata (one directory for now)." },
+    Setting { name: "num.partitions", aliases: &[], default: "1", doc: "Partitions of an auto-created topic, and of CreateTopics with num_partitions -1." },
+    Setting { name: "default.replication.factor", aliases: &[], default: "1", doc: "Replication factor of auto-created topics (a single broker serves only 1)." },
+    Setting { name: "auto.create.topics.enable", aliases: &[], default: "true", doc: "Create unknown topics on Metadata and Produce." },
+    Setting { name: "message.max.bytes", aliases: &[], default: "1048588", doc: "Largest record batch accepted; larger → MESSAGE_TOO_LARGE." },
+    Setting { name: "socket.request.max.bytes", aliases: &[], default: "104857600", doc: "Largest request frame; a larger size closes the connection." },
+    Setting { name: "log.segment.bytes", aliases: &[], default: "1073741824", doc: "Roll to a new segment file past this size." },
+    Setting { name: "log.index.interval.bytes", aliases: &[], default: "4096", doc: "Bytes of log between two entries of the sparse offset index." },
+    Setting { name: "offsets.topic.num.partitions", aliases: &[], default: "50", doc: "Partitions of `__consumer_offsets` (used by group coordination, not yet built)." },
+    Setting { name: "ringlog.cpus", aliases: &[], default: "all", doc: "CPUs to run shards on, one shard pinned to each: `all`, or a list such as `0-3,6`." },
+    Setting { name: "ringlog.shards", aliases: &[], default: "0", doc: "Number of shards; 0 = one per CPU in `ringlog.cpus`, else the first N of them." },
+];
+
+#[derive(Debug, Clone)]
+pub struct Listener {
+    pub host: String,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listener: Listener,
+    pub advertised: Listener,
+    pub node_id: i32,
+    pub log_dir: PathBuf,
+    pub num_partitions: i32,
+    pub default_replication_factor: i16,
+    pub auto_create_topics: bool,
+    pub message_size_max_bytes: usize,
+    pub request_size_max_bytes: usize,
+    pub segment_size_max_bytes: u64,
+    pub index_interval_bytes: u64,
+    pub offsets_topic_partitions: i32,
+    /// CPUs to pin shards to, one shard per entry.
+    pub cpus: Vec<usize>,
+}
+
+/// Parses Java `.properties` text: `key=value`, `key: value` or `key value`, `#`/`!`
+/// comments, and backslash line continuation.
+pub fn parse_properties(text: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut pending = String::new();
+    for raw in text.lines() {
+        let line = raw.trim_start();
+        if pending.is_empty() && (line.is_empty() || line.starts_with('#') || line.starts_with('!')) {
+            continue;
+        }
+        if let Some(stripped) = line.strip_suffix('\\') {
+            pending.push_str(stripped);
+            continue;
+        }
+        pending.push_str(line);
+        let entry = std::mem::take(&mut pending);
+        let split = entry.find(['=', ':', ' ', '\t']);
+        let (key, value) = match split {
+            Some(i) => (&entry[..i], entry[i + 1..].trim_start_matches(['=', ':', ' ', '\t'])),
+            None => (&entry[..], ""),
+        };
+        out.insert(key.trim().to_string(), value.trim().to_string());
+    }
+    out
+}
+
+fn invalid(key: &str, value: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.into(), value: value.into(), reason: reason.into() }
+}
+
+fn parse_listener(key: &str, value: &str) -> Result<Listener, ConfigError> {
+    let first = value.split(',').next().unwrap_or("").trim();
+    let rest = first
+        .strip_prefix("PLAINTEXT://")
+        .ok_or_else(|| invalid(key, value, "expected PLAINTEXT://host:port (only PLAINTEXT is supported)"))?;
+    let (host, port) = rest.rsplit_once(':').ok_or_else(|| invalid(key, value, "missing :port"))?;
+    let port: u16 = port.parse().map_err(|_| invalid(key, value, "port must be 0-65535"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+    Ok(Listener { host, port })
+}
+
+fn parse_num<T: std::str::FromStr + PartialOrd + std::fmt::Display>(
+    key: &str,
+    value: &str,
+    min: T,
+    max: T,
+) -> Result<T, ConfigError> {
+    let v: T = value.trim().parse().map_err(|_| invalid(key, value, "not a number"))?;
+    if v < min || v > max {
+        return Err(invalid(key, value, format!("must be between {min} and {max}")));
+    }
+    Ok(v)
+}
+
+fn parse_bool(key: &str, value: &str) -> Result<bool, ConfigError> {
+    match value.trim() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(invalid(key, value, "expected true or false")),
+    }
+}
+
+/// Parses `all` or a CPU list such as `0-3,6`.
+pub fn parse_cpu_list(key: &str, value: &str, available: usize) -> Result<Vec<usize>, ConfigError> {
+    if value.trim() == "all" {
+        return Ok((0..available).collect());
+    }
+    let mut cpus = Vec::new();
+    for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (lo, hi) = match part.split_once('-') {
+            Some((a, b)) => (a, b),
+            None => (part, part),
+        };
+        let lo: usize = lo.trim().parse().map_err(|_| invalid(key, value, "expected `all` or a list like 0-3,6"))?;
+        let hi: usize = hi.trim().parse().map_err(|_| invalid(key, value, "expected `all` or a list like 0-3,6"))?;
+        if lo > hi || hi >= available {
+            return Err(invalid(key, value, format!("CPUs must be in 0..{} (this host has {available})", available.saturating_sub(1))));
+        }
+        cpus.extend(lo..=hi);
+    }
+    cpus.sort_unstable();
+    cpus.dedup();
+    if cpus.is_empty() {
+        return Err(invalid(key, value, "no CPUs listed"));
+    }
+    Ok(cpus)
+}
+
+fn local_hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into the buffer we own.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };
+    if rc != 0 {
+        return "localhost".into();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+impl Config {
+    /// Builds the config from properties. Unknown keys are returned as warnings.
+    pub fn from_properties(
+        props: &BTreeMap<String, String>,
+        cpus_available: usize,
+    ) -> Result<(Config, Vec<String>), ConfigError> {
+        let mut values: BTreeMap<&'static str, String> = BTreeMap::new();
+        let mut warnings = Vec::new();
+        for (key, value) in props {
+            match SETTINGS.iter().find(|s| s.name == key || s.aliases.contains(&key.as_str())) {
+                Some(s) => {
+                    values.insert(s.name, value.clone());
+                }
+                None => warnings.push(format!("unknown setting {key:?} is ignored")),
+            }
+        }
+        let get = |name: &'static str| -> String {
+            values.get(name).cloned().unwrap_or_else(|| {
+                SETTINGS.iter().find(|s| s.name == name).map(|s| s.default.to_string()).unwrap_or_default()
+            })
+        };
+        let listener = parse_listener("listeners", &get("listeners"))?;
+        let advertised_raw = get("advertised.listeners");
+        let mut advertised = if advertised_raw.is_empty() {
+            listener.clone()
+        } else {
+            parse_listener("advertised.listeners", &advertised_raw)?
+        };
+        if advertised.host.is_empty() || advertised.host == "0.0.0.0" || advertised.host == "::" {
+            advertised.host = local_hostname();
+        }
+        let log_dir = get("log.dirs");
+        let mut dirs = log_dir.split(',').map(str::trim).filter(|d| !d.is_empty());
+        let first = dirs.next().ok_or_else(|| invalid("log.dirs", &log_dir, "no directory given"))?;
+        if dirs.next().is_some() {
+            warnings.push("log.dirs lists several directories; only the first is used for now".into());
+        }
+        let mut cpus = parse_cpu_list("ringlog.cpus", &get("ringlog.cpus"), cpus_available)?;
+        let shards: usize = parse_num("ringlog.shards", &get("ringlog.shards"), 0, 4096)?;
+        if shards > cpus.len() {
+            return Err(invalid("ringlog.shards", &shards.to_string(), format!("only {} CPUs are selected by ringlog.cpus", cpus.len())));
+        }
+        if shards > 0 {
+            cpus.truncate(shards);
+        }
+        let config = Config {
+            listener,
+            advertised,
+            node_id: parse_num("node.id", &get("node.id"), 0, i32::MAX)?,
+            log_dir: PathBuf::from(first),
+            num_partitions: parse_num("num.partitions", &get("num.partitions"), 1, 100_000)?,
+            default_replication_factor: parse_num("default.replication.factor", &get("default.replication.factor"), 1, i16::MAX)?,
+            auto_create_topics: parse_bool("auto.create.topics.enable", &get("auto.create.topics.enable"))?,
+            message_size_max_bytes: parse_num("message.max.bytes", &get("message.max.bytes"), 0, i32::MAX as usize)?,
+            request_size_max_bytes: parse_num("socket.request.max.bytes", &get("socket.request.max.bytes"), 1, i32::MAX as usize)?,
+            segment_size_max_bytes: parse_num("log.segment.bytes", &get("log.segment.bytes"), 14, i32::MAX as u64)?,
+            index_interval_bytes: parse_num("log.index.interval.bytes", &get("log.index.interval.bytes"), 0, i32::MAX as u64)?,
+            offsets_topic_partitions: parse_num("offsets.topic.num.partitions", &get("offsets.topic.num.partitions"), 1, 100_000)?,
+            cpus,
+        };
+        Ok((config, warnings))
+    }
+
+    /// Reads the optional properties file, applies overrides, validates.
+    pub fn load(
+        file: Option<&std::path::Path>,
+        overrides: &[String],
+        cpus_available: usize,
+    ) -> Result<(Config, Vec<String>), ConfigError> {
+        let mut props = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Unreadable {
+                    path: path.display().to_string(),
+                    reason: e.to_string(),
+                })?;
+                parse_properties(&text)
+            }
+            None => BTreeMap::new(),
+        };
+        for o in overrides {
+            let (k, v) = o.split_once('=').ok_or_else(|| ConfigError::MalformedOverride(o.clone()))?;
+            props.insert(k.trim().to_string(), v.trim().to_string());
+        }
+        Config::from_properties(&props, cpus_available)
+    }
+
+    pub fn bind_addr(&self) -> std::io::Result<SocketAddr> {
+        let host = if self.listener.host.is_empty() { "0.0.0.0" } else { &self.listener.host };
+        (host, self.listener.port)
+            .to_socket_addrs()?
+            .next()
+            .ok_or_else(|| std::io::Error::other(format!("cannot resolve listener host {host}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(pairs: &[&str]) -> Result<(Config, Vec<String>), ConfigError> {
+        let overrides: Vec<String> = pairs.iter().map(|s| s.to_string()).collect();
+        Config::load(None, &overrides, 4)
+    }
+
+    #[test]
+    fn properties_format() {
+        let p = parse_properties("# c\n! c\na=1\nb : 2\nc 3\nd=x\\\n  y\n\nbroker.id=5\n");
+        assert_eq!(p["a"], "1");
+        assert_eq!(p["b"], "2");
+        assert_eq!(p["c"], "3");
+        assert_eq!(p["d"], "xy");
+        assert_eq!(p["broker.id"], "5");
+    }
+
+    #[test]
+    fn defaults_aliases_and_unknown_keys() {
+        let (c, warnings) = load(&["broker.id=7", "no.such.key=1"]).unwrap();
+        assert_eq!(c.node_id, 7);
+        assert_eq!(c.listener.port, 9092);
+        assert_eq!(c.cpus, vec![0, 1, 2, 3]);
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].contains("no.such.key"));
+    }
+
+    #[test]
+    fn invalid_values_name_the_key() {
+        for (kv, key) in [
+            ("num.partitions=0", "num.partitions"),
+            ("listeners=SSL://:9093", "listeners"),
+            ("auto.create.topics.enable=yes", "auto.create.topics.enable"),
+            ("ringlog.cpus=9", "ringlog.cpus"),
+            ("ringlog.shards=5", "ringlog.shards"),
+            ("message.max.bytes=-1", "message.max.bytes"),
+        ] {
+            match load(&[kv]) {
+                Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key),
+                other => panic!("{kv}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn cpu_lists_and_shard_counts() {
+        assert_eq!(parse_cpu_list("k", "0-1,3", 4).unwrap(), vec![0, 1, 3]);
+        let (c, _) = load(&["ringlog.cpus=1-3", "ringlog.shards=2"]).unwrap();
+        assert_eq!(c.cpus, vec![1, 2]);
+    }
+
+    #[test]
+    fn listener_parsing() {
+        let (c, _) = load(&["listeners=PLAINTEXT://127.0.0.1:19092"]).unwrap();
+        assert_eq!((c.listener.host.as_str(), c.listener.port), ("127.0.0.1", 19092));
+        assert_eq!(c.advertised.host, "127.0.0.1");
+        assert_eq!(load(&["oops"]).unwrap_err(), ConfigError::MalformedOverride("oops".into()));
+    }
+}

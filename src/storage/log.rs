@@ -1,0 +1,424 @@
+//! A partition's log: its segments, offsets, idempotent-producer state and the readers
+//! waiting for appends. Owned by exactly one shard (see `shard`); never shared across
+//! threads, so interior state is a `RefCell`, and appends are ordered by a one-permit
+//! FIFO gate rather than a lock.
+//!
+//! What `append` promises: when it returns `Ok`, the batch is written to the segment
+//! file through the page cache (it survives a crash of the process, not of the host),
+//! its offsets are assigned and it is visible to readers. Durability against power loss
+//! (fdatasync policy) is the storage issue's work and is not promised yet.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use bytes::Bytes;
+use futures::channel::oneshot;
+use glommio::sync::Semaphore;
+use tracing::{info, warn};
+
+use super::producer_state::{ProducerStates, SequenceCheck};
+use super::segment::{self, to_io, Segment};
+use crate::protocol::batch::{self, BatchError, BatchHeader};
+use crate::protocol::records;
+use crate::protocol::ErrorCode;
+
+/// Reads for fetch go in blocks at least this large, to limit I/Os per fetch.
+const READ_BLOCK_BYTES: usize = 64 << 10;
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub segment_size_max_bytes: u64,
+    pub index_interval_bytes: u64,
+    pub batch_size_max_bytes: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    #[error("invalid batch: {0}")]
+    Batch(#[from] BatchError),
+    #[error("producer sequence check failed: {0:?}")]
+    Sequence(ErrorCode),
+    #[error("storage: {0}")]
+    Io(#[from] io::Error),
+    #[error("partition is offline after an earlier I/O error")]
+    Offline,
+}
+
+impl AppendError {
+    pub fn error_code(&self) -> ErrorCode {
+        match self {
+            AppendError::Batch(e) => e.error_code(),
+            AppendError::Sequence(code) => *code,
+            AppendError::Io(_) | AppendError::Offline => ErrorCode::KafkaStorageError,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("offset {offset} is outside [{log_start}, {log_end}]")]
+    OutOfRange { offset: i64, log_start: i64, log_end: i64 },
+    #[error("storage: {0}")]
+    Io(#[from] io::Error),
+}
+
+impl ReadError {
+    pub fn error_code(&self) -> ErrorCode {
+        match self {
+            ReadError::OutOfRange { .. } => ErrorCode::OffsetOutOfRange,
+            ReadError::Io(_) => ErrorCode::KafkaStorageError,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct AppendInfo {
+    pub base_offset: i64,
+    pub log_start_offset: i64,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Offsets {
+    pub log_start: i64,
+    /// Next offset to be assigned; also the high watermark on a single broker.
+    pub log_end: i64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct MaxTimestampBatch {
+    timestamp: i64,
+    segment_base: i64,
+    position: u64,
+    size: usize,
+}
+
+struct LogState {
+    segments: BTreeMap<i64, Segment>,
+    log_start_offset: i64,
+    log_end_offset: i64,
+    producers: ProducerStates,
+    max_timestamp: Option<MaxTimestampBatch>,
+    offline: bool,
+}
+
+pub struct PartitionLog {
+    dir: PathBuf,
+    config: LogConfig,
+    state: RefCell<LogState>,
+    append_gate: Semaphore,
+    waiters: RefCell<Vec<oneshot::Sender<()>>>,
+}
+
+fn segment_bases(dir: &Path) -> io::Result<Vec<i64>> {
+    let mut bases = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        let name = name.to_string_lossy();
+        if let Some(stem) = name.strip_suffix(".log") {
+            if let Ok(base) = stem.parse::<i64>() {
+                bases.push(base);
+            }
+        }
+    }
+    bases.sort_unstable();
+    Ok(bases)
+}
+
+impl PartitionLog {
+    /// Opens the log in `dir`, creating it if empty. Every existing batch is
+    /// validated; a torn or corrupt tail is truncated and reported in the log.
+    pub async fn open(dir: PathBuf, config: LogConfig) -> io::Result<Rc<PartitionLog>> {
+        std::fs::create_dir_all(&dir)?;
+        let bases = segment_bases(&dir)?;
+        let mut producers = ProducerStates::default();
+        let mut segments = BTreeMap::new();
+        let mut max_timestamp: Option<MaxTimestampBatch> = None;
+        let mut expected = bases.first().copied().unwrap_or(0);
+        for (i, &base) in bases.iter().enumerate() {
+            if base < expected {
+                warn!(dir = %dir.display(), base, expected, "segment overlaps its predecessor; removing it");
+                remove_segment_files(&dir, base);
+                continue;
+            }
+            let (seg, torn) = Segment::recover(&dir, base, config.index_interval_bytes, &mut producers, |h, pos| {
+                if max_timestamp.is_none_or(|m| h.max_timestamp() > m.timestamp) {
+                    max_timestamp = Some(MaxTimestampBatch {
+                        timestamp: h.max_timestamp(),
+                        segment_base: base,
+                        position: pos,
+                        size: h.total_size() as usize,
+                    });
+                }
+            })
+            .await?;
+            expected = seg.next_offset;
+            segments.insert(base, seg);
+            if let Some(t) = torn {
+                warn!(
+                    dir = %dir.display(), segment = base, position = t.position,
+                    truncated_bytes = t.file_size - t.position, reason = %t.reason,
+                    "recovery truncated a torn or corrupt tail"
+                );
+                for &later in &bases[i + 1..] {
+                    warn!(dir = %dir.display(), segment = later, "removing segment after a truncated one");
+                    remove_segment_files(&dir, later);
+                }
+                break;
+            }
+        }
+        if segments.is_empty() {
+            segments.insert(0, Segment::create(&dir, 0).await?);
+        }
+        let log_start_offset = *segments.keys().next().expect("at least one segment");
+        let log_end_offset = segments.values().next_back().expect("at least one segment").next_offset;
+        if log_end_offset > 0 {
+            info!(dir = %dir.display(), log_start_offset, log_end_offset, segments = segments.len(), "recovered partition log");
+        }
+        Ok(Rc::new(PartitionLog {
+            dir,
+            config,
+            state: RefCell::new(LogState {
+                segments,
+                log_start_offset,
+                log_end_offset,
+                producers,
+                max_timestamp,
+                offline: false,
+            }),
+            append_gate: Semaphore::new(1),
+            waiters: RefCell::new(Vec::new()),
+        }))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn offsets(&self) -> Offsets {
+        let s = self.state.borrow();
+        Offsets { log_start: s.log_start_offset, log_end: s.log_end_offset }
+    }
+
+    /// Validates and appends one batch (exactly one, as Produce v3+ carries), assigning
+    /// its offsets. Appends complete in the order they were called.
+    pub async fn append(&self, batch_bytes: &Bytes) -> Result<AppendInfo, AppendError> {
+        batch::validate_single(batch_bytes, self.config.batch_size_max_bytes)?;
+        let _permit = self.append_gate.acquire_permit(1).await.map_err(|_| AppendError::Offline)?;
+        let header = BatchHeader::new(batch_bytes).expect("validated");
+        let (base_offset, position, log_file) = {
+            let s = self.state.borrow();
+            if s.offline {
+                return Err(AppendError::Offline);
+            }
+            match s.producers.check(&header) {
+                SequenceCheck::Append => {}
+                SequenceCheck::Duplicate { base_offset } => {
+                    return Ok(AppendInfo { base_offset, log_start_offset: s.log_start_offset })
+                }
+                SequenceCheck::Reject(code) => return Err(AppendError::Sequence(code)),
+            }
+            let active = s.segments.values().next_back().expect("at least one segment");
+            (s.log_end_offset, active.size, active.log.clone())
+        };
+        let size = batch_bytes.len() as u64;
+        let (position, log_file) = if position > 0 && position + size > self.config.segment_size_max_bytes {
+            self.roll(base_offset).await?
+        } else {
+            (position, log_file)
+        };
+        // The broker's fields (base offset, leader epoch) go into the header as it is
+        // copied into the buffer handed to the kernel: the one copy on this path.
+        let mut head = [0u8; batch::HEADER_SIZE];
+        head.copy_from_slice(&batch_bytes[..batch::HEADER_SIZE]);
+        batch::assign(&mut head, base_offset, 0);
+        let copy_from = |from: usize| {
+            let mut out = Vec::with_capacity(batch_bytes.len() - from);
+            if from < batch::HEADER_SIZE {
+                out.extend_from_slice(&head[from..]);
+            }
+            out.extend_from_slice(&batch_bytes[from.max(batch::HEADER_SIZE)..]);
+            out
+        };
+        if let Err(e) = segment::write_all_at(&log_file, batch_bytes.len(), position, copy_from).await {
+            // Whatever reached the file past `position` is not part of the log; cut it
+            // so that the next append and recovery see a clean tail.
+            if log_file.truncate(position).await.is_err() {
+                self.state.borrow_mut().offline = true;
+            }
+            return Err(e.into());
+        }
+        let header = BatchHeader::new(&head).expect("validated");
+        let (index_write, log_start_offset) = {
+            let mut s = self.state.borrow_mut();
+            s.producers.update(&header);
+            s.log_end_offset = header.last_offset() + 1;
+            if s.max_timestamp.is_none_or(|m| header.max_timestamp() > m.timestamp) {
+                let segment_base = *s.segments.keys().next_back().expect("segment");
+                s.max_timestamp = Some(MaxTimestampBatch {
+                    timestamp: header.max_timestamp(),
+                    segment_base,
+                    position,
+                    size: batch_bytes.len(),
+                });
+            }
+            let active = s.segments.values_mut().next_back().expect("segment");
+            let appended = active.note_append(&header, position, self.config.index_interval_bytes);
+            let index_write = appended.index_entry.map(|e| (active.index_file(), active.index_len() - 1, e));
+            (index_write, s.log_start_offset)
+        };
+        self.wake_waiters();
+        if let Some((file, slot, entry)) = index_write {
+            // The index is rebuilt by recovery, so a failed index write loses nothing.
+            if let Err(e) = Segment::write_index_entry(&file, slot, entry).await {
+                warn!(dir = %self.dir.display(), error = %e, "index write failed");
+            }
+        }
+        Ok(AppendInfo { base_offset, log_start_offset })
+    }
+
+    async fn roll(&self, base_offset: i64) -> io::Result<(u64, Rc<glommio::io::BufferedFile>)> {
+        let seg = Segment::create(&self.dir, base_offset).await?;
+        let log = seg.log.clone();
+        self.state.borrow_mut().segments.insert(base_offset, seg);
+        info!(dir = %self.dir.display(), base_offset, "rolled to a new segment");
+        Ok((0, log))
+    }
+
+    fn wake_waiters(&self) {
+        for w in self.waiters.borrow_mut().drain(..) {
+            let _ = w.send(());
+        }
+    }
+
+    /// A receiver completed by the next append.
+    pub fn wait_for_append(&self) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        let mut waiters = self.waiters.borrow_mut();
+        waiters.retain(|w| !w.is_canceled());
+        waiters.push(tx);
+        rx
+    }
+
+    /// Reads whole batches starting with the one containing `offset`, up to
+    /// `max_bytes` (but at least one batch when `min_one_batch`). Returns `None` at
+    /// the log end.
+    pub async fn read(&self, offset: i64, max_bytes: usize, min_one_batch: bool) -> Result<Option<Bytes>, ReadError> {
+        let (file, mut position, segment_end) = {
+            let s = self.state.borrow();
+            if offset < s.log_start_offset || offset > s.log_end_offset {
+                return Err(ReadError::OutOfRange { offset, log_start: s.log_start_offset, log_end: s.log_end_offset });
+            }
+            if offset == s.log_end_offset {
+                return Ok(None);
+            }
+            let (_, seg) = s.segments.range(..=offset).next_back().expect("offset within the log");
+            (seg.log.clone(), seg.position_for(offset), seg.size)
+        };
+        // Skip batches that end before `offset`, reading headers block by block.
+        let mut block_start = position;
+        let mut block = file.read_at(position, (segment_end - position).min(READ_BLOCK_BYTES.max(max_bytes) as u64) as usize).await.map_err(to_io)?;
+        loop {
+            let at = (position - block_start) as usize;
+            let Some(h) = BatchHeader::new(&block[at.min(block.len())..]) else {
+                if position >= segment_end {
+                    return Ok(None);
+                }
+                block_start = position;
+                block = file.read_at(position, (segment_end - position).min(READ_BLOCK_BYTES.max(max_bytes) as u64) as usize).await.map_err(to_io)?;
+                if block.len() < batch::HEADER_SIZE {
+                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "short read").into());
+                }
+                continue;
+            };
+            if h.last_offset() >= offset {
+                break;
+            }
+            position += h.total_size() as u64;
+        }
+        // Take whole batches from `position` while they fit.
+        let mut end = position;
+        loop {
+            let at = (end - block_start) as usize;
+            let Some(h) = BatchHeader::new(&block[at.min(block.len())..]) else { break };
+            let size = h.total_size() as u64;
+            let taken = end - position;
+            if end + size > segment_end || (taken + size > max_bytes as u64 && !(taken == 0 && min_one_batch)) {
+                break;
+            }
+            end += size;
+        }
+        if end == position {
+            return Ok(None);
+        }
+        let (from, len) = ((position - block_start) as usize, (end - position) as usize);
+        if from + len <= block.len() {
+            return Ok(Some(Bytes::copy_from_slice(&block[from..from + len])));
+        }
+        // The range runs past the block we read: read it whole.
+        let whole = file.read_at(position, len).await.map_err(to_io)?;
+        if whole.len() < len {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "short read").into());
+        }
+        Ok(Some(Bytes::copy_from_slice(&whole[..len])))
+    }
+
+    /// The earliest offset whose record timestamp is >= `timestamp`, with that
+    /// timestamp; `None` if every record is older. Scans batch headers of the
+    /// segments that can hold it (a time index is the storage issue's work).
+    pub async fn offset_for_timestamp(&self, timestamp: i64) -> io::Result<Option<(i64, i64)>> {
+        let candidates: Vec<(Rc<glommio::io::BufferedFile>, u64)> = {
+            let s = self.state.borrow();
+            s.segments.values().filter(|seg| seg.max_timestamp >= timestamp).map(|seg| (seg.log.clone(), seg.size)).collect()
+        };
+        for (file, size) in candidates {
+            let mut pos = 0u64;
+            while pos < size {
+                let head = file.read_at(pos, batch::HEADER_SIZE).await.map_err(to_io)?;
+                let Some(h) = BatchHeader::new(&head) else { break };
+                let total = h.total_size() as u64;
+                if h.max_timestamp() >= timestamp {
+                    let whole = file.read_at(pos, total as usize).await.map_err(to_io)?;
+                    let found = records::offsets_and_timestamps(&whole)
+                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?
+                        .into_iter()
+                        .find(|(_, ts)| *ts >= timestamp);
+                    if let Some(found) = found {
+                        return Ok(Some(found));
+                    }
+                }
+                pos += total;
+            }
+        }
+        Ok(None)
+    }
+
+    /// Offset and timestamp of the record with the largest timestamp (the first such
+    /// record if several share it); `None` on an empty log.
+    pub async fn offset_of_max_timestamp(&self) -> io::Result<Option<(i64, i64)>> {
+        let located = {
+            let s = self.state.borrow();
+            s.max_timestamp.and_then(|m| s.segments.get(&m.segment_base).map(|seg| (seg.log.clone(), m)))
+        };
+        let Some((file, m)) = located else { return Ok(None) };
+        let whole = file.read_at(m.position, m.size).await.map_err(to_io)?;
+        let records = records::offsets_and_timestamps(&whole).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        Ok(records.into_iter().find(|(_, ts)| *ts == m.timestamp).or(Some((BatchHeader::new(&whole).map_or(0, |h| h.base_offset()), m.timestamp))))
+    }
+
+    /// Closes the log and removes its directory. Readers holding segment files keep
+    /// them readable until they finish.
+    pub async fn delete(&self) -> io::Result<()> {
+        self.state.borrow_mut().offline = true;
+        self.append_gate.close();
+        self.wake_waiters();
+        std::fs::remove_dir_all(&self.dir)
+    }
+}
+
+fn remove_segment_files(dir: &Path, base: i64) {
+    let _ = std::fs::remove_file(segment::log_path(dir, base));
+    let _ = std::fs::remove_file(segment::index_path(dir, base));
+}

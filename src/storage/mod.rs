@@ -1,0 +1,9 @@
+//! Storage: partition logs made of segment files that hold RecordBatch v2 bytes exactly
+//! as on the wire, with sparse offset indexes. Knows batches and offsets, never
+//! requests. Every object here is owned by one shard.
+
+pub mod log;
+pub mod producer_state;
+pub mod segment;
+
+pub use log::{AppendError, AppendInfo, LogConfig, Offsets, PartitionLog, ReadError};

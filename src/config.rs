@@ -11,7 +11,11 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
     #[error("invalid value {value:?} for {key}: {reason}")]
-    Invalid { key: String, value: String, reason: String },
+    Invalid {
+        key: String,
+        value: String,
+        reason: String,
+    },
     #[error("cannot read {path}: {reason}")]
     Unreadable { path: String, reason: String },
     #[error("malformed --override {0:?}: expected key=value")]
@@ -73,7 +77,8 @@ pub fn parse_properties(text: &str) -> BTreeMap<String, String> {
     let mut pending = String::new();
     for raw in text.lines() {
         let line = raw.trim_start();
-        if pending.is_empty() && (line.is_empty() || line.starts_with('#') || line.starts_with('!')) {
+        if pending.is_empty() && (line.is_empty() || line.starts_with('#') || line.starts_with('!'))
+        {
             continue;
         }
         if let Some(stripped) = line.strip_suffix('\\') {
@@ -84,7 +89,10 @@ pub fn parse_properties(text: &str) -> BTreeMap<String, String> {
         let entry = std::mem::take(&mut pending);
         let split = entry.find(['=', ':', ' ', '\t']);
         let (key, value) = match split {
-            Some(i) => (&entry[..i], entry[i + 1..].trim_start_matches(['=', ':', ' ', '\t'])),
+            Some(i) => (
+                &entry[..i],
+                entry[i + 1..].trim_start_matches(['=', ':', ' ', '\t']),
+            ),
             None => (&entry[..], ""),
         };
         out.insert(key.trim().to_string(), value.trim().to_string());
@@ -93,17 +101,32 @@ pub fn parse_properties(text: &str) -> BTreeMap<String, String> {
 }
 
 fn invalid(key: &str, value: &str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { key: key.into(), value: value.into(), reason: reason.into() }
+    ConfigError::Invalid {
+        key: key.into(),
+        value: value.into(),
+        reason: reason.into(),
+    }
 }
 
 fn parse_listener(key: &str, value: &str) -> Result<Listener, ConfigError> {
     let first = value.split(',').next().unwrap_or("").trim();
-    let rest = first
-        .strip_prefix("PLAINTEXT://")
-        .ok_or_else(|| invalid(key, value, "expected PLAINTEXT://host:port (only PLAINTEXT is supported)"))?;
-    let (host, port) = rest.rsplit_once(':').ok_or_else(|| invalid(key, value, "missing :port"))?;
-    let port: u16 = port.parse().map_err(|_| invalid(key, value, "port must be 0-65535"))?;
-    let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+    let rest = first.strip_prefix("PLAINTEXT://").ok_or_else(|| {
+        invalid(
+            key,
+            value,
+            "expected PLAINTEXT://host:port (only PLAINTEXT is supported)",
+        )
+    })?;
+    let (host, port) = rest
+        .rsplit_once(':')
+        .ok_or_else(|| invalid(key, value, "missing :port"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| invalid(key, value, "port must be 0-65535"))?;
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
     Ok(Listener { host, port })
 }
 
@@ -113,9 +136,16 @@ fn parse_num<T: std::str::FromStr + PartialOrd + std::fmt::Display>(
     min: T,
     max: T,
 ) -> Result<T, ConfigError> {
-    let v: T = value.trim().parse().map_err(|_| invalid(key, value, "not a number"))?;
+    let v: T = value
+        .trim()
+        .parse()
+        .map_err(|_| invalid(key, value, "not a number"))?;
     if v < min || v > max {
-        return Err(invalid(key, value, format!("must be between {min} and {max}")));
+        return Err(invalid(
+            key,
+            value,
+            format!("must be between {min} and {max}"),
+        ));
     }
     Ok(v)
 }
@@ -139,10 +169,23 @@ pub fn parse_cpu_list(key: &str, value: &str, available: usize) -> Result<Vec<us
             Some((a, b)) => (a, b),
             None => (part, part),
         };
-        let lo: usize = lo.trim().parse().map_err(|_| invalid(key, value, "expected `all` or a list like 0-3,6"))?;
-        let hi: usize = hi.trim().parse().map_err(|_| invalid(key, value, "expected `all` or a list like 0-3,6"))?;
+        let lo: usize = lo
+            .trim()
+            .parse()
+            .map_err(|_| invalid(key, value, "expected `all` or a list like 0-3,6"))?;
+        let hi: usize = hi
+            .trim()
+            .parse()
+            .map_err(|_| invalid(key, value, "expected `all` or a list like 0-3,6"))?;
         if lo > hi || hi >= available {
-            return Err(invalid(key, value, format!("CPUs must be in 0..{} (this host has {available})", available.saturating_sub(1))));
+            return Err(invalid(
+                key,
+                value,
+                format!(
+                    "CPUs must be in 0..{} (this host has {available})",
+                    available.saturating_sub(1)
+                ),
+            ));
         }
         cpus.extend(lo..=hi);
     }
@@ -174,7 +217,10 @@ impl Config {
         let mut values: BTreeMap<&'static str, String> = BTreeMap::new();
         let mut warnings = Vec::new();
         for (key, value) in props {
-            match SETTINGS.iter().find(|s| s.name == key || s.aliases.contains(&key.as_str())) {
+            match SETTINGS
+                .iter()
+                .find(|s| s.name == key || s.aliases.contains(&key.as_str()))
+            {
                 Some(s) => {
                     values.insert(s.name, value.clone());
                 }
@@ -183,7 +229,11 @@ impl Config {
         }
         let get = |name: &'static str| -> String {
             values.get(name).cloned().unwrap_or_else(|| {
-                SETTINGS.iter().find(|s| s.name == name).map(|s| s.default.to_string()).unwrap_or_default()
+                SETTINGS
+                    .iter()
+                    .find(|s| s.name == name)
+                    .map(|s| s.default.to_string())
+                    .unwrap_or_default()
             })
         };
         let listener = parse_listener("listeners", &get("listeners"))?;
@@ -198,14 +248,21 @@ impl Config {
         }
         let log_dir = get("log.dirs");
         let mut dirs = log_dir.split(',').map(str::trim).filter(|d| !d.is_empty());
-        let first = dirs.next().ok_or_else(|| invalid("log.dirs", &log_dir, "no directory given"))?;
+        let first = dirs
+            .next()
+            .ok_or_else(|| invalid("log.dirs", &log_dir, "no directory given"))?;
         if dirs.next().is_some() {
-            warnings.push("log.dirs lists several directories; only the first is used for now".into());
+            warnings
+                .push("log.dirs lists several directories; only the first is used for now".into());
         }
         let mut cpus = parse_cpu_list("ringlog.cpus", &get("ringlog.cpus"), cpus_available)?;
         let shards: usize = parse_num("ringlog.shards", &get("ringlog.shards"), 0, 4096)?;
         if shards > cpus.len() {
-            return Err(invalid("ringlog.shards", &shards.to_string(), format!("only {} CPUs are selected by ringlog.cpus", cpus.len())));
+            return Err(invalid(
+                "ringlog.shards",
+                &shards.to_string(),
+                format!("only {} CPUs are selected by ringlog.cpus", cpus.len()),
+            ));
         }
         if shards > 0 {
             cpus.truncate(shards);
@@ -216,13 +273,46 @@ impl Config {
             node_id: parse_num("node.id", &get("node.id"), 0, i32::MAX)?,
             log_dir: PathBuf::from(first),
             num_partitions: parse_num("num.partitions", &get("num.partitions"), 1, 100_000)?,
-            default_replication_factor: parse_num("default.replication.factor", &get("default.replication.factor"), 1, i16::MAX)?,
-            auto_create_topics: parse_bool("auto.create.topics.enable", &get("auto.create.topics.enable"))?,
-            message_size_max_bytes: parse_num("message.max.bytes", &get("message.max.bytes"), 0, i32::MAX as usize)?,
-            request_size_max_bytes: parse_num("socket.request.max.bytes", &get("socket.request.max.bytes"), 1, i32::MAX as usize)?,
-            segment_size_max_bytes: parse_num("log.segment.bytes", &get("log.segment.bytes"), 14, i32::MAX as u64)?,
-            index_interval_bytes: parse_num("log.index.interval.bytes", &get("log.index.interval.bytes"), 0, i32::MAX as u64)?,
-            offsets_topic_partitions: parse_num("offsets.topic.num.partitions", &get("offsets.topic.num.partitions"), 1, 100_000)?,
+            default_replication_factor: parse_num(
+                "default.replication.factor",
+                &get("default.replication.factor"),
+                1,
+                i16::MAX,
+            )?,
+            auto_create_topics: parse_bool(
+                "auto.create.topics.enable",
+                &get("auto.create.topics.enable"),
+            )?,
+            message_size_max_bytes: parse_num(
+                "message.max.bytes",
+                &get("message.max.bytes"),
+                0,
+                i32::MAX as usize,
+            )?,
+            request_size_max_bytes: parse_num(
+                "socket.request.max.bytes",
+                &get("socket.request.max.bytes"),
+                1,
+                i32::MAX as usize,
+            )?,
+            segment_size_max_bytes: parse_num(
+                "log.segment.bytes",
+                &get("log.segment.bytes"),
+                14,
+                i32::MAX as u64,
+            )?,
+            index_interval_bytes: parse_num(
+                "log.index.interval.bytes",
+                &get("log.index.interval.bytes"),
+                0,
+                i32::MAX as u64,
+            )?,
+            offsets_topic_partitions: parse_num(
+                "offsets.topic.num.partitions",
+                &get("offsets.topic.num.partitions"),
+                1,
+                100_000,
+            )?,
             cpus,
         };
         Ok((config, warnings))
@@ -245,14 +335,20 @@ impl Config {
             None => BTreeMap::new(),
         };
         for o in overrides {
-            let (k, v) = o.split_once('=').ok_or_else(|| ConfigError::MalformedOverride(o.clone()))?;
+            let (k, v) = o
+                .split_once('=')
+                .ok_or_else(|| ConfigError::MalformedOverride(o.clone()))?;
             props.insert(k.trim().to_string(), v.trim().to_string());
         }
         Config::from_properties(&props, cpus_available)
     }
 
     pub fn bind_addr(&self) -> std::io::Result<SocketAddr> {
-        let host = if self.listener.host.is_empty() { "0.0.0.0" } else { &self.listener.host };
+        let host = if self.listener.host.is_empty() {
+            "0.0.0.0"
+        } else {
+            &self.listener.host
+        };
         (host, self.listener.port)
             .to_socket_addrs()?
             .next()
@@ -316,8 +412,14 @@ mod tests {
     #[test]
     fn listener_parsing() {
         let (c, _) = load(&["listeners=PLAINTEXT://127.0.0.1:19092"]).unwrap();
-        assert_eq!((c.listener.host.as_str(), c.listener.port), ("127.0.0.1", 19092));
+        assert_eq!(
+            (c.listener.host.as_str(), c.listener.port),
+            ("127.0.0.1", 19092)
+        );
         assert_eq!(c.advertised.host, "127.0.0.1");
-        assert_eq!(load(&["oops"]).unwrap_err(), ConfigError::MalformedOverride("oops".into()));
+        assert_eq!(
+            load(&["oops"]).unwrap_err(),
+            ConfigError::MalformedOverride("oops".into())
+        );
     }
 }

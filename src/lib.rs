@@ -4,6 +4,11 @@
 //! files; `broker` handlers route through `shard` and never open segments; `storage`
 //! knows batches and offsets, never requests; only `shard` sends across cores.
 
+pub mod broker;
+pub mod cluster;
 pub mod config;
+pub mod net;
 pub mod protocol;
+pub mod runtime;
+pub mod shard;
 pub mod storage;

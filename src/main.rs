@@ -1,1 +1,86 @@
-fn main() {}
+//! `ringlog`: clap → Config → start; nothing else.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "ringlog",
+    version,
+    about = "A Kafka-wire-protocol broker, thread-per-core on io_uring"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the broker.
+    Serve {
+        /// A Kafka-style server.properties file.
+        file: Option<PathBuf>,
+        /// Set a property, overriding the file (as kafka-server-start.sh --override).
+        #[arg(long = "override", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+        /// Print every setting with its default and exit.
+        #[arg(long)]
+        help_settings: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Serve {
+            help_settings: true,
+            ..
+        } => {
+            println!("| setting | default | meaning |\n|---|---|---|");
+            for s in ringlog::config::SETTINGS {
+                let name = if s.aliases.is_empty() {
+                    format!("`{}`", s.name)
+                } else {
+                    format!("`{}` (alias `{}`)", s.name, s.aliases.join("`, `"))
+                };
+                println!("| {name} | `{}` | {} |", s.default, s.doc);
+            }
+            ExitCode::SUCCESS
+        }
+        Command::Serve {
+            file, overrides, ..
+        } => {
+            let cpus = std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1);
+            let (config, warnings) =
+                match ringlog::config::Config::load(file.as_deref(), &overrides, cpus) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        eprintln!("ringlog: configuration error: {e}");
+                        return ExitCode::from(2);
+                    }
+                };
+            for w in warnings {
+                tracing::warn!("{w}");
+            }
+            match ringlog::runtime::serve(config) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    eprintln!("ringlog: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

@@ -33,7 +33,14 @@ pub mod key {
 }
 
 const fn spec(key: i16, name: &'static str, min: i16, max: i16, flexible_from: i16) -> ApiSpec {
-    ApiSpec { key, name, version_min: min, version_served_min: min, version_max: max, flexible_from }
+    ApiSpec {
+        key,
+        name,
+        version_min: min,
+        version_served_min: min,
+        version_max: max,
+        flexible_from,
+    }
 }
 
 pub const SUPPORTED_APIS: &[ApiSpec] = &[
@@ -81,8 +88,16 @@ mod tests {
         for spec in SUPPORTED_APIS {
             let api = ApiKey::try_from(spec.key).expect("known api key");
             let schema = api.valid_versions();
-            assert!(spec.version_served_min >= schema.min, "{} floor below schema", spec.name);
-            assert!(spec.version_max <= schema.max, "{} max above schema", spec.name);
+            assert!(
+                spec.version_served_min >= schema.min,
+                "{} floor below schema",
+                spec.name
+            );
+            assert!(
+                spec.version_max <= schema.max,
+                "{} max above schema",
+                spec.name
+            );
             assert!(spec.version_min <= spec.version_served_min);
             // The schema crate agrees on which versions use the flexible header.
             for v in spec.version_served_min..=spec.version_max {

@@ -71,7 +71,11 @@ pub struct BatchHeader<'a>(&'a [u8]);
 
 macro_rules! be {
     ($b:expr, $ty:ty, $at:expr) => {
-        <$ty>::from_be_bytes($b[$at..$at + std::mem::size_of::<$ty>()].try_into().unwrap())
+        <$ty>::from_be_bytes(
+            $b[$at..$at + std::mem::size_of::<$ty>()]
+                .try_into()
+                .unwrap(),
+        )
     };
 }
 
@@ -151,7 +155,10 @@ impl<'a> BatchHeader<'a> {
 pub fn validate(bytes: &[u8], batch_size_max: usize) -> Result<BatchHeader<'_>, BatchError> {
     let header = BatchHeader::new(bytes).ok_or(BatchError::TooShort(bytes.len()))?;
     if header.total_size() != bytes.len() as i64 {
-        return Err(BatchError::LengthMismatch { declared: header.total_size(), actual: bytes.len() });
+        return Err(BatchError::LengthMismatch {
+            declared: header.total_size(),
+            actual: bytes.len(),
+        });
     }
     match header.magic() {
         2 => {}
@@ -159,13 +166,21 @@ pub fn validate(bytes: &[u8], batch_size_max: usize) -> Result<BatchHeader<'_>, 
         m => return Err(BatchError::BadMagic(m)),
     }
     if bytes.len() > batch_size_max {
-        return Err(BatchError::TooLarge { size: bytes.len(), limit: batch_size_max });
+        return Err(BatchError::TooLarge {
+            size: bytes.len(),
+            limit: batch_size_max,
+        });
     }
     let computed = crc32c::crc32c(&bytes[ATTRIBUTES_OFFSET..]);
     if computed != header.crc() {
-        return Err(BatchError::CrcMismatch { stored: header.crc(), computed });
+        return Err(BatchError::CrcMismatch {
+            stored: header.crc(),
+            computed,
+        });
     }
-    if header.record_count() < 1 || header.record_count() as i64 != header.last_offset_delta() as i64 + 1 {
+    if header.record_count() < 1
+        || header.record_count() as i64 != header.last_offset_delta() as i64 + 1
+    {
         return Err(BatchError::CountMismatch {
             count: header.record_count(),
             last_offset_delta: header.last_offset_delta(),
@@ -181,13 +196,19 @@ pub fn validate_single(records: &Bytes, batch_size_max: usize) -> Result<(), Bat
     let header = BatchHeader::new(records).ok_or(BatchError::TooShort(records.len()))?;
     let size = header.total_size();
     if size < HEADER_SIZE as i64 {
-        return Err(BatchError::LengthMismatch { declared: size, actual: records.len() });
+        return Err(BatchError::LengthMismatch {
+            declared: size,
+            actual: records.len(),
+        });
     }
     if size as usize != records.len() {
         if (size as usize) < records.len() {
             return Err(BatchError::NotExactlyOne(2));
         }
-        return Err(BatchError::LengthMismatch { declared: size, actual: records.len() });
+        return Err(BatchError::LengthMismatch {
+            declared: size,
+            actual: records.len(),
+        });
     }
     validate(records, batch_size_max).map(|_| ())
 }
@@ -271,8 +292,18 @@ mod tests {
 
     fn sample() -> Vec<u8> {
         let recs = [
-            Record { key: Some(b"k1"), value: Some(b"v1"), headers: &[("h", b"x")], timestamp: 1000 },
-            Record { key: None, value: Some(b"v2"), headers: &[], timestamp: 1005 },
+            Record {
+                key: Some(b"k1"),
+                value: Some(b"v1"),
+                headers: &[("h", b"x")],
+                timestamp: 1000,
+            },
+            Record {
+                key: None,
+                value: Some(b"v2"),
+                headers: &[],
+                timestamp: 1005,
+            },
         ];
         encode(&recs, Some((7, 0, 0)))
     }
@@ -296,7 +327,10 @@ mod tests {
             for bit in 0..8 {
                 let mut c = b.clone();
                 c[i] ^= 1 << bit;
-                assert!(validate(&c, 1 << 20).is_err(), "flip at byte {i} bit {bit} accepted");
+                assert!(
+                    validate(&c, 1 << 20).is_err(),
+                    "flip at byte {i} bit {bit} accepted"
+                );
             }
         }
     }
@@ -314,11 +348,20 @@ mod tests {
     fn size_limit_and_lengths() {
         let b = sample();
         assert!(matches!(validate(&b, 10), Err(BatchError::TooLarge { .. })));
-        assert!(matches!(validate(&b[..b.len() - 1], 1 << 20), Err(BatchError::LengthMismatch { .. })));
-        assert!(matches!(validate(&b[..30], 1 << 20), Err(BatchError::TooShort(30))));
+        assert!(matches!(
+            validate(&b[..b.len() - 1], 1 << 20),
+            Err(BatchError::LengthMismatch { .. })
+        ));
+        assert!(matches!(
+            validate(&b[..30], 1 << 20),
+            Err(BatchError::TooShort(30))
+        ));
         let mut two = b.clone();
         two.extend_from_slice(&b);
-        assert_eq!(validate_single(&Bytes::from(two), 1 << 20), Err(BatchError::NotExactlyOne(2)));
+        assert_eq!(
+            validate_single(&Bytes::from(two), 1 << 20),
+            Err(BatchError::NotExactlyOne(2))
+        );
         assert_eq!(validate_single(&Bytes::from(b), 1 << 20), Ok(()));
     }
 
@@ -328,7 +371,10 @@ mod tests {
         b[57..61].copy_from_slice(&5i32.to_be_bytes());
         let crc = crc32c::crc32c(&b[ATTRIBUTES_OFFSET..]);
         b[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
-        assert!(matches!(validate(&b, 1 << 20), Err(BatchError::CountMismatch { .. })));
+        assert!(matches!(
+            validate(&b, 1 << 20),
+            Err(BatchError::CountMismatch { .. })
+        ));
     }
 
     #[test]
@@ -336,7 +382,10 @@ mod tests {
         let mut b = sample();
         b[MAGIC_OFFSET] = 1;
         let err = validate(&b, 1 << 20).unwrap_err();
-        assert_eq!(err.error_code(), crate::protocol::error::ErrorCode::UnsupportedForMessageFormat);
+        assert_eq!(
+            err.error_code(),
+            crate::protocol::error::ErrorCode::UnsupportedForMessageFormat
+        );
     }
 
     #[test]

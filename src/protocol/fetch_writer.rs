@@ -18,7 +18,8 @@ pub struct FetchPartitionData {
     pub high_watermark: i64,
     pub last_stable_offset: i64,
     pub log_start_offset: i64,
-    /// Whole batches, as stored. `None` when there is nothing to return.
+    /// Whole batches, as stored. `None` when there is nothing to return (sent as an
+    /// empty record set).
     pub records: Option<Bytes>,
 }
 
@@ -39,7 +40,10 @@ impl Chunks {
     fn new() -> Self {
         let mut current = BytesMut::with_capacity(256);
         current.put_i32(0); // patched in finish()
-        Chunks { parts: Vec::new(), current }
+        Chunks {
+            parts: Vec::new(),
+            current,
+        }
     }
     fn push_bytes(&mut self, bytes: Bytes) {
         if bytes.len() < 512 {
@@ -119,23 +123,15 @@ pub fn write_fetch_response(
             if version >= 11 {
                 b.put_i32(-1); // preferred_read_replica
             }
-            match p.records {
-                None => {
-                    if flexible {
-                        b.put_u8(0);
-                    } else {
-                        b.put_i32(-1);
-                    }
-                }
-                Some(records) => {
-                    if flexible {
-                        put_unsigned_varint(b, records.len() as u32 + 1);
-                    } else {
-                        b.put_i32(records.len() as i32);
-                    }
-                    out.push_bytes(records);
-                }
+            // No data is an empty record set, never null: Kafka sends it that way and
+            // librdkafka rejects a null one.
+            let records = p.records.unwrap_or_default();
+            if flexible {
+                put_unsigned_varint(b, records.len() as u32 + 1);
+            } else {
+                b.put_i32(records.len() as i32);
             }
+            out.push_bytes(records);
             if flexible {
                 out.current.put_u8(0); // partition tagged fields
             }
@@ -220,7 +216,7 @@ mod tests {
             }
             assert_eq!(t.partitions[0].records.as_ref(), Some(&records));
             assert_eq!(t.partitions[1].error_code, 1);
-            assert_eq!(t.partitions[1].records, None);
+            assert_eq!(t.partitions[1].records, Some(Bytes::new()));
             assert_eq!(t.partitions[2].records.as_ref(), Some(&small));
             assert_eq!(t.partitions[0].high_watermark, 10);
         }
@@ -242,6 +238,9 @@ mod tests {
             }],
         }];
         let parts = write_fetch_response(1, 11, ErrorCode::None, topics);
-        assert!(parts.iter().any(|p| p.as_ptr() == records.as_ptr()), "record bytes were copied");
+        assert!(
+            parts.iter().any(|p| p.as_ptr() == records.as_ptr()),
+            "record bytes were copied"
+        );
     }
 }

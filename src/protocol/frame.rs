@@ -29,7 +29,10 @@ pub fn split_frame(buf: &mut BytesMut, frame_size_max: usize) -> Result<Option<B
     }
     let size = size as usize;
     if size > frame_size_max {
-        return Err(FrameError::TooLarge { size: size as i64, limit: frame_size_max });
+        return Err(FrameError::TooLarge {
+            size: size as i64,
+            limit: frame_size_max,
+        });
     }
     if buf.len() < 4 + size {
         buf.reserve(4 + size - buf.len());
@@ -58,7 +61,10 @@ mod tests {
         let first = split_frame(&mut buf, 1024).unwrap().unwrap();
         assert_eq!(&first[..], &[7u8; 12]);
         assert_eq!(split_frame(&mut buf, 1024).unwrap(), None);
-        assert!(buf.capacity() >= 24, "reserved room for the whole pending frame");
+        assert!(
+            buf.capacity() >= 24,
+            "reserved room for the whole pending frame"
+        );
         buf.extend_from_slice(&[9u8; 14]);
         let second = split_frame(&mut buf, 1024).unwrap().unwrap();
         assert_eq!(&second[..], &[9u8; 20]);
@@ -72,7 +78,10 @@ mod tests {
         let cap_before = buf.capacity();
         assert_eq!(
             split_frame(&mut buf, 1 << 20),
-            Err(FrameError::TooLarge { size: i32::MAX as i64, limit: 1 << 20 })
+            Err(FrameError::TooLarge {
+                size: i32::MAX as i64,
+                limit: 1 << 20
+            })
         );
         assert_eq!(buf.capacity(), cap_before);
     }
@@ -82,7 +91,10 @@ mod tests {
         for size in [-1i32, 0, 3, 9] {
             let mut buf = BytesMut::new();
             buf.put_i32(size);
-            assert_eq!(split_frame(&mut buf, 1024), Err(FrameError::TooSmall { size }));
+            assert_eq!(
+                split_frame(&mut buf, 1024),
+                Err(FrameError::TooSmall { size })
+            );
         }
     }
 

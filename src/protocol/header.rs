@@ -56,7 +56,15 @@ pub fn parse_header(mut frame: Bytes, flexible: bool) -> Result<(RequestHeader, 
             frame.advance(size);
         }
     }
-    Ok((RequestHeader { api_key, api_version, correlation_id, client_id }, frame))
+    Ok((
+        RequestHeader {
+            api_key,
+            api_version,
+            correlation_id,
+            client_id,
+        },
+        frame,
+    ))
 }
 
 /// Parses the header of a request for `spec` at its version.
@@ -107,7 +115,10 @@ mod tests {
     fn truncated_headers_are_errors_not_panics() {
         let full = header(true, Some("client")).freeze();
         for cut in 0..full.len() - 4 {
-            assert!(parse_header(full.slice(..cut), true).is_err(), "cut at {cut}");
+            assert!(
+                parse_header(full.slice(..cut), true).is_err(),
+                "cut at {cut}"
+            );
         }
     }
 }

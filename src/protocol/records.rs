@@ -86,7 +86,8 @@ pub fn inflate(batch: &[u8]) -> Result<Vec<u8>, RecordsError> {
         Compression::Snappy => snappy(data),
         Compression::Lz4 => read_bounded(lz4_flex::frame::FrameDecoder::new(data)),
         Compression::Zstd => {
-            let decoder = zstd::stream::read::Decoder::new(data).map_err(|e| RecordsError::Inflate(e.to_string()))?;
+            let decoder = zstd::stream::read::Decoder::new(data)
+                .map_err(|e| RecordsError::Inflate(e.to_string()))?;
             read_bounded(decoder)
         }
     }
@@ -112,7 +113,10 @@ pub fn offsets_and_timestamps(batch: &[u8]) -> Result<Vec<(i64, i64)>, RecordsEr
         rec.advance(1); // attributes
         let ts_delta = read_varlong(&mut rec)?;
         let offset_delta = read_varint(&mut rec)?;
-        out.push((header.base_offset() + offset_delta as i64, header.base_timestamp().wrapping_add(ts_delta)));
+        out.push((
+            header.base_offset() + offset_delta as i64,
+            header.base_timestamp().wrapping_add(ts_delta),
+        ));
     }
     Ok(out)
 }
@@ -134,7 +138,12 @@ mod tests {
     #[test]
     fn walks_records_in_every_codec() {
         let recs: Vec<Record> = (0..5)
-            .map(|i| Record { key: None, value: Some(b"value"), headers: &[], timestamp: 100 + i * 10 })
+            .map(|i| Record {
+                key: None,
+                value: Some(b"value"),
+                headers: &[],
+                timestamp: 100 + i * 10,
+            })
             .collect();
         let plain = encode(&recs, None);
         let body = plain[HEADER_SIZE..].to_vec();
@@ -155,13 +164,22 @@ mod tests {
         let zstd = zstd::encode_all(&body[..], 1).unwrap();
         for (codec, data) in [(1, gz), (2, snappy_raw), (2, xerial), (3, lz4), (4, zstd)] {
             let batch = recompress(&plain, codec, data);
-            assert_eq!(offsets_and_timestamps(&batch).unwrap(), expected, "codec {codec}");
+            assert_eq!(
+                offsets_and_timestamps(&batch).unwrap(),
+                expected,
+                "codec {codec}"
+            );
         }
     }
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
-        let recs = [Record { key: None, value: Some(b"v"), headers: &[], timestamp: 1 }];
+        let recs = [Record {
+            key: None,
+            value: Some(b"v"),
+            headers: &[],
+            timestamp: 1,
+        }];
         let plain = encode(&recs, None);
         for codec in 1..=4 {
             let batch = recompress(&plain, codec, vec![0xff; 40]);

@@ -94,7 +94,13 @@ mod tests {
 
     #[test]
     fn overlong_and_truncated_varints_fail() {
-        assert_eq!(read_unsigned_varint(&mut &[0x80u8; 6][..]), Err(WireError::VarintTooLong));
-        assert_eq!(read_unsigned_varint(&mut &[0x80u8][..]), Err(WireError::Truncated));
+        assert_eq!(
+            read_unsigned_varint(&mut &[0x80u8; 6][..]),
+            Err(WireError::VarintTooLong)
+        );
+        assert_eq!(
+            read_unsigned_varint(&mut &[0x80u8][..]),
+            Err(WireError::Truncated)
+        );
     }
 }

@@ -60,7 +60,11 @@ impl AppendError {
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
     #[error("offset {offset} is outside [{log_start}, {log_end}]")]
-    OutOfRange { offset: i64, log_start: i64, log_end: i64 },
+    OutOfRange {
+        offset: i64,
+        log_start: i64,
+        log_end: i64,
+    },
     #[error("storage: {0}")]
     Io(#[from] io::Error),
 }
@@ -143,16 +147,22 @@ impl PartitionLog {
                 remove_segment_files(&dir, base);
                 continue;
             }
-            let (seg, torn) = Segment::recover(&dir, base, config.index_interval_bytes, &mut producers, |h, pos| {
-                if max_timestamp.is_none_or(|m| h.max_timestamp() > m.timestamp) {
-                    max_timestamp = Some(MaxTimestampBatch {
-                        timestamp: h.max_timestamp(),
-                        segment_base: base,
-                        position: pos,
-                        size: h.total_size() as usize,
-                    });
-                }
-            })
+            let (seg, torn) = Segment::recover(
+                &dir,
+                base,
+                config.index_interval_bytes,
+                &mut producers,
+                |h, pos| {
+                    if max_timestamp.is_none_or(|m| h.max_timestamp() > m.timestamp) {
+                        max_timestamp = Some(MaxTimestampBatch {
+                            timestamp: h.max_timestamp(),
+                            segment_base: base,
+                            position: pos,
+                            size: h.total_size() as usize,
+                        });
+                    }
+                },
+            )
             .await?;
             expected = seg.next_offset;
             segments.insert(base, seg);
@@ -173,7 +183,11 @@ impl PartitionLog {
             segments.insert(0, Segment::create(&dir, 0).await?);
         }
         let log_start_offset = *segments.keys().next().expect("at least one segment");
-        let log_end_offset = segments.values().next_back().expect("at least one segment").next_offset;
+        let log_end_offset = segments
+            .values()
+            .next_back()
+            .expect("at least one segment")
+            .next_offset;
         if log_end_offset > 0 {
             info!(dir = %dir.display(), log_start_offset, log_end_offset, segments = segments.len(), "recovered partition log");
         }
@@ -199,14 +213,21 @@ impl PartitionLog {
 
     pub fn offsets(&self) -> Offsets {
         let s = self.state.borrow();
-        Offsets { log_start: s.log_start_offset, log_end: s.log_end_offset }
+        Offsets {
+            log_start: s.log_start_offset,
+            log_end: s.log_end_offset,
+        }
     }
 
     /// Validates and appends one batch (exactly one, as Produce v3+ carries), assigning
     /// its offsets. Appends complete in the order they were called.
     pub async fn append(&self, batch_bytes: &Bytes) -> Result<AppendInfo, AppendError> {
         batch::validate_single(batch_bytes, self.config.batch_size_max_bytes)?;
-        let _permit = self.append_gate.acquire_permit(1).await.map_err(|_| AppendError::Offline)?;
+        let _permit = self
+            .append_gate
+            .acquire_permit(1)
+            .await
+            .map_err(|_| AppendError::Offline)?;
         let header = BatchHeader::new(batch_bytes).expect("validated");
         let (base_offset, position, log_file) = {
             let s = self.state.borrow();
@@ -216,19 +237,27 @@ impl PartitionLog {
             match s.producers.check(&header) {
                 SequenceCheck::Append => {}
                 SequenceCheck::Duplicate { base_offset } => {
-                    return Ok(AppendInfo { base_offset, log_start_offset: s.log_start_offset })
+                    return Ok(AppendInfo {
+                        base_offset,
+                        log_start_offset: s.log_start_offset,
+                    })
                 }
                 SequenceCheck::Reject(code) => return Err(AppendError::Sequence(code)),
             }
-            let active = s.segments.values().next_back().expect("at least one segment");
+            let active = s
+                .segments
+                .values()
+                .next_back()
+                .expect("at least one segment");
             (s.log_end_offset, active.size, active.log.clone())
         };
         let size = batch_bytes.len() as u64;
-        let (position, log_file) = if position > 0 && position + size > self.config.segment_size_max_bytes {
-            self.roll(base_offset).await?
-        } else {
-            (position, log_file)
-        };
+        let (position, log_file) =
+            if position > 0 && position + size > self.config.segment_size_max_bytes {
+                self.roll(base_offset).await?
+            } else {
+                (position, log_file)
+            };
         // The broker's fields (base offset, leader epoch) go into the header as it is
         // copied into the buffer handed to the kernel: the one copy on this path.
         let mut head = [0u8; batch::HEADER_SIZE];
@@ -242,7 +271,9 @@ impl PartitionLog {
             out.extend_from_slice(&batch_bytes[from.max(batch::HEADER_SIZE)..]);
             out
         };
-        if let Err(e) = segment::write_all_at(&log_file, batch_bytes.len(), position, copy_from).await {
+        if let Err(e) =
+            segment::write_all_at(&log_file, batch_bytes.len(), position, copy_from).await
+        {
             // Whatever reached the file past `position` is not part of the log; cut it
             // so that the next append and recovery see a clean tail.
             if log_file.truncate(position).await.is_err() {
@@ -255,7 +286,9 @@ impl PartitionLog {
             let mut s = self.state.borrow_mut();
             s.producers.update(&header);
             s.log_end_offset = header.last_offset() + 1;
-            if s.max_timestamp.is_none_or(|m| header.max_timestamp() > m.timestamp) {
+            if s.max_timestamp
+                .is_none_or(|m| header.max_timestamp() > m.timestamp)
+            {
                 let segment_base = *s.segments.keys().next_back().expect("segment");
                 s.max_timestamp = Some(MaxTimestampBatch {
                     timestamp: header.max_timestamp(),
@@ -266,7 +299,9 @@ impl PartitionLog {
             }
             let active = s.segments.values_mut().next_back().expect("segment");
             let appended = active.note_append(&header, position, self.config.index_interval_bytes);
-            let index_write = appended.index_entry.map(|e| (active.index_file(), active.index_len() - 1, e));
+            let index_write = appended
+                .index_entry
+                .map(|e| (active.index_file(), active.index_len() - 1, e));
             (index_write, s.log_start_offset)
         };
         self.wake_waiters();
@@ -276,7 +311,10 @@ impl PartitionLog {
                 warn!(dir = %self.dir.display(), error = %e, "index write failed");
             }
         }
-        Ok(AppendInfo { base_offset, log_start_offset })
+        Ok(AppendInfo {
+            base_offset,
+            log_start_offset,
+        })
     }
 
     async fn roll(&self, base_offset: i64) -> io::Result<(u64, Rc<glommio::io::BufferedFile>)> {
@@ -305,21 +343,40 @@ impl PartitionLog {
     /// Reads whole batches starting with the one containing `offset`, up to
     /// `max_bytes` (but at least one batch when `min_one_batch`). Returns `None` at
     /// the log end.
-    pub async fn read(&self, offset: i64, max_bytes: usize, min_one_batch: bool) -> Result<Option<Bytes>, ReadError> {
+    pub async fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one_batch: bool,
+    ) -> Result<Option<Bytes>, ReadError> {
         let (file, mut position, segment_end) = {
             let s = self.state.borrow();
             if offset < s.log_start_offset || offset > s.log_end_offset {
-                return Err(ReadError::OutOfRange { offset, log_start: s.log_start_offset, log_end: s.log_end_offset });
+                return Err(ReadError::OutOfRange {
+                    offset,
+                    log_start: s.log_start_offset,
+                    log_end: s.log_end_offset,
+                });
             }
             if offset == s.log_end_offset {
                 return Ok(None);
             }
-            let (_, seg) = s.segments.range(..=offset).next_back().expect("offset within the log");
+            let (_, seg) = s
+                .segments
+                .range(..=offset)
+                .next_back()
+                .expect("offset within the log");
             (seg.log.clone(), seg.position_for(offset), seg.size)
         };
         // Skip batches that end before `offset`, reading headers block by block.
         let mut block_start = position;
-        let mut block = file.read_at(position, (segment_end - position).min(READ_BLOCK_BYTES.max(max_bytes) as u64) as usize).await.map_err(to_io)?;
+        let mut block = file
+            .read_at(
+                position,
+                (segment_end - position).min(READ_BLOCK_BYTES.max(max_bytes) as u64) as usize,
+            )
+            .await
+            .map_err(to_io)?;
         loop {
             let at = (position - block_start) as usize;
             let Some(h) = BatchHeader::new(&block[at.min(block.len())..]) else {
@@ -327,7 +384,14 @@ impl PartitionLog {
                     return Ok(None);
                 }
                 block_start = position;
-                block = file.read_at(position, (segment_end - position).min(READ_BLOCK_BYTES.max(max_bytes) as u64) as usize).await.map_err(to_io)?;
+                block = file
+                    .read_at(
+                        position,
+                        (segment_end - position).min(READ_BLOCK_BYTES.max(max_bytes) as u64)
+                            as usize,
+                    )
+                    .await
+                    .map_err(to_io)?;
                 if block.len() < batch::HEADER_SIZE {
                     return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "short read").into());
                 }
@@ -342,10 +406,14 @@ impl PartitionLog {
         let mut end = position;
         loop {
             let at = (end - block_start) as usize;
-            let Some(h) = BatchHeader::new(&block[at.min(block.len())..]) else { break };
+            let Some(h) = BatchHeader::new(&block[at.min(block.len())..]) else {
+                break;
+            };
             let size = h.total_size() as u64;
             let taken = end - position;
-            if end + size > segment_end || (taken + size > max_bytes as u64 && !(taken == 0 && min_one_batch)) {
+            if end + size > segment_end
+                || (taken + size > max_bytes as u64 && !(taken == 0 && min_one_batch))
+            {
                 break;
             }
             end += size;
@@ -371,13 +439,19 @@ impl PartitionLog {
     pub async fn offset_for_timestamp(&self, timestamp: i64) -> io::Result<Option<(i64, i64)>> {
         let candidates: Vec<(Rc<glommio::io::BufferedFile>, u64)> = {
             let s = self.state.borrow();
-            s.segments.values().filter(|seg| seg.max_timestamp >= timestamp).map(|seg| (seg.log.clone(), seg.size)).collect()
+            s.segments
+                .values()
+                .filter(|seg| seg.max_timestamp >= timestamp)
+                .map(|seg| (seg.log.clone(), seg.size))
+                .collect()
         };
         for (file, size) in candidates {
             let mut pos = 0u64;
             while pos < size {
                 let head = file.read_at(pos, batch::HEADER_SIZE).await.map_err(to_io)?;
-                let Some(h) = BatchHeader::new(&head) else { break };
+                let Some(h) = BatchHeader::new(&head) else {
+                    break;
+                };
                 let total = h.total_size() as u64;
                 if h.max_timestamp() >= timestamp {
                     let whole = file.read_at(pos, total as usize).await.map_err(to_io)?;
@@ -400,12 +474,35 @@ impl PartitionLog {
     pub async fn offset_of_max_timestamp(&self) -> io::Result<Option<(i64, i64)>> {
         let located = {
             let s = self.state.borrow();
-            s.max_timestamp.and_then(|m| s.segments.get(&m.segment_base).map(|seg| (seg.log.clone(), m)))
+            s.max_timestamp.and_then(|m| {
+                s.segments
+                    .get(&m.segment_base)
+                    .map(|seg| (seg.log.clone(), m))
+            })
         };
-        let Some((file, m)) = located else { return Ok(None) };
+        let Some((file, m)) = located else {
+            return Ok(None);
+        };
         let whole = file.read_at(m.position, m.size).await.map_err(to_io)?;
-        let records = records::offsets_and_timestamps(&whole).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-        Ok(records.into_iter().find(|(_, ts)| *ts == m.timestamp).or(Some((BatchHeader::new(&whole).map_or(0, |h| h.base_offset()), m.timestamp))))
+        let records = records::offsets_and_timestamps(&whole)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        Ok(records
+            .into_iter()
+            .find(|(_, ts)| *ts == m.timestamp)
+            .or(Some((
+                BatchHeader::new(&whole).map_or(0, |h| h.base_offset()),
+                m.timestamp,
+            ))))
+    }
+
+    /// Waits for appends in flight to finish and refuses new ones (clean shutdown).
+    pub async fn quiesce(&self) {
+        if let Ok(permit) = self.append_gate.acquire_permit(1).await {
+            self.state.borrow_mut().offline = true;
+            drop(permit);
+        }
+        self.append_gate.close();
+        self.wake_waiters();
     }
 
     /// Closes the log and removes its directory. Readers holding segment files keep

@@ -28,7 +28,9 @@ pub enum SequenceCheck {
     /// Not idempotent, or in sequence: append it.
     Append,
     /// Already in the log at this base offset: answer as if appended, write nothing.
-    Duplicate { base_offset: i64 },
+    Duplicate {
+        base_offset: i64,
+    },
     Reject(ErrorCode),
 }
 
@@ -69,11 +71,19 @@ impl ProducerStates {
         }
         let first = batch.base_sequence();
         let last = batch.last_sequence();
-        if let Some(dup) = entry.recent.iter().find(|b| b.first_seq == first && b.last_seq == last) {
-            return SequenceCheck::Duplicate { base_offset: dup.base_offset };
+        if let Some(dup) = entry
+            .recent
+            .iter()
+            .find(|b| b.first_seq == first && b.last_seq == last)
+        {
+            return SequenceCheck::Duplicate {
+                base_offset: dup.base_offset,
+            };
         }
         match entry.recent.back() {
-            Some(prev) if next_seq(prev.last_seq) != first => SequenceCheck::Reject(ErrorCode::OutOfOrderSequenceNumber),
+            Some(prev) if next_seq(prev.last_seq) != first => {
+                SequenceCheck::Reject(ErrorCode::OutOfOrderSequenceNumber)
+            }
             _ => SequenceCheck::Append,
         }
     }
@@ -106,8 +116,14 @@ mod tests {
     use crate::protocol::batch::{assign, build, BatchHeader};
 
     fn batch(pid: i64, epoch: i16, seq: i32, n: usize, offset: i64) -> Vec<u8> {
-        let recs: Vec<build::Record> =
-            (0..n).map(|_| build::Record { key: None, value: Some(b"v"), headers: &[], timestamp: 0 }).collect();
+        let recs: Vec<build::Record> = (0..n)
+            .map(|_| build::Record {
+                key: None,
+                value: Some(b"v"),
+                headers: &[],
+                timestamp: 0,
+            })
+            .collect();
         let mut b = build::encode(&recs, Some((pid, epoch, seq)));
         assign(&mut b, offset, 0);
         b
@@ -126,14 +142,33 @@ mod tests {
         let b1 = batch(1, 0, 3, 2, 3);
         assert_eq!(check(&s, &b1), SequenceCheck::Append);
         s.update(&BatchHeader::new(&b1).unwrap());
-        assert_eq!(check(&s, &batch(1, 0, 0, 3, 99)), SequenceCheck::Duplicate { base_offset: 0 });
-        assert_eq!(check(&s, &batch(1, 0, 3, 2, 99)), SequenceCheck::Duplicate { base_offset: 3 });
-        assert_eq!(check(&s, &batch(1, 0, 7, 1, 99)), SequenceCheck::Reject(ErrorCode::OutOfOrderSequenceNumber));
-        assert_eq!(check(&s, &batch(1, 1, 5, 1, 99)), SequenceCheck::Reject(ErrorCode::OutOfOrderSequenceNumber));
+        assert_eq!(
+            check(&s, &batch(1, 0, 0, 3, 99)),
+            SequenceCheck::Duplicate { base_offset: 0 }
+        );
+        assert_eq!(
+            check(&s, &batch(1, 0, 3, 2, 99)),
+            SequenceCheck::Duplicate { base_offset: 3 }
+        );
+        assert_eq!(
+            check(&s, &batch(1, 0, 7, 1, 99)),
+            SequenceCheck::Reject(ErrorCode::OutOfOrderSequenceNumber)
+        );
+        assert_eq!(
+            check(&s, &batch(1, 1, 5, 1, 99)),
+            SequenceCheck::Reject(ErrorCode::OutOfOrderSequenceNumber)
+        );
         assert_eq!(check(&s, &batch(1, 1, 0, 1, 99)), SequenceCheck::Append);
         s.update(&BatchHeader::new(&batch(1, 1, 0, 1, 5)).unwrap());
-        assert_eq!(check(&s, &batch(1, 0, 5, 1, 99)), SequenceCheck::Reject(ErrorCode::InvalidProducerEpoch));
-        assert_eq!(check(&s, &batch(2, 0, 42, 1, 99)), SequenceCheck::Append, "unknown producer");
+        assert_eq!(
+            check(&s, &batch(1, 0, 5, 1, 99)),
+            SequenceCheck::Reject(ErrorCode::InvalidProducerEpoch)
+        );
+        assert_eq!(
+            check(&s, &batch(2, 0, 42, 1, 99)),
+            SequenceCheck::Append,
+            "unknown producer"
+        );
     }
 
     #[test]
@@ -142,7 +177,13 @@ mod tests {
         for i in 0..7 {
             s.update(&BatchHeader::new(&batch(1, 0, i, 1, i as i64)).unwrap());
         }
-        assert_eq!(check(&s, &batch(1, 0, 2, 1, 99)), SequenceCheck::Duplicate { base_offset: 2 });
-        assert_eq!(check(&s, &batch(1, 0, 1, 1, 99)), SequenceCheck::Reject(ErrorCode::OutOfOrderSequenceNumber));
+        assert_eq!(
+            check(&s, &batch(1, 0, 2, 1, 99)),
+            SequenceCheck::Duplicate { base_offset: 2 }
+        );
+        assert_eq!(
+            check(&s, &batch(1, 0, 1, 1, 99)),
+            SequenceCheck::Reject(ErrorCode::OutOfOrderSequenceNumber)
+        );
     }
 }

@@ -51,9 +51,15 @@ pub async fn write_all_at(
 ) -> io::Result<()> {
     let mut done = 0;
     while done < len {
-        let written = file.write_at(copy_from(done), pos + done as u64).await.map_err(to_io)?;
+        let written = file
+            .write_at(copy_from(done), pos + done as u64)
+            .await
+            .map_err(to_io)?;
         if written == 0 {
-            return Err(io::Error::new(io::ErrorKind::WriteZero, "write returned 0 bytes"));
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                "write returned 0 bytes",
+            ));
         }
         done += written;
     }
@@ -68,13 +74,22 @@ struct ScanWindow {
 }
 
 impl ScanWindow {
-    async fn get(&mut self, file: &BufferedFile, pos: u64, len: usize, file_size: u64) -> io::Result<&[u8]> {
+    async fn get(
+        &mut self,
+        file: &BufferedFile,
+        pos: u64,
+        len: usize,
+        file_size: u64,
+    ) -> io::Result<&[u8]> {
         let end = pos + len as u64;
         if pos < self.start || end > self.start + self.bytes.len() as u64 {
             let want = (len.max(SCAN_CHUNK_BYTES) as u64).min(file_size - pos) as usize;
             let read = file.read_at(pos, want).await.map_err(to_io)?;
             if read.len() < len {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "short read during recovery"));
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "short read during recovery",
+                ));
             }
             self.start = pos;
             self.bytes = read.to_vec();
@@ -150,16 +165,30 @@ impl Segment {
             index: Vec::new(),
             bytes_since_index_entry: 0,
         };
-        let mut window = ScanWindow { start: 0, bytes: Vec::new() };
+        let mut window = ScanWindow {
+            start: 0,
+            bytes: Vec::new(),
+        };
         let mut torn = None;
         let mut pos = 0u64;
         while pos < file_size {
-            let tear = move |reason: String| Some(TornTail { position: pos, file_size, reason });
+            let tear = move |reason: String| {
+                Some(TornTail {
+                    position: pos,
+                    file_size,
+                    reason,
+                })
+            };
             if file_size - pos < batch::HEADER_SIZE as u64 {
-                torn = tear(format!("{} trailing bytes, shorter than a batch header", file_size - pos));
+                torn = tear(format!(
+                    "{} trailing bytes, shorter than a batch header",
+                    file_size - pos
+                ));
                 break;
             }
-            let header = window.get(&seg.log, pos, batch::HEADER_SIZE, file_size).await?;
+            let header = window
+                .get(&seg.log, pos, batch::HEADER_SIZE, file_size)
+                .await?;
             let size = BatchHeader::new(header).map_or(0, |h| h.total_size());
             if size < batch::HEADER_SIZE as i64 || pos + size as u64 > file_size {
                 torn = tear(format!("batch length {size} runs past the end of the file"));
@@ -172,7 +201,11 @@ impl Segment {
                     break;
                 }
                 Ok(h) if h.base_offset() < seg.next_offset => {
-                    torn = tear(format!("offset {} does not follow {}", h.base_offset(), seg.next_offset - 1));
+                    torn = tear(format!(
+                        "offset {} does not follow {}",
+                        h.base_offset(),
+                        seg.next_offset - 1
+                    ));
                     break;
                 }
                 Ok(h) => {
@@ -205,7 +238,12 @@ impl Segment {
 
     /// Bookkeeping after a batch of `h` landed at `position`; returns a new index
     /// entry if one is due.
-    pub fn note_append(&mut self, h: &BatchHeader<'_>, position: u64, index_interval_bytes: u64) -> Appended {
+    pub fn note_append(
+        &mut self,
+        h: &BatchHeader<'_>,
+        position: u64,
+        index_interval_bytes: u64,
+    ) -> Appended {
         let size = h.total_size() as u64;
         let mut index_entry = None;
         if self.index.is_empty() || self.bytes_since_index_entry >= index_interval_bytes {
@@ -218,11 +256,18 @@ impl Segment {
         self.size = position + size;
         self.next_offset = h.last_offset() + 1;
         self.max_timestamp = self.max_timestamp.max(h.max_timestamp());
-        Appended { position, index_entry }
+        Appended {
+            position,
+            index_entry,
+        }
     }
 
     /// Appends one index entry to the `.index` file.
-    pub async fn write_index_entry(index_file: &BufferedFile, slot: usize, entry: (u32, u32)) -> io::Result<()> {
+    pub async fn write_index_entry(
+        index_file: &BufferedFile,
+        slot: usize,
+        entry: (u32, u32),
+    ) -> io::Result<()> {
         let mut buf = [0u8; 8];
         buf[..4].copy_from_slice(&entry.0.to_be_bytes());
         buf[4..].copy_from_slice(&entry.1.to_be_bytes());

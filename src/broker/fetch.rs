@@ -1,0 +1,253 @@
+//! Fetch (v4–v17): reads on the owner shards, long-polls on `max_wait_ms`/`min_bytes`
+//! woken by appends, and writes the response with our own writer so record bytes are
+//! never copied into it.
+//!
+//! Limits follow Kafka (KIP-74): `partition_max_bytes` and the response's `max_bytes`
+//! bound the data, except that the first batch of the first non-empty partition is
+//! always returned whole, so a consumer can make progress past a large batch.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::future::{select, select_all};
+use futures::FutureExt;
+use kafka_protocol::messages::fetch_request::FetchRequest;
+
+use super::routing::group_by_owner;
+use super::{decode, Outcome};
+use crate::cluster::metadata::ShardId;
+use crate::protocol::fetch_writer::{
+    write_fetch_response, FetchPartitionData, FetchTopicData, FETCH_TOPIC_IDS_FROM,
+};
+use crate::protocol::header::RequestHeader;
+use crate::protocol::ErrorCode;
+use crate::shard::{PartitionKey, Shard};
+
+/// Upper bound on how long one fetch may wait, whatever the client asks.
+pub const FETCH_WAIT_MAX: Duration = Duration::from_secs(60);
+
+struct Slot {
+    target: Option<(ShardId, PartitionKey)>,
+    fetch_offset: i64,
+    partition_max_bytes: usize,
+    result: FetchPartitionData,
+}
+
+#[derive(Clone, Copy)]
+struct ReadRequest {
+    key: PartitionKey,
+    offset: i64,
+    max_bytes: usize,
+}
+
+struct ReadResult {
+    error: ErrorCode,
+    high_watermark: i64,
+    log_start_offset: i64,
+    records: Option<Bytes>,
+}
+
+async fn read_on_owner(
+    shard: Rc<Shard>,
+    items: Vec<(usize, ReadRequest)>,
+) -> Vec<(usize, ReadResult)> {
+    let mut out = Vec::with_capacity(items.len());
+    for (slot, r) in items {
+        let result = match shard.log(&r.key) {
+            None => ReadResult {
+                error: ErrorCode::UnknownTopicOrPartition,
+                high_watermark: -1,
+                log_start_offset: -1,
+                records: None,
+            },
+            Some(log) => {
+                let offsets = log.offsets();
+                match log.read(r.offset, r.max_bytes, true).await {
+                    Ok(records) => ReadResult {
+                        error: ErrorCode::None,
+                        high_watermark: offsets.log_end,
+                        log_start_offset: offsets.log_start,
+                        records,
+                    },
+                    Err(e) => ReadResult {
+                        error: e.error_code(),
+                        high_watermark: offsets.log_end,
+                        log_start_offset: offsets.log_start,
+                        records: None,
+                    },
+                }
+            }
+        };
+        out.push((slot, result));
+    }
+    out
+}
+
+/// Returns when any of `items` (key, high watermark seen) grows past what was seen,
+/// or after `timeout`.
+async fn wait_on_owner(shard: Rc<Shard>, items: Vec<(PartitionKey, i64)>, timeout: Duration) {
+    let mut waits = Vec::with_capacity(items.len());
+    for (key, seen) in items {
+        let Some(log) = shard.log(&key) else { return };
+        if log.offsets().log_end > seen {
+            return;
+        }
+        waits.push(log.wait_for_append());
+    }
+    if waits.is_empty() {
+        return;
+    }
+    let sleep = glommio::timer::sleep(timeout).boxed_local();
+    let _ = select(select_all(waits), sleep).await;
+}
+
+pub async fn handle(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcome {
+    let req: FetchRequest = match decode(body, h) {
+        Ok(r) => r,
+        Err(o) => return o,
+    };
+    let deadline =
+        Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64).min(FETCH_WAIT_MAX);
+    let min_bytes = req.min_bytes.max(0) as usize;
+    let response_max_bytes = if req.max_bytes <= 0 {
+        i32::MAX as usize
+    } else {
+        req.max_bytes as usize
+    };
+    let snapshot = shard.metadata.load();
+    let by_id = h.api_version >= FETCH_TOPIC_IDS_FROM;
+    let mut topics: Vec<(String, uuid::Uuid, usize)> = Vec::new();
+    let mut slots: Vec<Slot> = Vec::new();
+    for t in &req.topics {
+        let meta = if by_id {
+            snapshot.topic_by_id(&t.topic_id)
+        } else {
+            snapshot.topic(t.topic.0.as_str())
+        };
+        let missing = if by_id {
+            ErrorCode::UnknownTopicId
+        } else {
+            ErrorCode::UnknownTopicOrPartition
+        };
+        topics.push((t.topic.0.to_string(), t.topic_id, t.partitions.len()));
+        for p in &t.partitions {
+            let mut result = FetchPartitionData {
+                partition: p.partition,
+                error: ErrorCode::None,
+                high_watermark: -1,
+                last_stable_offset: -1,
+                log_start_offset: -1,
+                records: None,
+            };
+            let target =
+                match meta.and_then(|m| m.owner(p.partition).map(|o| (o, (m.id, p.partition)))) {
+                    None => {
+                        result.error = if meta.is_some() {
+                            ErrorCode::UnknownTopicOrPartition
+                        } else {
+                            missing
+                        };
+                        None
+                    }
+                    Some(_) if p.current_leader_epoch > 0 => {
+                        result.error = ErrorCode::UnknownLeaderEpoch;
+                        None
+                    }
+                    found => found,
+                };
+            slots.push(Slot {
+                target,
+                fetch_offset: p.fetch_offset,
+                partition_max_bytes: p.partition_max_bytes.max(0) as usize,
+                result,
+            });
+        }
+    }
+    loop {
+        let reads = slots.iter().enumerate().filter_map(|(i, s)| {
+            s.target.map(|(owner, key)| {
+                (
+                    owner,
+                    i,
+                    ReadRequest {
+                        key,
+                        offset: s.fetch_offset,
+                        max_bytes: s.partition_max_bytes,
+                    },
+                )
+            })
+        });
+        let rounds = group_by_owner(reads)
+            .into_iter()
+            .map(|(owner, items)| shard.submit_to(owner, move |s| read_on_owner(s, items)));
+        let mut bytes_ready = 0usize;
+        let mut any_error = false;
+        for (slot, r) in futures::future::join_all(rounds)
+            .await
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let out = &mut slots[slot].result;
+            out.error = r.error;
+            out.high_watermark = r.high_watermark;
+            out.last_stable_offset = r.high_watermark;
+            out.log_start_offset = r.log_start_offset;
+            bytes_ready += r.records.as_ref().map_or(0, |b| b.len());
+            any_error |= r.error != ErrorCode::None;
+            out.records = r.records;
+        }
+        let now = Instant::now();
+        if bytes_ready >= min_bytes.max(1) || any_error || now >= deadline {
+            break;
+        }
+        let waits = slots.iter().filter_map(|s| {
+            s.target
+                .map(|(owner, key)| (owner, 0usize, (key, s.result.high_watermark)))
+        });
+        let remaining = deadline - now;
+        let waiting: Vec<_> = group_by_owner(waits)
+            .into_iter()
+            .map(|(owner, items)| {
+                let items: Vec<(PartitionKey, i64)> = items.into_iter().map(|(_, i)| i).collect();
+                shard
+                    .submit_to(owner, move |s| wait_on_owner(s, items, remaining))
+                    .boxed_local()
+            })
+            .collect();
+        if waiting.is_empty() {
+            glommio::timer::sleep(remaining).await;
+            break;
+        }
+        let timer = glommio::timer::sleep(remaining).boxed_local();
+        // An append arrived or time ran out: read again; the check above ends the loop.
+        let _ = select(select_all(waiting), timer).await;
+    }
+    // Response-level max_bytes: later partitions give way once the budget is spent.
+    let mut total = 0usize;
+    for s in &mut slots {
+        if let Some(records) = &s.result.records {
+            if total > 0 && total + records.len() > response_max_bytes {
+                s.result.records = None;
+            } else {
+                total += records.len();
+            }
+        }
+    }
+    let mut slots = slots.into_iter();
+    let topics = topics
+        .into_iter()
+        .map(|(name, topic_id, count)| FetchTopicData {
+            name,
+            topic_id,
+            partitions: slots.by_ref().take(count).map(|s| s.result).collect(),
+        })
+        .collect();
+    Outcome::Respond(write_fetch_response(
+        h.correlation_id,
+        h.api_version,
+        ErrorCode::None,
+        topics,
+    ))
+}

@@ -1,0 +1,50 @@
+//! InitProducerId (v0–v5) for idempotent producers: a fresh producer id, epoch 0.
+//! Transactional ids are refused until the transaction coordinator exists.
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::init_producer_id_request::InitProducerIdRequest;
+use kafka_protocol::messages::init_producer_id_response::InitProducerIdResponse;
+use kafka_protocol::messages::ProducerId;
+
+use super::{decode, encode_response, Outcome};
+use crate::protocol::api::key;
+use crate::protocol::header::RequestHeader;
+use crate::protocol::ErrorCode;
+use crate::shard::{Shard, CONTROLLER_SHARD};
+
+pub async fn handle(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcome {
+    let req: InitProducerIdRequest = match decode(body, h) {
+        Ok(r) => r,
+        Err(o) => return o,
+    };
+    let mut resp = InitProducerIdResponse::default();
+    resp.producer_id = ProducerId(-1);
+    resp.producer_epoch = -1;
+    if req.transactional_id.is_some() {
+        resp.error_code = ErrorCode::CoordinatorNotAvailable.code();
+    } else {
+        let id = shard
+            .submit_to(CONTROLLER_SHARD, |s| async move {
+                s.controller()
+                    .allocate_producer_id(&s)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+            .await;
+        match id {
+            Ok(Ok(id)) => {
+                resp.producer_id = ProducerId(id);
+                resp.producer_epoch = 0;
+            }
+            _ => resp.error_code = ErrorCode::KafkaStorageError.code(),
+        }
+    }
+    encode_response(
+        key::INIT_PRODUCER_ID,
+        h.api_version,
+        h.correlation_id,
+        &resp,
+    )
+}

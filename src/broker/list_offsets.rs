@@ -1,0 +1,123 @@
+//! ListOffsets (v1–v9): earliest, latest, max-timestamp, earliest-local, and by
+//! timestamp, each answered by the partition's owner shard.
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::list_offsets_request::ListOffsetsRequest;
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsResponse, ListOffsetsTopicResponse,
+};
+
+use super::routing::group_by_owner;
+use super::{decode, encode_response, Outcome};
+use crate::protocol::api::key;
+use crate::protocol::header::RequestHeader;
+use crate::protocol::ErrorCode;
+use crate::shard::{PartitionKey, Shard};
+use crate::storage::PartitionLog;
+
+pub const LATEST: i64 = -1;
+pub const EARLIEST: i64 = -2;
+pub const MAX_TIMESTAMP: i64 = -3;
+pub const EARLIEST_LOCAL: i64 = -4;
+pub const LATEST_TIERED: i64 = -5;
+
+/// (offset, timestamp) for one partition.
+async fn lookup(log: &PartitionLog, timestamp: i64) -> Result<(i64, i64), ErrorCode> {
+    let offsets = log.offsets();
+    let io = |_| ErrorCode::KafkaStorageError;
+    Ok(match timestamp {
+        LATEST => (offsets.log_end, -1),
+        EARLIEST | EARLIEST_LOCAL => (offsets.log_start, -1),
+        // No tiered storage: nothing is tiered.
+        LATEST_TIERED => (-1, -1),
+        MAX_TIMESTAMP => log
+            .offset_of_max_timestamp()
+            .await
+            .map_err(io)?
+            .unwrap_or((-1, -1)),
+        ts if ts >= 0 => log
+            .offset_for_timestamp(ts)
+            .await
+            .map_err(io)?
+            .unwrap_or((-1, -1)),
+        _ => return Err(ErrorCode::InvalidRequest),
+    })
+}
+
+pub async fn handle(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcome {
+    let req: ListOffsetsRequest = match decode(body, h) {
+        Ok(r) => r,
+        Err(o) => return o,
+    };
+    let snapshot = shard.metadata.load();
+    let mut results: Vec<Result<(i64, i64), ErrorCode>> = Vec::new();
+    let mut work = Vec::new();
+    for t in &req.topics {
+        let topic = snapshot.topic(t.name.0.as_str());
+        for p in &t.partitions {
+            let slot = results.len();
+            results.push(Err(ErrorCode::UnknownTopicOrPartition));
+            if p.current_leader_epoch > 0 {
+                results[slot] = Err(ErrorCode::UnknownLeaderEpoch);
+                continue;
+            }
+            if let Some((owner, id)) =
+                topic.and_then(|t| t.owner(p.partition_index).map(|o| (o, t.id)))
+            {
+                let key: PartitionKey = (id, p.partition_index);
+                work.push((owner, slot, (key, p.timestamp)));
+            }
+        }
+    }
+    let lookups = group_by_owner(work).into_iter().map(|(owner, items)| {
+        shard.submit_to(owner, move |s| async move {
+            let mut out = Vec::with_capacity(items.len());
+            for (slot, (key, ts)) in items {
+                let r = match s.log(&key) {
+                    Some(log) => lookup(&log, ts).await,
+                    None => Err(ErrorCode::UnknownTopicOrPartition),
+                };
+                out.push((slot, r));
+            }
+            out
+        })
+    });
+    for found in futures::future::join_all(lookups)
+        .await
+        .into_iter()
+        .flatten()
+    {
+        for (slot, r) in found {
+            results[slot] = r;
+        }
+    }
+    let mut results = results.into_iter();
+    let mut resp = ListOffsetsResponse::default();
+    for t in &req.topics {
+        let mut tr = ListOffsetsTopicResponse::default();
+        tr.name = t.name.clone();
+        for p in &t.partitions {
+            let mut pr = ListOffsetsPartitionResponse::default();
+            pr.partition_index = p.partition_index;
+            match results.next().unwrap_or(Err(ErrorCode::UnknownServerError)) {
+                Ok((offset, timestamp)) => {
+                    pr.offset = offset;
+                    pr.timestamp = timestamp;
+                    if h.api_version >= 4 {
+                        pr.leader_epoch = 0;
+                    }
+                }
+                Err(code) => {
+                    pr.error_code = code.code();
+                    pr.offset = -1;
+                    pr.timestamp = -1;
+                }
+            }
+            tr.partitions.push(pr);
+        }
+        resp.topics.push(tr);
+    }
+    encode_response(key::LIST_OFFSETS, h.api_version, h.correlation_id, &resp)
+}

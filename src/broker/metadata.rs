@@ -1,0 +1,132 @@
+//! Metadata (v0–v12): this broker, the cluster id, and topics with their ids and
+//! partitions. Unknown topics are auto-created when `auto.create.topics.enable` is on
+//! and the client allows it.
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::metadata_request::MetadataRequest;
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponse, MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{BrokerId, TopicName};
+
+use super::routing::auto_create;
+use super::{decode, encode_response, str_bytes, Outcome};
+use crate::cluster::metadata::{validate_topic_name, TopicMeta};
+use crate::protocol::api::key;
+use crate::protocol::header::RequestHeader;
+use crate::protocol::ErrorCode;
+use crate::shard::Shard;
+
+/// Kafka's "authorized operations not requested" marker.
+const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
+
+fn topic_entry(t: &TopicMeta, node_id: i32, version: i16) -> MetadataResponseTopic {
+    let mut e = MetadataResponseTopic::default();
+    e.name = Some(TopicName(str_bytes(&t.name)));
+    e.topic_id = t.id;
+    e.is_internal = t.is_internal();
+    e.topic_authorized_operations = AUTHORIZED_OPERATIONS_OMITTED;
+    e.partitions = (0..t.partition_count())
+        .map(|p| {
+            let mut part = MetadataResponsePartition::default();
+            part.partition_index = p;
+            part.leader_id = BrokerId(node_id);
+            if version >= 7 {
+                part.leader_epoch = 0;
+            }
+            part.replica_nodes = vec![BrokerId(node_id)];
+            part.isr_nodes = vec![BrokerId(node_id)];
+            part
+        })
+        .collect();
+    e
+}
+
+fn error_entry(name: Option<String>, id: uuid::Uuid, error: ErrorCode) -> MetadataResponseTopic {
+    let mut e = MetadataResponseTopic::default();
+    e.error_code = error.code();
+    e.name = name.map(|n| TopicName(str_bytes(&n)));
+    e.topic_id = id;
+    e.topic_authorized_operations = AUTHORIZED_OPERATIONS_OMITTED;
+    e
+}
+
+pub async fn handle(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcome {
+    let req: MetadataRequest = match decode(body, h) {
+        Ok(r) => r,
+        Err(o) => return o,
+    };
+    let config = &shard.config;
+    let node_id = config.node_id;
+    let mut snapshot = shard.metadata.load();
+    // v0: an empty list means all topics; v1+: null means all topics.
+    let all = match &req.topics {
+        None => true,
+        Some(t) => t.is_empty() && h.api_version == 0,
+    };
+    let mut topics = Vec::new();
+    if all {
+        topics.extend(
+            snapshot
+                .topics
+                .values()
+                .map(|t| topic_entry(t, node_id, h.api_version)),
+        );
+    } else {
+        let requested = req.topics.unwrap_or_default();
+        let allow_create =
+            config.auto_create_topics && (h.api_version < 4 || req.allow_auto_topic_creation);
+        let missing: Vec<String> = requested
+            .iter()
+            .filter_map(|t| t.name.as_ref().map(|n| n.0.to_string()))
+            .filter(|n| snapshot.topic(n).is_none() && validate_topic_name(n).is_ok())
+            .collect();
+        let created = if allow_create && !missing.is_empty() {
+            let created = auto_create(shard, missing).await;
+            snapshot = shard.metadata.load();
+            created
+        } else {
+            Default::default()
+        };
+        for t in requested {
+            let entry = match (&t.name, t.topic_id) {
+                (Some(name), _) => {
+                    let name = name.0.to_string();
+                    match snapshot.topic(&name) {
+                        Some(meta) => topic_entry(meta, node_id, h.api_version),
+                        None if validate_topic_name(&name).is_err() => error_entry(
+                            Some(name),
+                            uuid::Uuid::nil(),
+                            ErrorCode::InvalidTopicException,
+                        ),
+                        None => {
+                            let code = match created.get(&name) {
+                                Some(Err(code)) => *code,
+                                _ => ErrorCode::UnknownTopicOrPartition,
+                            };
+                            error_entry(Some(name), uuid::Uuid::nil(), code)
+                        }
+                    }
+                }
+                (None, id) => match snapshot.topic_by_id(&id) {
+                    Some(meta) => topic_entry(meta, node_id, h.api_version),
+                    None => error_entry(None, id, ErrorCode::UnknownTopicId),
+                },
+            };
+            topics.push(entry);
+        }
+    }
+    let mut broker = MetadataResponseBroker::default();
+    broker.node_id = BrokerId(node_id);
+    broker.host = str_bytes(&config.advertised.host);
+    broker.port = config.advertised.port as i32;
+    let mut resp = MetadataResponse::default();
+    resp.brokers = vec![broker];
+    resp.cluster_id = Some(str_bytes(&snapshot.cluster_id));
+    resp.controller_id = BrokerId(node_id);
+    resp.topics = topics;
+    resp.cluster_authorized_operations = AUTHORIZED_OPERATIONS_OMITTED;
+    encode_response(key::METADATA, h.api_version, h.correlation_id, &resp)
+}

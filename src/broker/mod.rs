@@ -1,0 +1,126 @@
+//! Request handling: dispatch by api key against the one API table, one file per API.
+//! Handlers route per-partition work through `shard::submit_to` and never open
+//! segments themselves.
+
+use std::rc::Rc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use tracing::{debug, warn};
+
+use crate::protocol::api::{self, key};
+use crate::protocol::header::{self, RequestHeader};
+use crate::shard::Shard;
+
+mod api_versions;
+mod create_topics;
+mod delete_topics;
+mod fetch;
+mod find_coordinator;
+mod init_producer_id;
+mod list_offsets;
+mod metadata;
+mod produce;
+mod routing;
+
+/// What the connection does with a request's result.
+pub enum Outcome {
+    /// A complete response frame, as chunks to write in order.
+    Respond(Vec<Bytes>),
+    /// Nothing to send (Produce with acks=0).
+    NoResponse,
+    /// Close the connection, as Kafka does for requests it cannot parse or serve.
+    Close(String),
+}
+
+/// Encodes a response frame: size, response header (v0 or v1 by the API's rules),
+/// body.
+pub fn encode_response<R: Encodable>(
+    api_key: i16,
+    version: i16,
+    correlation_id: i32,
+    body: &R,
+) -> Outcome {
+    let header_version = ApiKey::try_from(api_key)
+        .map(|k| k.response_header_version(version))
+        .unwrap_or(0);
+    let mut buf = BytesMut::with_capacity(128);
+    buf.put_i32(0);
+    let mut header = ResponseHeader::default();
+    header.correlation_id = correlation_id;
+    if let Err(e) = header
+        .encode(&mut buf, header_version)
+        .and_then(|_| body.encode(&mut buf, version))
+    {
+        return Outcome::Close(format!("encoding response failed: {e}"));
+    }
+    let size = (buf.len() - 4) as i32;
+    buf[0..4].copy_from_slice(&size.to_be_bytes());
+    Outcome::Respond(vec![buf.freeze()])
+}
+
+/// Decodes a request body, or says why not (the connection is then closed).
+pub fn decode<R: Decodable>(mut body: Bytes, h: &RequestHeader) -> Result<R, Outcome> {
+    R::decode(&mut body, h.api_version).map_err(|e| {
+        Outcome::Close(format!(
+            "cannot decode api {} v{}: {e}",
+            h.api_key, h.api_version
+        ))
+    })
+}
+
+pub fn str_bytes(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}
+
+/// Handles one request frame.
+pub async fn handle(shard: Rc<Shard>, frame: Bytes) -> Outcome {
+    let Some((api_key, api_version, correlation_id)) = header::peek_ids(&frame) else {
+        return Outcome::Close("request shorter than a header".into());
+    };
+    let Some(spec) = api::find(api_key) else {
+        return Outcome::Close(format!("unsupported api key {api_key}"));
+    };
+    if !spec.is_advertised(api_version) {
+        if api_key == key::API_VERSIONS {
+            // KIP-511: answer an unknown ApiVersions version with a v0 error reply
+            // listing our ranges, so the client can retry with one we support.
+            return api_versions::unsupported_version(correlation_id);
+        }
+        return Outcome::Close(format!(
+            "unsupported version {api_version} of {}",
+            spec.name
+        ));
+    }
+    let (h, body) = match header::parse_for(spec, frame) {
+        Ok(parsed) => parsed,
+        Err(e) => return Outcome::Close(format!("malformed request header: {e}")),
+    };
+    debug!(api = spec.name, version = api_version, correlation_id, client = ?h.client_id, "request");
+    if !spec.is_served(api_version) {
+        return match api_key {
+            key::PRODUCE => produce::unsupported_old_version(&h, body),
+            _ => Outcome::Close(format!(
+                "unsupported version {api_version} of {}",
+                spec.name
+            )),
+        };
+    }
+    let outcome = match api_key {
+        key::API_VERSIONS => api_versions::handle(&h),
+        key::METADATA => metadata::handle(&shard, &h, body).await,
+        key::PRODUCE => produce::handle(&shard, &h, body).await,
+        key::FETCH => fetch::handle(&shard, &h, body).await,
+        key::LIST_OFFSETS => list_offsets::handle(&shard, &h, body).await,
+        key::CREATE_TOPICS => create_topics::handle(&shard, &h, body).await,
+        key::DELETE_TOPICS => delete_topics::handle(&shard, &h, body).await,
+        key::INIT_PRODUCER_ID => init_producer_id::handle(&shard, &h, body).await,
+        key::FIND_COORDINATOR => find_coordinator::handle(&shard, &h, body),
+        other => {
+            warn!(api_key = other, "api in the table has no handler");
+            Outcome::Close(format!("api {other} has no handler"))
+        }
+    };
+    outcome
+}

@@ -1,0 +1,215 @@
+//! Produce (v3–v11; v0–v2 advertised for librdkafka and answered UNSUPPORTED_VERSION).
+//!
+//! The connection's shard splits the request by owner shard; each owner validates and
+//! appends its partitions; the response is assembled in the request's order. Record
+//! bytes travel as `Bytes` slices of the request frame, never copied on the way.
+
+use std::rc::Rc;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::produce_request::ProduceRequest;
+use kafka_protocol::messages::produce_response::{
+    PartitionProduceResponse, ProduceResponse, TopicProduceResponse,
+};
+
+use super::routing::{auto_create, group_by_owner};
+use super::{decode, encode_response, str_bytes, Outcome};
+use crate::protocol::api::key;
+use crate::protocol::header::RequestHeader;
+use crate::protocol::ErrorCode;
+use crate::shard::{PartitionKey, Shard};
+use crate::storage::AppendInfo;
+
+type PartitionResult = Result<AppendInfo, (ErrorCode, Option<String>)>;
+
+pub async fn handle(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcome {
+    let req: ProduceRequest = match decode(body, h) {
+        Ok(r) => r,
+        Err(o) => return o,
+    };
+    let acks = req.acks;
+    let mut snapshot = shard.metadata.load();
+    if shard.config.auto_create_topics {
+        let missing: Vec<String> = req
+            .topic_data
+            .iter()
+            .map(|t| t.name.0.to_string())
+            .filter(|n| {
+                snapshot.topic(n).is_none()
+                    && crate::cluster::metadata::validate_topic_name(n).is_ok()
+            })
+            .collect();
+        if !missing.is_empty() {
+            auto_create(shard, missing).await;
+            snapshot = shard.metadata.load();
+        }
+    }
+    // One slot per (topic, partition) in request order.
+    let mut results: Vec<Option<PartitionResult>> = Vec::new();
+    let mut work = Vec::new();
+    for t in &req.topic_data {
+        let topic = snapshot.topic(t.name.0.as_str());
+        for p in &t.partition_data {
+            let slot = results.len();
+            results.push(None);
+            if !matches!(acks, -1..=1) {
+                results[slot] = Some(Err((ErrorCode::InvalidRequiredAcks, None)));
+                continue;
+            }
+            let owner = topic.and_then(|t| t.owner(p.index).map(|o| (o, t.id)));
+            match (owner, &p.records) {
+                (None, _) => results[slot] = Some(Err((ErrorCode::UnknownTopicOrPartition, None))),
+                (Some(_), None) => {
+                    results[slot] = Some(Err((ErrorCode::InvalidRecord, Some("no records".into()))))
+                }
+                (Some((owner, id)), Some(records)) => {
+                    let key: PartitionKey = (id, p.index);
+                    work.push((owner, slot, (key, records.clone())));
+                }
+            }
+        }
+    }
+    let appends = group_by_owner(work).into_iter().map(|(owner, items)| {
+        shard.submit_to(owner, move |s| async move {
+            let appends = items.into_iter().map(|(slot, (key, records))| {
+                let log = s.log(&key);
+                async move {
+                    let r = match log {
+                        None => Err((ErrorCode::UnknownTopicOrPartition, None)),
+                        Some(log) => log
+                            .append(&records)
+                            .await
+                            .map_err(|e| (e.error_code(), Some(e.to_string()))),
+                    };
+                    (slot, r)
+                }
+            });
+            futures::future::join_all(appends).await
+        })
+    });
+    for shard_results in futures::future::join_all(appends).await {
+        match shard_results {
+            Ok(items) => {
+                for (slot, r) in items {
+                    results[slot] = Some(r);
+                }
+            }
+            Err(gone) => tracing::warn!(error = %gone, "produce to a stopped shard"),
+        }
+    }
+    if acks == 0 {
+        return Outcome::NoResponse;
+    }
+    let mut results = results.into_iter();
+    let mut resp = ProduceResponse::default();
+    for t in &req.topic_data {
+        let mut tr = TopicProduceResponse::default();
+        tr.name = t.name.clone();
+        for p in &t.partition_data {
+            let r = results
+                .next()
+                .flatten()
+                .unwrap_or(Err((ErrorCode::KafkaStorageError, None)));
+            let mut pr = PartitionProduceResponse::default();
+            pr.index = p.index;
+            pr.log_append_time_ms = -1;
+            match r {
+                Ok(info) => {
+                    pr.base_offset = info.base_offset;
+                    if h.api_version >= 5 {
+                        pr.log_start_offset = info.log_start_offset;
+                    }
+                }
+                Err((code, message)) => {
+                    pr.error_code = code.code();
+                    pr.base_offset = -1;
+                    if h.api_version >= 8 {
+                        pr.error_message = message.map(|m| str_bytes(&m));
+                    }
+                }
+            }
+            tr.partition_responses.push(pr);
+        }
+        resp.responses.push(tr);
+    }
+    encode_response(key::PRODUCE, h.api_version, h.correlation_id, &resp)
+}
+
+/// Produce v0–v2: Kafka 4.0 keeps them advertised (librdkafka needs that) and answers
+/// every partition with UNSUPPORTED_VERSION. Their schemas are decoded by hand here,
+/// since the schema crate starts at v3.
+pub fn unsupported_old_version(h: &RequestHeader, mut body: Bytes) -> Outcome {
+    fn string(b: &mut Bytes) -> Option<Bytes> {
+        if b.remaining() < 2 {
+            return None;
+        }
+        let len = b.get_i16();
+        if len < 0 || b.remaining() < len as usize {
+            return None;
+        }
+        Some(b.split_to(len as usize))
+    }
+    fn count(b: &mut Bytes, min_item: usize) -> Option<usize> {
+        if b.remaining() < 4 {
+            return None;
+        }
+        let n = b.get_i32();
+        (n >= 0 && (n as usize).saturating_mul(min_item) <= b.remaining()).then_some(n as usize)
+    }
+    let parse = |b: &mut Bytes| -> Option<(i16, Vec<(Bytes, Vec<i32>)>)> {
+        if b.remaining() < 6 {
+            return None;
+        }
+        let acks = b.get_i16();
+        b.advance(4);
+        let mut topics = Vec::new();
+        for _ in 0..count(b, 6)? {
+            let name = string(b)?;
+            let mut partitions = Vec::new();
+            for _ in 0..count(b, 8)? {
+                if b.remaining() < 8 {
+                    return None;
+                }
+                partitions.push(b.get_i32());
+                let len = b.get_i32();
+                if len > 0 {
+                    if b.remaining() < len as usize {
+                        return None;
+                    }
+                    b.advance(len as usize);
+                }
+            }
+            topics.push((name, partitions));
+        }
+        Some((acks, topics))
+    };
+    let Some((acks, topics)) = parse(&mut body) else {
+        return Outcome::Close(format!("malformed Produce v{} request", h.api_version));
+    };
+    if acks == 0 {
+        return Outcome::Close(format!("Produce v{} is not supported", h.api_version));
+    }
+    let mut b = BytesMut::new();
+    b.put_i32(0);
+    b.put_i32(h.correlation_id);
+    b.put_i32(topics.len() as i32);
+    for (name, partitions) in topics {
+        b.put_i16(name.len() as i16);
+        b.put_slice(&name);
+        b.put_i32(partitions.len() as i32);
+        for p in partitions {
+            b.put_i32(p);
+            b.put_i16(ErrorCode::UnsupportedVersion.code());
+            b.put_i64(-1);
+            if h.api_version >= 2 {
+                b.put_i64(-1);
+            }
+        }
+    }
+    if h.api_version >= 1 {
+        b.put_i32(0);
+    }
+    let size = (b.len() - 4) as i32;
+    b[0..4].copy_from_slice(&size.to_be_bytes());
+    Outcome::Respond(vec![b.freeze()])
+}

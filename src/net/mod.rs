@@ -1,0 +1,3 @@
+//! Networking: the per-shard listener and connections. Never touches files.
+
+pub mod connection;

@@ -1,0 +1,308 @@
+//! Process runtime: one glommio executor per chosen CPU, pinned, joined by a channel
+//! mesh; startup recovery; signals.
+//!
+//! Startup is two-phase so that no shard serves a client before every shard has opened
+//! (and recovered) its partitions and bound its listener: each shard reports ready to
+//! the main thread, which then releases them all. A failure in any shard stops the
+//! process with the cause.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use glommio::channels::channel_mesh::MeshBuilder;
+use glommio::net::TcpListener;
+use glommio::{LocalExecutorBuilder, Placement};
+use tracing::{error, info, warn};
+
+use crate::cluster::controller::{open_partition, Controller, PRODUCER_ID_BLOCK};
+use crate::cluster::metadata::{place, ClusterMetadata, MetadataHandle, ShardId};
+use crate::cluster::store::{self, StoredMetadata};
+use crate::config::Config;
+use crate::shard::{Job, Shard, CONTROLLER_SHARD, MESH_CHANNEL_CAPACITY};
+
+/// Set by the signal thread; shards poll it.
+static SHUTDOWN: AtomicBool = AtomicBool::new(false);
+const SHUTDOWN_POLL: Duration = Duration::from_millis(50);
+/// How long a clean shutdown may take before the process exits anyway.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("log directory {dir}: {source}")]
+    LogDir { dir: String, source: std::io::Error },
+    #[error("{0}")]
+    Shard(String),
+    #[error("cannot start executor on CPU {cpu}: {reason}")]
+    Executor { cpu: usize, reason: String },
+}
+
+/// io_uring registers buffers, which counts against RLIMIT_MEMLOCK. Raise it if we
+/// may; otherwise say so plainly instead of failing obscurely later.
+fn raise_memlock_limit() {
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    let mut current = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: setrlimit/getrlimit read and write rlimit structs we own.
+    let raised = unsafe {
+        libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) == 0 || {
+            // Without CAP_SYS_RESOURCE, the soft limit can still go up to the hard one.
+            libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut current);
+            current.rlim_cur = current.rlim_max;
+            libc::setrlimit(libc::RLIMIT_MEMLOCK, &current) == 0
+                && current.rlim_max == libc::RLIM_INFINITY
+        }
+    };
+    if !raised {
+        warn!(
+            memlock_bytes = current.rlim_cur,
+            "RLIMIT_MEMLOCK is limited; if io_uring fails to start, raise `ulimit -l` (see tuning/)"
+        );
+    }
+}
+
+/// Loads durable metadata, re-places partitions whose shard no longer exists,
+/// reserves a block of producer ids and removes directories of deleted topics.
+fn prepare_metadata(
+    config: &Config,
+    shard_count: usize,
+) -> Result<(ClusterMetadata, i64, i64), std::io::Error> {
+    let dir = &config.log_dir;
+    std::fs::create_dir_all(dir)?;
+    let cluster_id = store::ensure_meta_properties(dir, config.node_id)?;
+    let mut stored = store::load(dir)?.unwrap_or_default();
+    let mut load = vec![0usize; shard_count];
+    for t in &stored.topics {
+        for s in t.placement.iter().filter(|s| s.0 < shard_count) {
+            load[s.0] += 1;
+        }
+    }
+    for t in &mut stored.topics {
+        for p in 0..t.placement.len() {
+            if t.placement[p].0 >= shard_count {
+                let moved = place(1, &mut load)[0];
+                info!(topic = %t.name, partition = p, from = t.placement[p].0, to = moved.0, "re-placing partition: fewer shards than before");
+                t.placement[p] = moved;
+            }
+        }
+    }
+    let producer_id_next = stored.producer_id_next_block;
+    let producer_id_block_end = producer_id_next + PRODUCER_ID_BLOCK;
+    let saved = StoredMetadata {
+        topics: stored.topics.clone(),
+        producer_id_next_block: producer_id_block_end,
+    };
+    store::save(dir, &saved)?;
+    remove_stale_partition_dirs(dir, &stored)?;
+    Ok((
+        ClusterMetadata::new(cluster_id, stored.topics),
+        producer_id_next,
+        producer_id_block_end,
+    ))
+}
+
+fn remove_stale_partition_dirs(dir: &Path, stored: &StoredMetadata) -> std::io::Result<()> {
+    let expected: std::collections::HashSet<String> = stored
+        .topics
+        .iter()
+        .flat_map(|t| (0..t.placement.len()).map(move |p| format!("{}-{p}", t.name)))
+        .collect();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let looks_like_partition = name
+            .rsplit_once('-')
+            .is_some_and(|(_, p)| p.parse::<u32>().is_ok());
+        if entry.file_type()?.is_dir() && looks_like_partition && !expected.contains(&name) {
+            warn!(dir = %entry.path().display(), "removing the directory of a deleted topic");
+            std::fs::remove_dir_all(entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+fn block_signals() -> libc::sigset_t {
+    // SAFETY: plain signal-mask manipulation on a set we own. Threads spawned after
+    // this inherit the mask, so only the main thread receives SIGTERM/SIGINT.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+fn wait_signal(set: &libc::sigset_t) -> i32 {
+    let mut sig = 0;
+    // SAFETY: sigwait reads the set and writes the signal number.
+    unsafe { libc::sigwait(set, &mut sig) };
+    sig
+}
+
+async fn shutdown_requested() {
+    while !SHUTDOWN.load(Ordering::Relaxed) {
+        glommio::timer::sleep(SHUTDOWN_POLL).await;
+    }
+}
+
+/// Runs the broker until SIGTERM/SIGINT. Returns after a clean shutdown.
+pub fn serve(config: Config) -> Result<(), StartError> {
+    raise_memlock_limit();
+    let shard_count = config.cpus.len();
+    let (metadata, producer_id_next, producer_id_block_end) =
+        prepare_metadata(&config, shard_count).map_err(|source| StartError::LogDir {
+            dir: config.log_dir.display().to_string(),
+            source,
+        })?;
+    let addr = config
+        .bind_addr()
+        .map_err(|e| StartError::Shard(format!("listeners: {e}")))?;
+    let metadata = Arc::new(MetadataHandle::new(metadata));
+    let config = Arc::new(config);
+    let signals = block_signals();
+    let mesh = MeshBuilder::<Job, _>::full(shard_count, MESH_CHANNEL_CAPACITY);
+    let go = Arc::new(Barrier::new(shard_count + 1));
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
+    let (done_tx, done_rx) = mpsc::channel::<usize>();
+    for (index, &cpu) in config.cpus.iter().enumerate() {
+        let (config, metadata, mesh, go, ready_tx, done_tx) = (
+            config.clone(),
+            metadata.clone(),
+            mesh.clone(),
+            go.clone(),
+            ready_tx.clone(),
+            done_tx.clone(),
+        );
+        LocalExecutorBuilder::new(Placement::Fixed(cpu))
+            .name(&format!("shard-{index}"))
+            .spawn(move || async move {
+                let id = ShardId(index);
+                let (senders, receivers) = match mesh.join().await {
+                    Ok(joined) => joined,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(format!(
+                            "shard {index}: joining the channel mesh failed: {e}"
+                        )));
+                        return;
+                    }
+                };
+                let controller = (id == CONTROLLER_SHARD).then(|| {
+                    Controller::new(
+                        config.log_dir.clone(),
+                        producer_id_next,
+                        producer_id_block_end,
+                    )
+                });
+                let shard = Shard::new(
+                    id,
+                    shard_count,
+                    config.clone(),
+                    metadata.clone(),
+                    senders,
+                    controller,
+                );
+                let mut receivers = receivers;
+                for (_, rx) in receivers.streams() {
+                    let shard = shard.clone();
+                    glommio::spawn_local(async move {
+                        while let Some(job) = rx.recv().await {
+                            glommio::spawn_local(job(shard.clone())).detach();
+                        }
+                    })
+                    .detach();
+                }
+                let started: Result<TcpListener, String> = async {
+                    let snapshot = metadata.load();
+                    for t in snapshot.topics.values() {
+                        for (p, owner) in t.placement.iter().enumerate() {
+                            if *owner == id {
+                                open_partition(&shard, t, p as i32).await.map_err(|e| {
+                                    format!("shard {index}: opening {}-{p}: {e}", t.name)
+                                })?;
+                            }
+                        }
+                    }
+                    TcpListener::bind(addr)
+                        .map_err(|e| format!("shard {index}: cannot listen on {addr}: {e}"))
+                }
+                .await;
+                let listener = match started {
+                    Ok(l) => {
+                        let _ = ready_tx.send(Ok(()));
+                        l
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                // Phase two: everyone is ready. Blocking here is fine: nothing else
+                // runs on this shard yet.
+                go.wait();
+                let accept = async {
+                    loop {
+                        match listener.accept().await {
+                            Ok(stream) => {
+                                glommio::spawn_local(crate::net::connection::serve(
+                                    shard.clone(),
+                                    stream,
+                                ))
+                                .detach();
+                            }
+                            Err(e) => warn!(error = %e, "accept failed"),
+                        }
+                    }
+                };
+                futures::future::select(Box::pin(accept), Box::pin(shutdown_requested())).await;
+                drop(listener);
+                for log in shard.all_logs() {
+                    log.quiesce().await;
+                }
+                let _ = done_tx.send(index);
+            })
+            .map_err(|e| StartError::Executor {
+                cpu,
+                reason: e.to_string(),
+            })?;
+    }
+    drop(ready_tx);
+    for _ in 0..shard_count {
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(StartError::Shard(e)),
+            Err(_) => return Err(StartError::Shard("a shard stopped during startup".into())),
+        }
+    }
+    go.wait();
+    info!(%addr, shards = shard_count, cpus = ?config.cpus, advertised = %format!("{}:{}", config.advertised.host, config.advertised.port), "ringlog is serving");
+    let sig = wait_signal(&signals);
+    info!(
+        signal = sig,
+        "shutting down: no new connections, finishing appends in flight"
+    );
+    SHUTDOWN.store(true, Ordering::Relaxed);
+    std::thread::spawn(move || {
+        let again = wait_signal(&signals);
+        error!(signal = again, "second signal: exiting now");
+        std::process::exit(1);
+    });
+    let deadline = std::time::Instant::now() + SHUTDOWN_GRACE;
+    for _ in 0..shard_count {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if done_rx.recv_timeout(left).is_err() {
+            warn!("shutdown grace period over; exiting with appends possibly in flight");
+            break;
+        }
+    }
+    info!("stopped");
+    Ok(())
+}

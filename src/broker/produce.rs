@@ -71,19 +71,23 @@ pub async fn handle(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcom
     }
     let appends = group_by_owner(work).into_iter().map(|(owner, items)| {
         shard.submit_to(owner, move |s| async move {
-            let appends = items.into_iter().map(|(slot, (key, records))| {
-                let log = s.log(&key);
-                async move {
-                    let r = match log {
-                        None => Err((ErrorCode::UnknownTopicOrPartition, None)),
-                        Some(log) => log
-                            .append(&records)
-                            .await
-                            .map_err(|e| (e.error_code(), Some(e.to_string()))),
-                    };
-                    (slot, r)
-                }
-            });
+            // Each append takes its place in its partition's line here, in request
+            // order, before any of them is polled.
+            let appends: Vec<_> = items
+                .into_iter()
+                .map(|(slot, (key, records))| {
+                    let append = s.log(&key).map(|log| log.append(records));
+                    async move {
+                        let r = match append {
+                            None => Err((ErrorCode::UnknownTopicOrPartition, None)),
+                            Some(append) => append
+                                .await
+                                .map_err(|e| (e.error_code(), Some(e.to_string()))),
+                        };
+                        (slot, r)
+                    }
+                })
+                .collect();
             futures::future::join_all(appends).await
         })
     });

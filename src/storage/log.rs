@@ -16,9 +16,9 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 use futures::channel::oneshot;
-use glommio::sync::Semaphore;
 use tracing::{info, warn};
 
+use super::gate::FifoGate;
 use super::producer_state::{ProducerStates, SequenceCheck};
 use super::segment::{self, to_io, Segment};
 use crate::protocol::batch::{self, BatchError, BatchHeader};
@@ -112,7 +112,7 @@ pub struct PartitionLog {
     dir: PathBuf,
     config: LogConfig,
     state: RefCell<LogState>,
-    append_gate: Semaphore,
+    append_gate: FifoGate,
     waiters: RefCell<Vec<oneshot::Sender<()>>>,
 }
 
@@ -202,7 +202,7 @@ impl PartitionLog {
                 max_timestamp,
                 offline: false,
             }),
-            append_gate: Semaphore::new(1),
+            append_gate: FifoGate::default(),
             waiters: RefCell::new(Vec::new()),
         }))
     }
@@ -220,14 +220,27 @@ impl PartitionLog {
     }
 
     /// Validates and appends one batch (exactly one, as Produce v3+ carries), assigning
-    /// its offsets. Appends complete in the order they were called.
-    pub async fn append(&self, batch_bytes: &Bytes) -> Result<AppendInfo, AppendError> {
-        batch::validate_single(batch_bytes, self.config.batch_size_max_bytes)?;
-        let _permit = self
-            .append_gate
-            .acquire_permit(1)
-            .await
-            .map_err(|_| AppendError::Offline)?;
+    /// its offsets. Appends take effect in the order this function was *called*: the
+    /// place in line is taken before the returned future is first polled.
+    pub fn append(
+        self: &Rc<Self>,
+        batch: Bytes,
+    ) -> impl std::future::Future<Output = Result<AppendInfo, AppendError>> + 'static {
+        let ticket = self.append_gate.ticket();
+        let this = self.clone();
+        async move {
+            let pass = this
+                .append_gate
+                .admit(ticket)
+                .await
+                .map_err(|_| AppendError::Offline);
+            let _pass = pass?;
+            batch::validate_single(&batch, this.config.batch_size_max_bytes)?;
+            this.append_in_turn(&batch).await
+        }
+    }
+
+    async fn append_in_turn(&self, batch_bytes: &Bytes) -> Result<AppendInfo, AppendError> {
         let header = BatchHeader::new(batch_bytes).expect("validated");
         let (base_offset, position, log_file) = {
             let s = self.state.borrow();
@@ -497,11 +510,12 @@ impl PartitionLog {
 
     /// Waits for appends in flight to finish and refuses new ones (clean shutdown).
     pub async fn quiesce(&self) {
-        if let Ok(permit) = self.append_gate.acquire_permit(1).await {
-            self.state.borrow_mut().offline = true;
-            drop(permit);
-        }
+        let ticket = self.append_gate.ticket();
         self.append_gate.close();
+        if let Ok(pass) = self.append_gate.admit(ticket).await {
+            self.state.borrow_mut().offline = true;
+            drop(pass);
+        }
         self.wake_waiters();
     }
 

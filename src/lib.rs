@@ -4,6 +4,7 @@
 //! files; `broker` handlers route through `shard` and never open segments; `storage`
 //! knows batches and offsets, never requests; only `shard` sends across cores.
 
+pub mod alloc_guard;
 pub mod broker;
 pub mod cluster;
 pub mod config;

@@ -5,6 +5,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+#[global_allocator]
+static ALLOCATOR: ringlog::alloc_guard::GuardedAllocator = ringlog::alloc_guard::GuardedAllocator;
+
 #[derive(Parser)]
 #[command(
     name = "ringlog",

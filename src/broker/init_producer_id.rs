@@ -22,7 +22,14 @@ pub async fn handle(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcom
     let mut resp = InitProducerIdResponse::default();
     resp.producer_id = ProducerId(-1);
     resp.producer_epoch = -1;
-    if req.transactional_id.is_some() {
+    if req
+        .transactional_id
+        .as_ref()
+        .is_some_and(|t| t.0.is_empty())
+    {
+        // As Kafka's transaction coordinator answers an empty transactional id.
+        resp.error_code = ErrorCode::InvalidRequest.code();
+    } else if req.transactional_id.is_some() {
         resp.error_code = ErrorCode::CoordinatorNotAvailable.code();
     } else {
         let id = shard

@@ -160,7 +160,9 @@ pub fn unsupported_old_version(h: &RequestHeader, mut body: Bytes) -> Outcome {
         let n = b.get_i32();
         (n >= 0 && (n as usize).saturating_mul(min_item) <= b.remaining()).then_some(n as usize)
     }
-    let parse = |b: &mut Bytes| -> Option<(i16, Vec<(Bytes, Vec<i32>)>)> {
+    /// acks, then (topic name, partition indexes) per topic.
+    type OldProduce = (i16, Vec<(Bytes, Vec<i32>)>);
+    let parse = |b: &mut Bytes| -> Option<OldProduce> {
         if b.remaining() < 6 {
             return None;
         }

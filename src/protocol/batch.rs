@@ -2,8 +2,8 @@
 //! runs before a batch may enter the log.
 //!
 //! Invariants: a batch that passed `validate` has magic 2, a length field that matches
-//! its bytes, a CRC-32C that matches bytes 21.., and `record_count == last_offset_delta
-//! + 1 >= 1`. Only the base offset (0..8) and partition leader epoch (12..16) may be
+//! its bytes, a CRC-32C that matches bytes 21.., and a record count equal to
+//! `last_offset_delta + 1` and at least 1. Only the base offset (0..8) and partition leader epoch (12..16) may be
 //! rewritten afterwards; both lie outside the CRC.
 
 use bytes::Bytes;

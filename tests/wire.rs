@@ -1,0 +1,612 @@
+//! The Kafka protocol at the byte level against the real broker: the API table,
+//! unsupported APIs and versions, malformed frames, invalid batches, response order,
+//! long-poll, idempotent sequences across a crash, recovery of a torn tail, config
+//! errors. Client-library behaviour is covered by the Python suites.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use common::{Broker, Client};
+use kafka_protocol::messages::api_versions_request::ApiVersionsRequest;
+use kafka_protocol::messages::api_versions_response::ApiVersionsResponse;
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreateTopicsRequest};
+use kafka_protocol::messages::create_topics_response::CreateTopicsResponse;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchRequest, FetchTopic};
+use kafka_protocol::messages::fetch_response::FetchResponse;
+use kafka_protocol::messages::init_producer_id_request::InitProducerIdRequest;
+use kafka_protocol::messages::init_producer_id_response::InitProducerIdResponse;
+use kafka_protocol::messages::list_offsets_request::{
+    ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic,
+};
+use kafka_protocol::messages::list_offsets_response::ListOffsetsResponse;
+use kafka_protocol::messages::metadata_request::MetadataRequest;
+use kafka_protocol::messages::metadata_response::MetadataResponse;
+use kafka_protocol::messages::produce_request::{
+    PartitionProduceData, ProduceRequest, TopicProduceData,
+};
+use kafka_protocol::messages::produce_response::ProduceResponse;
+use kafka_protocol::messages::{ApiKey, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use ringlog::protocol::api::SUPPORTED_APIS;
+use ringlog::protocol::batch::build::{encode, Record};
+
+const PRODUCE_V: i16 = 9;
+const FETCH_V: i16 = 12;
+
+fn name(s: &str) -> TopicName {
+    TopicName(StrBytes::from_string(s.to_string()))
+}
+
+fn batch(n: usize, producer: Option<(i64, i16, i32)>) -> Vec<u8> {
+    let recs: Vec<Record> = (0..n)
+        .map(|_| Record {
+            key: Some(b"k"),
+            value: Some(b"value"),
+            headers: &[],
+            timestamp: 1_000,
+        })
+        .collect();
+    encode(&recs, producer)
+}
+
+fn create_topic(c: &mut Client, topic: &str, partitions: i32) {
+    let mut t = CreatableTopic::default();
+    t.name = name(topic);
+    t.num_partitions = partitions;
+    t.replication_factor = 1;
+    let mut req = CreateTopicsRequest::default();
+    req.topics = vec![t];
+    req.timeout_ms = 10_000;
+    let resp: CreateTopicsResponse = c.call(ApiKey::CreateTopics, 7, &req);
+    assert_eq!(resp.topics[0].error_code, 0);
+}
+
+fn produce_request(topic: &str, partition: i32, records: Vec<u8>, acks: i16) -> ProduceRequest {
+    let mut p = PartitionProduceData::default();
+    p.index = partition;
+    p.records = Some(Bytes::from(records));
+    let mut t = TopicProduceData::default();
+    t.name = name(topic);
+    t.partition_data = vec![p];
+    let mut req = ProduceRequest::default();
+    req.acks = acks;
+    req.timeout_ms = 10_000;
+    req.topic_data = vec![t];
+    req
+}
+
+/// Produces and returns (error code, base offset).
+fn produce(c: &mut Client, topic: &str, partition: i32, records: Vec<u8>) -> (i16, i64) {
+    let resp: ProduceResponse = c.call(
+        ApiKey::Produce,
+        PRODUCE_V,
+        &produce_request(topic, partition, records, -1),
+    );
+    let p = &resp.responses[0].partition_responses[0];
+    (p.error_code, p.base_offset)
+}
+
+fn fetch_request(topic: &str, partitions: &[(i32, i64)], max_wait_ms: i32) -> FetchRequest {
+    let mut t = FetchTopic::default();
+    t.topic = name(topic);
+    t.partitions = partitions
+        .iter()
+        .map(|&(p, offset)| {
+            let mut fp = FetchPartition::default();
+            fp.partition = p;
+            fp.fetch_offset = offset;
+            fp.partition_max_bytes = 1 << 20;
+            fp
+        })
+        .collect();
+    let mut req = FetchRequest::default();
+    req.max_wait_ms = max_wait_ms;
+    req.min_bytes = 1;
+    req.max_bytes = 50 << 20;
+    req.session_epoch = -1;
+    req.topics = vec![t];
+    req
+}
+
+/// Base offsets of the batches in a fetched record set.
+fn batch_bases(records: &Bytes) -> Vec<i64> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at + 12 <= records.len() {
+        out.push(i64::from_be_bytes(records[at..at + 8].try_into().unwrap()));
+        at += 12 + i32::from_be_bytes(records[at + 8..at + 12].try_into().unwrap()) as usize;
+    }
+    out
+}
+
+fn latest_offset(c: &mut Client, topic: &str, partition: i32) -> i64 {
+    let mut p = ListOffsetsPartition::default();
+    p.partition_index = partition;
+    p.timestamp = -1;
+    let mut t = ListOffsetsTopic::default();
+    t.name = name(topic);
+    t.partitions = vec![p];
+    let mut req = ListOffsetsRequest::default();
+    req.topics = vec![t];
+    let resp: ListOffsetsResponse = c.call(ApiKey::ListOffsets, 7, &req);
+    assert_eq!(resp.topics[0].partitions[0].error_code, 0);
+    resp.topics[0].partitions[0].offset
+}
+
+fn assert_serving(b: &Broker) {
+    let mut c = b.connect();
+    let resp: ApiVersionsResponse = c.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+    assert_eq!(resp.error_code, 0);
+    let (code, _) = produce(&mut c, "still-serving", 0, batch(2, None));
+    assert_eq!(code, 0);
+    let resp: FetchResponse = c.call(
+        ApiKey::Fetch,
+        FETCH_V,
+        &fetch_request("still-serving", &[(0, 0)], 0),
+    );
+    assert!(resp.responses[0].partitions[0]
+        .records
+        .as_ref()
+        .is_some_and(|r| !r.is_empty()));
+}
+
+#[test]
+fn api_versions_advertises_exactly_the_table() {
+    let b = Broker::start("apiversions", &[]);
+    let mut c = b.connect();
+    for version in 0..=4 {
+        let resp: ApiVersionsResponse =
+            c.call(ApiKey::ApiVersions, version, &ApiVersionsRequest::default());
+        assert_eq!(resp.error_code, 0);
+        let got: BTreeMap<i16, (i16, i16)> = resp
+            .api_keys
+            .iter()
+            .map(|k| (k.api_key, (k.min_version, k.max_version)))
+            .collect();
+        let want: BTreeMap<i16, (i16, i16)> = SUPPORTED_APIS
+            .iter()
+            .map(|s| (s.key, (s.version_min, s.version_max)))
+            .collect();
+        assert_eq!(got, want, "ApiVersions v{version}");
+    }
+}
+
+#[test]
+fn unknown_api_versions_version_gets_a_v0_error_with_our_ranges() {
+    let b = Broker::start("apiversions-unknown", &[]);
+    let mut c = b.connect();
+    let mut req = BytesMut::new();
+    req.put_i32(0);
+    req.put_i16(18);
+    req.put_i16(99);
+    req.put_i32(4242);
+    req.put_i16(-1);
+    req.put_slice(&[0, 0, 0]); // whatever a future version carries
+    let size = (req.len() - 4) as i32;
+    req[..4].copy_from_slice(&size.to_be_bytes());
+    c.send_raw(&req);
+    let (id, resp): (i32, ApiVersionsResponse) = c.recv(ApiKey::ApiVersions, 0);
+    assert_eq!(id, 4242);
+    assert_eq!(resp.error_code, 35, "UNSUPPORTED_VERSION");
+    assert_eq!(resp.api_keys.len(), SUPPORTED_APIS.len());
+    // The connection stays usable for a supported version.
+    let resp: ApiVersionsResponse = c.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+    assert_eq!(resp.error_code, 0);
+}
+
+#[test]
+fn produce_v0_to_v2_are_answered_unsupported_version() {
+    let b = Broker::start("produce-old", &[]);
+    for version in 0..=2i16 {
+        let mut c = b.connect();
+        let mut req = BytesMut::new();
+        req.put_i32(0);
+        req.put_i16(0);
+        req.put_i16(version);
+        req.put_i32(77);
+        req.put_i16(-1);
+        req.put_i16(1); // acks
+        req.put_i32(1000);
+        req.put_i32(1);
+        req.put_i16(5);
+        req.put_slice(b"topic");
+        req.put_i32(1);
+        req.put_i32(3); // partition
+        req.put_i32(0); // empty message set
+        let size = (req.len() - 4) as i32;
+        req[..4].copy_from_slice(&size.to_be_bytes());
+        c.send_raw(&req);
+        let frame = c.recv_frame().unwrap();
+        let mut expect = BytesMut::new();
+        expect.put_i32(77);
+        expect.put_i32(1);
+        expect.put_i16(5);
+        expect.put_slice(b"topic");
+        expect.put_i32(1);
+        expect.put_i32(3);
+        expect.put_i16(35);
+        expect.put_i64(-1);
+        if version >= 2 {
+            expect.put_i64(-1);
+        }
+        if version >= 1 {
+            expect.put_i32(0);
+        }
+        assert_eq!(frame, expect.freeze(), "Produce v{version}");
+    }
+}
+
+#[test]
+fn unsupported_apis_and_versions_close_only_that_connection() {
+    let b = Broker::start("unsupported", &[]);
+    // JoinGroup v5: not served yet.
+    let mut c = b.connect();
+    let mut req = BytesMut::new();
+    req.put_i32(10);
+    req.put_i16(11);
+    req.put_i16(5);
+    req.put_i32(1);
+    req.put_i16(-1);
+    c.send_raw(&req);
+    assert!(c.is_closed_by_peer());
+    // Metadata v99.
+    let mut c = b.connect();
+    c.send(ApiKey::Metadata, 12, &MetadataRequest::default());
+    let _ = c.recv_frame().unwrap();
+    let mut raw = BytesMut::new();
+    raw.put_i32(10);
+    raw.put_i16(3);
+    raw.put_i16(99);
+    raw.put_i32(2);
+    raw.put_i16(-1);
+    c.send_raw(&raw);
+    assert!(c.is_closed_by_peer());
+    assert_serving(&b);
+}
+
+#[test]
+fn malformed_and_oversized_frames_close_the_connection() {
+    let b = Broker::start("malformed", &["socket.request.max.bytes=1048576"]);
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("negative size", (-1i32).to_be_bytes().to_vec()),
+        ("size below a header", 3i32.to_be_bytes().to_vec()),
+        (
+            "size over socket.request.max.bytes",
+            (2i32 << 20).to_be_bytes().to_vec(),
+        ),
+        ("huge size", i32::MAX.to_be_bytes().to_vec()),
+        ("client id longer than the frame", {
+            let mut v = 12i32.to_be_bytes().to_vec();
+            v.extend_from_slice(&[0, 3, 0, 12, 0, 0, 0, 1, 0x7f, 0xff, 0, 0]);
+            v
+        }),
+        ("metadata body of garbage", {
+            let mut v = 20i32.to_be_bytes().to_vec();
+            v.extend_from_slice(&[0, 3, 0, 12, 0, 0, 0, 1, 0xff, 0xff, 0]);
+            v.extend_from_slice(&[0xff; 9]);
+            v
+        }),
+        ("produce with an array count that lies", {
+            let mut v = Vec::new();
+            let body = [
+                &[0u8, 0, 0, 9, 0, 0, 0, 1, 0xff, 0xff, 0][..],
+                &[0, 0xff, 0xff, 0, 0, 0x27, 0x10, 0xff, 0xff, 0xff, 0x0f],
+            ]
+            .concat();
+            v.extend_from_slice(&(body.len() as i32).to_be_bytes());
+            v.extend_from_slice(&body);
+            v
+        }),
+    ];
+    for (what, bytes) in cases {
+        let mut c = b.connect();
+        c.send_raw(&bytes);
+        assert!(c.is_closed_by_peer(), "{what}: connection left open");
+    }
+    // A frame cut off mid-way by the client closing: nothing to answer, no harm done.
+    {
+        let mut c = b.connect();
+        c.stream.write_all(&100i32.to_be_bytes()).unwrap();
+        c.stream.write_all(&[0, 18]).unwrap();
+    }
+    assert_serving(&b);
+}
+
+#[test]
+fn invalid_batches_get_kafka_error_codes_and_use_no_offsets() {
+    let b = Broker::start(
+        "batches",
+        &["message.max.bytes=2000", "auto.create.topics.enable=false"],
+    );
+    let mut c = b.connect();
+    create_topic(&mut c, "t", 1);
+    let good = batch(3, None);
+    let mut bad_crc = good.clone();
+    let last = bad_crc.len() - 1;
+    bad_crc[last] ^= 1;
+    let mut two = good.clone();
+    two.extend_from_slice(&good);
+    let mut magic1 = good.clone();
+    magic1[16] = 1;
+    let mut short = good.clone();
+    short.truncate(40);
+    let big = encode(
+        &[Record {
+            key: None,
+            value: Some(&[7u8; 3000]),
+            headers: &[],
+            timestamp: 0,
+        }],
+        None,
+    );
+    let mut count_lies = good.clone();
+    count_lies[57..61].copy_from_slice(&9i32.to_be_bytes());
+    let crc = crc32c::crc32c(&count_lies[21..]);
+    count_lies[17..21].copy_from_slice(&crc.to_be_bytes());
+    for (what, records, code) in [
+        ("crc mismatch", bad_crc, 2),
+        ("two batches", two, 87),
+        ("magic 1", magic1, 43),
+        ("shorter than a header", short, 2),
+        ("over message.max.bytes", big, 10),
+        ("record count lies", count_lies, 2),
+    ] {
+        assert_eq!(produce(&mut c, "t", 0, records).0, code, "{what}");
+    }
+    let resp: ProduceResponse = c.call(
+        ApiKey::Produce,
+        PRODUCE_V,
+        &produce_request("t", 0, good.clone(), 5),
+    );
+    assert_eq!(
+        resp.responses[0].partition_responses[0].error_code, 21,
+        "INVALID_REQUIRED_ACKS"
+    );
+    assert_eq!(
+        produce(&mut c, "t", 7, good.clone()).0,
+        3,
+        "unknown partition"
+    );
+    assert_eq!(
+        produce(&mut c, "nope", 0, good.clone()).0,
+        3,
+        "unknown topic, auto-create off"
+    );
+    assert_eq!(
+        produce(&mut c, "t", 0, good),
+        (0, 0),
+        "nothing invalid took an offset"
+    );
+}
+
+#[test]
+fn a_fetch_inside_a_batch_returns_the_whole_batch() {
+    let b = Broker::start("midbatch", &[]);
+    let mut c = b.connect();
+    create_topic(&mut c, "t", 1);
+    assert_eq!(produce(&mut c, "t", 0, batch(10, None)), (0, 0));
+    assert_eq!(produce(&mut c, "t", 0, batch(5, None)), (0, 10));
+    for (offset, bases) in [
+        (0, vec![0, 10]),
+        (3, vec![0, 10]),
+        (9, vec![0, 10]),
+        (12, vec![10]),
+    ] {
+        let resp: FetchResponse = c.call(
+            ApiKey::Fetch,
+            FETCH_V,
+            &fetch_request("t", &[(0, offset)], 0),
+        );
+        let p = &resp.responses[0].partitions[0];
+        assert_eq!(p.high_watermark, 15);
+        assert_eq!(
+            batch_bases(p.records.as_ref().unwrap()),
+            bases,
+            "fetch at {offset}"
+        );
+    }
+    let resp: FetchResponse = c.call(ApiKey::Fetch, FETCH_V, &fetch_request("t", &[(0, 16)], 0));
+    assert_eq!(
+        resp.responses[0].partitions[0].error_code, 1,
+        "OFFSET_OUT_OF_RANGE"
+    );
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_request_order() {
+    let b = Broker::start("pipeline", &[]);
+    let mut setup = b.connect();
+    create_topic(&mut setup, "t", 2);
+    let mut c = b.connect();
+    // A slow request first (a fetch that long-polls on an empty partition), then
+    // fast ones: the fast answers must wait their turn.
+    let ids = [
+        c.send(ApiKey::Fetch, FETCH_V, &fetch_request("t", &[(0, 0)], 500)),
+        c.send(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default()),
+        c.send(
+            ApiKey::Produce,
+            PRODUCE_V,
+            &produce_request("t", 1, batch(1, None), 1),
+        ),
+        c.send(ApiKey::Metadata, 12, &MetadataRequest::default()),
+        c.send(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default()),
+    ];
+    for want in ids {
+        let frame = c.recv_frame().unwrap();
+        let got = i32::from_be_bytes(frame[..4].try_into().unwrap());
+        assert_eq!(got, want);
+    }
+}
+
+#[test]
+fn a_long_poll_fetch_wakes_on_append() {
+    let b = Broker::start("longpoll", &[]);
+    let mut producer = b.connect();
+    create_topic(&mut producer, "t", 4);
+    let mut consumer = b.connect();
+    // Waits up to 60 s; the client's read times out after 30 s, so only a wake-up
+    // by the append can make this pass.
+    let id = consumer.send(
+        ApiKey::Fetch,
+        FETCH_V,
+        &fetch_request("t", &[(0, 0), (1, 0), (2, 0), (3, 0)], 60_000),
+    );
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(produce(&mut producer, "t", 3, batch(2, None)), (0, 0));
+    let (got, resp): (i32, FetchResponse) = consumer.recv(ApiKey::Fetch, FETCH_V);
+    assert_eq!(got, id);
+    let p3 = resp.responses[0]
+        .partitions
+        .iter()
+        .find(|p| p.partition_index == 3)
+        .unwrap();
+    assert_eq!(batch_bases(p3.records.as_ref().unwrap()), vec![0]);
+}
+
+#[test]
+fn idempotent_sequences_are_checked_and_survive_sigkill() {
+    let mut b = Broker::start("idempotent", &[]);
+    let mut c = b.connect();
+    create_topic(&mut c, "t", 1);
+    let resp: InitProducerIdResponse = c.call(ApiKey::InitProducerId, 4, &{
+        let mut r = InitProducerIdRequest::default();
+        r.transactional_id = None;
+        r.transaction_timeout_ms = 60_000;
+        r
+    });
+    assert_eq!(resp.error_code, 0);
+    let pid = resp.producer_id.0;
+    assert!(pid >= 0);
+    assert_eq!(produce(&mut c, "t", 0, batch(3, Some((pid, 0, 0)))), (0, 0));
+    assert_eq!(
+        produce(&mut c, "t", 0, batch(3, Some((pid, 0, 0)))),
+        (0, 0),
+        "a retried batch is a duplicate"
+    );
+    assert_eq!(produce(&mut c, "t", 0, batch(2, Some((pid, 0, 3)))), (0, 3));
+    assert_eq!(
+        produce(&mut c, "t", 0, batch(1, Some((pid, 0, 9)))).0,
+        45,
+        "OUT_OF_ORDER_SEQUENCE_NUMBER"
+    );
+    assert_eq!(
+        produce(&mut c, "t", 0, batch(1, Some((pid, 1, 0)))),
+        (0, 5),
+        "a new epoch starts at 0"
+    );
+    assert_eq!(
+        produce(&mut c, "t", 0, batch(1, Some((pid, 0, 5)))).0,
+        47,
+        "INVALID_PRODUCER_EPOCH"
+    );
+    b.restart(libc::SIGKILL);
+    let mut c = b.connect();
+    assert_eq!(
+        produce(&mut c, "t", 0, batch(1, Some((pid, 1, 0)))),
+        (0, 5),
+        "duplicate detected after a crash"
+    );
+    assert_eq!(latest_offset(&mut c, "t", 0), 6);
+    assert_eq!(produce(&mut c, "t", 0, batch(1, Some((pid, 1, 1)))), (0, 6));
+    // Producer ids are never handed out twice, even across restarts.
+    let mut again = InitProducerIdRequest::default();
+    again.transactional_id = None;
+    let resp: InitProducerIdResponse = c.call(ApiKey::InitProducerId, 4, &again);
+    assert!(resp.producer_id.0 > pid);
+}
+
+#[test]
+fn recovery_truncates_a_torn_tail_and_keeps_everything_before_it() {
+    let mut b = Broker::start("torn", &[]);
+    let mut c = b.connect();
+    create_topic(&mut c, "t", 1);
+    for i in 0..3 {
+        assert_eq!(produce(&mut c, "t", 0, batch(4, None)), (0, i * 4));
+    }
+    b.stop(libc::SIGKILL);
+    let segment = b.data_dir().join("t-0").join("00000000000000000000.log");
+    let whole = std::fs::read(&segment).unwrap();
+    // A torn write: the first 30 bytes of a fourth batch.
+    let mut torn = whole.clone();
+    torn.extend_from_slice(&batch(4, None)[..30]);
+    std::fs::write(&segment, &torn).unwrap();
+    b.restart(libc::SIGKILL);
+    let mut c = b.connect();
+    assert_eq!(latest_offset(&mut c, "t", 0), 12);
+    assert!(
+        b.log_text().contains("recovery truncated"),
+        "the truncation is logged"
+    );
+    assert_eq!(
+        std::fs::read(&segment).unwrap(),
+        whole,
+        "the torn bytes are gone"
+    );
+    // A flipped byte in the last batch: that batch goes, the ones before stay.
+    b.stop(libc::SIGKILL);
+    let mut flipped = whole.clone();
+    let last = flipped.len() - 3;
+    flipped[last] ^= 0x40;
+    std::fs::write(&segment, &flipped).unwrap();
+    b.restart(libc::SIGKILL);
+    let mut c = b.connect();
+    assert_eq!(latest_offset(&mut c, "t", 0), 8);
+    let resp: FetchResponse = c.call(ApiKey::Fetch, FETCH_V, &fetch_request("t", &[(0, 0)], 0));
+    assert_eq!(
+        batch_bases(resp.responses[0].partitions[0].records.as_ref().unwrap()),
+        vec![0, 4]
+    );
+    // New appends continue from the truncation point.
+    assert_eq!(produce(&mut c, "t", 0, batch(1, None)), (0, 8));
+}
+
+#[test]
+fn metadata_lists_topics_with_ids_and_auto_creates() {
+    let b = Broker::start("metadata", &["num.partitions=3"]);
+    let mut c = b.connect();
+    let mut req = MetadataRequest::default();
+    req.topics = Some(vec![{
+        let mut t = kafka_protocol::messages::metadata_request::MetadataRequestTopic::default();
+        t.name = Some(name("auto"));
+        t
+    }]);
+    req.allow_auto_topic_creation = true;
+    let resp: MetadataResponse = c.call(ApiKey::Metadata, 12, &req);
+    let t = &resp.topics[0];
+    assert_eq!(t.error_code, 0);
+    assert_eq!(t.partitions.len(), 3);
+    assert!(!t.topic_id.is_nil());
+    assert_eq!(resp.brokers[0].port as u16, b.port);
+    let mut every = MetadataRequest::default();
+    every.topics = None;
+    let all: MetadataResponse = c.call(ApiKey::Metadata, 12, &every);
+    assert_eq!(all.topics.len(), 1);
+    assert_eq!(all.topics[0].topic_id, t.topic_id);
+}
+
+#[test]
+fn invalid_settings_exit_2_naming_the_key_and_unknown_ones_warn() {
+    let dir = common::scratch_dir("config");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringlog"))
+        .args(["serve", "--override", "num.partitions=zero", "--override"])
+        .arg(format!("log.dirs={}", dir.display()))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("num.partitions"));
+    let props = dir.join("server.properties");
+    std::fs::write(&props, "listeners=PLAINTEXT://127.0.0.1:notaport\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringlog"))
+        .arg("serve")
+        .arg(&props)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("listeners"));
+    let b = Broker::start("config-unknown", &["no.such.setting=1"]);
+    assert!(b.log_text().contains("no.such.setting"));
+    let _ = std::fs::remove_dir_all(dir);
+}

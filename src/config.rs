@@ -158,10 +158,11 @@ fn parse_bool(key: &str, value: &str) -> Result<bool, ConfigError> {
     }
 }
 
-/// Parses `all` or a CPU list such as `0-3,6`.
-pub fn parse_cpu_list(key: &str, value: &str, available: usize) -> Result<Vec<usize>, ConfigError> {
+/// Parses `all` or a CPU list such as `0-3,6`; every CPU must be in `available`
+/// (the CPUs this process may run on).
+pub fn parse_cpu_list(key: &str, value: &str, available: &[usize]) -> Result<Vec<usize>, ConfigError> {
     if value.trim() == "all" {
-        return Ok((0..available).collect());
+        return Ok(available.to_vec());
     }
     let mut cpus = Vec::new();
     for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -177,15 +178,9 @@ pub fn parse_cpu_list(key: &str, value: &str, available: usize) -> Result<Vec<us
             .trim()
             .parse()
             .map_err(|_| invalid(key, value, "expected `all` or a list like 0-3,6"))?;
-        if lo > hi || hi >= available {
-            return Err(invalid(
-                key,
-                value,
-                format!(
-                    "CPUs must be in 0..{} (this host has {available})",
-                    available.saturating_sub(1)
-                ),
-            ));
+        if lo > hi || (lo..=hi).any(|c| !available.contains(&c)) {
+            let reason = format!("CPUs must be among those this process may use: {available:?}");
+            return Err(invalid(key, value, reason));
         }
         cpus.extend(lo..=hi);
     }
@@ -212,7 +207,7 @@ impl Config {
     /// Builds the config from properties. Unknown keys are returned as warnings.
     pub fn from_properties(
         props: &BTreeMap<String, String>,
-        cpus_available: usize,
+        cpus_available: &[usize],
     ) -> Result<(Config, Vec<String>), ConfigError> {
         let mut values: BTreeMap<&'static str, String> = BTreeMap::new();
         let mut warnings = Vec::new();
@@ -322,7 +317,7 @@ impl Config {
     pub fn load(
         file: Option<&std::path::Path>,
         overrides: &[String],
-        cpus_available: usize,
+        cpus_available: &[usize],
     ) -> Result<(Config, Vec<String>), ConfigError> {
         let mut props = match file {
             Some(path) => {
@@ -362,7 +357,7 @@ mod tests {
 
     fn load(pairs: &[&str]) -> Result<(Config, Vec<String>), ConfigError> {
         let overrides: Vec<String> = pairs.iter().map(|s| s.to_string()).collect();
-        Config::load(None, &overrides, 4)
+        Config::load(None, &overrides, &[0, 1, 2, 3])
     }
 
     #[test]
@@ -404,7 +399,7 @@ mod tests {
 
     #[test]
     fn cpu_lists_and_shard_counts() {
-        assert_eq!(parse_cpu_list("k", "0-1,3", 4).unwrap(), vec![0, 1, 3]);
+        assert_eq!(parse_cpu_list("k", "0-1,3", &[0, 1, 2, 3]).unwrap(), vec![0, 1, 3]);
         let (c, _) = load(&["ringlog.cpus=1-3", "ringlog.shards=2"]).unwrap();
         assert_eq!(c.cpus, vec![1, 2]);
     }

@@ -63,11 +63,18 @@ fn main() -> ExitCode {
         Command::Serve {
             file, overrides, ..
         } => {
-            let cpus = std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1);
+            // The CPUs this process may run on (its affinity mask), in order.
+            let mut cpus: Vec<usize> = core_affinity::get_core_ids()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|c| c.id)
+                .collect();
+            cpus.sort_unstable();
+            if cpus.is_empty() {
+                cpus.push(0);
+            }
             let (config, warnings) =
-                match ringlog::config::Config::load(file.as_deref(), &overrides, cpus) {
+                match ringlog::config::Config::load(file.as_deref(), &overrides, &cpus) {
                     Ok(c) => c,
                     Err(e) => {
                         eprintln!("ringlog: configuration error: {e}");

@@ -160,7 +160,11 @@ fn parse_bool(key: &str, value: &str) -> Result<bool, ConfigError> {
 
 /// Parses `all` or a CPU list such as `0-3,6`; every CPU must be in `available`
 /// (the CPUs this process may run on).
-pub fn parse_cpu_list(key: &str, value: &str, available: &[usize]) -> Result<Vec<usize>, ConfigError> {
+pub fn parse_cpu_list(
+    key: &str,
+    value: &str,
+    available: &[usize],
+) -> Result<Vec<usize>, ConfigError> {
     if value.trim() == "all" {
         return Ok(available.to_vec());
     }
@@ -399,7 +403,10 @@ mod tests {
 
     #[test]
     fn cpu_lists_and_shard_counts() {
-        assert_eq!(parse_cpu_list("k", "0-1,3", &[0, 1, 2, 3]).unwrap(), vec![0, 1, 3]);
+        assert_eq!(
+            parse_cpu_list("k", "0-1,3", &[0, 1, 2, 3]).unwrap(),
+            vec![0, 1, 3]
+        );
         let (c, _) = load(&["ringlog.cpus=1-3", "ringlog.shards=2"]).unwrap();
         assert_eq!(c.cpus, vec![1, 2]);
     }

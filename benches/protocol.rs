@@ -1,0 +1,91 @@
+//! Micro-benchmarks of the protocol hot path: frame splitting, RecordBatch validation
+//! (CRC-32C), and Fetch response assembly. `cargo bench --bench protocol`.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use ringlog::protocol::batch::build::{encode, Record};
+use ringlog::protocol::batch::validate;
+use ringlog::protocol::fetch_writer::{write_fetch_response, FetchPartitionData, FetchTopicData};
+use ringlog::protocol::frame::split_frame;
+use ringlog::protocol::ErrorCode;
+
+/// A batch of `n` records of `size`-byte values, as a producer would send it.
+fn sample_batch(n: usize, size: usize) -> Vec<u8> {
+    let value = vec![0x5au8; size];
+    let records: Vec<Record> = (0..n)
+        .map(|i| Record {
+            key: None,
+            value: Some(&value),
+            headers: &[],
+            timestamp: 1_700_000_000_000 + i as i64,
+        })
+        .collect();
+    encode(&records, Some((1, 0, 0)))
+}
+
+fn batch_validation(c: &mut Criterion) {
+    let mut g = c.benchmark_group("batch_validate");
+    for (n, size) in [(160usize, 100usize), (16, 1024)] {
+        let batch = sample_batch(n, size);
+        g.throughput(Throughput::Bytes(batch.len() as u64));
+        g.bench_function(format!("{n}x{size}B"), |b| {
+            b.iter(|| validate(&batch, 1 << 20).unwrap().record_count())
+        });
+    }
+    g.finish();
+}
+
+fn frame_split(c: &mut Criterion) {
+    let mut stream = BytesMut::new();
+    for _ in 0..64 {
+        stream.put_i32(16 * 1024);
+        stream.put_slice(&[7u8; 16 * 1024]);
+    }
+    let stream = stream.freeze();
+    let mut g = c.benchmark_group("frame_split");
+    g.throughput(Throughput::Bytes(stream.len() as u64));
+    g.bench_function("64x16KiB", |b| {
+        b.iter_batched(
+            || BytesMut::from(&stream[..]),
+            |mut buf| {
+                let mut frames = 0;
+                while let Some(f) = split_frame(&mut buf, 1 << 20).unwrap() {
+                    frames += f.len();
+                }
+                frames
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+fn fetch_response(c: &mut Criterion) {
+    let records = Bytes::from(sample_batch(160, 100));
+    let mut g = c.benchmark_group("fetch_response");
+    g.throughput(Throughput::Bytes(8 * records.len() as u64));
+    g.bench_function("8_partitions", |b| {
+        b.iter(|| {
+            let partitions = (0..8)
+                .map(|p| FetchPartitionData {
+                    partition: p,
+                    error: ErrorCode::None,
+                    high_watermark: 1_000_000,
+                    last_stable_offset: 1_000_000,
+                    log_start_offset: 0,
+                    records: Some(records.clone()),
+                })
+                .collect();
+            let topics = vec![FetchTopicData {
+                name: "bench".into(),
+                topic_id: uuid::Uuid::nil(),
+                partitions,
+            }];
+            write_fetch_response(1, 12, ErrorCode::None, topics).len()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, batch_validation, frame_split, fetch_response);
+criterion_main!(benches);

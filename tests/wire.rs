@@ -610,3 +610,30 @@ fn invalid_settings_exit_2_naming_the_key_and_unknown_ones_warn() {
     assert!(b.log_text().contains("no.such.setting"));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn a_large_batch_round_trips_and_is_returned_whole_past_the_fetch_limit() {
+    let b = Broker::start("large", &["message.max.bytes=16777216"]);
+    let mut c = b.connect();
+    create_topic(&mut c, "t", 1);
+    let value: Vec<u8> = (0..8 << 20).map(|i: u32| (i % 253) as u8).collect();
+    let big = encode(
+        &[Record {
+            key: None,
+            value: Some(&value),
+            headers: &[],
+            timestamp: 5,
+        }],
+        None,
+    );
+    assert_eq!(produce(&mut c, "t", 0, big.clone()), (0, 0));
+    assert_eq!(produce(&mut c, "t", 0, batch(1, None)), (0, 1));
+    // partition_max_bytes (1 MiB) is smaller than the batch: it still comes whole, alone.
+    let resp: FetchResponse = c.call(ApiKey::Fetch, FETCH_V, &fetch_request("t", &[(0, 0)], 0));
+    let records = resp.responses[0].partitions[0].records.clone().unwrap();
+    assert_eq!(batch_bases(&records), vec![0]);
+    // Byte for byte, except the fields the broker owns (base offset, leader epoch).
+    assert!(
+        records.len() == big.len() && records[8..12] == big[8..12] && records[16..] == big[16..]
+    );
+}

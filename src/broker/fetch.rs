@@ -26,6 +26,9 @@ use crate::shard::{PartitionKey, Shard};
 
 /// Upper bound on how long one fetch may wait, whatever the client asks.
 pub const FETCH_WAIT_MAX: Duration = Duration::from_secs(60);
+/// Upper bound on the data one fetch reads per partition and in all, whatever the
+/// client asks (Kafka's broker setting `fetch.max.bytes` defaults to this).
+pub const FETCH_BYTES_MAX: usize = 55 << 20;
 
 struct Slot {
     target: Option<(ShardId, PartitionKey)>,
@@ -111,9 +114,9 @@ pub async fn handle(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcom
         Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64).min(FETCH_WAIT_MAX);
     let min_bytes = req.min_bytes.max(0) as usize;
     let response_max_bytes = if req.max_bytes <= 0 {
-        i32::MAX as usize
+        FETCH_BYTES_MAX
     } else {
-        req.max_bytes as usize
+        (req.max_bytes as usize).min(FETCH_BYTES_MAX)
     };
     let snapshot = shard.metadata.load();
     let by_id = h.api_version >= FETCH_TOPIC_IDS_FROM;
@@ -159,7 +162,8 @@ pub async fn handle(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcom
             slots.push(Slot {
                 target,
                 fetch_offset: p.fetch_offset,
-                partition_max_bytes: p.partition_max_bytes.max(0) as usize,
+                partition_max_bytes: (p.partition_max_bytes.max(0) as usize)
+                    .min(response_max_bytes),
                 result,
             });
         }

@@ -24,8 +24,12 @@ use crate::shard::Shard;
 
 /// Requests read but not yet answered, per connection.
 pub const IN_FLIGHT_REQUESTS_MAX: usize = 16;
-/// Bytes asked of the socket per read.
+/// Bytes asked of the socket per read, at least...
 const READ_CHUNK_BYTES: usize = 64 << 10;
+/// ...and at most: the read window is zero-filled before each read, so it stays
+/// bounded even while a large frame is pending (else that cost grows with the square
+/// of the frame size).
+const READ_WINDOW_BYTES_MAX: usize = 4 << 20;
 
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let peer = stream
@@ -57,7 +61,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
             }
         }
         let len = buf.len();
-        let want = READ_CHUNK_BYTES.max(buf.capacity() - len);
+        let want = (buf.capacity() - len).clamp(READ_CHUNK_BYTES, READ_WINDOW_BYTES_MAX);
         buf.resize(len + want, 0);
         match reader.read(&mut buf[len..]).await {
             Ok(0) | Err(_) => {

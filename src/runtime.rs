@@ -36,7 +36,7 @@ pub enum StartError {
     LogDir { dir: String, source: std::io::Error },
     #[error("{0}")]
     Shard(String),
-    #[error("cannot start executor on CPU {cpu}: {reason}")]
+    #[error("cannot start the io_uring executor on CPU {cpu}: {reason} (is io_uring enabled, and is `ulimit -l` large enough? see tuning/)")]
     Executor { cpu: usize, reason: String },
 }
 
@@ -62,9 +62,9 @@ fn raise_memlock_limit() {
         }
     };
     if !raised {
-        warn!(
+        info!(
             memlock_bytes = current.rlim_cur,
-            "RLIMIT_MEMLOCK is limited; if io_uring fails to start, raise `ulimit -l` (see tuning/)"
+            "RLIMIT_MEMLOCK stays limited; glommio usually runs within it"
         );
     }
 }

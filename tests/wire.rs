@@ -637,3 +637,15 @@ fn a_large_batch_round_trips_and_is_returned_whole_past_the_fetch_limit() {
         records.len() == big.len() && records[8..12] == big[8..12] && records[16..] == big[16..]
     );
 }
+
+#[test]
+fn produce_auto_creates_a_topic_when_enabled() {
+    let b = Broker::start("produce-autocreate", &["num.partitions=2"]);
+    let mut c = b.connect();
+    assert_eq!(
+        produce(&mut c, "born-on-produce", 1, batch(2, None)),
+        (0, 0)
+    );
+    assert_eq!(latest_offset(&mut c, "born-on-produce", 1), 2);
+    assert_eq!(latest_offset(&mut c, "born-on-produce", 0), 0);
+}

@@ -41,6 +41,8 @@ pub const SETTINGS: &[Setting] = &[
     Setting { name: "socket.request.max.bytes", aliases: &[], default: "104857600", doc: "Largest request frame; a larger size closes the connection." },
     Setting { name: "log.segment.bytes", aliases: &[], default: "1073741824", doc: "Roll to a new segment file past this size." },
     Setting { name: "log.index.interval.bytes", aliases: &[], default: "4096", doc: "Bytes of log between two entries of the sparse offset index." },
+    Setting { name: "log.flush.interval.messages", aliases: &[], default: "9223372036854775807", doc: "Flush (fdatasync) a partition once this many records are unflushed; a produce with acks=1/all that reaches it is answered after the flush (1: every acknowledged batch is durable). Topic override: `flush.messages`." },
+    Setting { name: "log.flush.interval.ms", aliases: &[], default: "", doc: "Flush a partition's data once it is this old (checked every 100 ms; acks do not wait). Empty: never by time. Topic override: `flush.ms`." },
     Setting { name: "offsets.topic.num.partitions", aliases: &[], default: "50", doc: "Partitions of `__consumer_offsets` (used by group coordination, not yet built)." },
     Setting { name: "ringlog.cpus", aliases: &[], default: "all", doc: "CPUs to run shards on, one shard pinned to each: `all`, or a list such as `0-3,6`." },
     Setting { name: "ringlog.shards", aliases: &[], default: "0", doc: "Number of shards; 0 = one per CPU in `ringlog.cpus`, else the first N of them." },
@@ -66,6 +68,8 @@ pub struct Config {
     pub segment_size_max_bytes: u64,
     pub index_interval_bytes: u64,
     pub offsets_topic_partitions: i32,
+    pub flush_interval_messages: u64,
+    pub flush_interval_ms: Option<u64>,
     /// CPUs to pin shards to, one shard per entry.
     pub cpus: Vec<usize>,
 }
@@ -312,6 +316,16 @@ impl Config {
                 1,
                 100_000,
             )?,
+            flush_interval_messages: parse_num(
+                "log.flush.interval.messages",
+                &get("log.flush.interval.messages"),
+                1,
+                i64::MAX as u64,
+            )?,
+            flush_interval_ms: match get("log.flush.interval.ms").trim() {
+                "" => None,
+                ms => Some(parse_num("log.flush.interval.ms", ms, 0, i64::MAX as u64)?),
+            },
             cpus,
         };
         Ok((config, warnings))

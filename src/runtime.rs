@@ -29,6 +29,8 @@ static SHUTDOWN: AtomicBool = AtomicBool::new(false);
 const SHUTDOWN_POLL: Duration = Duration::from_millis(50);
 /// How long a clean shutdown may take before the process exits anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// How often each shard looks for partitions whose `flush.ms` has passed.
+const FLUSH_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -258,6 +260,18 @@ pub fn serve(config: Config) -> Result<(), StartError> {
                 // Phase two: everyone is ready. Blocking here is fine: nothing else
                 // runs on this shard yet.
                 go.wait();
+                let flusher = shard.clone();
+                glommio::spawn_local(async move {
+                    loop {
+                        glommio::timer::sleep(FLUSH_CHECK_INTERVAL).await;
+                        for log in flusher.all_logs() {
+                            if let Err(e) = log.flush_if_due().await {
+                                warn!(dir = %log.dir().display(), error = %e, "periodic flush failed");
+                            }
+                        }
+                    }
+                })
+                .detach();
                 let accept = async {
                     loop {
                         match listener.accept().await {
@@ -277,6 +291,8 @@ pub fn serve(config: Config) -> Result<(), StartError> {
                 for log in shard.all_logs() {
                     log.quiesce().await;
                 }
+                let (rounds, requests) = shard.sync_group.counts();
+                info!(shard = index, sync_rounds = rounds, sync_requests = requests, "shard stopped");
                 let _ = done_tx.send(index);
             })
             .map_err(|e| StartError::Executor {

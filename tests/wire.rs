@@ -649,3 +649,60 @@ fn produce_auto_creates_a_topic_when_enabled() {
     assert_eq!(latest_offset(&mut c, "born-on-produce", 1), 2);
     assert_eq!(latest_offset(&mut c, "born-on-produce", 0), 0);
 }
+
+/// Sum of `sync_requests=N` over the shards' shutdown lines of the last run.
+fn sync_requests_logged(b: &Broker) -> u64 {
+    let log = b.log_text();
+    log.lines()
+        .filter(|l| l.contains("shard stopped"))
+        .filter_map(|l| l.split("sync_requests=").nth(1))
+        .map(|v| v.split_whitespace().next().unwrap().parse::<u64>().unwrap())
+        .sum()
+}
+
+#[test]
+fn flush_messages_1_syncs_every_acknowledged_batch() {
+    // Broker-wide policy.
+    let mut b = Broker::start("flush-every", &["log.flush.interval.messages=1"]);
+    let mut c = b.connect();
+    create_topic(&mut c, "t", 2);
+    for i in 0..40 {
+        assert_eq!(produce(&mut c, "t", i % 2, batch(3, None)).0, 0);
+    }
+    assert_eq!(b.stop(libc::SIGTERM), Some(0));
+    assert!(sync_requests_logged(&b) >= 40, "every append asked for a sync:\n{}", b.log_text());
+    b.restart(libc::SIGTERM); // for the Drop check
+
+    // Default policy: only the shutdown flush (one per partition with data).
+    let mut d = Broker::start("flush-default", &[]);
+    let mut c = d.connect();
+    create_topic(&mut c, "t", 2);
+    for i in 0..40 {
+        assert_eq!(produce(&mut c, "t", i % 2, batch(3, None)).0, 0);
+    }
+    assert_eq!(d.stop(libc::SIGTERM), Some(0));
+    assert_eq!(sync_requests_logged(&d), 2);
+    d.restart(libc::SIGTERM);
+
+    // Per-topic override.
+    let mut e = Broker::start("flush-topic", &[]);
+    let mut c = e.connect();
+    let mut t = CreatableTopic::default();
+    t.name = name("durable");
+    t.num_partitions = 1;
+    t.replication_factor = 1;
+    let mut cfg = kafka_protocol::messages::create_topics_request::CreatableTopicConfig::default();
+    cfg.name = StrBytes::from_static_str("flush.messages");
+    cfg.value = Some(StrBytes::from_static_str("1"));
+    t.configs = vec![cfg];
+    let mut req = CreateTopicsRequest::default();
+    req.topics = vec![t];
+    let resp: CreateTopicsResponse = c.call(ApiKey::CreateTopics, 7, &req);
+    assert_eq!(resp.topics[0].error_code, 0);
+    for _ in 0..25 {
+        assert_eq!(produce(&mut c, "durable", 0, batch(1, None)).0, 0);
+    }
+    assert_eq!(e.stop(libc::SIGTERM), Some(0));
+    assert!(sync_requests_logged(&e) >= 25);
+    e.restart(libc::SIGTERM);
+}

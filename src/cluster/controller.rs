@@ -87,6 +87,12 @@ pub fn log_config(config: &crate::config::Config, topic: &TopicMeta) -> LogConfi
         index_interval_bytes: get("index.interval.bytes", config.index_interval_bytes),
         batch_size_max_bytes: get("max.message.bytes", config.message_size_max_bytes as u64)
             as usize,
+        flush_interval_messages: get("flush.messages", config.flush_interval_messages).max(1),
+        flush_interval_ms: topic
+            .configs
+            .get("flush.ms")
+            .and_then(|v| v.parse().ok())
+            .or(config.flush_interval_ms),
     }
 }
 
@@ -107,9 +113,16 @@ pub async fn open_partition(
         }
         _ => {}
     }
-    let log = PartitionLog::open(dir.clone(), log_config(&shard.config, topic)).await?;
+    let log = PartitionLog::open(
+        dir.clone(),
+        log_config(&shard.config, topic),
+        shard.sync_group.clone(),
+    )
+    .await?;
     if !marker.exists() {
+        // A new partition: its directory entry must be durable too.
         store::write_atomic(&dir, "partition.metadata", expected.as_bytes())?;
+        std::fs::File::open(&shard.config.log_dir)?.sync_all()?;
     }
     shard.insert_log((topic.id, partition), log);
     Ok(())

@@ -20,6 +20,7 @@ use uuid::Uuid;
 use crate::cluster::controller::Controller;
 use crate::cluster::metadata::{MetadataHandle, ShardId};
 use crate::config::Config;
+use crate::storage::sync_group::SyncGroup;
 use crate::storage::PartitionLog;
 
 /// A unit of work sent to another shard: runs there with that shard's context.
@@ -40,6 +41,8 @@ pub struct Shard {
     senders: Senders<Job>,
     /// Present on the controller shard (shard 0) only.
     controller: Option<Controller>,
+    /// Group commit for every partition log on this shard.
+    pub sync_group: Rc<SyncGroup>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +66,7 @@ impl Shard {
             logs: RefCell::new(HashMap::new()),
             senders,
             controller,
+            sync_group: Rc::new(SyncGroup::default()),
         })
     }
 

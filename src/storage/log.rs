@@ -4,9 +4,12 @@
 //! FIFO gate rather than a lock.
 //!
 //! What `append` promises: when it returns `Ok`, the batch is written to the segment
-//! file through the page cache (it survives a crash of the process, not of the host),
-//! its offsets are assigned and it is visible to readers. Durability against power loss
-//! (fdatasync policy) is the storage issue's work and is not promised yet.
+//! file through the page cache (it survives a crash of the process), its offsets are
+//! assigned and it is visible to readers. It is also durable (fdatasync'd, so it
+//! survives a crash of the host) if this append reached the flush policy's threshold
+//! (`flush.messages`, or `flush.ms` since the last flush): then `append` returns only
+//! after the shard's group commit has synced every file the log wrote since its last
+//! flush. With `flush.messages=1` every acknowledged batch is durable.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -21,6 +24,7 @@ use tracing::{info, warn};
 use super::gate::FifoGate;
 use super::producer_state::{ProducerStates, SequenceCheck};
 use super::segment::{self, to_io, Segment};
+use super::sync_group::SyncGroup;
 use crate::protocol::batch::{self, BatchError, BatchHeader};
 use crate::protocol::records;
 use crate::protocol::ErrorCode;
@@ -33,6 +37,10 @@ pub struct LogConfig {
     pub segment_size_max_bytes: u64,
     pub index_interval_bytes: u64,
     pub batch_size_max_bytes: usize,
+    /// Flush (fdatasync) once this many records are unflushed; `u64::MAX`: never.
+    pub flush_interval_messages: u64,
+    /// Flush data older than this; `None`: never by time.
+    pub flush_interval_ms: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +114,10 @@ struct LogState {
     producers: ProducerStates,
     max_timestamp: Option<MaxTimestampBatch>,
     offline: bool,
+    /// Records written since the last flush, and the files they went to.
+    unflushed_records: u64,
+    unflushed_files: Vec<Rc<glommio::io::BufferedFile>>,
+    last_flush: std::time::Instant,
 }
 
 pub struct PartitionLog {
@@ -114,6 +126,7 @@ pub struct PartitionLog {
     state: RefCell<LogState>,
     append_gate: FifoGate,
     waiters: RefCell<Vec<oneshot::Sender<()>>>,
+    sync_group: Rc<SyncGroup>,
 }
 
 fn segment_bases(dir: &Path) -> io::Result<Vec<i64>> {
@@ -134,7 +147,11 @@ fn segment_bases(dir: &Path) -> io::Result<Vec<i64>> {
 impl PartitionLog {
     /// Opens the log in `dir`, creating it if empty. Every existing batch is
     /// validated; a torn or corrupt tail is truncated and reported in the log.
-    pub async fn open(dir: PathBuf, config: LogConfig) -> io::Result<Rc<PartitionLog>> {
+    pub async fn open(
+        dir: PathBuf,
+        config: LogConfig,
+        sync_group: Rc<SyncGroup>,
+    ) -> io::Result<Rc<PartitionLog>> {
         std::fs::create_dir_all(&dir)?;
         let bases = segment_bases(&dir)?;
         let mut producers = ProducerStates::default();
@@ -201,9 +218,13 @@ impl PartitionLog {
                 producers,
                 max_timestamp,
                 offline: false,
+                unflushed_records: 0,
+                unflushed_files: Vec::new(),
+                last_flush: std::time::Instant::now(),
             }),
             append_gate: FifoGate::default(),
             waiters: RefCell::new(Vec::new()),
+            sync_group,
         }))
     }
 
@@ -234,13 +255,57 @@ impl PartitionLog {
                 .admit(ticket)
                 .await
                 .map_err(|_| AppendError::Offline);
-            let _pass = pass?;
+            let pass = pass?;
             batch::validate_single(&batch, this.config.batch_size_max_bytes)?;
-            this.append_in_turn(&batch).await
+            let (info, flush) = this.append_in_turn(&batch).await?;
+            // The next append may write while this one waits for its sync: that is
+            // what lets appends share a sync round.
+            drop(pass);
+            if let Some(files) = flush {
+                if let Err(e) = this.sync_group.sync(files).await {
+                    warn!(dir = %this.dir.display(), error = %e, "fdatasync failed; partition goes offline");
+                    this.state.borrow_mut().offline = true;
+                    return Err(AppendError::Io(e));
+                }
+            }
+            Ok(info)
         }
     }
 
-    async fn append_in_turn(&self, batch_bytes: &Bytes) -> Result<AppendInfo, AppendError> {
+    /// Takes the files to flush if the policy says a flush is due now.
+    fn take_due_flush(&self, s: &mut LogState) -> Option<Vec<Rc<glommio::io::BufferedFile>>> {
+        let by_count = s.unflushed_records >= self.config.flush_interval_messages;
+        let by_time = self
+            .config
+            .flush_interval_ms
+            .is_some_and(|ms| s.last_flush.elapsed().as_millis() as u64 >= ms);
+        if s.unflushed_records == 0 || !(by_count || by_time) {
+            return None;
+        }
+        s.unflushed_records = 0;
+        s.last_flush = std::time::Instant::now();
+        Some(std::mem::take(&mut s.unflushed_files))
+    }
+
+    /// Flushes unflushed data if `flush.ms` has passed since the last flush (run
+    /// periodically by the shard; acknowledgements do not wait for it).
+    pub async fn flush_if_due(&self) -> io::Result<()> {
+        let due = {
+            let mut s = self.state.borrow_mut();
+            self.take_due_flush(&mut s)
+        };
+        match due {
+            Some(files) => self.sync_group.sync(files).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Appends a validated batch; returns the files to sync before acknowledging it,
+    /// if the flush policy makes this append the one that flushes.
+    async fn append_in_turn(
+        &self,
+        batch_bytes: &Bytes,
+    ) -> Result<(AppendInfo, Option<Vec<Rc<glommio::io::BufferedFile>>>), AppendError> {
         let header = BatchHeader::new(batch_bytes).expect("validated");
         let (base_offset, position, log_file) = {
             let s = self.state.borrow();
@@ -249,11 +314,15 @@ impl PartitionLog {
             }
             match s.producers.check(&header) {
                 SequenceCheck::Append => {}
+                // A duplicate's original append took care of its own durability.
                 SequenceCheck::Duplicate { base_offset } => {
-                    return Ok(AppendInfo {
-                        base_offset,
-                        log_start_offset: s.log_start_offset,
-                    })
+                    return Ok((
+                        AppendInfo {
+                            base_offset,
+                            log_start_offset: s.log_start_offset,
+                        },
+                        None,
+                    ))
                 }
                 SequenceCheck::Reject(code) => return Err(AppendError::Sequence(code)),
             }
@@ -295,9 +364,14 @@ impl PartitionLog {
             return Err(e.into());
         }
         let header = BatchHeader::new(&head).expect("validated");
-        let (index_write, log_start_offset) = {
+        let (index_write, log_start_offset, flush) = {
             let mut s = self.state.borrow_mut();
             s.producers.update(&header);
+            s.unflushed_records += header.record_count() as u64;
+            if !s.unflushed_files.iter().any(|f| Rc::ptr_eq(f, &log_file)) {
+                s.unflushed_files.push(log_file.clone());
+            }
+            let flush = self.take_due_flush(&mut s);
             s.log_end_offset = header.last_offset() + 1;
             if s.max_timestamp
                 .is_none_or(|m| header.max_timestamp() > m.timestamp)
@@ -315,7 +389,7 @@ impl PartitionLog {
             let index_write = appended
                 .index_entry
                 .map(|e| (active.index_file(), active.index_len() - 1, e));
-            (index_write, s.log_start_offset)
+            (index_write, s.log_start_offset, flush)
         };
         self.wake_waiters();
         if let Some((file, slot, entry)) = index_write {
@@ -324,14 +398,22 @@ impl PartitionLog {
                 warn!(dir = %self.dir.display(), error = %e, "index write failed");
             }
         }
-        Ok(AppendInfo {
-            base_offset,
-            log_start_offset,
-        })
+        Ok((
+            AppendInfo {
+                base_offset,
+                log_start_offset,
+            },
+            flush,
+        ))
     }
 
     async fn roll(&self, base_offset: i64) -> io::Result<(u64, Rc<glommio::io::BufferedFile>)> {
         let seg = Segment::create(&self.dir, base_offset).await?;
+        // The new file's directory entry must be durable before data in it can be.
+        let dir = self.dir.clone();
+        glommio::executor()
+            .spawn_blocking(move || std::fs::File::open(&dir).and_then(|d| d.sync_all()))
+            .await?;
         let log = seg.log.clone();
         self.state.borrow_mut().segments.insert(base_offset, seg);
         info!(dir = %self.dir.display(), base_offset, "rolled to a new segment");
@@ -517,6 +599,13 @@ impl PartitionLog {
             drop(pass);
         }
         self.wake_waiters();
+        // A clean shutdown leaves nothing unflushed.
+        let files = std::mem::take(&mut self.state.borrow_mut().unflushed_files);
+        if !files.is_empty() {
+            if let Err(e) = self.sync_group.sync(files).await {
+                warn!(dir = %self.dir.display(), error = %e, "flush at shutdown failed");
+            }
+        }
     }
 
     /// Closes the log and removes its directory. Readers holding segment files keep

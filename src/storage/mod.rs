@@ -6,5 +6,6 @@ pub mod gate;
 pub mod log;
 pub mod producer_state;
 pub mod segment;
+pub mod sync_group;
 
 pub use log::{AppendError, AppendInfo, LogConfig, Offsets, PartitionLog, ReadError};

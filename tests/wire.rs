@@ -670,7 +670,11 @@ fn flush_messages_1_syncs_every_acknowledged_batch() {
         assert_eq!(produce(&mut c, "t", i % 2, batch(3, None)).0, 0);
     }
     assert_eq!(b.stop(libc::SIGTERM), Some(0));
-    assert!(sync_requests_logged(&b) >= 40, "every append asked for a sync:\n{}", b.log_text());
+    assert!(
+        sync_requests_logged(&b) >= 40,
+        "every append asked for a sync:\n{}",
+        b.log_text()
+    );
     b.restart(libc::SIGTERM); // for the Drop check
 
     // Default policy: only the shutdown flush (one per partition with data).
@@ -705,4 +709,71 @@ fn flush_messages_1_syncs_every_acknowledged_batch() {
     assert_eq!(e.stop(libc::SIGTERM), Some(0));
     assert!(sync_requests_logged(&e) >= 25);
     e.restart(libc::SIGTERM);
+}
+
+#[test]
+fn damage_in_an_older_segment_takes_only_that_partition_offline() {
+    let mut b = Broker::start("older-damage", &["log.segment.bytes=300"]);
+    let mut c = b.connect();
+    create_topic(&mut c, "t", 1);
+    create_topic(&mut c, "healthy", 1);
+    for i in 0..8 {
+        assert_eq!(produce(&mut c, "t", 0, batch(4, None)), (0, i * 4));
+    }
+    b.stop(libc::SIGKILL);
+    let dir = b.data_dir().join("t-0");
+    let mut segments: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    segments.sort();
+    assert!(
+        segments.len() >= 3,
+        "the test needs several segments: {segments:?}"
+    );
+    let mut first = std::fs::read(&segments[0]).unwrap();
+    let at = first.len() / 2;
+    first[at] ^= 0x10;
+    std::fs::write(&segments[0], &first).unwrap();
+    let before: Vec<Vec<u8>> = segments.iter().map(|p| std::fs::read(p).unwrap()).collect();
+    b.restart(libc::SIGKILL);
+    let mut c = b.connect();
+    let resp: FetchResponse = c.call(ApiKey::Fetch, FETCH_V, &fetch_request("t", &[(0, 0)], 0));
+    assert_eq!(
+        resp.responses[0].partitions[0].error_code, 56,
+        "fetch: KAFKA_STORAGE_ERROR"
+    );
+    assert!(
+        resp.responses[0].partitions[0]
+            .records
+            .as_ref()
+            .is_none_or(|r| r.is_empty()),
+        "no bad bytes served"
+    );
+    assert_eq!(
+        produce(&mut c, "t", 0, batch(1, None)).0,
+        56,
+        "produce: KAFKA_STORAGE_ERROR"
+    );
+    let mut p = ListOffsetsPartition::default();
+    p.timestamp = -1;
+    let mut t = ListOffsetsTopic::default();
+    t.name = name("t");
+    t.partitions = vec![p];
+    let mut req = ListOffsetsRequest::default();
+    req.topics = vec![t];
+    let resp: ListOffsetsResponse = c.call(ApiKey::ListOffsets, 7, &req);
+    assert_eq!(
+        resp.topics[0].partitions[0].error_code, 56,
+        "list offsets: KAFKA_STORAGE_ERROR"
+    );
+    let after: Vec<Vec<u8>> = segments.iter().map(|p| std::fs::read(p).unwrap()).collect();
+    assert!(before == after, "every segment file is left as it was");
+    assert!(b.log_text().contains("OFFLINE"));
+    assert_eq!(
+        produce(&mut c, "healthy", 0, batch(1, None)),
+        (0, 0),
+        "other partitions keep working"
+    );
 }

@@ -25,6 +25,9 @@ pub const LATEST_TIERED: i64 = -5;
 
 /// (offset, timestamp) for one partition.
 async fn lookup(log: &PartitionLog, timestamp: i64) -> Result<(i64, i64), ErrorCode> {
+    if log.is_offline() {
+        return Err(ErrorCode::KafkaStorageError);
+    }
     let offsets = log.offsets();
     let io = |_| ErrorCode::KafkaStorageError;
     Ok(match timestamp {

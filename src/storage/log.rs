@@ -19,7 +19,7 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 use futures::channel::oneshot;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::gate::FifoGate;
 use super::producer_state::{ProducerStates, SequenceCheck};
@@ -158,11 +158,14 @@ impl PartitionLog {
         let mut segments = BTreeMap::new();
         let mut max_timestamp: Option<MaxTimestampBatch> = None;
         let mut expected = bases.first().copied().unwrap_or(0);
+        let mut offline = None;
         for (i, &base) in bases.iter().enumerate() {
+            let is_active = i + 1 == bases.len();
             if base < expected {
-                warn!(dir = %dir.display(), base, expected, "segment overlaps its predecessor; removing it");
-                remove_segment_files(&dir, base);
-                continue;
+                offline = Some(format!(
+                    "segment {base} overlaps its predecessor, which ends at {expected}"
+                ));
+                break;
             }
             let (seg, torn) = Segment::recover(
                 &dir,
@@ -182,19 +185,34 @@ impl PartitionLog {
             )
             .await?;
             expected = seg.next_offset;
-            segments.insert(base, seg);
-            if let Some(t) = torn {
-                warn!(
-                    dir = %dir.display(), segment = base, position = t.position,
-                    truncated_bytes = t.file_size - t.position, reason = %t.reason,
-                    "recovery truncated a torn or corrupt tail"
-                );
-                for &later in &bases[i + 1..] {
-                    warn!(dir = %dir.display(), segment = later, "removing segment after a truncated one");
-                    remove_segment_files(&dir, later);
+            match torn {
+                // Damage before the active segment is not a torn write: cutting there
+                // would drop acknowledged data in every later segment.
+                Some(t) if !is_active => {
+                    offline = Some(format!(
+                        "segment {base} is damaged at byte {}: {}",
+                        t.position, t.reason
+                    ));
+                    segments.insert(base, seg);
+                    break;
                 }
-                break;
+                Some(t) => {
+                    warn!(
+                        dir = %dir.display(), segment = base, position = t.position,
+                        truncated_bytes = t.file_size - t.position, reason = %t.reason,
+                        "recovery truncated a torn or corrupt tail"
+                    );
+                    seg.commit_recovery().await?;
+                }
+                None => seg.commit_recovery().await?,
             }
+            segments.insert(base, seg);
+        }
+        if let Some(reason) = &offline {
+            error!(
+                dir = %dir.display(), %reason,
+                "partition is OFFLINE (KAFKA_STORAGE_ERROR to clients); its files are left untouched for inspection"
+            );
         }
         if segments.is_empty() {
             segments.insert(0, Segment::create(&dir, 0).await?);
@@ -217,7 +235,7 @@ impl PartitionLog {
                 log_end_offset,
                 producers,
                 max_timestamp,
-                offline: false,
+                offline: offline.is_some(),
                 unflushed_records: 0,
                 unflushed_files: Vec::new(),
                 last_flush: std::time::Instant::now(),
@@ -230,6 +248,12 @@ impl PartitionLog {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// True once the partition can no longer serve: damaged at recovery, a failed
+    /// write or sync, or shut down.
+    pub fn is_offline(&self) -> bool {
+        self.state.borrow().offline
     }
 
     pub fn offsets(&self) -> Offsets {
@@ -446,6 +470,9 @@ impl PartitionLog {
     ) -> Result<Option<Bytes>, ReadError> {
         let (file, mut position, segment_end) = {
             let s = self.state.borrow();
+            if s.offline {
+                return Err(ReadError::Io(io::Error::other("partition is offline")));
+            }
             if offset < s.log_start_offset || offset > s.log_end_offset {
                 return Err(ReadError::OutOfRange {
                     offset,
@@ -616,9 +643,4 @@ impl PartitionLog {
         self.wake_waiters();
         std::fs::remove_dir_all(&self.dir)
     }
-}
-
-fn remove_segment_files(dir: &Path, base: i64) {
-    let _ = std::fs::remove_file(segment::log_path(dir, base));
-    let _ = std::fs::remove_file(segment::index_path(dir, base));
 }

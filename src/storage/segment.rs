@@ -144,8 +144,9 @@ impl Segment {
     }
 
     /// Opens an existing segment and validates every batch in it (length, magic,
-    /// CRC-32C, offsets increasing from `expected_next`). Everything after the first
-    /// bad batch is cut off and reported. The index is rebuilt and rewritten.
+    /// CRC-32C, offsets increasing). Reports where the first bad batch starts, but
+    /// changes no file: the caller decides (`commit_recovery` for the active segment,
+    /// or leaving a damaged older segment untouched).
     pub async fn recover(
         dir: &Path,
         base_offset: i64,
@@ -158,7 +159,7 @@ impl Segment {
         let mut seg = Segment {
             base_offset,
             log: Rc::new(log),
-            index_file: Rc::new(open_rw(&index_path(dir, base_offset), true).await?),
+            index_file: Rc::new(open_rw(&index_path(dir, base_offset), false).await?),
             size: 0,
             next_offset: base_offset,
             max_timestamp: -1,
@@ -216,12 +217,19 @@ impl Segment {
                 }
             }
         }
-        if let Some(t) = &torn {
-            seg.log.truncate(t.position).await.map_err(to_io)?;
-        }
         seg.size = torn.as_ref().map_or(file_size, |t| t.position);
-        seg.write_whole_index().await?;
         Ok((seg, torn))
+    }
+
+    /// Makes a recovered segment's files match what recovery validated: cuts the log
+    /// at `seg.size` (dropping a torn or corrupt tail) and rewrites the index.
+    pub async fn commit_recovery(&self) -> io::Result<()> {
+        self.log.truncate(self.size).await.map_err(to_io)?;
+        self.write_whole_index().await?;
+        self.index_file
+            .truncate(self.index.len() as u64 * 8)
+            .await
+            .map_err(to_io)
     }
 
     async fn write_whole_index(&self) -> io::Result<()> {

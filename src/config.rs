@@ -43,6 +43,11 @@ pub const SETTINGS: &[Setting] = &[
     Setting { name: "log.index.interval.bytes", aliases: &[], default: "4096", doc: "Bytes of log between two entries of the sparse offset index." },
     Setting { name: "log.flush.interval.messages", aliases: &[], default: "9223372036854775807", doc: "Flush (fdatasync) a partition once this many records are unflushed; a produce with acks=1/all that reaches it is answered after the flush (1: every acknowledged batch is durable). Topic override: `flush.messages`." },
     Setting { name: "log.flush.interval.ms", aliases: &[], default: "", doc: "Flush a partition's data once it is this old (checked every 100 ms; acks do not wait). Empty: never by time. Topic override: `flush.ms`." },
+    Setting { name: "log.retention.ms", aliases: &[], default: "", doc: "Delete a partition's old segments once their newest record is older than this; -1: never. Unset: `log.retention.minutes`, then `log.retention.hours`. Topic override: `retention.ms`." },
+    Setting { name: "log.retention.minutes", aliases: &[], default: "", doc: "As `log.retention.ms`, in minutes (used when that is unset)." },
+    Setting { name: "log.retention.hours", aliases: &[], default: "168", doc: "As `log.retention.ms`, in hours (used when both above are unset)." },
+    Setting { name: "log.retention.bytes", aliases: &[], default: "-1", doc: "Delete a partition's oldest segments while it is larger than this; -1: no limit. Topic override: `retention.bytes`." },
+    Setting { name: "log.retention.check.interval.ms", aliases: &[], default: "300000", doc: "How often each shard applies retention." },
     Setting { name: "offsets.topic.num.partitions", aliases: &[], default: "50", doc: "Partitions of `__consumer_offsets` (used by group coordination, not yet built)." },
     Setting { name: "ringlog.cpus", aliases: &[], default: "all", doc: "CPUs to run shards on, one shard pinned to each: `all`, or a list such as `0-3,6`." },
     Setting { name: "ringlog.shards", aliases: &[], default: "0", doc: "Number of shards; 0 = one per CPU in `ringlog.cpus`, else the first N of them." },
@@ -70,6 +75,10 @@ pub struct Config {
     pub offsets_topic_partitions: i32,
     pub flush_interval_messages: u64,
     pub flush_interval_ms: Option<u64>,
+    /// Time and size retention; `None`: unlimited.
+    pub retention_ms: Option<u64>,
+    pub retention_bytes: Option<u64>,
+    pub retention_check_interval_ms: u64,
     /// CPUs to pin shards to, one shard per entry.
     pub cpus: Vec<usize>,
 }
@@ -200,6 +209,24 @@ pub fn parse_cpu_list(
     Ok(cpus)
 }
 
+/// Kafka's precedence: `log.retention.ms`, else `.minutes`, else `.hours`; -1 (or any
+/// negative value) means unlimited.
+fn retention_ms(get: &dyn Fn(&'static str) -> String) -> Result<Option<u64>, ConfigError> {
+    for (key, unit_ms) in [
+        ("log.retention.ms", 1i64),
+        ("log.retention.minutes", 60_000),
+        ("log.retention.hours", 3_600_000),
+    ] {
+        let raw = get(key);
+        if raw.trim().is_empty() {
+            continue;
+        }
+        let v: i64 = parse_num(key, &raw, i64::MIN, i64::MAX)?;
+        return Ok((v >= 0).then(|| (v as u64).saturating_mul(unit_ms as u64)));
+    }
+    Ok(None)
+}
+
 fn local_hostname() -> String {
     let mut buf = [0u8; 256];
     // SAFETY: gethostname writes at most buf.len() bytes into the buffer we own.
@@ -326,6 +353,22 @@ impl Config {
                 "" => None,
                 ms => Some(parse_num("log.flush.interval.ms", ms, 0, i64::MAX as u64)?),
             },
+            retention_ms: retention_ms(&get)?,
+            retention_bytes: match parse_num::<i64>(
+                "log.retention.bytes",
+                &get("log.retention.bytes"),
+                -1,
+                i64::MAX,
+            )? {
+                -1 => None,
+                bytes => Some(bytes as u64),
+            },
+            retention_check_interval_ms: parse_num(
+                "log.retention.check.interval.ms",
+                &get("log.retention.check.interval.ms"),
+                1,
+                i64::MAX as u64,
+            )?,
             cpus,
         };
         Ok((config, warnings))

@@ -260,6 +260,20 @@ pub fn serve(config: Config) -> Result<(), StartError> {
                 // Phase two: everyone is ready. Blocking here is fine: nothing else
                 // runs on this shard yet.
                 go.wait();
+                let retainer = shard.clone();
+                glommio::spawn_local(async move {
+                    let every = Duration::from_millis(retainer.config.retention_check_interval_ms);
+                    loop {
+                        glommio::timer::sleep(every).await;
+                        let now_ms = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_millis() as i64);
+                        for log in retainer.all_logs() {
+                            log.apply_retention(now_ms);
+                        }
+                    }
+                })
+                .detach();
                 let flusher = shard.clone();
                 glommio::spawn_local(async move {
                     loop {

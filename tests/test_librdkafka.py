@@ -182,3 +182,40 @@ def test_create_topic_errors_use_kafka_codes(broker):
         with pytest.raises(Exception) as err:
             f.result(timeout=30)
         assert err.value.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+
+
+def test_retention_and_auto_offset_reset(broker_factory):
+    broker = broker_factory(["log.segment.bytes=2000", "log.retention.check.interval.ms=50"])
+    create_topic(broker.bootstrap, "expiring", 1, config={"retention.ms": "60000"})
+    p = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 0})
+    for i in range(200):
+        p.produce("expiring", value=value(i), partition=0, timestamp=1000 + i)  # 1970: expired
+        if i % 10 == 9:
+            p.flush(10)
+    assert p.flush(10) == 0
+    c = consumer(broker.bootstrap)
+    deadline = time.time() + 30
+    while c.get_watermark_offsets(TopicPartition("expiring", 0), timeout=10)[0] == 0:
+        assert time.time() < deadline, "retention did not run"
+        time.sleep(0.05)
+    start, end = c.get_watermark_offsets(TopicPartition("expiring", 0), timeout=10)
+    c.close()
+    assert 0 < start < end == 200
+    for reset, first in [("earliest", start), ("latest", None)]:
+        c = consumer(broker.bootstrap, **{"auto.offset.reset": reset})
+        c.assign([TopicPartition("expiring", 0, 0)])
+        msgs = c.consume(500, 3.0)
+        c.close()
+        if first is None:
+            assert [m for m in msgs if not m.error()] == [], "latest: nothing old is delivered"
+        else:
+            assert msgs and not msgs[0].error() and msgs[0].offset() == first
+            assert msgs[0].value() == value(first)
+    c = consumer(broker.bootstrap, **{"auto.offset.reset": "error"})
+    c.assign([TopicPartition("expiring", 0, 0)])
+    deadline = time.time() + 10
+    errors = []
+    while not errors and time.time() < deadline:
+        errors = [m.error() for m in c.consume(10, 0.5) if m.error()]
+    c.close()
+    assert errors and errors[0].code() == KafkaError._AUTO_OFFSET_RESET, errors

@@ -73,6 +73,11 @@ pub struct Controller {
     producer_id_block_end: Cell<i64>,
 }
 
+/// A topic override that may be -1 (Kafka's "unlimited").
+fn signed(topic: &TopicMeta, key: &str) -> Option<i64> {
+    topic.configs.get(key).and_then(|v| v.parse().ok())
+}
+
 /// Log settings of a partition, from broker defaults and topic overrides.
 pub fn log_config(config: &crate::config::Config, topic: &TopicMeta) -> LogConfig {
     let get = |key: &str, default: u64| {
@@ -93,6 +98,10 @@ pub fn log_config(config: &crate::config::Config, topic: &TopicMeta) -> LogConfi
             .get("flush.ms")
             .and_then(|v| v.parse().ok())
             .or(config.flush_interval_ms),
+        retention_ms: signed(topic, "retention.ms")
+            .map_or(config.retention_ms, |v| (v >= 0).then_some(v as u64)),
+        retention_bytes: signed(topic, "retention.bytes")
+            .map_or(config.retention_bytes, |v| (v >= 0).then_some(v as u64)),
     }
 }
 

@@ -41,6 +41,10 @@ pub struct LogConfig {
     pub flush_interval_messages: u64,
     /// Flush data older than this; `None`: never by time.
     pub flush_interval_ms: Option<u64>,
+    /// Delete old segments whose newest record is older than this; `None`: never.
+    pub retention_ms: Option<u64>,
+    /// Delete the oldest segments while the log is larger than this; `None`: never.
+    pub retention_bytes: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -615,6 +619,67 @@ impl PartitionLog {
                 BatchHeader::new(&whole).map_or(0, |h| h.base_offset()),
                 m.timestamp,
             ))))
+    }
+
+    /// Deletes whole segments past `retention.ms` (their newest timestamp is older) or
+    /// beyond `retention.bytes` (oldest first), never the active segment, and moves the
+    /// log start to the first remaining segment. Returns how many were deleted.
+    ///
+    /// Readers already holding a deleted segment's file keep reading it: the file is
+    /// unlinked, and closed when the last reader drops it.
+    pub fn apply_retention(&self, now_ms: i64) -> usize {
+        let doomed: Vec<Segment> = {
+            let mut s = self.state.borrow_mut();
+            if s.offline {
+                return 0;
+            }
+            let mut total: u64 = s.segments.values().map(|g| g.size).sum();
+            let mut doomed = Vec::new();
+            while s.segments.len() > 1 {
+                let oldest = s.segments.values().next().expect("more than one segment");
+                let expired = self.config.retention_ms.is_some_and(|ms| {
+                    oldest.max_timestamp >= 0
+                        && oldest.max_timestamp < now_ms.saturating_sub(ms as i64)
+                });
+                let oversized = self
+                    .config
+                    .retention_bytes
+                    .is_some_and(|limit| total - oldest.size >= limit);
+                if !(expired || oversized) {
+                    break;
+                }
+                total -= oldest.size;
+                let base = oldest.base_offset;
+                doomed.push(s.segments.remove(&base).expect("present"));
+            }
+            if doomed.is_empty() {
+                return 0;
+            }
+            s.log_start_offset = *s
+                .segments
+                .keys()
+                .next()
+                .expect("the active segment remains");
+            let gone = |base: i64| doomed.iter().any(|d| d.base_offset == base);
+            if s.max_timestamp.is_some_and(|m| gone(m.segment_base)) {
+                s.max_timestamp = None;
+            }
+            s.unflushed_files
+                .retain(|f| !doomed.iter().any(|d| Rc::ptr_eq(&d.log, f)));
+            doomed
+        };
+        for seg in &doomed {
+            for path in [
+                segment::log_path(&self.dir, seg.base_offset),
+                segment::index_path(&self.dir, seg.base_offset),
+            ] {
+                if let Err(e) = std::fs::remove_file(&path) {
+                    warn!(path = %path.display(), error = %e, "removing a retired segment failed");
+                }
+            }
+            info!(dir = %self.dir.display(), segment = seg.base_offset, bytes = seg.size, "retention deleted a segment");
+        }
+        doomed.len()
     }
 
     /// Waits for appends in flight to finish and refuses new ones (clean shutdown).

@@ -893,3 +893,81 @@ fn retention_deletes_old_segments_and_moves_the_log_start() {
     assert_eq!(earliest_offset(&mut c, "old"), start);
     assert_eq!(latest_offset(&mut c, "old", 0), 40);
 }
+
+/// A small tmpfs mounted for one test, unmounted when dropped.
+struct TinyFs(std::path::PathBuf);
+
+impl TinyFs {
+    fn mount(at: std::path::PathBuf, size: &str) -> TinyFs {
+        std::fs::create_dir_all(&at).unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&at)
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "this test needs root to mount a tmpfs (a real full disk)"
+        );
+        TinyFs(at)
+    }
+}
+
+impl Drop for TinyFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_fails_produce_with_storage_error_and_recovers_when_space_returns() {
+    let dir = common::scratch_dir("diskfull");
+    let fs = TinyFs::mount(dir.join("fs"), "4m");
+    let data = fs.0.join("data");
+    let mut b = Broker::start(
+        "diskfull-broker",
+        &[&format!("log.dirs={}", data.display())],
+    );
+    let mut c = b.connect();
+    create_topic(&mut c, "t", 1);
+    for i in 0..5 {
+        assert_eq!(produce(&mut c, "t", 0, batch(4, None)), (0, i * 4));
+    }
+    // Fill the filesystem to the last byte.
+    let filler = fs.0.join("filler");
+    {
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 64 << 10];
+        while f.write(&chunk).unwrap_or(0) > 0 {}
+    }
+    let big = encode(
+        &[Record {
+            key: None,
+            value: Some(&[9u8; 200 << 10]),
+            headers: &[],
+            timestamp: 7,
+        }],
+        None,
+    );
+    assert_eq!(
+        produce(&mut c, "t", 0, big.clone()).0,
+        56,
+        "KAFKA_STORAGE_ERROR on a full disk"
+    );
+    // Reads keep working, and what was acknowledged is all there.
+    let resp: FetchResponse = c.call(ApiKey::Fetch, FETCH_V, &fetch_request("t", &[(0, 0)], 0));
+    assert_eq!(
+        batch_bases(resp.responses[0].partitions[0].records.as_ref().unwrap()),
+        vec![0, 4, 8, 12, 16]
+    );
+    // Space returns: appends continue right after the acknowledged data.
+    std::fs::remove_file(&filler).unwrap();
+    assert_eq!(produce(&mut c, "t", 0, big), (0, 20));
+    assert_eq!(produce(&mut c, "t", 0, batch(1, None)), (0, 21));
+    b.restart(libc::SIGTERM);
+    let mut c = b.connect();
+    assert_eq!(latest_offset(&mut c, "t", 0), 22);
+    drop(b);
+    drop(fs);
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -971,3 +971,68 @@ fn a_full_disk_fails_produce_with_storage_error_and_recovers_when_space_returns(
     drop(fs);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+fn delete_records(c: &mut Client, topic: &str, offset: i64) -> (i16, i64) {
+    use kafka_protocol::messages::delete_records_request::{
+        DeleteRecordsPartition, DeleteRecordsRequest, DeleteRecordsTopic,
+    };
+    use kafka_protocol::messages::delete_records_response::DeleteRecordsResponse;
+    let mut p = DeleteRecordsPartition::default();
+    p.offset = offset;
+    let mut t = DeleteRecordsTopic::default();
+    t.name = name(topic);
+    t.partitions = vec![p];
+    let mut req = DeleteRecordsRequest::default();
+    req.topics = vec![t];
+    req.timeout_ms = 10_000;
+    let resp: DeleteRecordsResponse = c.call(ApiKey::DeleteRecords, 2, &req);
+    let r = &resp.topics[0].partitions[0];
+    (r.error_code, r.low_watermark)
+}
+
+#[test]
+fn delete_records_moves_the_log_start_durably() {
+    let mut b = Broker::start("deleterecords", &["log.segment.bytes=300"]);
+    let mut c = b.connect();
+    create_topic(&mut c, "t", 1);
+    for i in 0..10 {
+        assert_eq!(produce(&mut c, "t", 0, batch(4, None)), (0, i * 4));
+    }
+    let segments_before = segment_files(&b.data_dir().join("t-0"));
+    assert_eq!(delete_records(&mut c, "t", 22), (0, 22));
+    assert_eq!(earliest_offset(&mut c, "t"), 22);
+    assert!(
+        segment_files(&b.data_dir().join("t-0")) < segments_before,
+        "segments wholly below 22 are gone"
+    );
+    let resp: FetchResponse = c.call(ApiKey::Fetch, FETCH_V, &fetch_request("t", &[(0, 21)], 0));
+    assert_eq!(
+        resp.responses[0].partitions[0].error_code, 1,
+        "OFFSET_OUT_OF_RANGE below the low watermark"
+    );
+    assert_eq!(resp.responses[0].partitions[0].log_start_offset, 22);
+    let resp: FetchResponse = c.call(ApiKey::Fetch, FETCH_V, &fetch_request("t", &[(0, 22)], 0));
+    assert_eq!(
+        batch_bases(resp.responses[0].partitions[0].records.as_ref().unwrap())[0],
+        20
+    );
+    assert_eq!(delete_records(&mut c, "t", 10), (0, 22), "never moves back");
+    assert_eq!(
+        delete_records(&mut c, "t", 41).0,
+        1,
+        "past the end: OFFSET_OUT_OF_RANGE"
+    );
+    b.restart(libc::SIGKILL);
+    let mut c = b.connect();
+    assert_eq!(
+        earliest_offset(&mut c, "t"),
+        22,
+        "the low watermark survives a crash"
+    );
+    assert_eq!(
+        delete_records(&mut c, "t", -1),
+        (0, 40),
+        "-1 means the high watermark"
+    );
+    assert_eq!(produce(&mut c, "t", 0, batch(1, None)), (0, 40));
+}

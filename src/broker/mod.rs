@@ -15,6 +15,7 @@ use crate::shard::Shard;
 
 mod api_versions;
 mod create_topics;
+mod delete_records;
 mod delete_topics;
 mod fetch;
 mod find_coordinator;
@@ -115,6 +116,7 @@ pub async fn handle(shard: Rc<Shard>, frame: Bytes) -> Outcome {
         key::LIST_OFFSETS => list_offsets::handle(&shard, &h, body).await,
         key::CREATE_TOPICS => create_topics::handle(&shard, &h, body).await,
         key::DELETE_TOPICS => delete_topics::handle(&shard, &h, body).await,
+        key::DELETE_RECORDS => delete_records::handle(&shard, &h, body).await,
         key::INIT_PRODUCER_ID => init_producer_id::handle(&shard, &h, body).await,
         key::FIND_COORDINATOR => find_coordinator::handle(&shard, &h, body),
         other => {

@@ -7,7 +7,7 @@
 //! blocking std I/O and must be called from a blocking pool, never on a shard's
 //! executor directly.
 
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -24,16 +24,7 @@ pub struct StoredMetadata {
     pub producer_id_next_block: i64,
 }
 
-pub fn write_atomic(dir: &Path, name: &str, contents: &[u8]) -> io::Result<()> {
-    let tmp: PathBuf = dir.join(format!("{name}.tmp"));
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(contents)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, dir.join(name))?;
-    std::fs::File::open(dir)?.sync_all()
-}
+pub use crate::storage::atomic_file::write_atomic;
 
 pub fn load(dir: &Path) -> io::Result<Option<StoredMetadata>> {
     match std::fs::read(dir.join(METADATA_FILE)) {

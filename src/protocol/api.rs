@@ -29,6 +29,7 @@ pub mod key {
     pub const API_VERSIONS: i16 = 18;
     pub const CREATE_TOPICS: i16 = 19;
     pub const DELETE_TOPICS: i16 = 20;
+    pub const DELETE_RECORDS: i16 = 21;
     pub const INIT_PRODUCER_ID: i16 = 22;
 }
 
@@ -59,6 +60,7 @@ pub const SUPPORTED_APIS: &[ApiSpec] = &[
     spec(key::API_VERSIONS, "ApiVersions", 0, 4, 3),
     spec(key::CREATE_TOPICS, "CreateTopics", 2, 7, 5),
     spec(key::DELETE_TOPICS, "DeleteTopics", 1, 6, 4),
+    spec(key::DELETE_RECORDS, "DeleteRecords", 0, 2, 2),
     spec(key::INIT_PRODUCER_ID, "InitProducerId", 0, 5, 2),
 ];
 

@@ -21,6 +21,7 @@ use bytes::Bytes;
 use futures::channel::oneshot;
 use tracing::{error, info, warn};
 
+use super::atomic_file::write_atomic;
 use super::gate::FifoGate;
 use super::producer_state::{ProducerStates, SequenceCheck};
 use super::segment::{self, to_io, Segment};
@@ -28,6 +29,9 @@ use super::sync_group::SyncGroup;
 use crate::protocol::batch::{self, BatchError, BatchHeader};
 use crate::protocol::records;
 use crate::protocol::ErrorCode;
+
+/// The log start offset set by DeleteRecords, when it lies inside the first segment.
+const LOG_START_CHECKPOINT: &str = "log-start-offset";
 
 /// Reads for fetch go in blocks at least this large, to limit I/Os per fetch.
 const READ_BLOCK_BYTES: usize = 64 << 10;
@@ -221,12 +225,18 @@ impl PartitionLog {
         if segments.is_empty() {
             segments.insert(0, Segment::create(&dir, 0).await?);
         }
-        let log_start_offset = *segments.keys().next().expect("at least one segment");
         let log_end_offset = segments
             .values()
             .next_back()
             .expect("at least one segment")
             .next_offset;
+        // DeleteRecords may have moved the start inside the first segment.
+        let checkpoint = std::fs::read_to_string(dir.join(LOG_START_CHECKPOINT))
+            .ok()
+            .and_then(|s| s.trim().parse::<i64>().ok())
+            .unwrap_or(0);
+        let first_base = *segments.keys().next().expect("at least one segment");
+        let log_start_offset = first_base.max(checkpoint.min(log_end_offset));
         if log_end_offset > 0 {
             info!(dir = %dir.display(), log_start_offset, log_end_offset, segments = segments.len(), "recovered partition log");
         }
@@ -628,38 +638,81 @@ impl PartitionLog {
     /// Readers already holding a deleted segment's file keep reading it: the file is
     /// unlinked, and closed when the last reader drops it.
     pub fn apply_retention(&self, now_ms: i64) -> usize {
+        let retention_ms = self.config.retention_ms;
+        let retention_bytes = self.config.retention_bytes;
+        self.retire_oldest(|oldest, log_bytes| {
+            let expired = retention_ms.is_some_and(|ms| {
+                oldest.max_timestamp >= 0 && oldest.max_timestamp < now_ms.saturating_sub(ms as i64)
+            });
+            let oversized = retention_bytes.is_some_and(|limit| log_bytes - oldest.size >= limit);
+            expired || oversized
+        })
+    }
+
+    /// DeleteRecords: moves the log start up to `offset` (-1: the high watermark) and
+    /// deletes the segments wholly below it. The new start is persisted before it takes
+    /// effect, so after a crash it holds. Returns the new log start (low watermark).
+    pub async fn delete_records_before(&self, offset: i64) -> Result<i64, ReadError> {
+        let Offsets { log_start, log_end } = self.offsets();
+        if self.is_offline() {
+            return Err(ReadError::Io(io::Error::other("partition is offline")));
+        }
+        let target = if offset == -1 { log_end } else { offset };
+        if target < 0 || target > log_end {
+            return Err(ReadError::OutOfRange {
+                offset,
+                log_start,
+                log_end,
+            });
+        }
+        if target <= log_start {
+            return Ok(log_start);
+        }
+        let dir = self.dir.clone();
+        glommio::executor()
+            .spawn_blocking(move || {
+                write_atomic(&dir, LOG_START_CHECKPOINT, target.to_string().as_bytes())
+            })
+            .await?;
+        {
+            let mut s = self.state.borrow_mut();
+            s.log_start_offset = s.log_start_offset.max(target);
+        }
+        self.retire_oldest(|oldest, _| oldest.next_offset <= target);
+        Ok(self.offsets().log_start)
+    }
+
+    /// Deletes the oldest segments while `should_go(oldest, log_bytes)` says so, never
+    /// the active one; the log start moves to at least the first remaining segment.
+    ///
+    /// Readers already holding a deleted segment's file keep reading it: the file is
+    /// unlinked, and closed when the last reader drops it.
+    fn retire_oldest(&self, mut should_go: impl FnMut(&Segment, u64) -> bool) -> usize {
         let doomed: Vec<Segment> = {
             let mut s = self.state.borrow_mut();
             if s.offline {
                 return 0;
             }
-            let mut total: u64 = s.segments.values().map(|g| g.size).sum();
+            let mut log_bytes: u64 = s.segments.values().map(|g| g.size).sum();
             let mut doomed = Vec::new();
             while s.segments.len() > 1 {
                 let oldest = s.segments.values().next().expect("more than one segment");
-                let expired = self.config.retention_ms.is_some_and(|ms| {
-                    oldest.max_timestamp >= 0
-                        && oldest.max_timestamp < now_ms.saturating_sub(ms as i64)
-                });
-                let oversized = self
-                    .config
-                    .retention_bytes
-                    .is_some_and(|limit| total - oldest.size >= limit);
-                if !(expired || oversized) {
+                if !should_go(oldest, log_bytes) {
                     break;
                 }
-                total -= oldest.size;
+                log_bytes -= oldest.size;
                 let base = oldest.base_offset;
                 doomed.push(s.segments.remove(&base).expect("present"));
             }
             if doomed.is_empty() {
                 return 0;
             }
-            s.log_start_offset = *s
+            let first = *s
                 .segments
                 .keys()
                 .next()
                 .expect("the active segment remains");
+            s.log_start_offset = s.log_start_offset.max(first);
             let gone = |base: i64| doomed.iter().any(|d| d.base_offset == base);
             if s.max_timestamp.is_some_and(|m| gone(m.segment_base)) {
                 s.max_timestamp = None;
@@ -677,7 +730,7 @@ impl PartitionLog {
                     warn!(path = %path.display(), error = %e, "removing a retired segment failed");
                 }
             }
-            info!(dir = %self.dir.display(), segment = seg.base_offset, bytes = seg.size, "retention deleted a segment");
+            info!(dir = %self.dir.display(), segment = seg.base_offset, bytes = seg.size, "deleted a segment below the log start");
         }
         doomed.len()
     }

@@ -2,6 +2,7 @@
 //! as on the wire, with sparse offset indexes. Knows batches and offsets, never
 //! requests. Every object here is owned by one shard.
 
+pub mod atomic_file;
 pub mod gate;
 pub mod log;
 pub mod producer_state;

@@ -169,6 +169,14 @@ pub fn serve(config: Config) -> Result<(), StartError> {
     let addr = config
         .bind_addr()
         .map_err(|e| StartError::Shard(format!("listeners: {e}")))?;
+    let faults = match std::env::var(crate::storage::fault::ENV) {
+        Ok(spec) => {
+            let rates = crate::storage::fault::parse(&spec).map_err(StartError::Shard)?;
+            warn!(?rates, "storage fault injection is ON (testing only)");
+            Some(rates)
+        }
+        Err(_) => None,
+    };
     let metadata = Arc::new(MetadataHandle::new(metadata));
     let config = Arc::new(config);
     let signals = block_signals();
@@ -260,6 +268,10 @@ pub fn serve(config: Config) -> Result<(), StartError> {
                 // Phase two: everyone is ready. Blocking here is fine: nothing else
                 // runs on this shard yet.
                 go.wait();
+                // After recovery, so that only serving is faulted.
+                if let Some(rates) = faults {
+                    crate::storage::fault::install(rates, index as u64);
+                }
                 let retainer = shard.clone();
                 glommio::spawn_local(async move {
                     let every = Duration::from_millis(retainer.config.retention_check_interval_ms);
@@ -306,7 +318,13 @@ pub fn serve(config: Config) -> Result<(), StartError> {
                     log.quiesce().await;
                 }
                 let (rounds, requests) = shard.sync_group.counts();
-                info!(shard = index, sync_rounds = rounds, sync_requests = requests, "shard stopped");
+                info!(
+                    shard = index,
+                    sync_rounds = rounds,
+                    sync_requests = requests,
+                    faults_injected = crate::storage::fault::injected(),
+                    "shard stopped"
+                );
                 let _ = done_tx.send(index);
             })
             .map_err(|e| StartError::Executor {

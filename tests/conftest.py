@@ -25,8 +25,9 @@ def free_port():
 
 
 class Broker:
-    def __init__(self, data_dir, overrides=()):
+    def __init__(self, data_dir, overrides=(), env=None):
         self.data_dir = pathlib.Path(data_dir)
+        self.env = env
         self.port = free_port()
         self.overrides = list(overrides)
         self.proc = None
@@ -49,7 +50,8 @@ class Broker:
         log = open(self.log_path, "a")
         log.write(f"==== start #{self.starts}\n")
         log.flush()
-        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        env = {**os.environ, **self.env} if self.env else None
+        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
         deadline = time.time() + START_TIMEOUT_S
         marker = f"==== start #{self.starts}\n"
         while time.time() < deadline:
@@ -94,8 +96,8 @@ class Broker:
 def broker_factory(tmp_path):
     brokers = []
 
-    def make(overrides=()):
-        b = Broker(tmp_path / f"data-{len(brokers)}", overrides)
+    def make(overrides=(), env=None):
+        b = Broker(tmp_path / f"data-{len(brokers)}", overrides, env)
         b.start()
         brokers.append(b)
         return b

@@ -394,6 +394,7 @@ impl PartitionLog {
         if let Err(e) =
             segment::write_all_at(&log_file, batch_bytes.len(), position, copy_from).await
         {
+            warn!(dir = %self.dir.display(), position, error = %e, "append failed; cutting the file back");
             // Whatever reached the file past `position` is not part of the log; cut it
             // so that the next append and recovery see a clean tail.
             if log_file.truncate(position).await.is_err() {

@@ -3,6 +3,7 @@
 //! requests. Every object here is owned by one shard.
 
 pub mod atomic_file;
+pub mod fault;
 pub mod gate;
 pub mod log;
 pub mod producer_state;

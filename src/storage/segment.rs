@@ -11,6 +11,7 @@ use std::rc::Rc;
 
 use glommio::io::{BufferedFile, OpenOptions};
 
+use super::fault;
 use super::producer_state::ProducerStates;
 use crate::protocol::batch::{self, BatchHeader};
 
@@ -51,10 +52,27 @@ pub async fn write_all_at(
 ) -> io::Result<()> {
     let mut done = 0;
     while done < len {
-        let written = file
-            .write_at(copy_from(done), pos + done as u64)
-            .await
-            .map_err(to_io)?;
+        let mut buf = copy_from(done);
+        // The fault seam: a no-op unless a test enabled injection (see `fault`).
+        let failure = match fault::before_write(buf.len()) {
+            fault::WriteFault::None => None,
+            fault::WriteFault::Short(n) => {
+                buf.truncate(n);
+                None
+            }
+            fault::WriteFault::Fail { written, errno } => {
+                buf.truncate(written);
+                Some(fault::error(errno))
+            }
+        };
+        let written = if buf.is_empty() {
+            0
+        } else {
+            file.write_at(buf, pos + done as u64).await.map_err(to_io)?
+        };
+        if let Some(e) = failure {
+            return Err(e);
+        }
         if written == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::WriteZero,

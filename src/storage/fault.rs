@@ -1,0 +1,172 @@
+//! The storage I/O seam for fault injection. Every segment write asks this module
+//! first; tests make it return short writes, EIO or ENOSPC, deterministically from a
+//! seed, in a real broker process.
+//!
+//! Enabled only by the environment variable `RINGLOG_FAULTS` (a testing knob, not an
+//! operator setting), e.g. `seed=7,short_write=0.05,eio=0.02,enospc=0.01`: each write
+//! attempt is cut short, or fails (after writing a prefix, like a torn write), with
+//! the given probabilities. Each shard draws from its own stream (seed + shard id), so
+//! a run is reproducible per shard. With the variable unset, a write costs one
+//! thread-local check.
+
+use std::cell::{Cell, RefCell};
+use std::io;
+
+pub const ENV: &str = "RINGLOG_FAULTS";
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FaultRates {
+    pub seed: u64,
+    pub short_write: f64,
+    pub eio: f64,
+    pub enospc: f64,
+}
+
+/// What the next write attempt of `len` bytes should do.
+#[derive(Debug, PartialEq, Eq)]
+pub enum WriteFault {
+    None,
+    /// Write only this many bytes (a short write; the caller goes on with the rest).
+    Short(usize),
+    /// Write this many bytes, then fail with this errno.
+    Fail {
+        written: usize,
+        errno: i32,
+    },
+}
+
+struct Plan {
+    rates: FaultRates,
+    state: Cell<u64>,
+    injected: Cell<u64>,
+}
+
+thread_local! {
+    static PLAN: RefCell<Option<Plan>> = const { RefCell::new(None) };
+}
+
+pub fn parse(spec: &str) -> Result<FaultRates, String> {
+    let mut rates = FaultRates {
+        seed: 1,
+        short_write: 0.0,
+        eio: 0.0,
+        enospc: 0.0,
+    };
+    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = part
+            .split_once('=')
+            .ok_or_else(|| format!("{ENV}: expected key=value, got {part:?}"))?;
+        let bad = || format!("{ENV}: bad value for {k}: {v:?}");
+        let rate = || {
+            v.parse::<f64>()
+                .ok()
+                .filter(|r| (0.0..=1.0).contains(r))
+                .ok_or_else(bad)
+        };
+        match k {
+            "seed" => rates.seed = v.parse().map_err(|_| bad())?,
+            "short_write" => rates.short_write = rate()?,
+            "eio" => rates.eio = rate()?,
+            "enospc" => rates.enospc = rate()?,
+            _ => return Err(format!("{ENV}: unknown key {k:?}")),
+        }
+    }
+    Ok(rates)
+}
+
+/// Installs the plan for the current shard's thread.
+pub fn install(rates: FaultRates, shard: u64) {
+    let seed = rates.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ shard.wrapping_add(1);
+    PLAN.with(|p| {
+        *p.borrow_mut() = Some(Plan {
+            rates,
+            state: Cell::new(seed | 1),
+            injected: Cell::new(0),
+        });
+    });
+}
+
+/// Faults injected on this thread so far.
+pub fn injected() -> u64 {
+    PLAN.with(|p| p.borrow().as_ref().map_or(0, |plan| plan.injected.get()))
+}
+
+impl Plan {
+    /// xorshift64*: small, fast, and the same sequence for the same seed.
+    fn next_unit(&self) -> f64 {
+        let mut x = self.state.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.state.set(x);
+        (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+pub fn before_write(len: usize) -> WriteFault {
+    PLAN.with(|p| {
+        let plan = p.borrow();
+        let Some(plan) = plan.as_ref() else {
+            return WriteFault::None;
+        };
+        let r = plan.next_unit();
+        let cut = (len as f64 * plan.next_unit()) as usize;
+        let FaultRates {
+            short_write,
+            eio,
+            enospc,
+            ..
+        } = plan.rates;
+        let fault = if r < short_write && len > 1 {
+            WriteFault::Short(cut.clamp(1, len - 1))
+        } else if r < short_write + eio {
+            WriteFault::Fail {
+                written: cut,
+                errno: libc::EIO,
+            }
+        } else if r < short_write + eio + enospc {
+            WriteFault::Fail {
+                written: cut,
+                errno: libc::ENOSPC,
+            }
+        } else {
+            WriteFault::None
+        };
+        if fault != WriteFault::None {
+            plan.injected.set(plan.injected.get() + 1);
+        }
+        fault
+    })
+}
+
+pub fn error(errno: i32) -> io::Error {
+    io::Error::from_raw_os_error(errno)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_seed_gives_the_same_faults() {
+        let rates = parse("seed=42,short_write=0.2,eio=0.1,enospc=0.1").unwrap();
+        let run = || {
+            install(rates, 3);
+            (0..200).map(|_| before_write(4096)).collect::<Vec<_>>()
+        };
+        let a = run();
+        assert_eq!(a, run());
+        let faults = a.iter().filter(|f| **f != WriteFault::None).count();
+        assert!(
+            (40..=120).contains(&faults),
+            "about 40% of 200 writes, got {faults}"
+        );
+        assert!(a
+            .iter()
+            .any(|f| matches!(f, WriteFault::Short(n) if *n > 0 && *n < 4096)));
+        assert!(a
+            .iter()
+            .any(|f| matches!(f, WriteFault::Fail { errno, .. } if *errno == libc::EIO)));
+        assert!(parse("bogus=1").is_err());
+    }
+}

@@ -43,6 +43,8 @@ pub const SETTINGS: &[Setting] = &[
     Setting { name: "log.index.interval.bytes", aliases: &[], default: "4096", doc: "Bytes of log between two entries of the sparse offset index." },
     Setting { name: "log.flush.interval.messages", aliases: &[], default: "9223372036854775807", doc: "Flush (fdatasync) a partition once this many records are unflushed; a produce with acks=1/all that reaches it is answered after the flush (1: every acknowledged batch is durable). Topic override: `flush.messages`." },
     Setting { name: "log.flush.interval.ms", aliases: &[], default: "", doc: "Flush a partition's data once it is this old (checked every 100 ms; acks do not wait). Empty: never by time. Topic override: `flush.ms`." },
+    Setting { name: "log.roll.ms", aliases: &[], default: "", doc: "Roll to a new segment once the active one's batches span this long (by their timestamps). Unset: `log.roll.hours`. Topic override: `segment.ms`." },
+    Setting { name: "log.roll.hours", aliases: &[], default: "168", doc: "As `log.roll.ms`, in hours (used when that is unset)." },
     Setting { name: "log.retention.ms", aliases: &[], default: "", doc: "Delete a partition's old segments once their newest record is older than this; -1: never. Unset: `log.retention.minutes`, then `log.retention.hours`. Topic override: `retention.ms`." },
     Setting { name: "log.retention.minutes", aliases: &[], default: "", doc: "As `log.retention.ms`, in minutes (used when that is unset)." },
     Setting { name: "log.retention.hours", aliases: &[], default: "168", doc: "As `log.retention.ms`, in hours (used when both above are unset)." },
@@ -75,6 +77,8 @@ pub struct Config {
     pub offsets_topic_partitions: i32,
     pub flush_interval_messages: u64,
     pub flush_interval_ms: Option<u64>,
+    /// Time-based segment roll.
+    pub roll_ms: Option<u64>,
     /// Time and size retention; `None`: unlimited.
     pub retention_ms: Option<u64>,
     pub retention_bytes: Option<u64>,
@@ -209,20 +213,20 @@ pub fn parse_cpu_list(
     Ok(cpus)
 }
 
-/// Kafka's precedence: `log.retention.ms`, else `.minutes`, else `.hours`; -1 (or any
-/// negative value) means unlimited.
-fn retention_ms(get: &dyn Fn(&'static str) -> String) -> Result<Option<u64>, ConfigError> {
-    for (key, unit_ms) in [
-        ("log.retention.ms", 1i64),
-        ("log.retention.minutes", 60_000),
-        ("log.retention.hours", 3_600_000),
-    ] {
+/// Kafka's precedence among a time setting's units (e.g. `log.retention.ms`, else
+/// `.minutes`, else `.hours`): the first that is set wins; a negative value (-1) means
+/// unlimited.
+fn time_ms(
+    get: &dyn Fn(&'static str) -> String,
+    keys: &[(&'static str, u64)],
+) -> Result<Option<u64>, ConfigError> {
+    for &(key, unit_ms) in keys {
         let raw = get(key);
         if raw.trim().is_empty() {
             continue;
         }
         let v: i64 = parse_num(key, &raw, i64::MIN, i64::MAX)?;
-        return Ok((v >= 0).then(|| (v as u64).saturating_mul(unit_ms as u64)));
+        return Ok((v >= 0).then(|| (v as u64).saturating_mul(unit_ms)));
     }
     Ok(None)
 }
@@ -353,7 +357,15 @@ impl Config {
                 "" => None,
                 ms => Some(parse_num("log.flush.interval.ms", ms, 0, i64::MAX as u64)?),
             },
-            retention_ms: retention_ms(&get)?,
+            roll_ms: time_ms(&get, &[("log.roll.ms", 1), ("log.roll.hours", 3_600_000)])?,
+            retention_ms: time_ms(
+                &get,
+                &[
+                    ("log.retention.ms", 1),
+                    ("log.retention.minutes", 60_000),
+                    ("log.retention.hours", 3_600_000),
+                ],
+            )?,
             retention_bytes: match parse_num::<i64>(
                 "log.retention.bytes",
                 &get("log.retention.bytes"),

@@ -1041,3 +1041,40 @@ fn delete_records_moves_the_log_start_durably() {
     );
     assert_eq!(produce(&mut c, "t", 0, batch(1, None)), (0, 40));
 }
+
+#[test]
+fn segments_roll_when_their_batches_span_log_roll_ms() {
+    let b = Broker::start("timeroll", &["log.roll.ms=1000"]);
+    let mut c = b.connect();
+    create_topic(&mut c, "t", 1);
+    let at = |ts: i64| {
+        encode(
+            &[Record {
+                key: None,
+                value: Some(b"v"),
+                headers: &[],
+                timestamp: ts,
+            }],
+            None,
+        )
+    };
+    let t0 = 1_700_000_000_000;
+    for (i, ts) in [t0, t0 + 500, t0 + 1_500, t0 + 1_600, t0 + 2_400]
+        .into_iter()
+        .enumerate()
+    {
+        assert_eq!(produce(&mut c, "t", 0, at(ts)), (0, i as i64));
+    }
+    let mut names: Vec<String> = std::fs::read_dir(b.data_dir().join("t-0"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".log"))
+        .collect();
+    names.sort();
+    // t0+1500 is more than 1000 ms after the first segment's first batch; t0+2400 is
+    // not more than 1000 ms after the second's.
+    assert_eq!(
+        names,
+        ["00000000000000000000.log", "00000000000000000002.log"]
+    );
+}

@@ -98,6 +98,8 @@ pub fn log_config(config: &crate::config::Config, topic: &TopicMeta) -> LogConfi
             .get("flush.ms")
             .and_then(|v| v.parse().ok())
             .or(config.flush_interval_ms),
+        roll_ms: signed(topic, "segment.ms")
+            .map_or(config.roll_ms, |v| (v >= 0).then_some(v as u64)),
         retention_ms: signed(topic, "retention.ms")
             .map_or(config.retention_ms, |v| (v >= 0).then_some(v as u64)),
         retention_bytes: signed(topic, "retention.bytes")

@@ -45,6 +45,8 @@ pub struct LogConfig {
     pub flush_interval_messages: u64,
     /// Flush data older than this; `None`: never by time.
     pub flush_interval_ms: Option<u64>,
+    /// Roll the active segment once its batches span this long (`segment.ms`).
+    pub roll_ms: Option<u64>,
     /// Delete old segments whose newest record is older than this; `None`: never.
     pub retention_ms: Option<u64>,
     /// Delete the oldest segments while the log is larger than this; `None`: never.
@@ -345,7 +347,7 @@ impl PartitionLog {
         batch_bytes: &Bytes,
     ) -> Result<(AppendInfo, Option<Vec<Rc<glommio::io::BufferedFile>>>), AppendError> {
         let header = BatchHeader::new(batch_bytes).expect("validated");
-        let (base_offset, position, log_file) = {
+        let (base_offset, position, log_file, roll_by_time) = {
             let s = self.state.borrow();
             if s.offline {
                 return Err(AppendError::Offline);
@@ -369,15 +371,25 @@ impl PartitionLog {
                 .values()
                 .next_back()
                 .expect("at least one segment");
-            (s.log_end_offset, active.size, active.log.clone())
+            let roll_by_time = self.config.roll_ms.is_some_and(|ms| {
+                active.size > 0
+                    && segment::waited_for_roll_ms(active, header.max_timestamp()) > ms as i64
+            });
+            (
+                s.log_end_offset,
+                active.size,
+                active.log.clone(),
+                roll_by_time,
+            )
         };
         let size = batch_bytes.len() as u64;
-        let (position, log_file) =
-            if position > 0 && position + size > self.config.segment_size_max_bytes {
-                self.roll(base_offset).await?
-            } else {
-                (position, log_file)
-            };
+        let (position, log_file) = if position > 0
+            && (position + size > self.config.segment_size_max_bytes || roll_by_time)
+        {
+            self.roll(base_offset).await?
+        } else {
+            (position, log_file)
+        };
         // The broker's fields (base offset, leader epoch) go into the header as it is
         // copied into the buffer handed to the kernel: the one copy on this path.
         let mut head = [0u8; batch::HEADER_SIZE];

@@ -26,6 +26,22 @@ pub fn index_path(dir: &Path, base_offset: i64) -> PathBuf {
     dir.join(format!("{base_offset:020}.index"))
 }
 
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Kafka's time-based roll: the incoming batch's timestamp minus the segment's first
+/// batch timestamp, or the segment's age by the wall clock if it has no timestamps.
+pub fn waited_for_roll_ms(seg: &Segment, incoming_max_timestamp: i64) -> i64 {
+    if seg.first_batch_timestamp >= 0 {
+        incoming_max_timestamp.saturating_sub(seg.first_batch_timestamp)
+    } else {
+        now_ms() - seg.opened_ms
+    }
+}
+
 pub fn to_io(e: glommio::GlommioError<()>) -> io::Error {
     io::Error::from(e)
 }
@@ -134,6 +150,10 @@ pub struct Segment {
     /// Offset after the last batch in this segment.
     pub next_offset: i64,
     pub max_timestamp: i64,
+    /// Max timestamp of the first batch (-1: none yet), and when this segment was
+    /// created or opened: what time-based rolling measures from, as in Kafka.
+    pub first_batch_timestamp: i64,
+    pub opened_ms: i64,
     index: Vec<(u32, u32)>,
     bytes_since_index_entry: u64,
 }
@@ -156,6 +176,8 @@ impl Segment {
             size: 0,
             next_offset: base_offset,
             max_timestamp: -1,
+            first_batch_timestamp: -1,
+            opened_ms: now_ms(),
             index: Vec::new(),
             bytes_since_index_entry: 0,
         })
@@ -181,6 +203,8 @@ impl Segment {
             size: 0,
             next_offset: base_offset,
             max_timestamp: -1,
+            first_batch_timestamp: -1,
+            opened_ms: now_ms(),
             index: Vec::new(),
             bytes_since_index_entry: 0,
         };
@@ -282,6 +306,9 @@ impl Segment {
         self.size = position + size;
         self.next_offset = h.last_offset() + 1;
         self.max_timestamp = self.max_timestamp.max(h.max_timestamp());
+        if self.first_batch_timestamp < 0 && position == 0 {
+            self.first_batch_timestamp = h.max_timestamp();
+        }
         Appended {
             position,
             index_entry,

@@ -8,7 +8,7 @@ use kafka_protocol::messages::delete_records_response::{
     DeleteRecordsPartitionResult, DeleteRecordsResponse, DeleteRecordsTopicResult,
 };
 
-use super::routing::group_by_owner;
+use super::routing::run_on_owners;
 use super::{decode, encode_response, Outcome};
 use crate::protocol::api::key;
 use crate::protocol::header::RequestHeader;
@@ -36,31 +36,12 @@ pub async fn handle(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcom
             }
         }
     }
-    let deletions = group_by_owner(work).into_iter().map(|(owner, items)| {
-        shard.submit_to(owner, move |s| async move {
-            let mut out = Vec::with_capacity(items.len());
-            for (slot, (key, offset)) in items {
-                let r = match s.log(&key) {
-                    Some(log) => log
-                        .delete_records_before(offset)
-                        .await
-                        .map_err(|e| e.error_code()),
-                    None => Err(ErrorCode::UnknownTopicOrPartition),
-                };
-                out.push((slot, r));
-            }
-            out
-        })
-    });
-    for done in futures::future::join_all(deletions)
-        .await
-        .into_iter()
-        .flatten()
-    {
-        for (slot, r) in done {
-            results[slot] = r;
-        }
-    }
+    run_on_owners(shard, work, &mut results, |log, offset| async move {
+        log.delete_records_before(offset)
+            .await
+            .map_err(|e| e.error_code())
+    })
+    .await;
     let mut results = results.into_iter();
     let mut resp = DeleteRecordsResponse::default();
     for t in &req.topics {

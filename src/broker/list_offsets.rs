@@ -9,7 +9,7 @@ use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsResponse, ListOffsetsTopicResponse,
 };
 
-use super::routing::group_by_owner;
+use super::routing::run_on_owners;
 use super::{decode, encode_response, Outcome};
 use crate::protocol::api::key;
 use crate::protocol::header::RequestHeader;
@@ -74,28 +74,10 @@ pub async fn handle(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcom
             }
         }
     }
-    let lookups = group_by_owner(work).into_iter().map(|(owner, items)| {
-        shard.submit_to(owner, move |s| async move {
-            let mut out = Vec::with_capacity(items.len());
-            for (slot, (key, ts)) in items {
-                let r = match s.log(&key) {
-                    Some(log) => lookup(&log, ts).await,
-                    None => Err(ErrorCode::UnknownTopicOrPartition),
-                };
-                out.push((slot, r));
-            }
-            out
-        })
-    });
-    for found in futures::future::join_all(lookups)
-        .await
-        .into_iter()
-        .flatten()
-    {
-        for (slot, r) in found {
-            results[slot] = r;
-        }
-    }
+    run_on_owners(shard, work, &mut results, |log, ts| async move {
+        lookup(&log, ts).await
+    })
+    .await;
     let mut results = results.into_iter();
     let mut resp = ListOffsetsResponse::default();
     for t in &req.topics {

@@ -4,10 +4,13 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use std::future::Future;
+
 use crate::cluster::controller::NewTopic;
 use crate::cluster::metadata::{ShardId, TopicMeta};
 use crate::protocol::ErrorCode;
-use crate::shard::{Shard, CONTROLLER_SHARD};
+use crate::shard::{PartitionKey, Shard, CONTROLLER_SHARD};
+use crate::storage::PartitionLog;
 
 /// Creates `names` with broker defaults through the controller (auto-creation).
 /// Results are by name; a topic someone else created meanwhile counts as success.
@@ -63,4 +66,38 @@ pub fn group_by_owner<T>(
         by_shard.entry(owner).or_default().push((slot, item));
     }
     by_shard
+}
+
+/// Runs `op` on the owner shard of each work item's partition (one message per owner;
+/// an owner's items run one after another) and stores each result in its slot of
+/// `results`. A partition without a log on its owner gets UNKNOWN_TOPIC_OR_PARTITION.
+pub async fn run_on_owners<T, R, F, Fut>(
+    shard: &Rc<Shard>,
+    work: Vec<(ShardId, usize, (PartitionKey, T))>,
+    results: &mut [Result<R, ErrorCode>],
+    op: F,
+) where
+    T: Send + 'static,
+    R: Send + 'static,
+    F: Fn(Rc<PartitionLog>, T) -> Fut + Send + Copy + 'static,
+    Fut: Future<Output = Result<R, ErrorCode>> + 'static,
+{
+    let runs = group_by_owner(work).into_iter().map(|(owner, items)| {
+        shard.submit_to(owner, move |s| async move {
+            let mut out = Vec::with_capacity(items.len());
+            for (slot, (key, arg)) in items {
+                let r = match s.log(&key) {
+                    Some(log) => op(log, arg).await,
+                    None => Err(ErrorCode::UnknownTopicOrPartition),
+                };
+                out.push((slot, r));
+            }
+            out
+        })
+    });
+    for done in futures::future::join_all(runs).await.into_iter().flatten() {
+        for (slot, r) in done {
+            results[slot] = r;
+        }
+    }
 }

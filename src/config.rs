@@ -434,6 +434,18 @@ mod tests {
     }
 
     #[test]
+    fn every_setting_is_documented_in_the_readme() {
+        let readme = include_str!("../README.md");
+        for s in SETTINGS {
+            assert!(
+                readme.contains(&format!("| `{}`", s.name)),
+                "README lacks {} (regenerate with `ringlog serve --help-settings`)",
+                s.name
+            );
+        }
+    }
+
+    #[test]
     fn properties_format() {
         let p = parse_properties("# c\n! c\na=1\nb : 2\nc 3\nd=x\\\n  y\n\nbroker.id=5\n");
         assert_eq!(p["a"], "1");

@@ -12,7 +12,6 @@ use std::sync::mpsc;
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use futures::FutureExt;
 use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
@@ -226,16 +225,7 @@ pub fn serve(config: Config) -> Result<(), StartError> {
                     let shard = shard.clone();
                     glommio::spawn_local(async move {
                         while let Some(job) = rx.recv().await {
-                            // A panicking job loses its reply (the sender sees the
-                            // shard as gone for that request); the shard lives on.
-                            let run =
-                                std::panic::AssertUnwindSafe(job(shard.clone())).catch_unwind();
-                            glommio::spawn_local(async move {
-                                if run.await.is_err() {
-                                    error!("a job sent from another shard panicked (bug)");
-                                }
-                            })
-                            .detach();
+                            glommio::spawn_local(job(shard.clone())).detach();
                         }
                     })
                     .detach();

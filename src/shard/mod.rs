@@ -6,7 +6,8 @@
 //! Invariants: a `PartitionLog` is only ever touched on its owning shard's thread;
 //! the metadata snapshot is read-only and swapped whole by the controller.
 
-use std::cell::RefCell;
+use std::any::Any;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::Future;
 use std::rc::Rc;
@@ -14,7 +15,9 @@ use std::sync::Arc;
 
 use futures::channel::oneshot;
 use futures::future::LocalBoxFuture;
+use futures::FutureExt;
 use glommio::channels::channel_mesh::Senders;
+use std::panic::AssertUnwindSafe;
 use uuid::Uuid;
 
 use crate::cluster::controller::Controller;
@@ -25,6 +28,9 @@ use crate::storage::PartitionLog;
 
 /// A unit of work sent to another shard: runs there with that shard's context.
 pub type Job = Box<dyn FnOnce(Rc<Shard>) -> LocalBoxFuture<'static, ()> + Send>;
+
+/// A reply travelling back to the shard that asked: `None` if the job panicked.
+type Reply = Option<Box<dyn Any + Send>>;
 
 /// A partition replica, by topic id so that a re-created topic never aliases the old.
 pub type PartitionKey = (Uuid, i32);
@@ -43,6 +49,9 @@ pub struct Shard {
     controller: Option<Controller>,
     /// Group commit for every partition log on this shard.
     pub sync_group: Rc<SyncGroup>,
+    /// Callers on this shard waiting for replies from other shards.
+    pending_replies: RefCell<HashMap<u64, oneshot::Sender<Reply>>>,
+    next_reply_id: Cell<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -67,10 +76,18 @@ impl Shard {
             senders,
             controller,
             sync_group: Rc::new(SyncGroup::default()),
+            pending_replies: RefCell::new(HashMap::new()),
+            next_reply_id: Cell::new(0),
         })
     }
 
     /// Runs `f` on shard `target` and returns its result. Local work runs directly.
+    ///
+    /// The reply comes back over the mesh too, as a job that completes a oneshot on
+    /// *this* thread: no waker ever crosses threads. (glommio's task wakers are not
+    /// thread-safe — glommio issue #194 — and waking a task from another shard's
+    /// thread crashed the broker under load.) A job that panics replies with an
+    /// error, so the caller never waits forever.
     pub async fn submit_to<R, F, Fut>(
         self: &Rc<Self>,
         target: ShardId,
@@ -85,16 +102,47 @@ impl Shard {
             return Ok(f(self.clone()).await);
         }
         let (tx, rx) = oneshot::channel();
-        let job: Job = Box::new(move |shard| {
+        let reply_id = self.next_reply_id.get();
+        self.next_reply_id.set(reply_id + 1);
+        self.pending_replies.borrow_mut().insert(reply_id, tx);
+        let origin = self.id;
+        let job: Job = Box::new(move |shard: Rc<Shard>| {
             Box::pin(async move {
-                let _ = tx.send(f(shard).await);
+                let result: Reply = match AssertUnwindSafe(f(shard.clone())).catch_unwind().await {
+                    Ok(value) => Some(Box::new(value)),
+                    Err(_) => {
+                        tracing::error!(
+                            from = origin.0,
+                            "a job sent from another shard panicked (bug)"
+                        );
+                        None
+                    }
+                };
+                let reply: Job = Box::new(move |origin_shard: Rc<Shard>| {
+                    Box::pin(async move { origin_shard.complete_reply(reply_id, result) })
+                });
+                // If the origin is gone (shutting down), nobody waits for this reply.
+                let _ = shard.senders.send_to(origin.0, reply).await;
             })
         });
-        self.senders
-            .send_to(target.0, job)
-            .await
-            .map_err(|_| ShardGone(target))?;
-        rx.await.map_err(|_| ShardGone(target))
+        if self.senders.send_to(target.0, job).await.is_err() {
+            self.pending_replies.borrow_mut().remove(&reply_id);
+            return Err(ShardGone(target));
+        }
+        match rx.await {
+            Ok(Some(value)) => Ok(*value
+                .downcast::<R>()
+                .expect("a reply has its request's type")),
+            _ => Err(ShardGone(target)),
+        }
+    }
+
+    /// Runs on the origin shard when a reply arrives; the waiting caller may already
+    /// have given up (its receiver dropped), which is fine.
+    fn complete_reply(&self, reply_id: u64, result: Reply) {
+        if let Some(tx) = self.pending_replies.borrow_mut().remove(&reply_id) {
+            let _ = tx.send(result);
+        }
     }
 
     pub fn controller(&self) -> &Controller {

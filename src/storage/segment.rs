@@ -169,7 +169,16 @@ impl Segment {
     pub async fn create(dir: &Path, base_offset: i64) -> io::Result<Segment> {
         let log = open_rw(&log_path(dir, base_offset), true).await?;
         let index_file = open_rw(&index_path(dir, base_offset), true).await?;
-        Ok(Segment {
+        Ok(Segment::holding_nothing_yet(base_offset, log, index_file))
+    }
+
+    /// A segment over open files, before any batch has been appended or recovered.
+    fn holding_nothing_yet(
+        base_offset: i64,
+        log: BufferedFile,
+        index_file: BufferedFile,
+    ) -> Segment {
+        Segment {
             base_offset,
             log: Rc::new(log),
             index_file: Rc::new(index_file),
@@ -180,7 +189,7 @@ impl Segment {
             opened_ms: now_ms(),
             index: Vec::new(),
             bytes_since_index_entry: 0,
-        })
+        }
     }
 
     /// Opens an existing segment and validates every batch in it (length, magic,
@@ -196,18 +205,8 @@ impl Segment {
     ) -> io::Result<(Segment, Option<TornTail>)> {
         let log = open_rw(&log_path(dir, base_offset), false).await?;
         let file_size = log.file_size().await.map_err(to_io)?;
-        let mut seg = Segment {
-            base_offset,
-            log: Rc::new(log),
-            index_file: Rc::new(open_rw(&index_path(dir, base_offset), false).await?),
-            size: 0,
-            next_offset: base_offset,
-            max_timestamp: -1,
-            first_batch_timestamp: -1,
-            opened_ms: now_ms(),
-            index: Vec::new(),
-            bytes_since_index_entry: 0,
-        };
+        let index_file = open_rw(&index_path(dir, base_offset), false).await?;
+        let mut seg = Segment::holding_nothing_yet(base_offset, log, index_file);
         let mut window = ScanWindow {
             start: 0,
             bytes: Vec::new(),

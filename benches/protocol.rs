@@ -73,7 +73,7 @@ fn fetch_response(c: &mut Criterion) {
                     high_watermark: 1_000_000,
                     last_stable_offset: 1_000_000,
                     log_start_offset: 0,
-                    records: Some(records.clone()),
+                    records: vec![records.clone()],
                 })
                 .collect();
             let topics = vec![FetchTopicData {

@@ -8,6 +8,11 @@ use std::collections::BTreeMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 
+pub use crate::storage::file::WriteMode;
+
+/// The tail cache's size per partition with direct writes, unless set.
+const DIRECT_TAIL_CACHE_BYTES: usize = 8 << 20;
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
     #[error("invalid value {value:?} for {key}: {reason}")]
@@ -41,6 +46,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting { name: "socket.request.max.bytes", aliases: &[], default: "104857600", doc: "Largest request frame; a larger size closes the connection." },
     Setting { name: "log.segment.bytes", aliases: &[], default: "1073741824", doc: "Roll to a new segment file past this size." },
     Setting { name: "log.index.interval.bytes", aliases: &[], default: "4096", doc: "Bytes of log between two entries of the sparse offset index." },
+    Setting { name: "log.index.size.max.bytes", aliases: &[], default: "10485760", doc: "Largest offset or time index file of a segment; a full index rolls the segment. Topic override: `segment.index.bytes`." },
     Setting { name: "log.flush.interval.messages", aliases: &[], default: "9223372036854775807", doc: "Flush (fdatasync) a partition once this many records are unflushed; a produce with acks=1/all that reaches it is answered after the flush (1: every acknowledged batch is durable). Topic override: `flush.messages`." },
     Setting { name: "log.flush.interval.ms", aliases: &[], default: "", doc: "Flush a partition's data once it is this old (checked every 100 ms; acks do not wait). Empty: never by time. Topic override: `flush.ms`." },
     Setting { name: "log.roll.ms", aliases: &[], default: "", doc: "Roll to a new segment once the active one's batches span this long (by their timestamps). Unset: `log.roll.hours`. Topic override: `segment.ms`." },
@@ -51,6 +57,8 @@ pub const SETTINGS: &[Setting] = &[
     Setting { name: "log.retention.bytes", aliases: &[], default: "-1", doc: "Delete a partition's oldest segments while it is larger than this; -1: no limit. Topic override: `retention.bytes`." },
     Setting { name: "log.retention.check.interval.ms", aliases: &[], default: "300000", doc: "How often each shard applies retention." },
     Setting { name: "offsets.topic.num.partitions", aliases: &[], default: "50", doc: "Partitions of `__consumer_offsets` (used by group coordination, not yet built)." },
+    Setting { name: "ringlog.log.write.mode", aliases: &[], default: "buffered", doc: "How segment files are written: `buffered` (io_uring through the page cache, as Kafka) or `direct` (io_uring O_DIRECT: aligned DMA writes that bypass the page cache). See tuning/README.md for the measured trade-off." },
+    Setting { name: "ringlog.tail.cache.bytes", aliases: &[], default: "", doc: "Per partition, the newest batches kept in memory and served to fetches from there. Empty: 8388608 with direct writes (the page cache then holds nothing fresh), 0 with buffered." },
     Setting { name: "ringlog.cpus", aliases: &[], default: "all", doc: "CPUs to run shards on, one shard pinned to each: `all`, or a list such as `0-3,6`." },
     Setting { name: "ringlog.shards", aliases: &[], default: "0", doc: "Number of shards; 0 = one per CPU in `ringlog.cpus`, else the first N of them." },
 ];
@@ -74,6 +82,9 @@ pub struct Config {
     pub request_size_max_bytes: usize,
     pub segment_size_max_bytes: u64,
     pub index_interval_bytes: u64,
+    pub index_size_max_bytes: u64,
+    pub write_mode: WriteMode,
+    pub tail_cache_bytes: usize,
     pub offsets_topic_partitions: i32,
     pub flush_interval_messages: u64,
     pub flush_interval_ms: Option<u64>,
@@ -301,6 +312,13 @@ impl Config {
         if shards > 0 {
             cpus.truncate(shards);
         }
+        let write_mode: WriteMode =
+            get("ringlog.log.write.mode")
+                .trim()
+                .parse()
+                .map_err(|e: String| {
+                    invalid("ringlog.log.write.mode", &get("ringlog.log.write.mode"), e)
+                })?;
         let config = Config {
             listener,
             advertised,
@@ -341,6 +359,18 @@ impl Config {
                 0,
                 i32::MAX as u64,
             )?,
+            index_size_max_bytes: parse_num(
+                "log.index.size.max.bytes",
+                &get("log.index.size.max.bytes"),
+                12,
+                i32::MAX as u64,
+            )?,
+            write_mode,
+            tail_cache_bytes: match get("ringlog.tail.cache.bytes").trim() {
+                "" if write_mode == WriteMode::Direct => DIRECT_TAIL_CACHE_BYTES,
+                "" => 0,
+                bytes => parse_num("ringlog.tail.cache.bytes", bytes, 0, 1 << 40)?,
+            },
             offsets_topic_partitions: parse_num(
                 "offsets.topic.num.partitions",
                 &get("offsets.topic.num.partitions"),

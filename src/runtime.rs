@@ -28,6 +28,11 @@ static SHUTDOWN: AtomicBool = AtomicBool::new(false);
 const SHUTDOWN_POLL: Duration = Duration::from_millis(50);
 /// How long a clean shutdown may take before the process exits anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// Written in the log directory after a clean shutdown (every partition flushed,
+/// sealed and its state recorded), removed at start before anything is appended: its
+/// presence lets the next start skip the recovery scan, as Kafka's
+/// `.kafka_cleanshutdown`.
+const CLEAN_SHUTDOWN_MARKER: &str = ".ringlog-clean-shutdown";
 /// How often each shard looks for partitions whose `flush.ms` has passed.
 const FLUSH_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -176,13 +181,18 @@ pub fn serve(config: Config) -> Result<(), StartError> {
         }
         Err(_) => None,
     };
+    let marker = config.log_dir.join(CLEAN_SHUTDOWN_MARKER);
+    let clean_shutdown = marker.exists();
+    if clean_shutdown {
+        info!("the last shutdown was clean: partitions load their recorded state without a scan");
+    }
     let metadata = Arc::new(MetadataHandle::new(metadata));
     let config = Arc::new(config);
     let signals = block_signals();
     let mesh = MeshBuilder::<Job, _>::full(shard_count, MESH_CHANNEL_CAPACITY);
     let go = Arc::new(Barrier::new(shard_count + 1));
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
-    let (done_tx, done_rx) = mpsc::channel::<usize>();
+    let (done_tx, done_rx) = mpsc::channel::<bool>();
     for (index, &cpu) in config.cpus.iter().enumerate() {
         let (config, metadata, mesh, go, ready_tx, done_tx) = (
             config.clone(),
@@ -235,7 +245,7 @@ pub fn serve(config: Config) -> Result<(), StartError> {
                     for t in snapshot.topics.values() {
                         for (p, owner) in t.placement.iter().enumerate() {
                             if *owner == id {
-                                open_partition(&shard, t, p as i32).await.map_err(|e| {
+                                open_partition(&shard, t, p as i32, clean_shutdown).await.map_err(|e| {
                                     format!("shard {index}: opening {}-{p}: {e}", t.name)
                                 })?;
                             }
@@ -304,8 +314,9 @@ pub fn serve(config: Config) -> Result<(), StartError> {
                 };
                 futures::future::select(Box::pin(accept), Box::pin(shutdown_requested())).await;
                 drop(listener);
+                let mut all_recorded = true;
                 for log in shard.all_logs() {
-                    log.quiesce().await;
+                    all_recorded &= log.quiesce().await;
                 }
                 let (rounds, requests) = shard.sync_group.counts();
                 info!(
@@ -315,7 +326,7 @@ pub fn serve(config: Config) -> Result<(), StartError> {
                     faults_injected = crate::storage::fault::injected(),
                     "shard stopped"
                 );
-                let _ = done_tx.send(index);
+                let _ = done_tx.send(all_recorded);
             })
             .map_err(|e| StartError::Executor {
                 cpu,
@@ -329,6 +340,16 @@ pub fn serve(config: Config) -> Result<(), StartError> {
             Ok(Err(e)) => return Err(StartError::Shard(e)),
             Err(_) => return Err(StartError::Shard("a shard stopped during startup".into())),
         }
+    }
+    // Nothing has been appended yet. From here on the recorded state goes stale, so
+    // the marker must be gone (durably) before any shard serves.
+    if clean_shutdown {
+        std::fs::remove_file(&marker)
+            .and_then(|()| std::fs::File::open(&config.log_dir)?.sync_all())
+            .map_err(|source| StartError::LogDir {
+                dir: config.log_dir.display().to_string(),
+                source,
+            })?;
     }
     go.wait();
     info!(%addr, shards = shard_count, cpus = ?config.cpus, advertised = %format!("{}:{}", config.advertised.host, config.advertised.port), "ringlog is serving");
@@ -344,12 +365,24 @@ pub fn serve(config: Config) -> Result<(), StartError> {
         std::process::exit(1);
     });
     let deadline = std::time::Instant::now() + SHUTDOWN_GRACE;
+    let mut clean = true;
     for _ in 0..shard_count {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
-        if done_rx.recv_timeout(left).is_err() {
-            warn!("shutdown grace period over; exiting with appends possibly in flight");
-            break;
+        match done_rx.recv_timeout(left) {
+            Ok(all_recorded) => clean &= all_recorded,
+            Err(_) => {
+                warn!("shutdown grace period over; exiting with appends possibly in flight");
+                clean = false;
+                break;
+            }
         }
+    }
+    if clean {
+        if let Err(e) = store::write_atomic(&config.log_dir, CLEAN_SHUTDOWN_MARKER, b"") {
+            warn!(error = %e, "writing the clean-shutdown marker failed; the next start scans");
+        }
+    } else {
+        info!("not every partition recorded its state: the next start scans the logs");
     }
     info!("stopped");
     Ok(())

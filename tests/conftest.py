@@ -44,6 +44,9 @@ class Broker:
             "--override", f"listeners=PLAINTEXT://127.0.0.1:{self.port}",
             "--override", f"log.dirs={self.data_dir}",
         ]
+        # The storage tests run once per write mode (see scripts/test.sh).
+        if os.environ.get("RINGLOG_TEST_WRITE_MODE"):
+            args += ["--override", f"ringlog.log.write.mode={os.environ['RINGLOG_TEST_WRITE_MODE']}"]
         for o in self.overrides:
             args += ["--override", o]
         self.starts += 1

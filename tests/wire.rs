@@ -504,6 +504,21 @@ fn idempotent_sequences_are_checked_and_survive_sigkill() {
     assert!(resp.producer_id.0 > pid);
 }
 
+/// The batches at the start of a segment file's bytes, without what follows them (a
+/// direct write's zero padding).
+fn log_data(mut file: Vec<u8>) -> Vec<u8> {
+    let mut end = 0;
+    while end + 12 <= file.len() {
+        let len = i32::from_be_bytes(file[end + 8..end + 12].try_into().unwrap());
+        if len <= 0 || end + 12 + len as usize > file.len() {
+            break;
+        }
+        end += 12 + len as usize;
+    }
+    file.truncate(end);
+    file
+}
+
 #[test]
 fn recovery_truncates_a_torn_tail_and_keeps_everything_before_it() {
     let mut b = Broker::start("torn", &[]);
@@ -514,7 +529,8 @@ fn recovery_truncates_a_torn_tail_and_keeps_everything_before_it() {
     }
     b.stop(libc::SIGKILL);
     let segment = b.data_dir().join("t-0").join("00000000000000000000.log");
-    let whole = std::fs::read(&segment).unwrap();
+    // Direct writes leave zero padding after the data (recovery trims it).
+    let whole = log_data(std::fs::read(&segment).unwrap());
     // A torn write: the first 30 bytes of a fourth batch.
     let mut torn = whole.clone();
     torn.extend_from_slice(&batch(4, None)[..30]);
@@ -844,7 +860,7 @@ fn retention_deletes_old_segments_and_moves_the_log_start() {
             .unwrap()
             .map(|e| e.unwrap().path())
             .filter(|p| p.extension().is_some_and(|x| x == "log"))
-            .map(|p| std::fs::metadata(p).unwrap().len())
+            .map(|p| log_data(std::fs::read(p).unwrap()).len() as u64)
             .sum()
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
@@ -1063,4 +1079,167 @@ fn segments_roll_when_their_batches_span_log_roll_ms() {
         names,
         ["00000000000000000000.log", "00000000000000000002.log"]
     );
+}
+
+fn offset_for_time(c: &mut Client, topic: &str, timestamp: i64) -> (i64, i64) {
+    let mut p = ListOffsetsPartition::default();
+    p.timestamp = timestamp;
+    let mut t = ListOffsetsTopic::default();
+    t.name = name(topic);
+    t.partitions = vec![p];
+    let mut req = ListOffsetsRequest::default();
+    req.topics = vec![t];
+    let resp: ListOffsetsResponse = c.call(ApiKey::ListOffsets, 7, &req);
+    let p = &resp.topics[0].partitions[0];
+    assert_eq!(p.error_code, 0);
+    (p.offset, p.timestamp)
+}
+
+/// One record with this timestamp.
+fn timed_batch(timestamp: i64) -> Vec<u8> {
+    encode(
+        &[Record {
+            key: None,
+            value: Some(&[7u8; 200]),
+            headers: &[],
+            timestamp,
+        }],
+        None,
+    )
+}
+
+#[test]
+fn time_index_finds_offsets_by_timestamp_and_index_files_are_trimmed_on_roll() {
+    // Small segments and a dense index: many segments, many index entries.
+    let b = Broker::start(
+        "timeindex",
+        &["log.segment.bytes=8192", "log.index.interval.bytes=600"],
+    );
+    let mut c = b.connect();
+    create_topic(&mut c, "t", 1);
+    // Timestamps rise by 10 per record, with one out-of-order record (Kafka allows
+    // them: the time index keeps the maximum so far).
+    let mut timestamps: Vec<i64> = (0..200).map(|i| 100_000 + i * 10).collect();
+    timestamps[57] = 100_000 + 40 * 10;
+    for (i, &ts) in timestamps.iter().enumerate() {
+        assert_eq!(produce(&mut c, "t", 0, timed_batch(ts)), (0, i as i64));
+    }
+    for target in [
+        0, 100_000, 100_005, 100_570, 100_575, 100_580, 101_000, 101_990,
+    ] {
+        let expected = timestamps
+            .iter()
+            .position(|&ts| ts >= target)
+            .map(|o| (o as i64, timestamps[o]))
+            .unwrap();
+        assert_eq!(
+            offset_for_time(&mut c, "t", target),
+            expected,
+            "target {target}"
+        );
+    }
+    assert_eq!(offset_for_time(&mut c, "t", 200_000), (-1, -1));
+    // Rolled segments have index files trimmed to their entries; the active one's are
+    // preallocated at log.index.size.max.bytes, as Kafka does.
+    let dir = b.data_dir().join("t-0");
+    let mut bases: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            name.strip_suffix(".log").map(str::to_string)
+        })
+        .collect();
+    bases.sort();
+    assert!(bases.len() > 3, "expected several segments, got {bases:?}");
+    let size = |base: &str, ext: &str| {
+        std::fs::metadata(dir.join(format!("{base}.{ext}")))
+            .unwrap()
+            .len()
+    };
+    for base in &bases[..bases.len() - 1] {
+        let (index, time) = (size(base, "index"), size(base, "timeindex"));
+        assert!(
+            index > 0 && index % 8 == 0 && index < 8192,
+            "{base}.index: {index}"
+        );
+        assert!(
+            time > 0 && time % 12 == 0 && time < 8192,
+            "{base}.timeindex: {time}"
+        );
+    }
+    let active = bases.last().unwrap();
+    assert_eq!(size(active, "index"), 10 * 1024 * 1024);
+    assert_eq!(size(active, "timeindex"), 10 * 1024 * 1024);
+}
+
+#[test]
+fn a_clean_shutdown_lets_the_next_start_skip_the_scan() {
+    let mut b = Broker::start("clean", &["log.segment.bytes=4096"]);
+    let mut c = b.connect();
+    create_topic(&mut c, "t", 1);
+    let resp: InitProducerIdResponse = c.call(ApiKey::InitProducerId, 4, &{
+        let mut r = InitProducerIdRequest::default();
+        r.transactional_id = None;
+        r
+    });
+    let pid = resp.producer_id.0;
+    for i in 0..40 {
+        let (err, offset) = produce(&mut c, "t", 0, batch(2, Some((pid, 0, i * 2))));
+        assert_eq!((err, offset), (0, i as i64 * 2));
+    }
+    let ts_before = offset_for_time(&mut c, "t", 1_000);
+    assert_eq!(b.stop(libc::SIGTERM), Some(0));
+    assert!(b.data_dir().join(".ringlog-clean-shutdown").exists());
+    b.restart(libc::SIGTERM);
+    let text = b.log_text();
+    assert!(text.contains("the last shutdown was clean"), "{text}");
+    assert!(text.contains("scanned=false"), "{text}");
+    assert!(!b.data_dir().join(".ringlog-clean-shutdown").exists());
+    assert!(!b
+        .data_dir()
+        .join("t-0")
+        .join("clean-shutdown.json")
+        .exists());
+    let mut c = b.connect();
+    assert_eq!(latest_offset(&mut c, "t", 0), 80);
+    assert_eq!(offset_for_time(&mut c, "t", 1_000), ts_before);
+    // The producer state came through: a resent batch is a duplicate, the next goes on.
+    assert_eq!(
+        produce(&mut c, "t", 0, batch(2, Some((pid, 0, 78)))),
+        (0, 78)
+    );
+    assert_eq!(
+        produce(&mut c, "t", 0, batch(2, Some((pid, 0, 80)))),
+        (0, 80)
+    );
+    let resp: FetchResponse = c.call(ApiKey::Fetch, FETCH_V, &fetch_request("t", &[(0, 0)], 0));
+    assert_eq!(resp.responses[0].partitions[0].error_code, 0);
+    // A crash after that start: no marker, so the next start scans.
+    b.restart(libc::SIGKILL);
+    assert!(b.log_text().contains("scanned=true"));
+    let mut c = b.connect();
+    assert_eq!(latest_offset(&mut c, "t", 0), 82);
+    // Files changed behind a clean shutdown's back are not trusted: the record no
+    // longer matches, so the partition is scanned and the garbage cut.
+    assert_eq!(b.stop(libc::SIGTERM), Some(0));
+    let dir = b.data_dir().join("t-0");
+    let mut logs: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    logs.sort();
+    let active = logs.last().unwrap();
+    let mut bytes = std::fs::read(active).unwrap();
+    bytes.extend_from_slice(&[0xee; 100]);
+    std::fs::write(active, &bytes).unwrap();
+    b.restart(libc::SIGKILL);
+    let text = b.log_text();
+    assert!(
+        text.contains("differs from the clean-shutdown snapshot"),
+        "{text}"
+    );
+    assert!(text.contains("recovery truncated"), "{text}");
+    let mut c = b.connect();
+    assert_eq!(latest_offset(&mut c, "t", 0), 82);
 }

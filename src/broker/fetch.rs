@@ -48,7 +48,7 @@ struct ReadResult {
     error: ErrorCode,
     high_watermark: i64,
     log_start_offset: i64,
-    records: Option<Bytes>,
+    records: Vec<Bytes>,
 }
 
 async fn read_on_owner(
@@ -62,7 +62,7 @@ async fn read_on_owner(
                 error: ErrorCode::UnknownTopicOrPartition,
                 high_watermark: -1,
                 log_start_offset: -1,
-                records: None,
+                records: Vec::new(),
             },
             Some(log) => {
                 let offsets = log.offsets();
@@ -77,7 +77,7 @@ async fn read_on_owner(
                         error: e.error_code(),
                         high_watermark: offsets.log_end,
                         log_start_offset: offsets.log_start,
-                        records: None,
+                        records: Vec::new(),
                     },
                 }
             }
@@ -141,7 +141,7 @@ pub async fn handle(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcom
                 high_watermark: -1,
                 last_stable_offset: -1,
                 log_start_offset: -1,
-                records: None,
+                records: Vec::new(),
             };
             let target =
                 match meta.and_then(|m| m.owner(p.partition).map(|o| (o, (m.id, p.partition)))) {
@@ -198,7 +198,7 @@ pub async fn handle(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcom
             out.high_watermark = r.high_watermark;
             out.last_stable_offset = r.high_watermark;
             out.log_start_offset = r.log_start_offset;
-            bytes_ready += r.records.as_ref().map_or(0, |b| b.len());
+            bytes_ready += r.records.iter().map(Bytes::len).sum::<usize>();
             any_error |= r.error != ErrorCode::None;
             out.records = r.records;
         }
@@ -231,12 +231,11 @@ pub async fn handle(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcom
     // Response-level max_bytes: later partitions give way once the budget is spent.
     let mut total = 0usize;
     for s in &mut slots {
-        if let Some(records) = &s.result.records {
-            if total > 0 && total + records.len() > response_max_bytes {
-                s.result.records = None;
-            } else {
-                total += records.len();
-            }
+        let len: usize = s.result.records.iter().map(Bytes::len).sum();
+        if total > 0 && total + len > response_max_bytes {
+            s.result.records = Vec::new();
+        } else {
+            total += len;
         }
     }
     let mut slots = slots.into_iter();

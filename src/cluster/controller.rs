@@ -20,6 +20,7 @@ use super::metadata::{place, validate_topic_name, ClusterMetadata, ShardId, Topi
 use super::store::{self, StoredMetadata};
 use crate::protocol::ErrorCode;
 use crate::shard::Shard;
+use crate::storage::segment::SegmentSpec;
 use crate::storage::{LogConfig, PartitionLog};
 
 /// Producer ids are reserved on disk in blocks of this many.
@@ -89,7 +90,12 @@ pub fn log_config(config: &crate::config::Config, topic: &TopicMeta) -> LogConfi
     };
     LogConfig {
         segment_size_max_bytes: get("segment.bytes", config.segment_size_max_bytes),
-        index_interval_bytes: get("index.interval.bytes", config.index_interval_bytes),
+        segment: SegmentSpec {
+            write_mode: config.write_mode,
+            index_interval_bytes: get("index.interval.bytes", config.index_interval_bytes),
+            index_size_max_bytes: get("segment.index.bytes", config.index_size_max_bytes).max(12),
+        },
+        tail_cache_bytes: config.tail_cache_bytes,
         batch_size_max_bytes: get("max.message.bytes", config.message_size_max_bytes as u64)
             as usize,
         flush_interval_messages: get("flush.messages", config.flush_interval_messages).max(1),
@@ -108,11 +114,13 @@ pub fn log_config(config: &crate::config::Config, topic: &TopicMeta) -> LogConfi
 }
 
 /// Opens (recovering or creating) a partition's log on the current shard and records
-/// the topic id beside it, as Kafka's `partition.metadata` does.
+/// the topic id beside it, as Kafka's `partition.metadata` does. `clean_shutdown`:
+/// the broker's clean-shutdown marker was found, so the log may skip its scan.
 pub async fn open_partition(
     shard: &Rc<Shard>,
     topic: &TopicMeta,
     partition: i32,
+    clean_shutdown: bool,
 ) -> std::io::Result<()> {
     let dir = store::partition_dir(&shard.config.log_dir, &topic.name, partition);
     let marker = dir.join("partition.metadata");
@@ -128,6 +136,7 @@ pub async fn open_partition(
         dir.clone(),
         log_config(&shard.config, topic),
         shard.sync_group.clone(),
+        clean_shutdown,
     )
     .await?;
     if !marker.exists() {
@@ -292,7 +301,9 @@ impl Controller {
         let opens = by_shard.into_iter().map(|(owner, parts)| {
             shard.submit_to(owner, move |s| async move {
                 for (t, p) in parts {
-                    open_partition(&s, &t, p).await.map_err(|e| e.to_string())?;
+                    open_partition(&s, &t, p, false)
+                        .await
+                        .map_err(|e| e.to_string())?;
                 }
                 Ok::<(), String>(())
             })

@@ -18,9 +18,9 @@ pub struct FetchPartitionData {
     pub high_watermark: i64,
     pub last_stable_offset: i64,
     pub log_start_offset: i64,
-    /// Whole batches, as stored. `None` when there is nothing to return (sent as an
-    /// empty record set).
-    pub records: Option<Bytes>,
+    /// Whole batches, as stored, in one or more contiguous pieces. Empty when there is
+    /// nothing to return (sent as an empty record set).
+    pub records: Vec<Bytes>,
 }
 
 #[derive(Debug, Clone)]
@@ -125,13 +125,15 @@ pub fn write_fetch_response(
             }
             // No data is an empty record set, never null: Kafka sends it that way and
             // librdkafka rejects a null one.
-            let records = p.records.unwrap_or_default();
+            let len: usize = p.records.iter().map(Bytes::len).sum();
             if flexible {
-                put_unsigned_varint(b, records.len() as u32 + 1);
+                put_unsigned_varint(b, len as u32 + 1);
             } else {
-                b.put_i32(records.len() as i32);
+                b.put_i32(len as i32);
             }
-            out.push_bytes(records);
+            for piece in p.records {
+                out.push_bytes(piece);
+            }
             if flexible {
                 out.current.put_u8(0); // partition tagged fields
             }
@@ -178,7 +180,7 @@ mod tests {
                         high_watermark: 10,
                         last_stable_offset: 10,
                         log_start_offset: 0,
-                        records: Some(records.clone()),
+                        records: vec![records.clone()],
                     },
                     FetchPartitionData {
                         partition: 1,
@@ -186,7 +188,7 @@ mod tests {
                         high_watermark: 5,
                         last_stable_offset: 5,
                         log_start_offset: 0,
-                        records: None,
+                        records: Vec::new(),
                     },
                     FetchPartitionData {
                         partition: 2,
@@ -194,7 +196,7 @@ mod tests {
                         high_watermark: 1,
                         last_stable_offset: 1,
                         log_start_offset: 0,
-                        records: Some(small.clone()),
+                        records: vec![small.slice(..4), small.slice(4..)],
                     },
                 ],
             }];
@@ -234,7 +236,7 @@ mod tests {
                 high_watermark: 1,
                 last_stable_offset: 1,
                 log_start_offset: 0,
-                records: Some(records.clone()),
+                records: vec![records.clone()],
             }],
         }];
         let parts = write_fetch_response(1, 11, ErrorCode::None, topics);

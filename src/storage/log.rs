@@ -12,7 +12,7 @@
 //! flush. With `flush.messages=1` every acknowledged batch is durable.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -22,9 +22,10 @@ use futures::channel::oneshot;
 use tracing::{error, info, warn};
 
 use super::atomic_file::write_atomic;
+use super::file::LogFile;
 use super::gate::FifoGate;
 use super::producer_state::{ProducerStates, SequenceCheck};
-use super::segment::{self, to_io, Segment};
+use super::segment::{self, Segment, SegmentSnapshot, SegmentSpec};
 use super::sync_group::SyncGroup;
 use crate::protocol::batch::{self, BatchError, BatchHeader};
 use crate::protocol::records;
@@ -33,14 +34,21 @@ use crate::protocol::ErrorCode;
 /// The log start offset set by DeleteRecords, when it lies inside the first segment.
 const LOG_START_CHECKPOINT: &str = "log-start-offset";
 
+/// What a clean shutdown writes about the partition, read by the next start instead
+/// of scanning (trusted only while the broker's clean-shutdown marker exists).
+const SHUTDOWN_SNAPSHOT: &str = "clean-shutdown.json";
+
 /// Reads for fetch go in blocks at least this large, to limit I/Os per fetch.
 const READ_BLOCK_BYTES: usize = 64 << 10;
 
 #[derive(Debug, Clone)]
 pub struct LogConfig {
     pub segment_size_max_bytes: u64,
-    pub index_interval_bytes: u64,
+    pub segment: SegmentSpec,
     pub batch_size_max_bytes: usize,
+    /// Recent batches kept in memory per partition and served to fetches from there
+    /// (0: none; reads go to the file).
+    pub tail_cache_bytes: usize,
     /// Flush (fdatasync) once this many records are unflushed; `u64::MAX`: never.
     pub flush_interval_messages: u64,
     /// Flush data older than this; `None`: never by time.
@@ -109,7 +117,7 @@ pub struct Offsets {
     pub log_end: i64,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 struct MaxTimestampBatch {
     timestamp: i64,
     segment_base: i64,
@@ -126,8 +134,75 @@ struct LogState {
     offline: bool,
     /// Records written since the last flush, and the files they went to.
     unflushed_records: u64,
-    unflushed_files: Vec<Rc<glommio::io::BufferedFile>>,
+    unflushed_files: Vec<Rc<LogFile>>,
     last_flush: std::time::Instant,
+    tail_cache: TailCache,
+}
+
+/// The newest batches of the log, as stored, so that consumers reading at the tail are
+/// served from memory. With direct writes the page cache holds nothing fresh, so this
+/// is what keeps a caught-up consumer off the disk. Always a contiguous run of batches
+/// ending at the log end. A batch is kept as its header (with the broker's fields
+/// written in) and its body, a slice of the produce request: caching costs no copy of
+/// record data.
+#[derive(Default)]
+struct TailCache {
+    batches: VecDeque<CachedBatch>,
+    bytes: usize,
+}
+
+struct CachedBatch {
+    base_offset: i64,
+    last_offset: i64,
+    head: Bytes,
+    body: Bytes,
+}
+
+impl CachedBatch {
+    fn len(&self) -> usize {
+        self.head.len() + self.body.len()
+    }
+}
+
+impl TailCache {
+    fn push(&mut self, batch: CachedBatch, cap: usize) {
+        self.bytes += batch.len();
+        self.batches.push_back(batch);
+        while self.bytes > cap {
+            let Some(old) = self.batches.pop_front() else {
+                break;
+            };
+            self.bytes -= old.len();
+        }
+    }
+
+    /// Whole batches from the one holding `offset`, up to `max_bytes` (at least one if
+    /// `min_one_batch`); `None` if `offset` is older than the cache.
+    fn read(&self, offset: i64, max_bytes: usize, min_one_batch: bool) -> Option<Vec<Bytes>> {
+        if self.batches.front().is_none_or(|b| offset < b.base_offset) {
+            return None;
+        }
+        let first = self.batches.partition_point(|b| b.last_offset < offset);
+        let mut out = Vec::new();
+        let mut taken = 0;
+        for batch in self.batches.iter().skip(first) {
+            if taken + batch.len() > max_bytes && !(out.is_empty() && min_one_batch) {
+                break;
+            }
+            taken += batch.len();
+            out.push(batch.head.clone());
+            out.push(batch.body.clone());
+        }
+        Some(out)
+    }
+}
+
+/// What `quiesce` writes for the next start.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ShutdownSnapshot {
+    segments: Vec<SegmentSnapshot>,
+    producers: ProducerStates,
+    max_timestamp: Option<MaxTimestampBatch>,
 }
 
 pub struct PartitionLog {
@@ -154,16 +229,58 @@ fn segment_bases(dir: &Path) -> io::Result<Vec<i64>> {
     Ok(bases)
 }
 
-impl PartitionLog {
-    /// Opens the log in `dir`, creating it if empty. Every existing batch is
-    /// validated; a torn or corrupt tail is truncated and reported in the log.
-    pub async fn open(
-        dir: PathBuf,
-        config: LogConfig,
-        sync_group: Rc<SyncGroup>,
-    ) -> io::Result<Rc<PartitionLog>> {
-        std::fs::create_dir_all(&dir)?;
-        let bases = segment_bases(&dir)?;
+/// A partition's state as found on disk at startup.
+struct Recovered {
+    segments: BTreeMap<i64, Segment>,
+    producers: ProducerStates,
+    max_timestamp: Option<MaxTimestampBatch>,
+    /// Why the partition cannot be served, if it cannot.
+    offline: Option<String>,
+}
+
+impl Recovered {
+    /// Takes what a clean shutdown recorded, if it matches the files; `None` otherwise.
+    async fn from_snapshot(dir: &Path, spec: &SegmentSpec) -> io::Result<Option<Recovered>> {
+        let Ok(text) = std::fs::read(dir.join(SHUTDOWN_SNAPSHOT)) else {
+            return Ok(None);
+        };
+        let Ok(snapshot) = serde_json::from_slice::<ShutdownSnapshot>(&text) else {
+            warn!(dir = %dir.display(), "unreadable clean-shutdown snapshot; scanning instead");
+            return Ok(None);
+        };
+        let bases = segment_bases(dir)?;
+        if bases
+            != snapshot
+                .segments
+                .iter()
+                .map(|g| g.base_offset)
+                .collect::<Vec<_>>()
+        {
+            warn!(dir = %dir.display(), "segment files differ from the clean-shutdown snapshot; scanning instead");
+            return Ok(None);
+        }
+        let mut segments = BTreeMap::new();
+        for g in &snapshot.segments {
+            match Segment::load(dir, g, spec).await? {
+                Some(seg) => segments.insert(g.base_offset, seg),
+                None => {
+                    warn!(dir = %dir.display(), segment = g.base_offset, "segment differs from the clean-shutdown snapshot; scanning instead");
+                    return Ok(None);
+                }
+            };
+        }
+        Ok(Some(Recovered {
+            segments,
+            producers: snapshot.producers,
+            max_timestamp: snapshot.max_timestamp,
+            offline: None,
+        }))
+    }
+
+    /// Validates every batch of every segment; truncates a torn or corrupt tail of the
+    /// active segment; damage anywhere else takes the partition offline.
+    async fn by_scanning(dir: &Path, spec: &SegmentSpec) -> io::Result<Recovered> {
+        let bases = segment_bases(dir)?;
         let mut producers = ProducerStates::default();
         let mut segments = BTreeMap::new();
         let mut max_timestamp: Option<MaxTimestampBatch> = None;
@@ -177,25 +294,29 @@ impl PartitionLog {
                 ));
                 break;
             }
-            let (seg, torn) = Segment::recover(
-                &dir,
-                base,
-                config.index_interval_bytes,
-                &mut producers,
-                |h, pos| {
-                    if max_timestamp.is_none_or(|m| h.max_timestamp() > m.timestamp) {
-                        max_timestamp = Some(MaxTimestampBatch {
-                            timestamp: h.max_timestamp(),
-                            segment_base: base,
-                            position: pos,
-                            size: h.total_size() as usize,
-                        });
-                    }
-                },
-            )
+            let (seg, torn) = Segment::recover(dir, base, spec, &mut producers, |h, pos| {
+                if max_timestamp.is_none_or(|m| h.max_timestamp() > m.timestamp) {
+                    max_timestamp = Some(MaxTimestampBatch {
+                        timestamp: h.max_timestamp(),
+                        segment_base: base,
+                        position: pos,
+                        size: h.total_size() as usize,
+                    });
+                }
+            })
             .await?;
             expected = seg.next_offset;
             match torn {
+                // Zeros past the data: a direct write's block padding or space never
+                // written. Nothing was lost, whichever segment it is in.
+                Some(t) if t.zeros_only => {
+                    info!(
+                        dir = %dir.display(), segment = base, position = t.position,
+                        zero_bytes = t.file_size - t.position,
+                        "recovery trimmed zero padding after the last batch"
+                    );
+                    seg.commit_recovery().await?;
+                }
                 // Damage before the active segment is not a torn write: cutting there
                 // would drop acknowledged data in every later segment.
                 Some(t) if !is_active => {
@@ -218,6 +339,48 @@ impl PartitionLog {
             }
             segments.insert(base, seg);
         }
+        Ok(Recovered {
+            segments,
+            producers,
+            max_timestamp,
+            offline,
+        })
+    }
+}
+
+impl PartitionLog {
+    /// Opens the log in `dir`, creating it if empty. After a clean shutdown
+    /// (`clean_shutdown`: the broker's marker was found) the state it recorded is
+    /// loaded; otherwise every existing batch is validated, and a torn or corrupt tail
+    /// is truncated and reported in the log.
+    pub async fn open(
+        dir: PathBuf,
+        config: LogConfig,
+        sync_group: Rc<SyncGroup>,
+        clean_shutdown: bool,
+    ) -> io::Result<Rc<PartitionLog>> {
+        std::fs::create_dir_all(&dir)?;
+        let loaded = if clean_shutdown {
+            Recovered::from_snapshot(&dir, &config.segment).await?
+        } else {
+            None
+        };
+        let scanned = loaded.is_none();
+        // A snapshot describes one shutdown; it must never be trusted after this start.
+        match std::fs::remove_file(dir.join(SHUTDOWN_SNAPSHOT)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let Recovered {
+            mut segments,
+            producers,
+            max_timestamp,
+            offline,
+        } = match loaded {
+            Some(r) => r,
+            None => Recovered::by_scanning(&dir, &config.segment).await?,
+        };
         if let Some(reason) = &offline {
             error!(
                 dir = %dir.display(), %reason,
@@ -225,7 +388,7 @@ impl PartitionLog {
             );
         }
         if segments.is_empty() {
-            segments.insert(0, Segment::create(&dir, 0).await?);
+            segments.insert(0, Segment::create(&dir, 0, &config.segment).await?);
         }
         let log_end_offset = segments
             .values()
@@ -240,7 +403,7 @@ impl PartitionLog {
         let first_base = *segments.keys().next().expect("at least one segment");
         let log_start_offset = first_base.max(checkpoint.min(log_end_offset));
         if log_end_offset > 0 {
-            info!(dir = %dir.display(), log_start_offset, log_end_offset, segments = segments.len(), "recovered partition log");
+            info!(dir = %dir.display(), log_start_offset, log_end_offset, segments = segments.len(), scanned, "recovered partition log");
         }
         Ok(Rc::new(PartitionLog {
             dir,
@@ -255,6 +418,7 @@ impl PartitionLog {
                 unflushed_records: 0,
                 unflushed_files: Vec::new(),
                 last_flush: std::time::Instant::now(),
+                tail_cache: TailCache::default(),
             }),
             append_gate: FifoGate::default(),
             waiters: RefCell::new(Vec::new()),
@@ -313,7 +477,7 @@ impl PartitionLog {
     }
 
     /// Takes the files to flush if the policy says a flush is due now.
-    fn take_due_flush(&self, s: &mut LogState) -> Option<Vec<Rc<glommio::io::BufferedFile>>> {
+    fn take_due_flush(&self, s: &mut LogState) -> Option<Vec<Rc<LogFile>>> {
         let by_count = s.unflushed_records >= self.config.flush_interval_messages;
         let by_time = self
             .config
@@ -345,7 +509,7 @@ impl PartitionLog {
     async fn append_in_turn(
         &self,
         batch_bytes: &Bytes,
-    ) -> Result<(AppendInfo, Option<Vec<Rc<glommio::io::BufferedFile>>>), AppendError> {
+    ) -> Result<(AppendInfo, Option<Vec<Rc<LogFile>>>), AppendError> {
         let header = BatchHeader::new(batch_bytes).expect("validated");
         let (base_offset, position, log_file, roll_by_time) = {
             let s = self.state.borrow();
@@ -375,6 +539,7 @@ impl PartitionLog {
                 active.size > 0
                     && segment::waited_for_roll_ms(active, header.max_timestamp()) > ms as i64
             });
+            let roll_by_time = roll_by_time || active.index_full(&self.config.segment);
             (
                 s.log_end_offset,
                 active.size,
@@ -395,17 +560,8 @@ impl PartitionLog {
         let mut head = [0u8; batch::HEADER_SIZE];
         head.copy_from_slice(&batch_bytes[..batch::HEADER_SIZE]);
         batch::assign(&mut head, base_offset, 0);
-        let copy_from = |from: usize| {
-            let mut out = Vec::with_capacity(batch_bytes.len() - from);
-            if from < batch::HEADER_SIZE {
-                out.extend_from_slice(&head[from..]);
-            }
-            out.extend_from_slice(&batch_bytes[from.max(batch::HEADER_SIZE)..]);
-            out
-        };
-        if let Err(e) =
-            segment::write_all_at(&log_file, batch_bytes.len(), position, copy_from).await
-        {
+        let body = &batch_bytes[batch::HEADER_SIZE..];
+        if let Err(e) = log_file.append(position, &[&head, body]).await {
             warn!(dir = %self.dir.display(), position, error = %e, "append failed; cutting the file back");
             // Whatever reached the file past `position` is not part of the log; cut it
             // so that the next append and recovery see a clean tail.
@@ -435,17 +591,25 @@ impl PartitionLog {
                     size: batch_bytes.len(),
                 });
             }
+            if self.config.tail_cache_bytes > 0 {
+                let cached = CachedBatch {
+                    base_offset,
+                    last_offset: header.last_offset(),
+                    head: Bytes::copy_from_slice(&head),
+                    body: batch_bytes.slice(batch::HEADER_SIZE..),
+                };
+                s.tail_cache.push(cached, self.config.tail_cache_bytes);
+            }
             let active = s.segments.values_mut().next_back().expect("segment");
-            let appended = active.note_append(&header, position, self.config.index_interval_bytes);
-            let index_write = appended
-                .index_entry
-                .map(|e| (active.index_file(), active.index_len() - 1, e));
+            let due =
+                active.note_append(&header, position, self.config.segment.index_interval_bytes);
+            let index_write = (!due.is_empty()).then(|| (active.index_files(), due));
             (index_write, s.log_start_offset, flush)
         };
         self.wake_waiters();
-        if let Some((file, slot, entry)) = index_write {
-            // The index is rebuilt by recovery, so a failed index write loses nothing.
-            if let Err(e) = Segment::write_index_entry(&file, slot, entry).await {
+        if let Some((files, due)) = index_write {
+            // Indexes are rebuilt by recovery, so a failed index write loses nothing.
+            if let Err(e) = Segment::write_index_entries(files, due).await {
                 warn!(dir = %self.dir.display(), error = %e, "index write failed");
             }
         }
@@ -458,15 +622,28 @@ impl PartitionLog {
         ))
     }
 
-    async fn roll(&self, base_offset: i64) -> io::Result<(u64, Rc<glommio::io::BufferedFile>)> {
-        let seg = Segment::create(&self.dir, base_offset).await?;
+    async fn roll(&self, base_offset: i64) -> io::Result<(u64, Rc<LogFile>)> {
+        let seg = Segment::create(&self.dir, base_offset, &self.config.segment).await?;
         // The new file's directory entry must be durable before data in it can be.
         let dir = self.dir.clone();
         glommio::executor()
             .spawn_blocking(move || std::fs::File::open(&dir).and_then(|d| d.sync_all()))
             .await?;
         let log = seg.log.clone();
-        self.state.borrow_mut().segments.insert(base_offset, seg);
+        let sealed = {
+            let mut s = self.state.borrow_mut();
+            let previous = s.segments.values().next_back().map(Segment::seal_handle);
+            s.segments.insert(base_offset, seg);
+            previous
+        };
+        // The previous segment is final: trim its index files (and a direct file's
+        // padding). Readers never read past a segment's size, so this is safe under
+        // them; a failure only leaves spare bytes, which recovery ignores.
+        if let Some(previous) = sealed {
+            if let Err(e) = previous.seal().await {
+                warn!(dir = %self.dir.display(), error = %e, "trimming a rolled segment failed");
+            }
+        }
         info!(dir = %self.dir.display(), base_offset, "rolled to a new segment");
         Ok((0, log))
     }
@@ -487,14 +664,14 @@ impl PartitionLog {
     }
 
     /// Reads whole batches starting with the one containing `offset`, up to
-    /// `max_bytes` (but at least one batch when `min_one_batch`). Returns `None` at
-    /// the log end.
+    /// `max_bytes` (but at least one batch when `min_one_batch`), as one or more
+    /// contiguous pieces. Returns nothing at the log end.
     pub async fn read(
         &self,
         offset: i64,
         max_bytes: usize,
         min_one_batch: bool,
-    ) -> Result<Option<Bytes>, ReadError> {
+    ) -> Result<Vec<Bytes>, ReadError> {
         let (file, mut position, segment_end) = {
             let s = self.state.borrow();
             if s.offline {
@@ -508,7 +685,10 @@ impl PartitionLog {
                 });
             }
             if offset == s.log_end_offset {
-                return Ok(None);
+                return Ok(Vec::new());
+            }
+            if let Some(hit) = s.tail_cache.read(offset, max_bytes, min_one_batch) {
+                return Ok(hit);
             }
             let (_, seg) = s
                 .segments
@@ -524,13 +704,12 @@ impl PartitionLog {
                 position,
                 (segment_end - position).min(READ_BLOCK_BYTES.max(max_bytes) as u64) as usize,
             )
-            .await
-            .map_err(to_io)?;
+            .await?;
         loop {
             let at = (position - block_start) as usize;
             let Some(h) = BatchHeader::new(&block[at.min(block.len())..]) else {
                 if position >= segment_end {
-                    return Ok(None);
+                    return Ok(Vec::new());
                 }
                 block_start = position;
                 block = file
@@ -539,8 +718,7 @@ impl PartitionLog {
                         (segment_end - position).min(READ_BLOCK_BYTES.max(max_bytes) as u64)
                             as usize,
                     )
-                    .await
-                    .map_err(to_io)?;
+                    .await?;
                 if block.len() < batch::HEADER_SIZE {
                     return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "short read").into());
                 }
@@ -568,42 +746,48 @@ impl PartitionLog {
             end += size;
         }
         if end == position {
-            return Ok(None);
+            return Ok(Vec::new());
         }
         let (from, len) = ((position - block_start) as usize, (end - position) as usize);
         if from + len <= block.len() {
-            return Ok(Some(Bytes::copy_from_slice(&block[from..from + len])));
+            return Ok(vec![Bytes::copy_from_slice(&block[from..from + len])]);
         }
         // The range runs past the block we read: read it whole.
-        let whole = file.read_at(position, len).await.map_err(to_io)?;
+        let whole = file.read_at(position, len).await?;
         if whole.len() < len {
             return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "short read").into());
         }
-        Ok(Some(Bytes::copy_from_slice(&whole[..len])))
+        Ok(vec![Bytes::copy_from_slice(&whole[..len])])
     }
 
     /// The earliest offset whose record timestamp is >= `timestamp`, with that
-    /// timestamp; `None` if every record is older. Scans batch headers of the
-    /// segments that can hold it (a time index is the storage issue's work).
+    /// timestamp; `None` if every record is older. The time index of the first segment
+    /// that can hold it gives where to start walking batch headers.
     pub async fn offset_for_timestamp(&self, timestamp: i64) -> io::Result<Option<(i64, i64)>> {
-        let candidates: Vec<(Rc<glommio::io::BufferedFile>, u64)> = {
+        let candidates: Vec<(Rc<LogFile>, u64, u64)> = {
             let s = self.state.borrow();
             s.segments
                 .values()
                 .filter(|seg| seg.max_timestamp >= timestamp)
-                .map(|seg| (seg.log.clone(), seg.size))
+                .map(|seg| {
+                    (
+                        seg.log.clone(),
+                        seg.position_for_timestamp(timestamp),
+                        seg.size,
+                    )
+                })
                 .collect()
         };
-        for (file, size) in candidates {
-            let mut pos = 0u64;
+        for (file, start, size) in candidates {
+            let mut pos = start;
             while pos < size {
-                let head = file.read_at(pos, batch::HEADER_SIZE).await.map_err(to_io)?;
+                let head = file.read_at(pos, batch::HEADER_SIZE).await?;
                 let Some(h) = BatchHeader::new(&head) else {
                     break;
                 };
                 let total = h.total_size() as u64;
                 if h.max_timestamp() >= timestamp {
-                    let whole = file.read_at(pos, total as usize).await.map_err(to_io)?;
+                    let whole = file.read_at(pos, total as usize).await?;
                     let found = records::offsets_and_timestamps(&whole)
                         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?
                         .into_iter()
@@ -632,7 +816,7 @@ impl PartitionLog {
         let Some((file, m)) = located else {
             return Ok(None);
         };
-        let whole = file.read_at(m.position, m.size).await.map_err(to_io)?;
+        let whole = file.read_at(m.position, m.size).await?;
         let records = records::offsets_and_timestamps(&whole)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
         Ok(records
@@ -738,6 +922,7 @@ impl PartitionLog {
             for path in [
                 segment::log_path(&self.dir, seg.base_offset),
                 segment::index_path(&self.dir, seg.base_offset),
+                segment::time_index_path(&self.dir, seg.base_offset),
             ] {
                 if let Err(e) = std::fs::remove_file(&path) {
                     warn!(path = %path.display(), error = %e, "removing a retired segment failed");
@@ -748,22 +933,53 @@ impl PartitionLog {
         doomed.len()
     }
 
-    /// Waits for appends in flight to finish and refuses new ones (clean shutdown).
-    pub async fn quiesce(&self) {
+    /// Clean shutdown: waits for appends in flight to finish and refuses new ones,
+    /// flushes, seals the active segment and records the partition's state for the
+    /// next start. Returns whether that record was written (a partition that was
+    /// already offline, or failed to flush, gets none and is scanned next time).
+    pub async fn quiesce(&self) -> bool {
         let ticket = self.append_gate.ticket();
         self.append_gate.close();
+        let was_offline = self.is_offline();
         if let Ok(pass) = self.append_gate.admit(ticket).await {
             self.state.borrow_mut().offline = true;
             drop(pass);
         }
         self.wake_waiters();
-        // A clean shutdown leaves nothing unflushed.
         let files = std::mem::take(&mut self.state.borrow_mut().unflushed_files);
         if !files.is_empty() {
             if let Err(e) = self.sync_group.sync(files).await {
                 warn!(dir = %self.dir.display(), error = %e, "flush at shutdown failed");
+                return false;
             }
         }
+        if was_offline {
+            return false;
+        }
+        let (active, snapshot) = {
+            let s = self.state.borrow();
+            let active = s.segments.values().next_back().map(Segment::seal_handle);
+            let snapshot = ShutdownSnapshot {
+                segments: s.segments.values().map(Segment::snapshot).collect(),
+                producers: s.producers.clone(),
+                max_timestamp: s.max_timestamp,
+            };
+            (active, snapshot)
+        };
+        if let Some(active) = active {
+            if let Err(e) = active.seal().await {
+                warn!(dir = %self.dir.display(), error = %e, "sealing the active segment at shutdown failed");
+                return false;
+            }
+        }
+        let written = serde_json::to_vec(&snapshot)
+            .map_err(io::Error::other)
+            .and_then(|bytes| write_atomic(&self.dir, SHUTDOWN_SNAPSHOT, &bytes));
+        if let Err(e) = written {
+            warn!(dir = %self.dir.display(), error = %e, "writing the clean-shutdown snapshot failed");
+            return false;
+        }
+        true
     }
 
     /// Closes the log and removes its directory. Readers holding segment files keep

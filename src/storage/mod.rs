@@ -4,6 +4,7 @@
 
 pub mod atomic_file;
 pub mod fault;
+pub mod file;
 pub mod gate;
 pub mod log;
 pub mod producer_state;

@@ -10,14 +10,14 @@ use crate::protocol::ErrorCode;
 /// Kafka remembers the last five batches of each producer (max.in.flight = 5).
 pub const RECENT_BATCHES_MAX: usize = 5;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct BatchSeq {
     first_seq: i32,
     last_seq: i32,
     base_offset: i64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 struct ProducerEntry {
     epoch: i16,
     recent: VecDeque<BatchSeq>,
@@ -34,7 +34,7 @@ pub enum SequenceCheck {
     Reject(ErrorCode),
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ProducerStates {
     producers: HashMap<i64, ProducerEntry>,
 }

@@ -1,6 +1,9 @@
 //! One segment of a partition log: a `.log` file holding RecordBatch v2 bytes exactly
-//! as served to consumers, and a sparse `.index` of (relative offset, position) pairs,
-//! 8 bytes per entry as in Kafka. Files go through glommio's io_uring buffered I/O.
+//! as served to consumers (written buffered or direct, see `file`), a sparse `.index`
+//! of (relative offset, position) pairs, 8 bytes per entry, and a sparse `.timeindex`
+//! of (max timestamp so far, relative offset) pairs, 12 bytes per entry, as in Kafka.
+//! Index files are created at their maximum size (sparse, as Kafka's `setLength`) and
+//! trimmed to their entries when the segment is sealed (roll, clean shutdown).
 //!
 //! Invariants: `size` covers only whole batches that were validated (at append or by
 //! recovery); readers never read past it. Index entries are strictly increasing.
@@ -10,13 +13,26 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use glommio::io::{BufferedFile, OpenOptions};
+use serde::{Deserialize, Serialize};
 
-use super::fault;
+pub use super::file::{to_io, write_all_at};
+use super::file::{LogFile, WriteMode};
 use super::producer_state::ProducerStates;
 use crate::protocol::batch::{self, BatchHeader};
 
 /// How much a recovery scan reads per I/O.
 const SCAN_CHUNK_BYTES: usize = 4 << 20;
+const OFFSET_ENTRY_BYTES: u64 = 8;
+const TIME_ENTRY_BYTES: u64 = 12;
+
+/// How a partition's segments are written and indexed.
+#[derive(Debug, Clone, Copy)]
+pub struct SegmentSpec {
+    pub write_mode: WriteMode,
+    pub index_interval_bytes: u64,
+    /// Largest index file (`segment.index.bytes`); a full index rolls the segment.
+    pub index_size_max_bytes: u64,
+}
 
 pub fn log_path(dir: &Path, base_offset: i64) -> PathBuf {
     dir.join(format!("{base_offset:020}.log"))
@@ -24,6 +40,10 @@ pub fn log_path(dir: &Path, base_offset: i64) -> PathBuf {
 
 pub fn index_path(dir: &Path, base_offset: i64) -> PathBuf {
     dir.join(format!("{base_offset:020}.index"))
+}
+
+pub fn time_index_path(dir: &Path, base_offset: i64) -> PathBuf {
+    dir.join(format!("{base_offset:020}.timeindex"))
 }
 
 pub fn now_ms() -> i64 {
@@ -42,11 +62,7 @@ pub fn waited_for_roll_ms(seg: &Segment, incoming_max_timestamp: i64) -> i64 {
     }
 }
 
-pub fn to_io(e: glommio::GlommioError<()>) -> io::Error {
-    io::Error::from(e)
-}
-
-async fn open_rw(path: &Path, truncate: bool) -> io::Result<BufferedFile> {
+async fn open_index(path: &Path, truncate: bool) -> io::Result<BufferedFile> {
     OpenOptions::new()
         .read(true)
         .write(true)
@@ -55,49 +71,6 @@ async fn open_rw(path: &Path, truncate: bool) -> io::Result<BufferedFile> {
         .buffered_open(path)
         .await
         .map_err(to_io)
-}
-
-/// Writes `len` bytes at `pos`. `copy_from(i)` yields an owned copy of the bytes from
-/// `i` on: glommio's `write_at` takes ownership of its buffer, so the normal case costs
-/// exactly one copy and only a short write makes another (of the remainder).
-pub async fn write_all_at(
-    file: &BufferedFile,
-    len: usize,
-    pos: u64,
-    copy_from: impl Fn(usize) -> Vec<u8>,
-) -> io::Result<()> {
-    let mut done = 0;
-    while done < len {
-        let mut buf = copy_from(done);
-        // The fault seam: a no-op unless a test enabled injection (see `fault`).
-        let failure = match fault::before_write(buf.len()) {
-            fault::WriteFault::None => None,
-            fault::WriteFault::Short(n) => {
-                buf.truncate(n);
-                None
-            }
-            fault::WriteFault::Fail { written, errno } => {
-                buf.truncate(written);
-                Some(fault::error(errno))
-            }
-        };
-        let written = if buf.is_empty() {
-            0
-        } else {
-            file.write_at(buf, pos + done as u64).await.map_err(to_io)?
-        };
-        if let Some(e) = failure {
-            return Err(e);
-        }
-        if written == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::WriteZero,
-                "write returned 0 bytes",
-            ));
-        }
-        done += written;
-    }
-    Ok(())
 }
 
 /// A read-ahead buffer for the recovery scan: large sequential reads, re-filled
@@ -110,7 +83,7 @@ struct ScanWindow {
 impl ScanWindow {
     async fn get(
         &mut self,
-        file: &BufferedFile,
+        file: &LogFile,
         pos: u64,
         len: usize,
         file_size: u64,
@@ -118,7 +91,7 @@ impl ScanWindow {
         let end = pos + len as u64;
         if pos < self.start || end > self.start + self.bytes.len() as u64 {
             let want = (len.max(SCAN_CHUNK_BYTES) as u64).min(file_size - pos) as usize;
-            let read = file.read_at(pos, want).await.map_err(to_io)?;
+            let read = file.read_at(pos, want).await?;
             if read.len() < len {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
@@ -139,57 +112,128 @@ pub struct TornTail {
     pub position: u64,
     pub file_size: u64,
     pub reason: String,
+    /// Only zero bytes follow the last good batch: block padding of a direct write or
+    /// space allocated but never written, not damage.
+    pub zeros_only: bool,
+}
+
+/// What a clean shutdown records about a segment, so the next start can skip the scan.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SegmentSnapshot {
+    pub base_offset: i64,
+    pub size: u64,
+    pub next_offset: i64,
+    pub max_timestamp: i64,
+    pub max_timestamp_offset: i64,
+    pub first_batch_timestamp: i64,
 }
 
 pub struct Segment {
     pub base_offset: i64,
-    pub log: Rc<BufferedFile>,
+    pub log: Rc<LogFile>,
     index_file: Rc<BufferedFile>,
+    time_index_file: Rc<BufferedFile>,
     /// Bytes of whole, validated batches.
     pub size: u64,
     /// Offset after the last batch in this segment.
     pub next_offset: i64,
     pub max_timestamp: i64,
+    /// The last offset of the batch carrying `max_timestamp`: what the next time-index
+    /// entry records (Kafka's `maxTimestampAndOffsetSoFar`).
+    max_timestamp_offset: i64,
     /// Max timestamp of the first batch (-1: none yet), and when this segment was
     /// created or opened: what time-based rolling measures from, as in Kafka.
     pub first_batch_timestamp: i64,
     pub opened_ms: i64,
     index: Vec<(u32, u32)>,
+    time_index: Vec<(i64, u32)>,
     bytes_since_index_entry: u64,
 }
 
-/// Where a batch was appended, for the log's bookkeeping.
-pub struct Appended {
-    pub position: u64,
-    pub index_entry: Option<(u32, u32)>,
+/// Index entries an append made due, to be written to the index files.
+#[derive(Default)]
+pub struct IndexEntries {
+    offset: Option<(usize, (u32, u32))>,
+    time: Option<(usize, (i64, u32))>,
+}
+
+impl IndexEntries {
+    pub fn is_empty(&self) -> bool {
+        self.offset.is_none() && self.time.is_none()
+    }
+}
+
+fn encode_offset_entry((rel, position): (u32, u32)) -> [u8; 8] {
+    let mut buf = [0u8; 8];
+    buf[..4].copy_from_slice(&rel.to_be_bytes());
+    buf[4..].copy_from_slice(&position.to_be_bytes());
+    buf
+}
+
+fn encode_time_entry((timestamp, rel): (i64, u32)) -> [u8; 12] {
+    let mut buf = [0u8; 12];
+    buf[..8].copy_from_slice(&timestamp.to_be_bytes());
+    buf[8..].copy_from_slice(&rel.to_be_bytes());
+    buf
 }
 
 impl Segment {
     /// Creates a fresh, empty segment starting at `base_offset`.
-    pub async fn create(dir: &Path, base_offset: i64) -> io::Result<Segment> {
-        let log = open_rw(&log_path(dir, base_offset), true).await?;
-        let index_file = open_rw(&index_path(dir, base_offset), true).await?;
-        Ok(Segment::holding_nothing_yet(base_offset, log, index_file))
+    pub async fn create(dir: &Path, base_offset: i64, spec: &SegmentSpec) -> io::Result<Segment> {
+        let log = LogFile::open(&log_path(dir, base_offset), spec.write_mode, true).await?;
+        let index_file = open_index(&index_path(dir, base_offset), true).await?;
+        let time_index_file = open_index(&time_index_path(dir, base_offset), true).await?;
+        // Kafka's preallocation: full size up front (sparse), trimmed at seal.
+        index_file
+            .truncate(spec.index_size_max_bytes)
+            .await
+            .map_err(to_io)?;
+        time_index_file
+            .truncate(spec.index_size_max_bytes)
+            .await
+            .map_err(to_io)?;
+        Ok(Segment::holding_nothing_yet(
+            base_offset,
+            log,
+            index_file,
+            time_index_file,
+        ))
     }
 
     /// A segment over open files, before any batch has been appended or recovered.
     fn holding_nothing_yet(
         base_offset: i64,
-        log: BufferedFile,
+        log: LogFile,
         index_file: BufferedFile,
+        time_index_file: BufferedFile,
     ) -> Segment {
         Segment {
             base_offset,
             log: Rc::new(log),
             index_file: Rc::new(index_file),
+            time_index_file: Rc::new(time_index_file),
             size: 0,
             next_offset: base_offset,
             max_timestamp: -1,
+            max_timestamp_offset: -1,
             first_batch_timestamp: -1,
             opened_ms: now_ms(),
             index: Vec::new(),
+            time_index: Vec::new(),
             bytes_since_index_entry: 0,
         }
+    }
+
+    async fn open_files(dir: &Path, base_offset: i64, spec: &SegmentSpec) -> io::Result<Segment> {
+        let log = LogFile::open(&log_path(dir, base_offset), spec.write_mode, false).await?;
+        let index_file = open_index(&index_path(dir, base_offset), false).await?;
+        let time_index_file = open_index(&time_index_path(dir, base_offset), false).await?;
+        Ok(Segment::holding_nothing_yet(
+            base_offset,
+            log,
+            index_file,
+            time_index_file,
+        ))
     }
 
     /// Opens an existing segment and validates every batch in it (length, magic,
@@ -199,14 +243,12 @@ impl Segment {
     pub async fn recover(
         dir: &Path,
         base_offset: i64,
-        index_interval_bytes: u64,
+        spec: &SegmentSpec,
         producers: &mut ProducerStates,
         mut on_batch: impl FnMut(&BatchHeader<'_>, u64),
     ) -> io::Result<(Segment, Option<TornTail>)> {
-        let log = open_rw(&log_path(dir, base_offset), false).await?;
-        let file_size = log.file_size().await.map_err(to_io)?;
-        let index_file = open_rw(&index_path(dir, base_offset), false).await?;
-        let mut seg = Segment::holding_nothing_yet(base_offset, log, index_file);
+        let mut seg = Segment::open_files(dir, base_offset, spec).await?;
+        let file_size = seg.log.file_size().await?;
         let mut window = ScanWindow {
             start: 0,
             bytes: Vec::new(),
@@ -219,6 +261,7 @@ impl Segment {
                     position: pos,
                     file_size,
                     reason,
+                    zeros_only: false,
                 })
             };
             if file_size - pos < batch::HEADER_SIZE as u64 {
@@ -253,85 +296,190 @@ impl Segment {
                 Ok(h) => {
                     producers.update(&h);
                     on_batch(&h, pos);
-                    seg.note_append(&h, pos, index_interval_bytes);
+                    seg.note_append(&h, pos, spec.index_interval_bytes);
                     pos += size as u64;
                 }
             }
+        }
+        if let Some(t) = torn.as_mut() {
+            t.zeros_only = only_zeros_from(&seg.log, t.position, file_size).await?;
         }
         seg.size = torn.as_ref().map_or(file_size, |t| t.position);
         Ok((seg, torn))
     }
 
+    /// Opens a segment from what a clean shutdown recorded, reading its index files
+    /// instead of scanning the log. `None` if the files do not match the record (the
+    /// caller then recovers by scanning).
+    pub async fn load(
+        dir: &Path,
+        snapshot: &SegmentSnapshot,
+        spec: &SegmentSpec,
+    ) -> io::Result<Option<Segment>> {
+        let mut seg = Segment::open_files(dir, snapshot.base_offset, spec).await?;
+        if seg.log.file_size().await? != snapshot.size {
+            return Ok(None);
+        }
+        let Some(index) = read_entries(&seg.index_file, OFFSET_ENTRY_BYTES, |e| {
+            let rel = u32::from_be_bytes(e[..4].try_into().expect("4 bytes"));
+            let position = u32::from_be_bytes(e[4..].try_into().expect("4 bytes"));
+            (rel, position)
+        })
+        .await?
+        else {
+            return Ok(None);
+        };
+        let Some(time_index) = read_entries(&seg.time_index_file, TIME_ENTRY_BYTES, |e| {
+            let timestamp = i64::from_be_bytes(e[..8].try_into().expect("8 bytes"));
+            let rel = u32::from_be_bytes(e[8..].try_into().expect("4 bytes"));
+            (timestamp, rel)
+        })
+        .await?
+        else {
+            return Ok(None);
+        };
+        let span = (snapshot.next_offset - snapshot.base_offset) as u64;
+        let index_ok = index.windows(2).all(|w| w[0] < w[1])
+            && index.iter().all(|&(rel, pos)| {
+                (rel as u64) < span.max(1) && (pos as u64) < snapshot.size.max(1)
+            });
+        let time_ok = time_index.windows(2).all(|w| w[0] < w[1])
+            && time_index
+                .iter()
+                .all(|&(_, rel)| (rel as u64) < span.max(1));
+        if !index_ok || !time_ok {
+            return Ok(None);
+        }
+        seg.log.truncate(snapshot.size).await?;
+        seg.size = snapshot.size;
+        seg.next_offset = snapshot.next_offset;
+        seg.max_timestamp = snapshot.max_timestamp;
+        seg.max_timestamp_offset = snapshot.max_timestamp_offset;
+        seg.first_batch_timestamp = snapshot.first_batch_timestamp;
+        seg.bytes_since_index_entry = index.last().map_or(seg.size, |e| seg.size - e.1 as u64);
+        seg.index = index;
+        seg.time_index = time_index;
+        Ok(Some(seg))
+    }
+
+    pub fn snapshot(&self) -> SegmentSnapshot {
+        SegmentSnapshot {
+            base_offset: self.base_offset,
+            size: self.size,
+            next_offset: self.next_offset,
+            max_timestamp: self.max_timestamp,
+            max_timestamp_offset: self.max_timestamp_offset,
+            first_batch_timestamp: self.first_batch_timestamp,
+        }
+    }
+
     /// Makes a recovered segment's files match what recovery validated: cuts the log
-    /// at `seg.size` (dropping a torn or corrupt tail) and rewrites the index.
+    /// at `seg.size` (dropping a torn or corrupt tail) and rewrites the indexes.
     pub async fn commit_recovery(&self) -> io::Result<()> {
-        self.log.truncate(self.size).await.map_err(to_io)?;
-        self.write_whole_index().await?;
-        self.index_file
-            .truncate(self.index.len() as u64 * 8)
-            .await
-            .map_err(to_io)
+        self.log.truncate(self.size).await?;
+        let mut offsets = Vec::with_capacity(self.index.len() * 8);
+        for &e in &self.index {
+            offsets.extend_from_slice(&encode_offset_entry(e));
+        }
+        let mut times = Vec::with_capacity(self.time_index.len() * 12);
+        for &e in &self.time_index {
+            times.extend_from_slice(&encode_time_entry(e));
+        }
+        for (file, bytes) in [(&self.index_file, offsets), (&self.time_index_file, times)] {
+            if !bytes.is_empty() {
+                write_all_at(file, bytes.len(), 0, |from| bytes[from..].to_vec()).await?;
+            }
+            file.truncate(bytes.len() as u64).await.map_err(to_io)?;
+        }
+        Ok(())
     }
 
-    async fn write_whole_index(&self) -> io::Result<()> {
-        if self.index.is_empty() {
-            return Ok(());
+    /// What sealing needs, so that it can run after the log's state is released.
+    pub fn seal_handle(&self) -> SealHandle {
+        SealHandle {
+            log: self.log.clone(),
+            index_file: self.index_file.clone(),
+            time_index_file: self.time_index_file.clone(),
+            index_bytes: self.index.len() as u64 * OFFSET_ENTRY_BYTES,
+            time_index_bytes: self.time_index.len() as u64 * TIME_ENTRY_BYTES,
         }
-        let mut buf = Vec::with_capacity(self.index.len() * 8);
-        for (rel, position) in &self.index {
-            buf.extend_from_slice(&rel.to_be_bytes());
-            buf.extend_from_slice(&position.to_be_bytes());
-        }
-        write_all_at(&self.index_file, buf.len(), 0, |from| buf[from..].to_vec()).await
     }
 
-    /// Bookkeeping after a batch of `h` landed at `position`; returns a new index
-    /// entry if one is due.
+    /// True if another index entry would not fit in `segment.index.bytes`: the
+    /// segment must roll first, as in Kafka.
+    pub fn index_full(&self, spec: &SegmentSpec) -> bool {
+        (self.index.len() as u64 + 1) * OFFSET_ENTRY_BYTES > spec.index_size_max_bytes
+            || (self.time_index.len() as u64 + 1) * TIME_ENTRY_BYTES > spec.index_size_max_bytes
+    }
+
+    /// Bookkeeping after a batch of `h` landed at `position`; returns the index
+    /// entries that became due.
     pub fn note_append(
         &mut self,
         h: &BatchHeader<'_>,
         position: u64,
         index_interval_bytes: u64,
-    ) -> Appended {
+    ) -> IndexEntries {
         let size = h.total_size() as u64;
-        let mut index_entry = None;
+        let mut due = IndexEntries::default();
+        if h.max_timestamp() > self.max_timestamp {
+            self.max_timestamp = h.max_timestamp();
+            self.max_timestamp_offset = h.last_offset();
+        }
         if self.index.is_empty() || self.bytes_since_index_entry >= index_interval_bytes {
             let entry = ((h.base_offset() - self.base_offset) as u32, position as u32);
             self.index.push(entry);
             self.bytes_since_index_entry = 0;
-            index_entry = Some(entry);
+            due.offset = Some((self.index.len() - 1, entry));
+            // Kafka's rule: a time entry goes with an offset entry when the max
+            // timestamp has grown since the last time entry.
+            let grew = self
+                .time_index
+                .last()
+                .is_none_or(|&(ts, _)| self.max_timestamp > ts);
+            if self.max_timestamp >= 0 && grew {
+                let entry = (
+                    self.max_timestamp,
+                    (self.max_timestamp_offset - self.base_offset) as u32,
+                );
+                self.time_index.push(entry);
+                due.time = Some((self.time_index.len() - 1, entry));
+            }
         }
         self.bytes_since_index_entry += size;
         self.size = position + size;
         self.next_offset = h.last_offset() + 1;
-        self.max_timestamp = self.max_timestamp.max(h.max_timestamp());
         if self.first_batch_timestamp < 0 && position == 0 {
             self.first_batch_timestamp = h.max_timestamp();
         }
-        Appended {
-            position,
-            index_entry,
-        }
+        due
     }
 
-    /// Appends one index entry to the `.index` file.
-    pub async fn write_index_entry(
-        index_file: &BufferedFile,
-        slot: usize,
-        entry: (u32, u32),
+    /// The index files, for writing entries after the segment's state is released.
+    pub fn index_files(&self) -> (Rc<BufferedFile>, Rc<BufferedFile>) {
+        (self.index_file.clone(), self.time_index_file.clone())
+    }
+
+    /// Writes the entries `note_append` made due to the index files.
+    pub async fn write_index_entries(
+        (offset_file, time_file): (Rc<BufferedFile>, Rc<BufferedFile>),
+        due: IndexEntries,
     ) -> io::Result<()> {
-        let mut buf = [0u8; 8];
-        buf[..4].copy_from_slice(&entry.0.to_be_bytes());
-        buf[4..].copy_from_slice(&entry.1.to_be_bytes());
-        write_all_at(index_file, 8, slot as u64 * 8, |from| buf[from..].to_vec()).await
-    }
-
-    pub fn index_file(&self) -> Rc<BufferedFile> {
-        self.index_file.clone()
-    }
-
-    pub fn index_len(&self) -> usize {
-        self.index.len()
+        if let Some((slot, entry)) = due.offset {
+            let buf = encode_offset_entry(entry);
+            write_all_at(&offset_file, 8, slot as u64 * OFFSET_ENTRY_BYTES, |from| {
+                buf[from..].to_vec()
+            })
+            .await?;
+        }
+        if let Some((slot, entry)) = due.time {
+            let buf = encode_time_entry(entry);
+            write_all_at(&time_file, 12, slot as u64 * TIME_ENTRY_BYTES, |from| {
+                buf[from..].to_vec()
+            })
+            .await?;
+        }
+        Ok(())
     }
 
     /// Byte position from which to scan for `offset`: the last index entry at or
@@ -343,6 +491,84 @@ impl Segment {
             i => self.index[i - 1].1 as u64,
         }
     }
+
+    /// Byte position from which to scan for the first record with a timestamp at or
+    /// after `timestamp`: every record before the last time entry at or below it is
+    /// no newer than that entry, so the scan may start at its offset.
+    pub fn position_for_timestamp(&self, timestamp: i64) -> u64 {
+        match self.time_index.partition_point(|(ts, _)| *ts <= timestamp) {
+            0 => 0,
+            i => self.position_for(self.base_offset + self.time_index[i - 1].1 as i64),
+        }
+    }
+}
+
+/// A segment's files and sizes, for trimming it once it will not be appended to again
+/// (roll, clean shutdown).
+pub struct SealHandle {
+    log: Rc<LogFile>,
+    index_file: Rc<BufferedFile>,
+    time_index_file: Rc<BufferedFile>,
+    index_bytes: u64,
+    time_index_bytes: u64,
+}
+
+impl SealHandle {
+    /// Trims index files to their entries and a direct log file to its data.
+    pub async fn seal(self) -> io::Result<()> {
+        self.log.seal().await?;
+        self.index_file
+            .truncate(self.index_bytes)
+            .await
+            .map_err(to_io)?;
+        self.time_index_file
+            .truncate(self.time_index_bytes)
+            .await
+            .map_err(to_io)
+    }
+}
+
+/// Reads a whole index file as fixed-size entries; `None` if its size is not a
+/// multiple of the entry size.
+async fn read_entries<T>(
+    file: &BufferedFile,
+    entry_bytes: u64,
+    decode: impl Fn(&[u8]) -> T,
+) -> io::Result<Option<Vec<T>>> {
+    let size = file.file_size().await.map_err(to_io)?;
+    if size % entry_bytes != 0 {
+        return Ok(None);
+    }
+    if size == 0 {
+        return Ok(Some(Vec::new()));
+    }
+    let bytes = file.read_at(0, size as usize).await.map_err(to_io)?;
+    if bytes.len() as u64 != size {
+        return Ok(None);
+    }
+    Ok(Some(
+        bytes
+            .chunks_exact(entry_bytes as usize)
+            .map(decode)
+            .collect(),
+    ))
+}
+
+/// True if `file` holds only zero bytes from `from` to `to`.
+async fn only_zeros_from(file: &LogFile, from: u64, to: u64) -> io::Result<bool> {
+    let mut pos = from;
+    while pos < to {
+        let len = ((to - pos) as usize).min(SCAN_CHUNK_BYTES);
+        let read = file.read_at(pos, len).await?;
+        if read.is_empty() {
+            break;
+        }
+        if read.iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+        pos += read.len() as u64;
+    }
+    Ok(true)
 }
 
 #[cfg(test)]
@@ -355,8 +581,20 @@ mod tests {
             .spawn(|| async {
                 let dir = std::env::temp_dir().join(format!("ringlog-seg-{}", std::process::id()));
                 std::fs::create_dir_all(&dir).unwrap();
-                let mut seg = Segment::create(&dir, 100).await.unwrap();
+                let spec = SegmentSpec {
+                    write_mode: WriteMode::Buffered,
+                    index_interval_bytes: 4096,
+                    index_size_max_bytes: 1 << 20,
+                };
+                let mut seg = Segment::create(&dir, 100, &spec).await.unwrap();
                 seg.index = vec![(0, 0), (10, 4096), (25, 9000)];
+                seg.time_index = vec![(1_000, 9), (2_000, 24), (3_000, 30)];
+                // Before the first time entry: from the start.
+                assert_eq!(seg.position_for_timestamp(999), 0);
+                // Records up to offset 109 are <= 1000: scan from the entry's batch.
+                assert_eq!(seg.position_for_timestamp(1_000), 0);
+                assert_eq!(seg.position_for_timestamp(2_500), 4096);
+                assert_eq!(seg.position_for_timestamp(9_999), 9000);
                 assert_eq!(seg.position_for(100), 0);
                 assert_eq!(seg.position_for(109), 0);
                 assert_eq!(seg.position_for(110), 4096);

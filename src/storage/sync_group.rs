@@ -12,16 +12,14 @@ use std::cell::{Cell, RefCell};
 use std::io;
 use std::rc::Rc;
 
+use super::file::LogFile;
 use futures::channel::oneshot;
-use glommio::io::BufferedFile;
-
-use super::segment::to_io;
 
 type Done = oneshot::Sender<Result<(), String>>;
 
 #[derive(Default)]
 struct NextRound {
-    files: Vec<Rc<BufferedFile>>,
+    files: Vec<Rc<LogFile>>,
     waiters: Vec<Done>,
 }
 
@@ -36,7 +34,7 @@ pub struct SyncGroup {
 impl SyncGroup {
     /// Makes the writes already completed on `files` durable. Resolves after a sync
     /// round that started after this call has fdatasynced every one of them.
-    pub async fn sync(self: &Rc<Self>, files: Vec<Rc<BufferedFile>>) -> io::Result<()> {
+    pub async fn sync(self: &Rc<Self>, files: Vec<Rc<LogFile>>) -> io::Result<()> {
         let (tx, rx) = oneshot::channel();
         {
             let mut next = self.next.borrow_mut();
@@ -71,7 +69,7 @@ impl SyncGroup {
             let failed = futures::future::join_all(syncs)
                 .await
                 .into_iter()
-                .find_map(|r| r.err().map(|e| to_io(e).to_string()));
+                .find_map(|r| r.err().map(|e| e.to_string()));
             for w in round.waiters {
                 let _ = w.send(match &failed {
                     None => Ok(()),
@@ -90,6 +88,7 @@ impl SyncGroup {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::file::WriteMode;
 
     #[test]
     fn requests_made_during_a_round_share_the_next_one() {
@@ -99,10 +98,11 @@ mod tests {
                 std::fs::create_dir_all(&dir).unwrap();
                 let mut files = Vec::new();
                 for i in 0..4 {
-                    let f = BufferedFile::create(dir.join(format!("f{i}")))
+                    let path = dir.join(format!("f{i}"));
+                    let f = LogFile::open(&path, WriteMode::Buffered, true)
                         .await
                         .unwrap();
-                    f.write_at(vec![1u8; 4096], 0).await.unwrap();
+                    f.append(0, &[&[1u8; 4096]]).await.unwrap();
                     files.push(Rc::new(f));
                 }
                 let group = Rc::new(SyncGroup::default());

@@ -42,6 +42,9 @@ pub fn scratch_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// Set to `buffered` or `direct` to run every broker of the tests in that write mode.
+pub const WRITE_MODE_ENV: &str = "RINGLOG_TEST_WRITE_MODE";
+
 impl Broker {
     pub fn start(name: &str, overrides: &[&str]) -> Broker {
         let dir = scratch_dir(name);
@@ -76,6 +79,11 @@ impl Broker {
             .arg(format!("listeners=PLAINTEXT://127.0.0.1:{}", self.port))
             .arg("--override")
             .arg(format!("log.dirs={}", self.data_dir().display()));
+        // The storage tests run once per write mode (see scripts/test.sh).
+        if let Ok(mode) = std::env::var(WRITE_MODE_ENV) {
+            cmd.arg("--override")
+                .arg(format!("ringlog.log.write.mode={mode}"));
+        }
         for o in &self.overrides {
             cmd.arg("--override").arg(o);
         }

@@ -8,7 +8,8 @@
 //! batches from several partitions with several appends in flight per partition (as
 //! pipelined producers do), then reads everything back from offset 0 (a lagging
 //! consumer) and finally follows the tail (a consumer reading each batch right after it
-//! is written). Reported: MB/s, process CPU-seconds per GB written (io_uring workers
+//! is written), and reopens the logs without a clean-shutdown record, which scans and
+//! validates every batch, as after a crash. Reported: MB/s, process CPU-seconds per GB written (io_uring workers
 //! included), fsync rounds and the requests they served; each the median of three
 //! interleaved rounds.
 
@@ -37,6 +38,7 @@ struct Outcome {
     cpu_s_per_gb: f64,
     read_back_mb_s: f64,
     tail_mb_s: f64,
+    scan_mb_s: f64,
     sync_rounds: u64,
     sync_requests: u64,
 }
@@ -175,12 +177,29 @@ async fn run_case(case: &Case, root: &std::path::Path, total_bytes: usize) -> Ou
     }
     let tail_mb_s = (follow * batch.len()) as f64 / t2.elapsed().as_secs_f64() / 1e6;
     drop(logs);
+
+    // Crash recovery: reopening without a clean-shutdown record scans (and validates)
+    // every batch. The page cache may still hold the files in buffered mode.
+    let scanned = written + (follow * batch.len()) as f64;
+    let t3 = Instant::now();
+    for p in 0..PARTITIONS {
+        PartitionLog::open(
+            dir.join(format!("p-{p}")),
+            log_config(case),
+            sync.clone(),
+            false,
+        )
+        .await
+        .expect("reopen log");
+    }
+    let scan_mb_s = scanned / t3.elapsed().as_secs_f64() / 1e6;
     let _ = std::fs::remove_dir_all(&dir);
     Outcome {
         write_mb_s: written / write_s / 1e6,
         cpu_s_per_gb: cpu / (written / 1e9),
         read_back_mb_s,
         tail_mb_s,
+        scan_mb_s,
         sync_rounds,
         sync_requests,
     }
@@ -210,9 +229,9 @@ fn main() {
         root.display()
     );
     println!(
-        "| batch | fsync per batch | mode | write MB/s | CPU-s per GB written | read-back MB/s | tail-follow MB/s | fsync rounds / requests |"
+        "| batch | fsync per batch | mode | write MB/s | CPU-s per GB written | read-back MB/s | tail-follow MB/s | recovery scan MB/s | fsync rounds / requests |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     // Rounds interleave the cases, so that a noisy moment on this shared machine hits
     // them alike; each figure is the median over rounds.
     let mut results: Vec<Vec<Outcome>> = cases.iter().map(|_| Vec::new()).collect();
@@ -245,7 +264,7 @@ fn main() {
             v[v.len() / 2]
         };
         println!(
-            "| {} KiB | {} | {:?} | {:.0} | {:.2} | {:.0} | {:.0} | {:.0} / {:.0} |",
+            "| {} KiB | {} | {:?} | {:.0} | {:.2} | {:.0} | {:.0} | {:.0} | {:.0} / {:.0} |",
             case.batch_bytes >> 10,
             if case.fsync_each { "yes" } else { "no" },
             case.mode,
@@ -253,6 +272,7 @@ fn main() {
             median(&|o| o.cpu_s_per_gb),
             median(&|o| o.read_back_mb_s),
             median(&|o| o.tail_mb_s),
+            median(&|o| o.scan_mb_s),
             median(&|o| o.sync_rounds as f64),
             median(&|o| o.sync_requests as f64),
         );

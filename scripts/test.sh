@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need, builds ringlog, runs every test:
-# unit and wire-level tests (cargo test), then the real-client suites (pytest).
+# unit and wire-level tests (cargo test), then the real-client suites (pytest); the
+# storage tests run once per write mode (buffered, direct).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -51,6 +52,16 @@ cargo build --release --locked
 echo "== cargo test"
 cargo test --locked
 
+echo "== storage tests again, with ringlog.log.write.mode=direct"
+RINGLOG_TEST_WRITE_MODE=direct cargo test --locked --test wire
+
 echo "== client tests (pytest)"
 cd tests
-RINGLOG_BIN="$PWD/../target/release/ringlog" RINGLOG_JAVA_LIBS="$PWD/../$java_libs" "../$venv/bin/python" -m pytest -q -p no:cacheprovider -W ignore::DeprecationWarning "$@"
+export RINGLOG_BIN="$PWD/../target/release/ringlog" RINGLOG_JAVA_LIBS="$PWD/../$java_libs"
+pytest=("../$venv/bin/python" -m pytest -q -p no:cacheprovider -W ignore::DeprecationWarning)
+"${pytest[@]}" "$@"
+
+if [[ $# -eq 0 ]]; then
+    echo "== storage client tests again, with ringlog.log.write.mode=direct"
+    RINGLOG_TEST_WRITE_MODE=direct "${pytest[@]}" test_crash.py test_faults.py test_librdkafka.py
+fi

@@ -2,12 +2,15 @@
 //!
 //! Module boundaries (who may touch what): `protocol` has no I/O; `net` never touches
 //! files; `broker` handlers route through `shard` and never open segments; `storage`
-//! knows batches and offsets, never requests; only `shard` sends across cores.
+//! knows batches and offsets, never requests; `group` keeps consumer groups and their
+//! offsets (in `__consumer_offsets`) on the coordinating shard; only `shard` sends
+//! across cores.
 
 pub mod alloc_guard;
 pub mod broker;
 pub mod cluster;
 pub mod config;
+pub mod group;
 pub mod net;
 pub mod protocol;
 pub mod runtime;

@@ -251,6 +251,9 @@ pub fn serve(config: Config) -> Result<(), StartError> {
                             }
                         }
                     }
+                    shard.groups.load(&shard).await.map_err(|e| {
+                        format!("shard {index}: loading committed offsets: {e}")
+                    })?;
                     TcpListener::bind(addr)
                         .map_err(|e| format!("shard {index}: cannot listen on {addr}: {e}"))
                 }
@@ -282,6 +285,22 @@ pub fn serve(config: Config) -> Result<(), StartError> {
                             .map_or(0, |d| d.as_millis() as i64);
                         for log in retainer.all_logs() {
                             log.apply_retention(now_ms);
+                        }
+                    }
+                })
+                .detach();
+                let coordinator = shard.clone();
+                glommio::spawn_local(async move {
+                    let every = Duration::from_millis(
+                        coordinator.config.offsets_retention_check_interval_ms,
+                    );
+                    let mut last_expiry = std::time::Instant::now();
+                    loop {
+                        glommio::timer::sleep(crate::group::TICK_INTERVAL).await;
+                        coordinator.groups.tick();
+                        if last_expiry.elapsed() >= every {
+                            last_expiry = std::time::Instant::now();
+                            coordinator.groups.expire_offsets(&coordinator).await;
                         }
                     }
                 })

@@ -19,6 +19,7 @@ mod delete_records;
 mod delete_topics;
 mod fetch;
 mod find_coordinator;
+mod groups;
 mod init_producer_id;
 mod list_offsets;
 mod metadata;
@@ -75,8 +76,8 @@ pub fn str_bytes(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
 }
 
-/// Handles one request frame.
-pub async fn handle(shard: Rc<Shard>, frame: Bytes) -> Outcome {
+/// Handles one request frame from a client at `client_host` (Kafka's form: "/ip").
+pub async fn handle(shard: Rc<Shard>, frame: Bytes, client_host: &str) -> Outcome {
     let Some((api_key, api_version, correlation_id)) = header::peek_ids(&frame) else {
         return Outcome::Close("request shorter than a header".into());
     };
@@ -118,7 +119,17 @@ pub async fn handle(shard: Rc<Shard>, frame: Bytes) -> Outcome {
         key::DELETE_TOPICS => delete_topics::handle(&shard, &h, body).await,
         key::DELETE_RECORDS => delete_records::handle(&shard, &h, body).await,
         key::INIT_PRODUCER_ID => init_producer_id::handle(&shard, &h, body).await,
-        key::FIND_COORDINATOR => find_coordinator::handle(&shard, &h, body),
+        key::FIND_COORDINATOR => find_coordinator::handle(&shard, &h, body).await,
+        key::JOIN_GROUP => groups::join_group(&shard, &h, body, client_host).await,
+        key::SYNC_GROUP => groups::sync_group(&shard, &h, body).await,
+        key::HEARTBEAT => groups::heartbeat(&shard, &h, body).await,
+        key::LEAVE_GROUP => groups::leave_group(&shard, &h, body).await,
+        key::OFFSET_COMMIT => groups::offset_commit(&shard, &h, body).await,
+        key::OFFSET_FETCH => groups::offset_fetch(&shard, &h, body).await,
+        key::LIST_GROUPS => groups::list_groups(&shard, &h, body).await,
+        key::DESCRIBE_GROUPS => groups::describe_groups(&shard, &h, body).await,
+        key::DELETE_GROUPS => groups::delete_groups(&shard, &h, body).await,
+        key::OFFSET_DELETE => groups::offset_delete(&shard, &h, body).await,
         other => {
             warn!(api_key = other, "api in the table has no handler");
             Outcome::Close(format!("api {other} has no handler"))

@@ -32,10 +32,13 @@ const READ_CHUNK_BYTES: usize = 64 << 10;
 const READ_WINDOW_BYTES_MAX: usize = 4 << 20;
 
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
-    let peer = stream
-        .peer_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
+    let peer_addr = stream.peer_addr().ok();
+    let peer = peer_addr.map(|a| a.to_string()).unwrap_or_default();
+    // Kafka shows a client's host as Java's InetAddress.toString: "/127.0.0.1".
+    let client_host: Rc<str> = peer_addr
+        .map(|a| format!("/{}", a.ip()))
+        .unwrap_or_default()
+        .into();
     let _ = stream.set_nodelay(true);
     let fd = stream.as_raw_fd();
     let (mut reader, writer) = stream.split();
@@ -47,8 +50,12 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         loop {
             match split_frame(&mut buf, frame_size_max) {
                 Ok(Some(frame)) => {
-                    let task =
-                        glommio::spawn_local(handle_contained(shard.clone(), frame)).detach();
+                    let task = glommio::spawn_local(handle_contained(
+                        shard.clone(),
+                        frame,
+                        client_host.clone(),
+                    ))
+                    .detach();
                     if tx.send(task).await.is_err() {
                         break 'read;
                     }
@@ -76,8 +83,8 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
 }
 
 /// Runs a request, turning a panic into a closed connection instead of a dead shard.
-async fn handle_contained(shard: Rc<Shard>, frame: Bytes) -> Outcome {
-    match AssertUnwindSafe(broker::handle(shard, frame))
+async fn handle_contained(shard: Rc<Shard>, frame: Bytes, client_host: Rc<str>) -> Outcome {
+    match AssertUnwindSafe(broker::handle(shard, frame, &client_host))
         .catch_unwind()
         .await
     {

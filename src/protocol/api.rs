@@ -25,12 +25,22 @@ pub mod key {
     pub const FETCH: i16 = 1;
     pub const LIST_OFFSETS: i16 = 2;
     pub const METADATA: i16 = 3;
+    pub const OFFSET_COMMIT: i16 = 8;
+    pub const OFFSET_FETCH: i16 = 9;
     pub const FIND_COORDINATOR: i16 = 10;
+    pub const JOIN_GROUP: i16 = 11;
+    pub const HEARTBEAT: i16 = 12;
+    pub const LEAVE_GROUP: i16 = 13;
+    pub const SYNC_GROUP: i16 = 14;
+    pub const DESCRIBE_GROUPS: i16 = 15;
+    pub const LIST_GROUPS: i16 = 16;
     pub const API_VERSIONS: i16 = 18;
     pub const CREATE_TOPICS: i16 = 19;
     pub const DELETE_TOPICS: i16 = 20;
     pub const DELETE_RECORDS: i16 = 21;
     pub const INIT_PRODUCER_ID: i16 = 22;
+    pub const DELETE_GROUPS: i16 = 42;
+    pub const OFFSET_DELETE: i16 = 47;
 }
 
 const fn spec(key: i16, name: &'static str, min: i16, max: i16, flexible_from: i16) -> ApiSpec {
@@ -56,12 +66,22 @@ pub const SUPPORTED_APIS: &[ApiSpec] = &[
     spec(key::FETCH, "Fetch", 4, 17, 12),
     spec(key::LIST_OFFSETS, "ListOffsets", 1, 9, 6),
     spec(key::METADATA, "Metadata", 0, 12, 9),
+    spec(key::OFFSET_COMMIT, "OffsetCommit", 2, 9, 8),
+    spec(key::OFFSET_FETCH, "OffsetFetch", 1, 9, 6),
     spec(key::FIND_COORDINATOR, "FindCoordinator", 0, 6, 3),
+    spec(key::JOIN_GROUP, "JoinGroup", 2, 9, 6),
+    spec(key::HEARTBEAT, "Heartbeat", 0, 4, 4),
+    spec(key::LEAVE_GROUP, "LeaveGroup", 0, 5, 4),
+    spec(key::SYNC_GROUP, "SyncGroup", 0, 5, 4),
+    spec(key::DESCRIBE_GROUPS, "DescribeGroups", 0, 5, 5),
+    spec(key::LIST_GROUPS, "ListGroups", 0, 5, 3),
     spec(key::API_VERSIONS, "ApiVersions", 0, 4, 3),
     spec(key::CREATE_TOPICS, "CreateTopics", 2, 7, 5),
     spec(key::DELETE_TOPICS, "DeleteTopics", 1, 6, 4),
     spec(key::DELETE_RECORDS, "DeleteRecords", 0, 2, 2),
     spec(key::INIT_PRODUCER_ID, "InitProducerId", 0, 5, 2),
+    spec(key::DELETE_GROUPS, "DeleteGroups", 0, 2, 2),
+    spec(key::OFFSET_DELETE, "OffsetDelete", 0, 0, 99),
 ];
 
 pub fn find(api_key: i16) -> Option<&'static ApiSpec> {

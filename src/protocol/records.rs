@@ -1,6 +1,6 @@
-//! Records inside a RecordBatch v2: decompression and a walk over each record's offset
-//! and timestamp. Only off the hot path (ListOffsets by timestamp); produce and fetch
-//! never inflate batches.
+//! Records inside a RecordBatch v2: decompression and walks over each record's offset,
+//! timestamp, key and value. Only off the hot path (ListOffsets by timestamp, replay
+//! of `__consumer_offsets`); produce and fetch never inflate batches.
 
 use std::io::Read;
 
@@ -93,14 +93,37 @@ pub fn inflate(batch: &[u8]) -> Result<Vec<u8>, RecordsError> {
     }
 }
 
-/// `(offset, timestamp)` of every record in the batch, in order.
-pub fn offsets_and_timestamps(batch: &[u8]) -> Result<Vec<(i64, i64)>, RecordsError> {
+/// One record of a batch, borrowed from the inflated record data.
+pub struct RecordView<'a> {
+    pub offset: i64,
+    pub timestamp: i64,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+}
+
+/// Reads a varint-length-prefixed field (-1: null).
+fn read_field<'a>(rec: &mut &'a [u8]) -> Result<Option<&'a [u8]>, RecordsError> {
+    let len = read_varint(rec)?;
+    if len < 0 {
+        return Ok(None);
+    }
+    if len as usize > rec.len() {
+        return Err(WireError::InvalidLength(len as i64).into());
+    }
+    let (field, rest) = rec.split_at(len as usize);
+    *rec = rest;
+    Ok(Some(field))
+}
+
+/// Calls `f` with every record of the batch, in order.
+pub fn for_each_record(
+    batch: &[u8],
+    mut f: impl FnMut(RecordView<'_>),
+) -> Result<(), RecordsError> {
     let header = BatchHeader::new(batch).ok_or(RecordsError::Short)?;
     let inflated = inflate(batch)?;
     let mut buf = &inflated[..];
-    let count = header.record_count().max(0) as usize;
-    let mut out = Vec::with_capacity(count.min(1 << 16));
-    for _ in 0..count {
+    for _ in 0..header.record_count().max(0) {
         let len = read_varint(&mut buf)?;
         if len < 0 || len as usize > buf.len() {
             return Err(WireError::InvalidLength(len as i64).into());
@@ -113,11 +136,22 @@ pub fn offsets_and_timestamps(batch: &[u8]) -> Result<Vec<(i64, i64)>, RecordsEr
         rec.advance(1); // attributes
         let ts_delta = read_varlong(&mut rec)?;
         let offset_delta = read_varint(&mut rec)?;
-        out.push((
-            header.base_offset() + offset_delta as i64,
-            header.base_timestamp().wrapping_add(ts_delta),
-        ));
+        let key = read_field(&mut rec)?;
+        let value = read_field(&mut rec)?;
+        f(RecordView {
+            offset: header.base_offset() + offset_delta as i64,
+            timestamp: header.base_timestamp().wrapping_add(ts_delta),
+            key,
+            value,
+        });
     }
+    Ok(())
+}
+
+/// `(offset, timestamp)` of every record in the batch, in order.
+pub fn offsets_and_timestamps(batch: &[u8]) -> Result<Vec<(i64, i64)>, RecordsError> {
+    let mut out = Vec::new();
+    for_each_record(batch, |r| out.push((r.offset, r.timestamp)))?;
     Ok(out)
 }
 

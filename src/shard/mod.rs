@@ -49,6 +49,8 @@ pub struct Shard {
     controller: Option<Controller>,
     /// Group commit for every partition log on this shard.
     pub sync_group: Rc<SyncGroup>,
+    /// The consumer groups of the `__consumer_offsets` partitions on this shard.
+    pub groups: crate::group::Coordinator,
     /// Callers on this shard waiting for replies from other shards.
     pending_replies: RefCell<HashMap<u64, oneshot::Sender<Reply>>>,
     next_reply_id: Cell<u64>,
@@ -70,6 +72,7 @@ impl Shard {
         Rc::new(Shard {
             id,
             shard_count,
+            groups: crate::group::Coordinator::new(&config),
             config,
             metadata,
             logs: RefCell::new(HashMap::new()),

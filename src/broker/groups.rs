@@ -1,0 +1,626 @@
+//! The group APIs: JoinGroup, SyncGroup, Heartbeat, LeaveGroup, OffsetCommit,
+//! OffsetFetch, ListGroups, DescribeGroups, DeleteGroups and OffsetDelete. Each
+//! decodes its request, runs the group's part on the coordinating shard (`group`), and
+//! encodes the answer with the fields its version has.
+
+use std::future::Future;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::delete_groups_request::DeleteGroupsRequest;
+use kafka_protocol::messages::delete_groups_response::{
+    DeletableGroupResult, DeleteGroupsResponse,
+};
+use kafka_protocol::messages::describe_groups_request::DescribeGroupsRequest;
+use kafka_protocol::messages::describe_groups_response::{
+    DescribeGroupsResponse, DescribedGroup, DescribedGroupMember,
+};
+use kafka_protocol::messages::heartbeat_request::HeartbeatRequest;
+use kafka_protocol::messages::heartbeat_response::HeartbeatResponse;
+use kafka_protocol::messages::join_group_request::JoinGroupRequest;
+use kafka_protocol::messages::join_group_response::JoinGroupResponse;
+use kafka_protocol::messages::leave_group_request::LeaveGroupRequest;
+use kafka_protocol::messages::leave_group_response::{LeaveGroupResponse, MemberResponse};
+use kafka_protocol::messages::list_groups_request::ListGroupsRequest;
+use kafka_protocol::messages::list_groups_response::{ListGroupsResponse, ListedGroup};
+use kafka_protocol::messages::offset_commit_request::OffsetCommitRequest;
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponse, OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_delete_request::OffsetDeleteRequest;
+use kafka_protocol::messages::offset_delete_response::{
+    OffsetDeleteResponse, OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+};
+use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequest;
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponse, OffsetFetchResponseGroup, OffsetFetchResponsePartition,
+    OffsetFetchResponsePartitions, OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::sync_group_request::SyncGroupRequest;
+use kafka_protocol::messages::sync_group_response::SyncGroupResponse;
+use kafka_protocol::messages::{GroupId, TopicName};
+
+use super::{decode, encode_response, str_bytes, Outcome};
+use crate::cluster::metadata::ShardId;
+use crate::group::offsets_topic::CommittedOffset;
+use crate::group::state::JoinRequest;
+use crate::group::{self, FetchedOffsets};
+use crate::protocol::api::key;
+use crate::protocol::header::RequestHeader;
+use crate::protocol::ErrorCode;
+use crate::shard::Shard;
+
+/// Runs `f` on the shard coordinating `group`.
+async fn on_coordinator<R, F, Fut>(shard: &Rc<Shard>, group: &str, f: F) -> Result<R, ErrorCode>
+where
+    R: Send + 'static,
+    F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
+    Fut: Future<Output = R> + 'static,
+{
+    let owner = group::coordinator_of(shard, group).await?;
+    shard
+        .submit_to(owner, f)
+        .await
+        .map_err(|_| ErrorCode::CoordinatorNotAvailable)
+}
+
+fn text(s: &kafka_protocol::protocol::StrBytes) -> String {
+    s.as_str().to_string()
+}
+
+pub async fn join_group(
+    shard: &Rc<Shard>,
+    h: &RequestHeader,
+    body: Bytes,
+    client_host: &str,
+) -> Outcome {
+    let req: JoinGroupRequest = match decode(body, h) {
+        Ok(r) => r,
+        Err(o) => return o,
+    };
+    let group = text(&req.group_id);
+    let member_id = text(&req.member_id);
+    let join = JoinRequest {
+        member_id: member_id.clone(),
+        instance_id: req.group_instance_id.as_ref().map(text),
+        client_id: h.client_id.clone().unwrap_or_default(),
+        client_host: client_host.to_string(),
+        session_timeout_ms: req.session_timeout_ms,
+        // v0 has no rebalance timeout: the session timeout serves as both.
+        rebalance_timeout_ms: if h.api_version == 0 {
+            req.session_timeout_ms
+        } else {
+            req.rebalance_timeout_ms
+        },
+        protocol_type: text(&req.protocol_type),
+        protocols: req
+            .protocols
+            .iter()
+            .map(|p| (text(&p.name), p.metadata.clone()))
+            .collect(),
+        version: h.api_version,
+    };
+    let g = group.clone();
+    let joined = on_coordinator(shard, &group, move |s| async move {
+        s.groups.join(&s, g, join).await
+    })
+    .await;
+    let mut resp = joined.unwrap_or_else(|code| {
+        let mut r = JoinGroupResponse::default();
+        r.error_code = code.code();
+        r.generation_id = -1;
+        r.member_id = str_bytes(&member_id);
+        r
+    });
+    // Only the fields this version has.
+    let v = h.api_version;
+    if v < 7 {
+        resp.protocol_type = None;
+        if resp.protocol_name.is_none() {
+            resp.protocol_name = Some(str_bytes(""));
+        }
+    }
+    if v < 9 {
+        resp.skip_assignment = false;
+    }
+    if v < 5 {
+        for m in &mut resp.members {
+            m.group_instance_id = None;
+        }
+    }
+    encode_response(key::JOIN_GROUP, v, h.correlation_id, &resp)
+}
+
+pub async fn sync_group(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcome {
+    let req: SyncGroupRequest = match decode(body, h) {
+        Ok(r) => r,
+        Err(o) => return o,
+    };
+    let group = text(&req.group_id);
+    let g = group.clone();
+    let synced = on_coordinator(shard, &group, move |s| async move {
+        let assignments = req
+            .assignments
+            .iter()
+            .map(|a| (text(&a.member_id), a.assignment.clone()))
+            .collect();
+        s.groups
+            .sync(
+                &s,
+                &g,
+                req.member_id.as_str(),
+                req.group_instance_id.as_deref(),
+                req.generation_id,
+                req.protocol_type.as_deref(),
+                req.protocol_name.as_deref(),
+                assignments,
+            )
+            .await
+    })
+    .await;
+    let mut resp = synced.unwrap_or_else(|code| {
+        let mut r = SyncGroupResponse::default();
+        r.error_code = code.code();
+        r
+    });
+    if h.api_version < 5 {
+        resp.protocol_type = None;
+        resp.protocol_name = None;
+    }
+    encode_response(key::SYNC_GROUP, h.api_version, h.correlation_id, &resp)
+}
+
+pub async fn heartbeat(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcome {
+    let req: HeartbeatRequest = match decode(body, h) {
+        Ok(r) => r,
+        Err(o) => return o,
+    };
+    let group = text(&req.group_id);
+    let g = group.clone();
+    let code = on_coordinator(shard, &group, move |s| async move {
+        s.groups.heartbeat(
+            &s,
+            &g,
+            req.member_id.as_str(),
+            req.group_instance_id.as_deref(),
+            req.generation_id,
+        )
+    })
+    .await
+    .unwrap_or_else(|code| code);
+    let mut resp = HeartbeatResponse::default();
+    resp.error_code = code.code();
+    encode_response(key::HEARTBEAT, h.api_version, h.correlation_id, &resp)
+}
+
+pub async fn leave_group(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcome {
+    let req: LeaveGroupRequest = match decode(body, h) {
+        Ok(r) => r,
+        Err(o) => return o,
+    };
+    let group = text(&req.group_id);
+    // v3+ leaves several members at once (KIP-345); earlier versions name one.
+    let members: Vec<(String, Option<String>)> = if h.api_version >= 3 {
+        req.members
+            .iter()
+            .map(|m| (text(&m.member_id), m.group_instance_id.as_ref().map(text)))
+            .collect()
+    } else {
+        vec![(text(&req.member_id), None)]
+    };
+    let (g, asked) = (group.clone(), members.clone());
+    let left = on_coordinator(shard, &group, move |s| async move {
+        s.groups.leave(&s, &g, &asked)
+    })
+    .await
+    .and_then(|r| r);
+    let mut resp = LeaveGroupResponse::default();
+    match left {
+        Err(code) => resp.error_code = code.code(),
+        Ok(codes) if h.api_version >= 3 => {
+            resp.members = members
+                .iter()
+                .zip(codes)
+                .map(|((id, instance), code)| {
+                    let mut m = MemberResponse::default();
+                    m.member_id = str_bytes(id);
+                    m.group_instance_id = instance.as_deref().map(str_bytes);
+                    m.error_code = code.code();
+                    m
+                })
+                .collect();
+        }
+        Ok(codes) => resp.error_code = codes.first().map_or(0, |c| c.code()),
+    }
+    encode_response(key::LEAVE_GROUP, h.api_version, h.correlation_id, &resp)
+}
+
+pub async fn offset_commit(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcome {
+    let req: OffsetCommitRequest = match decode(body, h) {
+        Ok(r) => r,
+        Err(o) => return o,
+    };
+    let group = text(&req.group_id);
+    let now = crate::storage::segment::now_ms();
+    let entries: Vec<(String, i32, CommittedOffset)> = req
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(move |p| {
+                (
+                    text(&t.name),
+                    p.partition_index,
+                    CommittedOffset {
+                        offset: p.committed_offset,
+                        leader_epoch: p.committed_leader_epoch,
+                        metadata: p.committed_metadata.as_ref().map(text).unwrap_or_default(),
+                        commit_timestamp: now,
+                    },
+                )
+            })
+        })
+        .collect();
+    let count = entries.len();
+    let g = group.clone();
+    let member_id = text(&req.member_id);
+    let instance_id = req.group_instance_id.as_ref().map(text);
+    let generation = req.generation_id_or_member_epoch;
+    let committed = on_coordinator(shard, &group, move |s| async move {
+        let member = (member_id.as_str(), instance_id.as_deref(), generation);
+        s.groups.commit(&s, &g, member, entries).await
+    })
+    .await
+    .and_then(|r| r);
+    let codes = match committed {
+        Ok(codes) => codes,
+        Err(code) => vec![code; count],
+    };
+    let mut codes = codes.into_iter();
+    let mut resp = OffsetCommitResponse::default();
+    resp.topics = req_topics_with(&req, |_| codes.next().unwrap_or(ErrorCode::None));
+    encode_response(key::OFFSET_COMMIT, h.api_version, h.correlation_id, &resp)
+}
+
+/// The commit response mirrors the request's topics and partitions, in order.
+fn req_topics_with(
+    req: &OffsetCommitRequest,
+    mut code: impl FnMut(i32) -> ErrorCode,
+) -> Vec<OffsetCommitResponseTopic> {
+    req.topics
+        .iter()
+        .map(|t| {
+            let mut rt = OffsetCommitResponseTopic::default();
+            rt.name = t.name.clone();
+            rt.partitions = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    let mut rp = OffsetCommitResponsePartition::default();
+                    rp.partition_index = p.partition_index;
+                    rp.error_code = code(p.partition_index).code();
+                    rp
+                })
+                .collect();
+            rt
+        })
+        .collect()
+}
+
+/// Fetches one group's committed offsets on its coordinator.
+async fn fetch_group_offsets(
+    shard: &Rc<Shard>,
+    group: String,
+    topics: Option<Vec<(String, Vec<i32>)>>,
+) -> Result<FetchedOffsets, ErrorCode> {
+    let g = group.clone();
+    on_coordinator(shard, &group, move |s| async move {
+        s.groups.fetch_offsets(&s, &g, topics)
+    })
+    .await
+    .and_then(|r| r)
+}
+
+pub async fn offset_fetch(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcome {
+    let req: OffsetFetchRequest = match decode(body, h) {
+        Ok(r) => r,
+        Err(o) => return o,
+    };
+    let v = h.api_version;
+    let mut resp = OffsetFetchResponse::default();
+    if v >= 8 {
+        // KIP-709: several groups per request.
+        for g in &req.groups {
+            let topics = g.topics.as_ref().map(|ts| {
+                ts.iter()
+                    .map(|t| (text(&t.name), t.partition_indexes.clone()))
+                    .collect()
+            });
+            let mut rg = OffsetFetchResponseGroup::default();
+            rg.group_id = g.group_id.clone();
+            match fetch_group_offsets(shard, text(&g.group_id), topics).await {
+                Err(code) => rg.error_code = code.code(),
+                Ok(found) => {
+                    rg.topics = found
+                        .into_iter()
+                        .map(|(name, parts)| {
+                            let mut t = OffsetFetchResponseTopics::default();
+                            t.name = TopicName(str_bytes(&name));
+                            t.partitions = parts
+                                .into_iter()
+                                .map(|(p, c)| {
+                                    let mut rp = OffsetFetchResponsePartitions::default();
+                                    rp.partition_index = p;
+                                    fill_fetched(
+                                        &c,
+                                        &mut rp.committed_offset,
+                                        &mut rp.committed_leader_epoch,
+                                        &mut rp.metadata,
+                                    );
+                                    rp
+                                })
+                                .collect();
+                            t
+                        })
+                        .collect();
+                }
+            }
+            resp.groups.push(rg);
+        }
+    } else {
+        let topics = req.topics.as_ref().map(|ts| {
+            ts.iter()
+                .map(|t| (text(&t.name), t.partition_indexes.clone()))
+                .collect()
+        });
+        match fetch_group_offsets(shard, text(&req.group_id), topics).await {
+            Err(code) if v >= 2 => resp.error_code = code.code(),
+            // v1 has no top-level error: every requested partition carries it.
+            Err(code) => {
+                resp.topics = req
+                    .topics
+                    .iter()
+                    .flatten()
+                    .map(|t| {
+                        let mut rt = OffsetFetchResponseTopic::default();
+                        rt.name = t.name.clone();
+                        rt.partitions = t
+                            .partition_indexes
+                            .iter()
+                            .map(|&p| {
+                                let mut rp = OffsetFetchResponsePartition::default();
+                                rp.partition_index = p;
+                                rp.committed_offset = -1;
+                                rp.error_code = code.code();
+                                rp
+                            })
+                            .collect();
+                        rt
+                    })
+                    .collect();
+            }
+            Ok(found) => {
+                resp.topics = found
+                    .into_iter()
+                    .map(|(name, parts)| {
+                        let mut t = OffsetFetchResponseTopic::default();
+                        t.name = TopicName(str_bytes(&name));
+                        t.partitions = parts
+                            .into_iter()
+                            .map(|(p, c)| {
+                                let mut rp = OffsetFetchResponsePartition::default();
+                                rp.partition_index = p;
+                                fill_fetched(
+                                    &c,
+                                    &mut rp.committed_offset,
+                                    &mut rp.committed_leader_epoch,
+                                    &mut rp.metadata,
+                                );
+                                if v < 5 {
+                                    rp.committed_leader_epoch = -1;
+                                }
+                                rp
+                            })
+                            .collect();
+                        t
+                    })
+                    .collect();
+            }
+        }
+    }
+    encode_response(key::OFFSET_FETCH, v, h.correlation_id, &resp)
+}
+
+/// A committed offset, or Kafka's "none": offset -1, empty metadata.
+fn fill_fetched(
+    c: &Option<CommittedOffset>,
+    offset: &mut i64,
+    leader_epoch: &mut i32,
+    metadata: &mut Option<kafka_protocol::protocol::StrBytes>,
+) {
+    match c {
+        Some(c) => {
+            *offset = c.offset;
+            *leader_epoch = c.leader_epoch;
+            *metadata = Some(str_bytes(&c.metadata));
+        }
+        None => {
+            *offset = -1;
+            *leader_epoch = -1;
+            *metadata = Some(str_bytes(""));
+        }
+    }
+}
+
+pub async fn list_groups(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcome {
+    let req: ListGroupsRequest = match decode(body, h) {
+        Ok(r) => r,
+        Err(o) => return o,
+    };
+    let v = h.api_version;
+    let asks = (0..shard.shard_count)
+        .map(|i| shard.submit_to(ShardId(i), |s| async move { s.groups.list() }));
+    let mut resp = ListGroupsResponse::default();
+    for listed in futures::future::join_all(asks).await {
+        let Ok(listed) = listed else {
+            resp.error_code = ErrorCode::CoordinatorNotAvailable.code();
+            continue;
+        };
+        for (id, protocol_type, state) in listed {
+            let state_ok = req.states_filter.is_empty()
+                || req
+                    .states_filter
+                    .iter()
+                    .any(|f| f.as_str().eq_ignore_ascii_case(state));
+            let type_ok = req.types_filter.is_empty()
+                || req
+                    .types_filter
+                    .iter()
+                    .any(|f| f.as_str().eq_ignore_ascii_case("classic"));
+            if !(state_ok && type_ok) {
+                continue;
+            }
+            let mut g = ListedGroup::default();
+            g.group_id = GroupId(str_bytes(&id));
+            g.protocol_type = str_bytes(&protocol_type);
+            if v >= 4 {
+                g.group_state = str_bytes(state);
+            }
+            if v >= 5 {
+                g.group_type = str_bytes("classic");
+            }
+            resp.groups.push(g);
+        }
+    }
+    resp.groups.sort_by(|a, b| a.group_id.0.cmp(&b.group_id.0));
+    encode_response(key::LIST_GROUPS, v, h.correlation_id, &resp)
+}
+
+pub async fn describe_groups(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcome {
+    let req: DescribeGroupsRequest = match decode(body, h) {
+        Ok(r) => r,
+        Err(o) => return o,
+    };
+    let v = h.api_version;
+    let mut resp = DescribeGroupsResponse::default();
+    for id in &req.groups {
+        let group = text(id);
+        let g = group.clone();
+        let described = on_coordinator(
+            shard,
+            &group,
+            move |s| async move { s.groups.describe(&s, &g) },
+        )
+        .await
+        .and_then(|r| r);
+        let mut d = DescribedGroup::default();
+        d.group_id = id.clone();
+        if v >= 3 {
+            // Authorization is not modelled: "not requested / unknown".
+            d.authorized_operations = i32::MIN;
+        }
+        match described {
+            Err(code) => {
+                d.error_code = code.code();
+                d.group_state = str_bytes("Dead");
+            }
+            Ok(desc) => {
+                d.group_state = str_bytes(desc.state);
+                d.protocol_type = str_bytes(&desc.protocol_type);
+                d.protocol_data = str_bytes(&desc.protocol);
+                d.members = desc
+                    .members
+                    .into_iter()
+                    .map(
+                        |(member_id, instance, client_id, host, metadata, assignment)| {
+                            let mut m = DescribedGroupMember::default();
+                            m.member_id = str_bytes(&member_id);
+                            if v >= 4 {
+                                m.group_instance_id = instance.as_deref().map(str_bytes);
+                            }
+                            m.client_id = str_bytes(&client_id);
+                            m.client_host = str_bytes(&host);
+                            m.member_metadata = metadata;
+                            m.member_assignment = assignment;
+                            m
+                        },
+                    )
+                    .collect();
+            }
+        }
+        resp.groups.push(d);
+    }
+    encode_response(key::DESCRIBE_GROUPS, v, h.correlation_id, &resp)
+}
+
+pub async fn delete_groups(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcome {
+    let req: DeleteGroupsRequest = match decode(body, h) {
+        Ok(r) => r,
+        Err(o) => return o,
+    };
+    let mut resp = DeleteGroupsResponse::default();
+    for id in &req.groups_names {
+        let group = text(id);
+        let g = group.clone();
+        let code = on_coordinator(shard, &group, move |s| async move {
+            s.groups.delete(&s, &g).await
+        })
+        .await
+        .unwrap_or_else(|code| code);
+        let mut r = DeletableGroupResult::default();
+        r.group_id = id.clone();
+        r.error_code = code.code();
+        resp.results.push(r);
+    }
+    encode_response(key::DELETE_GROUPS, h.api_version, h.correlation_id, &resp)
+}
+
+pub async fn offset_delete(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcome {
+    let req: OffsetDeleteRequest = match decode(body, h) {
+        Ok(r) => r,
+        Err(o) => return o,
+    };
+    let group = text(&req.group_id);
+    let partitions: Vec<(String, i32)> = req
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(|p| (text(&t.name), p.partition_index))
+        })
+        .collect();
+    let g = group.clone();
+    let asked = partitions.clone();
+    let deleted = on_coordinator(shard, &group, move |s| async move {
+        s.groups.delete_offsets(&s, &g, asked).await
+    })
+    .await
+    .and_then(|r| r);
+    let mut resp = OffsetDeleteResponse::default();
+    match deleted {
+        Err(code) => resp.error_code = code.code(),
+        Ok(codes) => {
+            let mut codes = codes.into_iter();
+            resp.topics = req
+                .topics
+                .iter()
+                .map(|t| {
+                    let mut rt = OffsetDeleteResponseTopic::default();
+                    rt.name = t.name.clone();
+                    rt.partitions = t
+                        .partitions
+                        .iter()
+                        .map(|p| {
+                            let mut rp = OffsetDeleteResponsePartition::default();
+                            rp.partition_index = p.partition_index;
+                            rp.error_code = codes.next().unwrap_or(ErrorCode::None).code();
+                            rp
+                        })
+                        .collect();
+                    rt
+                })
+                .collect();
+        }
+    }
+    encode_response(key::OFFSET_DELETE, h.api_version, h.correlation_id, &resp)
+}

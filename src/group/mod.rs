@@ -1,0 +1,625 @@
+//! Consumer group coordination (Kafka's classic protocol) and committed offsets.
+//!
+//! Placement is Kafka's: a group belongs to partition `abs(hash(group)) %
+//! offsets.topic.num.partitions` of the internal topic `__consumer_offsets`, and its
+//! coordinator is the shard owning that partition. Each shard's `Coordinator` holds
+//! the groups of the partitions it owns. Committed offsets are records of that
+//! partition (Kafka's record formats, `offsets_topic`), appended before the commit is
+//! acknowledged and replayed when the shard starts, so they survive restarts and
+//! SIGKILL. Group membership itself lives in memory: after a broker restart, members
+//! rejoin (their heartbeats get UNKNOWN_MEMBER_ID), as after a coordinator move in
+//! Kafka.
+
+pub mod offsets_topic;
+pub mod state;
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kafka_protocol::messages::join_group_response::JoinGroupResponse;
+use kafka_protocol::messages::sync_group_response::SyncGroupResponse;
+use tracing::{info, warn};
+
+use crate::cluster::controller::NewTopic;
+use crate::cluster::metadata::{ShardId, TopicMeta};
+use crate::config::Config;
+use crate::protocol::batch::build::{encode, Record};
+use crate::protocol::batch::BatchHeader;
+use crate::protocol::records::for_each_record;
+use crate::protocol::ErrorCode;
+use crate::shard::{Shard, CONTROLLER_SHARD};
+use crate::storage::PartitionLog;
+use offsets_topic::{CommittedOffset, OffsetsRecord, OFFSETS_TOPIC};
+use state::{Group, GroupConfig, GroupState, JoinRequest, Reply};
+
+/// How often each shard expires sessions and completes timed-out rebalances.
+pub const TICK_INTERVAL: Duration = Duration::from_millis(100);
+
+/// A group as DescribeGroups shows it.
+pub struct GroupDescription {
+    pub state: &'static str,
+    pub protocol_type: String,
+    pub protocol: String,
+    /// (member id, instance id, client id, client host, metadata, assignment)
+    pub members: Vec<(String, Option<String>, String, String, Bytes, Bytes)>,
+}
+
+/// One partition's committed offset as OffsetFetch reports it (`None`: none).
+pub type FetchedOffsets = Vec<(String, Vec<(i32, Option<CommittedOffset>)>)>;
+
+pub struct Coordinator {
+    groups: RefCell<HashMap<String, Group>>,
+    cfg: GroupConfig,
+    offset_metadata_max_bytes: usize,
+    offsets_retention_ms: i64,
+}
+
+/// The `__consumer_offsets` topic, created through the controller on first use (as
+/// Kafka creates it on the first FindCoordinator).
+pub async fn offsets_topic(shard: &Rc<Shard>) -> Result<Arc<TopicMeta>, ErrorCode> {
+    if let Some(t) = shard.metadata.load().topic(OFFSETS_TOPIC) {
+        return Ok(t.clone());
+    }
+    let topic = NewTopic {
+        name: OFFSETS_TOPIC.to_string(),
+        partitions: shard.config.offsets_topic_partitions,
+        replication_factor: 1,
+        configs: BTreeMap::from([
+            ("cleanup.policy".to_string(), "compact".to_string()),
+            (
+                "segment.bytes".to_string(),
+                shard.config.offsets_topic_segment_bytes.to_string(),
+            ),
+        ]),
+    };
+    let created = shard
+        .submit_to(CONTROLLER_SHARD, move |s| async move {
+            s.controller().create_topics(&s, vec![topic], false).await
+        })
+        .await
+        .map_err(|_| ErrorCode::CoordinatorNotAvailable)?;
+    match created.into_iter().next() {
+        Some(Ok(t)) => Ok(t),
+        // Created meanwhile by another request.
+        _ => shard
+            .metadata
+            .load()
+            .topic(OFFSETS_TOPIC)
+            .cloned()
+            .ok_or(ErrorCode::CoordinatorNotAvailable),
+    }
+}
+
+/// The shard coordinating `group`.
+pub async fn coordinator_of(shard: &Rc<Shard>, group: &str) -> Result<ShardId, ErrorCode> {
+    let topic = offsets_topic(shard).await?;
+    let partition = offsets_topic::partition_for(group, topic.partition_count());
+    topic
+        .owner(partition)
+        .ok_or(ErrorCode::CoordinatorNotAvailable)
+}
+
+fn join_error(code: ErrorCode, member_id: &str) -> JoinGroupResponse {
+    let mut r = JoinGroupResponse::default();
+    r.error_code = code.code();
+    r.generation_id = -1;
+    r.member_id = kafka_protocol::protocol::StrBytes::from_string(member_id.to_string());
+    r
+}
+
+impl Coordinator {
+    pub fn new(config: &Config) -> Coordinator {
+        Coordinator {
+            groups: RefCell::new(HashMap::new()),
+            cfg: GroupConfig {
+                initial_rebalance_delay: Duration::from_millis(
+                    config.group_initial_rebalance_delay_ms,
+                ),
+                session_timeout_min_ms: config.group_min_session_timeout_ms,
+                session_timeout_max_ms: config.group_max_session_timeout_ms,
+                group_size_max: config.group_max_size,
+            },
+            offset_metadata_max_bytes: config.offset_metadata_max_bytes,
+            offsets_retention_ms: config.offsets_retention_ms,
+        }
+    }
+
+    /// The `__consumer_offsets` log holding `group`, if this shard coordinates it.
+    fn offsets_log(shard: &Shard, group: &str) -> Result<Rc<PartitionLog>, ErrorCode> {
+        let snapshot = shard.metadata.load();
+        let topic = snapshot
+            .topic(OFFSETS_TOPIC)
+            .ok_or(ErrorCode::CoordinatorNotAvailable)?;
+        let partition = offsets_topic::partition_for(group, topic.partition_count());
+        shard
+            .log(&(topic.id, partition))
+            .ok_or(ErrorCode::NotCoordinator)
+    }
+
+    pub async fn join(&self, shard: &Shard, group: String, req: JoinRequest) -> JoinGroupResponse {
+        let member_id = req.member_id.clone();
+        if group.is_empty() {
+            return join_error(ErrorCode::InvalidGroupId, &member_id);
+        }
+        if let Err(code) = Self::offsets_log(shard, &group) {
+            return join_error(code, &member_id);
+        }
+        let reply = {
+            let mut groups = self.groups.borrow_mut();
+            if !groups.contains_key(&group) && !member_id.is_empty() {
+                return join_error(ErrorCode::UnknownMemberId, &member_id);
+            }
+            groups
+                .entry(group.clone())
+                .or_insert_with(|| Group::new(group))
+                .join(req, &self.cfg, Instant::now())
+        };
+        match reply {
+            Reply::Now(r) => r,
+            // The member was removed while it waited.
+            Reply::Later(rx) => rx
+                .await
+                .unwrap_or_else(|_| join_error(ErrorCode::UnknownMemberId, &member_id)),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub async fn sync(
+        &self,
+        shard: &Shard,
+        group: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+        protocol_type: Option<&str>,
+        protocol_name: Option<&str>,
+        assignments: Vec<(String, Bytes)>,
+    ) -> SyncGroupResponse {
+        if let Err(code) = Self::offsets_log(shard, group) {
+            return state::sync_error(code);
+        }
+        let reply = match self.groups.borrow_mut().get_mut(group) {
+            None => return state::sync_error(ErrorCode::UnknownMemberId),
+            Some(g) => g.sync(
+                member_id,
+                instance_id,
+                generation,
+                protocol_type,
+                protocol_name,
+                assignments,
+                Instant::now(),
+            ),
+        };
+        match reply {
+            Reply::Now(r) => r,
+            Reply::Later(rx) => rx
+                .await
+                .unwrap_or_else(|_| state::sync_error(ErrorCode::UnknownMemberId)),
+        }
+    }
+
+    pub fn heartbeat(
+        &self,
+        shard: &Shard,
+        group: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+    ) -> ErrorCode {
+        if let Err(code) = Self::offsets_log(shard, group) {
+            return code;
+        }
+        match self.groups.borrow_mut().get_mut(group) {
+            None => ErrorCode::UnknownMemberId,
+            Some(g) => g.heartbeat(member_id, instance_id, generation, Instant::now()),
+        }
+    }
+
+    /// LeaveGroup: a result per member (member id, instance id).
+    pub fn leave(
+        &self,
+        shard: &Shard,
+        group: &str,
+        members: &[(String, Option<String>)],
+    ) -> Result<Vec<ErrorCode>, ErrorCode> {
+        Self::offsets_log(shard, group)?;
+        let mut groups = self.groups.borrow_mut();
+        let g = groups.get_mut(group).ok_or(ErrorCode::UnknownMemberId)?;
+        let now = Instant::now();
+        Ok(members
+            .iter()
+            .map(|(id, instance)| g.leave(id, instance.as_deref(), &self.cfg, now))
+            .collect())
+    }
+
+    /// OffsetCommit: a result per entry (topic, partition, offset), in order. The
+    /// offsets are appended to `__consumer_offsets` before they take effect.
+    pub async fn commit(
+        &self,
+        shard: &Shard,
+        group: &str,
+        member: (&str, Option<&str>, i32),
+        entries: Vec<(String, i32, CommittedOffset)>,
+    ) -> Result<Vec<ErrorCode>, ErrorCode> {
+        let log = Self::offsets_log(shard, group)?;
+        let (member_id, instance_id, generation) = member;
+        {
+            let mut groups = self.groups.borrow_mut();
+            match groups.get_mut(group) {
+                Some(g) => g.check_commit(member_id, instance_id, generation, Instant::now())?,
+                // Not using Kafka for membership: a standalone consumer or a tool.
+                None if generation < 0 => {
+                    groups.insert(group.to_string(), Group::new(group.to_string()));
+                }
+                None => return Err(ErrorCode::IllegalGeneration),
+            }
+        }
+        let snapshot = shard.metadata.load();
+        let mut results = Vec::with_capacity(entries.len());
+        let mut accepted = Vec::new();
+        for (topic, partition, c) in entries {
+            let known = snapshot
+                .topic(&topic)
+                .is_some_and(|t| (0..t.partition_count()).contains(&partition));
+            let code = if !known {
+                ErrorCode::UnknownTopicOrPartition
+            } else if c.metadata.len() > self.offset_metadata_max_bytes {
+                ErrorCode::OffsetMetadataTooLarge
+            } else {
+                accepted.push((results.len(), topic, partition, c));
+                ErrorCode::None
+            };
+            results.push(code);
+        }
+        if accepted.is_empty() {
+            return Ok(results);
+        }
+        let records: Vec<(Vec<u8>, Option<Vec<u8>>)> = accepted
+            .iter()
+            .map(|(_, topic, partition, c)| {
+                (
+                    offsets_topic::offset_key(group, topic, *partition),
+                    Some(offsets_topic::offset_value(c)),
+                )
+            })
+            .collect();
+        if let Err(code) = append_records(&log, &records).await {
+            for (slot, ..) in &accepted {
+                results[*slot] = code;
+            }
+            return Ok(results);
+        }
+        let mut groups = self.groups.borrow_mut();
+        let g = groups
+            .entry(group.to_string())
+            .or_insert_with(|| Group::new(group.to_string()));
+        for (_, topic, partition, c) in accepted {
+            g.offsets.insert((topic, partition), c);
+        }
+        Ok(results)
+    }
+
+    /// OffsetFetch for one group: `topics` `None` means every committed partition.
+    pub fn fetch_offsets(
+        &self,
+        shard: &Shard,
+        group: &str,
+        topics: Option<Vec<(String, Vec<i32>)>>,
+    ) -> Result<FetchedOffsets, ErrorCode> {
+        Self::offsets_log(shard, group)?;
+        let groups = self.groups.borrow();
+        let offsets = groups.get(group).map(|g| &g.offsets);
+        let lookup = |t: &str, p: i32| offsets.and_then(|o| o.get(&(t.to_string(), p)).cloned());
+        Ok(match topics {
+            Some(topics) => topics
+                .into_iter()
+                .map(|(t, parts)| {
+                    let found = parts.into_iter().map(|p| (p, lookup(&t, p))).collect();
+                    (t, found)
+                })
+                .collect(),
+            None => {
+                let mut by_topic: BTreeMap<String, Vec<(i32, Option<CommittedOffset>)>> =
+                    BTreeMap::new();
+                for ((t, p), c) in offsets.into_iter().flatten() {
+                    by_topic
+                        .entry(t.clone())
+                        .or_default()
+                        .push((*p, Some(c.clone())));
+                }
+                by_topic
+                    .into_iter()
+                    .map(|(t, mut parts)| {
+                        parts.sort_by_key(|(p, _)| *p);
+                        (t, parts)
+                    })
+                    .collect()
+            }
+        })
+    }
+
+    /// ListGroups: (group id, protocol type, state) of this shard's groups.
+    pub fn list(&self) -> Vec<(String, String, &'static str)> {
+        self.groups
+            .borrow()
+            .values()
+            .map(|g| {
+                (
+                    g.id.clone(),
+                    g.protocol_type.clone().unwrap_or_default(),
+                    g.state.name(),
+                )
+            })
+            .collect()
+    }
+
+    /// DescribeGroups for one group; an unknown group is "Dead", as in Kafka.
+    pub fn describe(&self, shard: &Shard, group: &str) -> Result<GroupDescription, ErrorCode> {
+        Self::offsets_log(shard, group)?;
+        let groups = self.groups.borrow();
+        let Some(g) = groups.get(group) else {
+            return Ok(GroupDescription {
+                state: "Dead",
+                protocol_type: String::new(),
+                protocol: String::new(),
+                members: Vec::new(),
+            });
+        };
+        let stable = g.state == GroupState::Stable;
+        Ok(GroupDescription {
+            state: g.state.name(),
+            protocol_type: g.protocol_type.clone().unwrap_or_default(),
+            protocol: g.protocol.clone().unwrap_or_default(),
+            members: g
+                .members
+                .iter()
+                .map(|m| {
+                    (
+                        m.id.clone(),
+                        m.instance_id.clone(),
+                        m.client_id.clone(),
+                        m.client_host.clone(),
+                        m.metadata_for(g.protocol.as_deref()),
+                        // Assignments are only meaningful once the group is stable.
+                        if stable {
+                            m.assignment.clone()
+                        } else {
+                            Bytes::new()
+                        },
+                    )
+                })
+                .collect(),
+        })
+    }
+
+    /// DeleteGroups for one group: only an empty group can go; its offsets are
+    /// deleted with tombstones first.
+    pub async fn delete(&self, shard: &Shard, group: &str) -> ErrorCode {
+        let log = match Self::offsets_log(shard, group) {
+            Ok(log) => log,
+            Err(code) => return code,
+        };
+        let keys: Vec<(String, i32)> = match self.groups.borrow().get(group) {
+            None => return ErrorCode::GroupIdNotFound,
+            Some(g) if g.state != GroupState::Empty => return ErrorCode::NonEmptyGroup,
+            Some(g) => g.offsets.keys().cloned().collect(),
+        };
+        if let Err(code) = delete_offsets(&log, group, &keys).await {
+            return code;
+        }
+        let mut groups = self.groups.borrow_mut();
+        if groups
+            .get(group)
+            .is_some_and(|g| g.state == GroupState::Empty)
+        {
+            groups.remove(group);
+        }
+        ErrorCode::None
+    }
+
+    /// OffsetDelete: a result per partition; partitions of topics the group still
+    /// subscribes to are refused.
+    pub async fn delete_offsets(
+        &self,
+        shard: &Shard,
+        group: &str,
+        partitions: Vec<(String, i32)>,
+    ) -> Result<Vec<ErrorCode>, ErrorCode> {
+        let log = Self::offsets_log(shard, group)?;
+        let (results, doomed) = {
+            let groups = self.groups.borrow();
+            let g = groups.get(group).ok_or(ErrorCode::GroupIdNotFound)?;
+            let subscribed = if g.state == GroupState::Empty {
+                Vec::new()
+            } else {
+                g.subscribed_topics()
+            };
+            let mut results = Vec::new();
+            let mut doomed = Vec::new();
+            for (t, p) in partitions {
+                if subscribed.contains(&t) {
+                    results.push(ErrorCode::GroupSubscribedToTopic);
+                } else {
+                    results.push(ErrorCode::None);
+                    if g.offsets.contains_key(&(t.clone(), p)) {
+                        doomed.push((t, p));
+                    }
+                }
+            }
+            (results, doomed)
+        };
+        delete_offsets(&log, group, &doomed).await?;
+        if let Some(g) = self.groups.borrow_mut().get_mut(group) {
+            for k in &doomed {
+                g.offsets.remove(k);
+            }
+        }
+        Ok(results)
+    }
+
+    /// Session expiry and rebalance deadlines, every `TICK_INTERVAL`.
+    pub fn tick(&self) {
+        let now = Instant::now();
+        for g in self.groups.borrow_mut().values_mut() {
+            g.tick(&self.cfg, now);
+        }
+    }
+
+    /// Deletes offsets past `offsets.retention.minutes`, and empty groups left with no
+    /// offsets (run every `offsets.retention.check.interval.ms`).
+    pub async fn expire_offsets(&self, shard: &Shard) {
+        let now_ms = crate::storage::segment::now_ms();
+        let expired: Vec<(String, Vec<(String, i32)>)> = self
+            .groups
+            .borrow()
+            .values()
+            .map(|g| {
+                (
+                    g.id.clone(),
+                    g.expired_offsets(now_ms, self.offsets_retention_ms),
+                )
+            })
+            .filter(|(_, e)| !e.is_empty())
+            .collect();
+        for (group, keys) in expired {
+            let Ok(log) = Self::offsets_log(shard, &group) else {
+                continue;
+            };
+            if delete_offsets(&log, &group, &keys).await.is_err() {
+                continue;
+            }
+            info!(%group, partitions = keys.len(), "expired committed offsets");
+            if let Some(g) = self.groups.borrow_mut().get_mut(&group) {
+                for k in &keys {
+                    g.offsets.remove(k);
+                }
+            }
+        }
+        self.groups.borrow_mut().retain(|_, g| !g.is_idle());
+    }
+
+    /// Replays the `__consumer_offsets` partitions this shard owns (at startup, before
+    /// any client is served).
+    pub async fn load(&self, shard: &Shard) -> std::io::Result<()> {
+        let snapshot = shard.metadata.load();
+        let Some(topic) = snapshot.topic(OFFSETS_TOPIC) else {
+            return Ok(());
+        };
+        for (p, owner) in topic.placement.iter().enumerate() {
+            if *owner != shard.id {
+                continue;
+            }
+            let Some(log) = shard.log(&(topic.id, p as i32)) else {
+                continue;
+            };
+            let records = self.replay(&log).await?;
+            if records > 0 {
+                info!(partition = p, records, "loaded committed offsets");
+            }
+        }
+        Ok(())
+    }
+
+    async fn replay(&self, log: &PartitionLog) -> std::io::Result<u64> {
+        let mut offset = log.offsets().log_start;
+        let mut applied = 0u64;
+        loop {
+            let pieces = log
+                .read(offset, 4 << 20, true)
+                .await
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            if pieces.is_empty() {
+                return Ok(applied);
+            }
+            let bytes: Vec<u8> = pieces.concat();
+            let mut at = 0;
+            while let Some(h) = BatchHeader::new(&bytes[at..]) {
+                let size = h.total_size() as usize;
+                if at + size > bytes.len() {
+                    break;
+                }
+                offset = h.last_offset() + 1;
+                let batch = &bytes[at..at + size];
+                let mut groups = self.groups.borrow_mut();
+                let walked = for_each_record(batch, |r| {
+                    let Some(key) = r.key else { return };
+                    if let Some(OffsetsRecord::Offset {
+                        group,
+                        topic,
+                        partition,
+                        value,
+                    }) = offsets_topic::decode(key, r.value)
+                    {
+                        applied += 1;
+                        let g = groups
+                            .entry(group.clone())
+                            .or_insert_with(|| Group::new(group));
+                        match value {
+                            Some(c) => {
+                                g.offsets.insert((topic, partition), c);
+                            }
+                            None => {
+                                g.offsets.remove(&(topic, partition));
+                            }
+                        }
+                    }
+                });
+                if let Err(e) = walked {
+                    warn!(error = %e, offset, "skipping an unreadable batch of __consumer_offsets");
+                }
+                at += size;
+            }
+        }
+    }
+}
+
+/// Appends records (key, value or tombstone) to a `__consumer_offsets` log as one
+/// batch, mapping failures as Kafka's group coordinator does.
+async fn append_records(
+    log: &Rc<PartitionLog>,
+    records: &[(Vec<u8>, Option<Vec<u8>>)],
+) -> Result<(), ErrorCode> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let now = crate::storage::segment::now_ms();
+    let views: Vec<Record<'_>> = records
+        .iter()
+        .map(|(k, v)| Record {
+            key: Some(k),
+            value: v.as_deref(),
+            headers: &[],
+            timestamp: now,
+        })
+        .collect();
+    let batch = Bytes::from(encode(&views, None));
+    match log.append(batch).await {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            warn!(error = %e, "appending to __consumer_offsets failed");
+            Err(match e.error_code() {
+                ErrorCode::MessageTooLarge | ErrorCode::RecordListTooLarge => {
+                    ErrorCode::InvalidCommitOffsetSize
+                }
+                ErrorCode::KafkaStorageError => ErrorCode::NotCoordinator,
+                _ => ErrorCode::CoordinatorNotAvailable,
+            })
+        }
+    }
+}
+
+async fn delete_offsets(
+    log: &Rc<PartitionLog>,
+    group: &str,
+    keys: &[(String, i32)],
+) -> Result<(), ErrorCode> {
+    let tombstones: Vec<(Vec<u8>, Option<Vec<u8>>)> = keys
+        .iter()
+        .map(|(t, p)| (offsets_topic::offset_key(group, t, *p), None))
+        .collect();
+    append_records(log, &tombstones).await
+}

@@ -1,0 +1,253 @@
+"""Consumer groups (Kafka's classic protocol) through librdkafka and its admin client."""
+import time
+
+import pytest
+from confluent_kafka import (Consumer, ConsumerGroupTopicPartitions, KafkaException, Producer,
+                             TopicPartition)
+from confluent_kafka.admin import AdminClient, NewTopic
+
+# Kafka's default (3 s) would only slow every group's first rebalance.
+FAST_GROUPS = ["group.initial.rebalance.delay.ms=0"]
+DEADLINE_S = 60
+
+
+def create_topic(bootstrap, name, partitions):
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for f in admin.create_topics([NewTopic(name, partitions, 1)]).values():
+        f.result(timeout=30)
+    return admin
+
+
+def produce(bootstrap, topic, partitions, start, count):
+    p = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5})
+    for i in range(start, start + count):
+        p.produce(topic, value=str(i).encode(), partition=i % partitions)
+    assert p.flush(30) == 0
+
+
+OPEN_MEMBERS = []
+
+
+@pytest.fixture(autouse=True)
+def close_members_before_the_broker_stops(broker_factory):
+    """A failed test must not leave consumers behind: closing them after the broker
+    is gone would hang the run."""
+    yield
+    while OPEN_MEMBERS:
+        OPEN_MEMBERS.pop().close()
+
+
+class Member:
+    """A group member that records every assignment change and what it processed."""
+
+    def __init__(self, bootstrap, group, topic, **conf):
+        OPEN_MEMBERS.append(self)
+        self.closed = False
+        self.events = []
+        self.processed = []
+        self.failed_commits = []
+        self.consumer = Consumer({
+            "bootstrap.servers": bootstrap,
+            "group.id": group,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "session.timeout.ms": 6000,
+            "heartbeat.interval.ms": 500,
+            "on_commit": self.on_commit,
+            **conf,
+        })
+        self.consumer.subscribe(
+            [topic],
+            on_assign=lambda c, ps: self.events.append(("assign", sorted(p.partition for p in ps))),
+            on_revoke=lambda c, ps: self.events.append(("revoke", sorted(p.partition for p in ps))),
+        )
+
+    def poll(self, timeout=0.05):
+        """Processes what one fetch returns, then commits its position (asynchronously: members share
+        this thread, and a synchronous commit queued behind its own JoinGroup would
+        block the others from rejoining). A commit may fail while the group rebalances
+        (REBALANCE_IN_PROGRESS, as Kafka answers): the record then comes again to
+        whoever owns its partition next (at least once)."""
+        got = [m for m in self.consumer.consume(100, timeout) if not m.error()]
+        if not got:
+            return
+        self.processed.extend(int(m.value()) for m in got)
+        self.consumer.commit(asynchronous=True)
+
+    def on_commit(self, err, partitions):
+        if err is not None:
+            self.failed_commits.append(err.name())
+
+    def commit_positions(self):
+        """Commits what it has consumed; True once the coordinator accepted it."""
+        try:
+            self.consumer.commit(asynchronous=False)
+            return True
+        except KafkaException as e:
+            return e.args[0].name() == "_NO_OFFSET"
+
+    def partitions(self):
+        return sorted(tp.partition for tp in self.consumer.assignment())
+
+    def close(self):
+        if not self.closed:
+            self.closed = True
+            self.consumer.close()
+
+
+def poll_until(members, done, what):
+    deadline = time.time() + DEADLINE_S
+    while not done():
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        for m in members:
+            m.poll()
+
+
+def balanced(members, total):
+    parts = [m.partitions() for m in members]
+    flat = sorted(p for ps in parts for p in ps)
+    sizes = sorted(len(ps) for ps in parts)
+    return flat == list(range(total)) and sizes[-1] - sizes[0] <= 1
+
+
+@pytest.mark.parametrize("strategy", ["range", "roundrobin", "cooperative-sticky"])
+def test_members_share_partitions_and_rebalance_when_one_leaves_and_one_joins(broker_factory, strategy):
+    b = broker_factory(FAST_GROUPS)
+    create_topic(b.bootstrap, "shared", 12)
+    produce(b.bootstrap, "shared", 12, 0, 600)
+    group = f"g-{strategy}"
+    conf = {"partition.assignment.strategy": strategy}
+    members = [Member(b.bootstrap, group, "shared", **conf) for _ in range(3)]
+    poll_until(members, lambda: balanced(members, 12), "3 members to share 12 partitions")
+    assert [len(m.partitions()) for m in members] == [4, 4, 4]
+    poll_until(members, lambda: sum(len(m.processed) for m in members) >= 200, "some progress")
+    # One leaves (LeaveGroup): the other two take over its partitions.
+    leaver = members.pop()
+    leaver.close()
+    produce(b.bootstrap, "shared", 12, 600, 300)
+    poll_until(members, lambda: balanced(members, 12), "2 members to share 12 partitions")
+    assert [len(m.partitions()) for m in members] == [6, 6]
+    # One joins: three again.
+    members.append(Member(b.bootstrap, group, "shared", **conf))
+    produce(b.bootstrap, "shared", 12, 900, 300)
+    poll_until(members, lambda: balanced(members, 12) and len(members[2].partitions()) == 4,
+               "3 members to share 12 partitions again")
+    everyone = members + [leaver]
+    poll_until(members, lambda: set(range(1200)) <= {r for m in everyone for r in m.processed},
+               "every record to be processed")
+    # At least once, none skipped; and the committed offsets are at the end.
+    processed = [r for m in everyone for r in m.processed]
+    assert set(processed) == set(range(1200))
+    pending = list(members)
+
+    def all_committed():
+        pending[:] = [m for m in pending if not m.commit_positions()]
+        return not pending
+
+    poll_until(members, all_committed, "final commits")
+    failed = {name for m in everyone for name in m.failed_commits}
+    assert failed <= {"REBALANCE_IN_PROGRESS", "ILLEGAL_GENERATION", "UNKNOWN_MEMBER_ID"}, failed
+    committed = members[0].consumer.committed([TopicPartition("shared", p) for p in range(12)], timeout=10)
+    assert [tp.offset for tp in committed] == [100] * 12
+    if strategy == "cooperative-sticky":
+        # Incremental: a member that stays keeps what it had, so nothing it owned is
+        # ever revoked when a new member arrives.
+        first = members[0].events
+        assert all(kind == "assign" or parts for kind, parts in first)
+    for m in members:
+        m.close()
+
+
+def test_committed_offsets_survive_a_sigkill_restart(broker_factory):
+    b = broker_factory(FAST_GROUPS)
+    create_topic(b.bootstrap, "durable", 4)
+    produce(b.bootstrap, "durable", 4, 0, 400)
+    m = Member(b.bootstrap, "keeper", "durable")
+    poll_until([m], lambda: len(m.processed) >= 150, "150 records or more")
+    m.close()
+    before = {p: o for p, o in ((tp.partition, tp.offset) for tp in Consumer({
+        "bootstrap.servers": b.bootstrap, "group.id": "keeper"}).committed(
+            [TopicPartition("durable", p) for p in range(4)], timeout=10))}
+    assert sum(o for o in before.values() if o >= 0) == len(m.processed)
+    b.restart(__import__("signal").SIGKILL)
+    again = Member(b.bootstrap, "keeper", "durable")
+    poll_until([again], lambda: len(m.processed) + len(again.processed) >= 400, "the rest")
+    # It resumed where the group had committed: nothing before was read twice.
+    assert sorted(m.processed + again.processed) == list(range(400))
+    poll_until([again], again.commit_positions, "the last commit")
+    after = again.consumer.committed([TopicPartition("durable", p) for p in range(4)], timeout=10)
+    assert [tp.offset for tp in after] == [100] * 4
+    again.close()
+
+
+def test_a_static_member_restarted_within_its_session_timeout_causes_no_rebalance(broker_factory):
+    b = broker_factory(FAST_GROUPS)
+    create_topic(b.bootstrap, "statics", 4)
+    conf = {"session.timeout.ms": 20000}
+    one = Member(b.bootstrap, "static-group", "statics", **{"group.instance.id": "one"}, **conf)
+    two = Member(b.bootstrap, "static-group", "statics", **{"group.instance.id": "two"}, **conf)
+    poll_until([one, two], lambda: balanced([one, two], 4), "2 static members to share 4 partitions")
+    kept = two.partitions()
+    events_before = list(one.events)
+    # A static member's close sends no LeaveGroup (KIP-345); it comes back at once.
+    two.close()
+    two = Member(b.bootstrap, "static-group", "statics", **{"group.instance.id": "two"}, **conf)
+    poll_until([one, two], lambda: two.partitions() == kept, "the restarted member's old partitions")
+    for _ in range(40):
+        one.poll()
+        two.poll()
+    assert one.events == events_before, "the other member saw a rebalance"
+    assert two.partitions() == kept
+    one.close()
+    two.close()
+
+
+def test_two_groups_each_see_every_record(broker_factory):
+    b = broker_factory(FAST_GROUPS)
+    create_topic(b.bootstrap, "fanout", 6)
+    produce(b.bootstrap, "fanout", 6, 0, 600)
+    a = [Member(b.bootstrap, "group-a", "fanout") for _ in range(2)]
+    c = [Member(b.bootstrap, "group-b", "fanout") for _ in range(3)]
+    everyone = a + c
+    poll_until(everyone, lambda: {r for m in a for r in m.processed} == set(range(600))
+               and {r for m in c for r in m.processed} == set(range(600)), "both groups to read all")
+    for m in everyone:
+        m.close()
+
+
+def test_admin_lists_and_describes_groups_and_their_offsets(broker_factory):
+    b = broker_factory(FAST_GROUPS)
+    admin = create_topic(b.bootstrap, "described", 3)
+    produce(b.bootstrap, "described", 3, 0, 30)
+    m = Member(b.bootstrap, "watched", "described", **{"client.id": "watcher"})
+    poll_until([m], lambda: len(m.processed) == 30, "30 records")
+    listed = admin.list_consumer_groups().result(timeout=10)
+    states = {g.group_id: g.state.name for g in listed.valid}
+    assert states.get("watched") == "STABLE", states
+    desc = admin.describe_consumer_groups(["watched"])["watched"].result(timeout=10)
+    assert desc.state.name == "STABLE"
+    assert desc.partition_assignor == "range"
+    assert len(desc.members) == 1
+    member = desc.members[0]
+    assert member.client_id == "watcher"
+    assert member.host == "/127.0.0.1"
+    assert sorted(tp.partition for tp in member.assignment.topic_partitions) == [0, 1, 2]
+    offsets = admin.list_consumer_group_offsets(
+        [ConsumerGroupTopicPartitions("watched")])["watched"].result(timeout=10)
+    assert sorted((tp.topic, tp.partition, tp.offset) for tp in offsets.topic_partitions) == [
+        ("described", 0, 10), ("described", 1, 10), ("described", 2, 10)]
+    # A group with members cannot be deleted; once empty it can.
+    res = admin.delete_consumer_groups(["watched"])["watched"]
+    with pytest.raises(Exception, match="NON_EMPTY_GROUP"):
+        res.result(timeout=10)
+    m.close()
+    deadline = time.time() + DEADLINE_S
+    while True:
+        try:
+            admin.delete_consumer_groups(["watched"])["watched"].result(timeout=10)
+            break
+        except Exception as e:  # the leave may still be completing the rebalance
+            assert time.time() < deadline, e
+            time.sleep(0.2)
+    listed = admin.list_consumer_groups().result(timeout=10)
+    assert "watched" not in {g.group_id for g in listed.valid}

@@ -47,3 +47,11 @@ def test_java_idempotent_producer_and_consumer_across_restarts(broker, java_clas
 
 def test_java_codecs_headers_timestamps_admin_and_list_offsets(broker, java_classpath):
     run_java(java_classpath, "codecs", broker.bootstrap)
+
+
+def test_java_consumer_group_shares_partitions_and_commits(broker_factory, java_classpath):
+    from test_librdkafka import create_topic
+    b = broker_factory(["group.initial.rebalance.delay.ms=0"])
+    create_topic(b.bootstrap, "java-group", 8)
+    run_java(java_classpath, "produce", b.bootstrap, "java-group", "20000")
+    run_java(java_classpath, "group", b.bootstrap, "java-group", "20000", "classic")

@@ -107,3 +107,40 @@ def test_offsets_for_times_and_end_offsets(broker):
     assert c.offsets_for_times({tp: base + 450})[tp].offset == 5
     assert c.offsets_for_times({tp: base + 100_000})[tp] is None
     c.close()
+
+
+def test_group_consumer_commits_and_a_successor_resumes_there(broker_factory):
+    b = broker_factory(["group.initial.rebalance.delay.ms=0"])
+    create_topic(b.bootstrap, "py-group", 3)
+    p = KafkaProducer(bootstrap_servers=b.bootstrap, acks="all")
+    for i in range(300):
+        p.send("py-group", value=str(i).encode(), partition=i % 3)
+    p.flush()
+    p.close()
+
+    def member():
+        c = KafkaConsumer("py-group", bootstrap_servers=b.bootstrap, group_id="py",
+                          enable_auto_commit=False, auto_offset_reset="earliest")
+        return c
+
+    first = member()
+    seen = []
+    deadline = time.time() + 60
+    while len(seen) < 120:
+        assert time.time() < deadline, f"first member read {len(seen)}"
+        for msgs in first.poll(timeout_ms=200, max_records=40).values():
+            seen.extend(int(m.value) for m in msgs)
+        first.commit()
+    assert sorted(first.assignment()) == [TopicPartition("py-group", q) for q in range(3)]
+    first.close()
+    second = member()
+    deadline = time.time() + 60
+    while len(seen) < 300:
+        assert time.time() < deadline, f"read {len(seen)} of 300"
+        for msgs in second.poll(timeout_ms=200).values():
+            seen.extend(int(m.value) for m in msgs)
+    second.commit()
+    # The successor started exactly at the committed offsets: no record twice.
+    assert sorted(seen) == list(range(300))
+    assert [second.committed(TopicPartition("py-group", q)) for q in range(3)] == [100] * 3
+    second.close()

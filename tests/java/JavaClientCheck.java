@@ -2,12 +2,18 @@
 //   produce BOOTSTRAP TOPIC N     idempotent producer, acks=all, record i -> partition i % 8
 //   verify  BOOTSTRAP TOPIC N     consumes every partition from the beginning, checks bytes and order
 //   codecs  BOOTSTRAP             keys, headers, timestamps in every codec; admin and ListOffsets
+//   group   BOOTSTRAP TOPIC N PROTOCOL
+//                                 three consumers of one group (group.protocol=PROTOCOL) share
+//                                 TOPIC's 8 partitions, commit, survive one leaving; the admin
+//                                 client then shows the group and its committed offsets
 // Exits non-zero, with the reason on stderr, on the first mismatch.
 
 import java.nio.charset.StandardCharsets;
 import java.time.Duration;
 import java.util.*;
+import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.ExecutionException;
+import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.Future;
 import org.apache.kafka.clients.admin.*;
 import org.apache.kafka.clients.consumer.*;
@@ -178,11 +184,112 @@ public class JavaClientCheck {
         }
     }
 
+    /** One member of a group, polling on its own thread until told to stop. */
+    static final class Member implements Runnable {
+        final KafkaConsumer<byte[], byte[]> consumer;
+        final Set<Long> processed;
+        final AtomicBoolean stop = new AtomicBoolean();
+        volatile Set<Integer> assigned = Set.of();
+        volatile Throwable failure;
+        final Thread thread = new Thread(this);
+
+        Member(String bootstrap, String group, String topic, String protocol, Set<Long> processed) {
+            Properties p = base(bootstrap);
+            p.put("group.id", group);
+            p.put("group.protocol", protocol);
+            p.put("enable.auto.commit", "false");
+            p.put("auto.offset.reset", "earliest");
+            if (protocol.equals("classic")) {
+                p.put("session.timeout.ms", "10000");
+                p.put("heartbeat.interval.ms", "500");
+            }
+            consumer = new KafkaConsumer<>(p, new ByteArrayDeserializer(), new ByteArrayDeserializer());
+            this.processed = processed;
+            consumer.subscribe(List.of(topic));
+            thread.start();
+        }
+
+        public void run() {
+            try {
+                while (!stop.get()) {
+                    ConsumerRecords<byte[], byte[]> got = consumer.poll(Duration.ofMillis(100));
+                    for (ConsumerRecord<byte[], byte[]> r : got) {
+                        processed.add(Long.parseLong(new String(r.value(), 0, 12, StandardCharsets.US_ASCII)));
+                    }
+                    Set<Integer> now = new TreeSet<>();
+                    for (TopicPartition tp : consumer.assignment()) now.add(tp.partition());
+                    assigned = now;
+                    if (!got.isEmpty()) {
+                        try {
+                            consumer.commitSync();
+                        } catch (org.apache.kafka.common.errors.RebalanceInProgressException
+                                 | CommitFailedException e) {
+                            // At least once: the records come again to the next owner.
+                        }
+                    }
+                }
+                consumer.commitSync();
+            } catch (Throwable t) {
+                failure = t;
+            } finally {
+                consumer.close();
+            }
+        }
+
+        void finish() throws InterruptedException {
+            stop.set(true);
+            thread.join(60_000);
+            if (failure != null) throw new AssertionError("member failed", failure);
+        }
+    }
+
+    static void waitFor(String what, java.util.function.BooleanSupplier done) throws InterruptedException {
+        long deadline = System.currentTimeMillis() + 120_000;
+        while (!done.getAsBoolean()) {
+            check(System.currentTimeMillis() < deadline, "timed out waiting for " + what);
+            Thread.sleep(50);
+        }
+    }
+
+    static void group(String bootstrap, String topic, int n, String protocol) throws Exception {
+        String group = "java-" + protocol;
+        Set<Long> processed = ConcurrentHashMap.newKeySet();
+        List<Member> members = new ArrayList<>();
+        for (int k = 0; k < 3; k++) members.add(new Member(bootstrap, group, topic, protocol, processed));
+        java.util.function.BooleanSupplier shared = () -> {
+            Set<Integer> all = new TreeSet<>();
+            int total = 0;
+            for (Member m : members) {
+                if (m.assigned.isEmpty()) return false;
+                all.addAll(m.assigned);
+                total += m.assigned.size();
+            }
+            return all.size() == PARTITIONS && total == PARTITIONS;
+        };
+        waitFor("3 members to share " + PARTITIONS + " partitions", shared);
+        Member leaver = members.remove(2);
+        leaver.finish();
+        waitFor("2 members to share " + PARTITIONS + " partitions", shared);
+        waitFor("every record", () -> processed.size() == n);
+        for (Member m : members) m.finish();
+        try (Admin admin = Admin.create(base(bootstrap))) {
+            Map<TopicPartition, OffsetAndMetadata> committed =
+                admin.listConsumerGroupOffsets(group).partitionsToOffsetAndMetadata().get();
+            long sum = 0;
+            for (OffsetAndMetadata o : committed.values()) sum += o.offset();
+            check(committed.size() == PARTITIONS && sum == n, "committed offsets: " + committed);
+            boolean listed = false;
+            for (GroupListing g : admin.listGroups().all().get()) listed |= g.groupId().equals(group);
+            check(listed, "group not listed");
+        }
+    }
+
     public static void main(String[] args) throws Exception {
         switch (args[0]) {
             case "produce" -> produce(args[1], args[2], Integer.parseInt(args[3]));
             case "verify" -> verify(args[1], args[2], Integer.parseInt(args[3]));
             case "codecs" -> codecs(args[1]);
+            case "group" -> group(args[1], args[2], Integer.parseInt(args[3]), args[4]);
             default -> throw new IllegalArgumentException(args[0]);
         }
         System.out.println("ok " + args[0]);

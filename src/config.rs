@@ -64,6 +64,8 @@ pub const SETTINGS: &[Setting] = &[
     Setting { name: "group.initial.rebalance.delay.ms", aliases: &[], default: "3000", doc: "A new group's first rebalance waits this long for more members to join (extended as they come, within the rebalance timeout)." },
     Setting { name: "group.min.session.timeout.ms", aliases: &[], default: "6000", doc: "Smallest session timeout a member may ask for; below → INVALID_SESSION_TIMEOUT." },
     Setting { name: "group.max.session.timeout.ms", aliases: &[], default: "1800000", doc: "Largest session timeout a member may ask for; above → INVALID_SESSION_TIMEOUT." },
+    Setting { name: "group.consumer.heartbeat.interval.ms", aliases: &[], default: "5000", doc: "Heartbeat interval given to consumer-protocol (KIP-848) members." },
+    Setting { name: "group.consumer.session.timeout.ms", aliases: &[], default: "45000", doc: "A consumer-protocol (KIP-848) member that does not heartbeat for this long leaves its group." },
     Setting { name: "group.max.size", aliases: &[], default: "2147483647", doc: "Most members in one group; more → GROUP_MAX_SIZE_REACHED." },
     Setting { name: "ringlog.log.write.mode", aliases: &[], default: "buffered", doc: "How segment files are written: `buffered` (io_uring through the page cache, as Kafka) or `direct` (io_uring O_DIRECT: aligned DMA writes that bypass the page cache). See tuning/README.md for the measured trade-off." },
     Setting { name: "ringlog.tail.cache.bytes", aliases: &[], default: "", doc: "Per partition, the newest batches kept in memory and served to fetches from there. Empty: 8388608 with direct writes (the page cache then holds nothing fresh), 0 with buffered." },
@@ -102,6 +104,8 @@ pub struct Config {
     pub group_min_session_timeout_ms: i32,
     pub group_max_session_timeout_ms: i32,
     pub group_max_size: usize,
+    pub group_consumer_heartbeat_interval_ms: u64,
+    pub group_consumer_session_timeout_ms: u64,
     pub flush_interval_messages: u64,
     pub flush_interval_ms: Option<u64>,
     /// Time-based segment roll.
@@ -434,6 +438,18 @@ impl Config {
                 &get("group.max.session.timeout.ms"),
                 0,
                 i32::MAX,
+            )?,
+            group_consumer_heartbeat_interval_ms: parse_num(
+                "group.consumer.heartbeat.interval.ms",
+                &get("group.consumer.heartbeat.interval.ms"),
+                1,
+                i32::MAX as u64,
+            )?,
+            group_consumer_session_timeout_ms: parse_num(
+                "group.consumer.session.timeout.ms",
+                &get("group.consumer.session.timeout.ms"),
+                1,
+                i32::MAX as u64,
             )?,
             group_max_size: parse_num(
                 "group.max.size",

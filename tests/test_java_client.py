@@ -55,3 +55,11 @@ def test_java_consumer_group_shares_partitions_and_commits(broker_factory, java_
     create_topic(b.bootstrap, "java-group", 8)
     run_java(java_classpath, "produce", b.bootstrap, "java-group", "20000")
     run_java(java_classpath, "group", b.bootstrap, "java-group", "20000", "classic")
+
+
+def test_java_consumer_group_with_the_kip_848_protocol(broker_factory, java_classpath):
+    from test_librdkafka import create_topic
+    b = broker_factory(["group.consumer.heartbeat.interval.ms=500"])
+    create_topic(b.bootstrap, "java-848", 8)
+    run_java(java_classpath, "produce", b.bootstrap, "java-848", "20000")
+    run_java(java_classpath, "group", b.bootstrap, "java-848", "20000", "consumer")

@@ -1,5 +1,6 @@
 //! The group APIs: JoinGroup, SyncGroup, Heartbeat, LeaveGroup, OffsetCommit,
-//! OffsetFetch, ListGroups, DescribeGroups, DeleteGroups and OffsetDelete. Each
+//! OffsetFetch, ListGroups, DescribeGroups, DeleteGroups, OffsetDelete, and KIP-848's
+//! ConsumerGroupHeartbeat and ConsumerGroupDescribe. Each
 //! decodes its request, runs the group's part on the coordinating shard (`group`), and
 //! encodes the answer with the fields its version has.
 
@@ -7,6 +8,14 @@ use std::future::Future;
 use std::rc::Rc;
 
 use bytes::Bytes;
+use kafka_protocol::messages::consumer_group_describe_request::ConsumerGroupDescribeRequest;
+use kafka_protocol::messages::consumer_group_describe_response::{
+    self as cgd, ConsumerGroupDescribeResponse,
+};
+use kafka_protocol::messages::consumer_group_heartbeat_request::ConsumerGroupHeartbeatRequest;
+use kafka_protocol::messages::consumer_group_heartbeat_response::{
+    self as cgh, ConsumerGroupHeartbeatResponse,
+};
 use kafka_protocol::messages::delete_groups_request::DeleteGroupsRequest;
 use kafka_protocol::messages::delete_groups_response::{
     DeletableGroupResult, DeleteGroupsResponse,
@@ -42,6 +51,7 @@ use kafka_protocol::messages::{GroupId, TopicName};
 
 use super::{decode, encode_response, str_bytes, Outcome};
 use crate::cluster::metadata::ShardId;
+use crate::group::consumer::{HeartbeatIn, Partitions};
 use crate::group::offsets_topic::CommittedOffset;
 use crate::group::state::JoinRequest;
 use crate::group::{self, FetchedOffsets};
@@ -465,7 +475,7 @@ pub async fn list_groups(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> O
             resp.error_code = ErrorCode::CoordinatorNotAvailable.code();
             continue;
         };
-        for (id, protocol_type, state) in listed {
+        for (id, protocol_type, state, group_type) in listed {
             let state_ok = req.states_filter.is_empty()
                 || req
                     .states_filter
@@ -475,7 +485,7 @@ pub async fn list_groups(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> O
                 || req
                     .types_filter
                     .iter()
-                    .any(|f| f.as_str().eq_ignore_ascii_case("classic"));
+                    .any(|f| f.as_str().eq_ignore_ascii_case(group_type));
             if !(state_ok && type_ok) {
                 continue;
             }
@@ -486,7 +496,7 @@ pub async fn list_groups(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> O
                 g.group_state = str_bytes(state);
             }
             if v >= 5 {
-                g.group_type = str_bytes("classic");
+                g.group_type = str_bytes(group_type);
             }
             resp.groups.push(g);
         }
@@ -623,4 +633,186 @@ pub async fn offset_delete(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) ->
         }
     }
     encode_response(key::OFFSET_DELETE, h.api_version, h.correlation_id, &resp)
+}
+
+/// Partitions grouped by topic id, as the KIP-848 responses carry them.
+fn by_topic(parts: &Partitions) -> Vec<(uuid::Uuid, Vec<i32>)> {
+    let mut out: Vec<(uuid::Uuid, Vec<i32>)> = Vec::new();
+    for (topic, p) in parts {
+        match out.last_mut() {
+            Some((t, ps)) if t == topic => ps.push(*p),
+            _ => out.push((*topic, vec![*p])),
+        }
+    }
+    out
+}
+
+pub async fn consumer_group_heartbeat(
+    shard: &Rc<Shard>,
+    h: &RequestHeader,
+    body: Bytes,
+    client_host: &str,
+) -> Outcome {
+    let req: ConsumerGroupHeartbeatRequest = match decode(body, h) {
+        Ok(r) => r,
+        Err(o) => return o,
+    };
+    let group = text(&req.group_id);
+    let beat = HeartbeatIn {
+        member_id: text(&req.member_id),
+        member_epoch: req.member_epoch,
+        instance_id: req.instance_id.as_ref().map(text),
+        rack_id: req.rack_id.as_ref().map(text),
+        rebalance_timeout_ms: req.rebalance_timeout_ms,
+        subscribed: req
+            .subscribed_topic_names
+            .as_ref()
+            .map(|names| names.iter().map(|n| text(n)).collect()),
+        // librdkafka sends "" for "no regex".
+        regex: req
+            .subscribed_topic_regex
+            .as_ref()
+            .map(text)
+            .filter(|r| !r.is_empty()),
+        assignor: req.server_assignor.as_ref().map(text),
+        owned: req.topic_partitions.as_ref().map(|tps| {
+            tps.iter()
+                .flat_map(|t| t.partitions.iter().map(move |p| (t.topic_id, *p)))
+                .collect()
+        }),
+        client_id: h.client_id.clone().unwrap_or_default(),
+        client_host: client_host.to_string(),
+    };
+    let member_id = beat.member_id.clone();
+    let g = group.clone();
+    let answered = on_coordinator(shard, &group, move |s| async move {
+        let out = s.groups.consumer_heartbeat(&s, &g, beat);
+        (out, s.groups.consumer_heartbeat_interval_ms)
+    })
+    .await;
+    let mut resp = ConsumerGroupHeartbeatResponse::default();
+    match answered {
+        Err(code) => {
+            resp.error_code = code.code();
+            resp.member_id = Some(str_bytes(&member_id));
+            resp.member_epoch = -1;
+        }
+        Ok((out, interval)) => {
+            resp.error_code = out.error.code();
+            resp.error_message = out.message.as_deref().map(str_bytes);
+            resp.member_id = Some(str_bytes(&out.member_id));
+            resp.member_epoch = out.member_epoch;
+            resp.heartbeat_interval_ms = interval;
+            resp.assignment = out.assignment.map(|parts| {
+                let mut a = cgh::Assignment::default();
+                a.topic_partitions = by_topic(&parts)
+                    .into_iter()
+                    .map(|(topic_id, partitions)| {
+                        let mut tp = cgh::TopicPartitions::default();
+                        tp.topic_id = topic_id;
+                        tp.partitions = partitions;
+                        tp
+                    })
+                    .collect();
+                a
+            });
+        }
+    }
+    encode_response(
+        key::CONSUMER_GROUP_HEARTBEAT,
+        h.api_version,
+        h.correlation_id,
+        &resp,
+    )
+}
+
+pub async fn consumer_group_describe(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcome {
+    let req: ConsumerGroupDescribeRequest = match decode(body, h) {
+        Ok(r) => r,
+        Err(o) => return o,
+    };
+    let mut resp = ConsumerGroupDescribeResponse::default();
+    for id in &req.group_ids {
+        let group = text(id);
+        let g = group.clone();
+        let described = on_coordinator(shard, &group, move |s| async move {
+            let snapshot = s.metadata.load();
+            let name_of = |topic_id: &uuid::Uuid| {
+                snapshot
+                    .topic_by_id(topic_id)
+                    .map(|t| t.name.clone())
+                    .unwrap_or_default()
+            };
+            let assignment = |parts: &Partitions| {
+                let mut a = cgd::Assignment::default();
+                a.topic_partitions = by_topic(parts)
+                    .into_iter()
+                    .map(|(topic_id, partitions)| {
+                        let mut tp = cgd::TopicPartitions::default();
+                        tp.topic_id = topic_id;
+                        tp.topic_name = TopicName(str_bytes(&name_of(&topic_id)));
+                        tp.partitions = partitions;
+                        tp
+                    })
+                    .collect();
+                a
+            };
+            s.groups.consumer_describe(&s, &g, |cg, state| {
+                let mut d = cgd::DescribedGroup::default();
+                d.group_state = str_bytes(state);
+                d.authorized_operations = i32::MIN;
+                match cg {
+                    None => d.error_code = ErrorCode::GroupIdNotFound.code(),
+                    Some(cg) => {
+                        d.group_epoch = cg.group_epoch;
+                        d.assignment_epoch = cg.assignment_epoch;
+                        d.assignor_name = str_bytes(&cg.assignor);
+                        d.members = cg
+                            .members
+                            .values()
+                            .map(|m| {
+                                let mut dm = cgd::Member::default();
+                                dm.member_id = str_bytes(&m.id);
+                                dm.instance_id = m.instance_id.as_deref().map(str_bytes);
+                                dm.rack_id = m.rack_id.as_deref().map(str_bytes);
+                                dm.member_epoch = m.epoch;
+                                dm.client_id = str_bytes(&m.client_id);
+                                dm.client_host = str_bytes(&m.client_host);
+                                dm.subscribed_topic_names = m
+                                    .subscribed
+                                    .iter()
+                                    .map(|t| TopicName(str_bytes(t)))
+                                    .collect();
+                                dm.assignment = assignment(&m.assigned);
+                                dm.target_assignment =
+                                    assignment(cg.target.get(&m.id).unwrap_or(&Partitions::new()));
+                                dm
+                            })
+                            .collect();
+                    }
+                }
+                d
+            })
+        })
+        .await
+        .and_then(|r| r);
+        let mut d = described.unwrap_or_else(|code| {
+            let mut d = cgd::DescribedGroup::default();
+            d.error_code = code.code();
+            d
+        });
+        d.group_id = id.clone();
+        if h.api_version >= 1 {
+            for m in &mut d.members {
+                m.member_type = 1; // a consumer-protocol member
+            }
+        }
+        resp.groups.push(d);
+    }
+    encode_response(
+        key::CONSUMER_GROUP_DESCRIBE,
+        h.api_version,
+        h.correlation_id,
+        &resp,
+    )
 }

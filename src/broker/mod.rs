@@ -130,6 +130,10 @@ pub async fn handle(shard: Rc<Shard>, frame: Bytes, client_host: &str) -> Outcom
         key::DESCRIBE_GROUPS => groups::describe_groups(&shard, &h, body).await,
         key::DELETE_GROUPS => groups::delete_groups(&shard, &h, body).await,
         key::OFFSET_DELETE => groups::offset_delete(&shard, &h, body).await,
+        key::CONSUMER_GROUP_HEARTBEAT => {
+            groups::consumer_group_heartbeat(&shard, &h, body, client_host).await
+        }
+        key::CONSUMER_GROUP_DESCRIBE => groups::consumer_group_describe(&shard, &h, body).await,
         other => {
             warn!(api_key = other, "api in the table has no handler");
             Outcome::Close(format!("api {other} has no handler"))

@@ -10,6 +10,7 @@
 //! rejoin (their heartbeats get UNKNOWN_MEMBER_ID), as after a coordinator move in
 //! Kafka.
 
+pub mod consumer;
 pub mod offsets_topic;
 pub mod state;
 
@@ -56,6 +57,8 @@ pub struct Coordinator {
     cfg: GroupConfig,
     offset_metadata_max_bytes: usize,
     offsets_retention_ms: i64,
+    consumer_session_timeout: Duration,
+    pub consumer_heartbeat_interval_ms: i32,
 }
 
 /// The `__consumer_offsets` topic, created through the controller on first use (as
@@ -125,6 +128,10 @@ impl Coordinator {
             },
             offset_metadata_max_bytes: config.offset_metadata_max_bytes,
             offsets_retention_ms: config.offsets_retention_ms,
+            consumer_session_timeout: Duration::from_millis(
+                config.group_consumer_session_timeout_ms,
+            ),
+            consumer_heartbeat_interval_ms: config.group_consumer_heartbeat_interval_ms as i32,
         }
     }
 
@@ -342,19 +349,71 @@ impl Coordinator {
         })
     }
 
-    /// ListGroups: (group id, protocol type, state) of this shard's groups.
-    pub fn list(&self) -> Vec<(String, String, &'static str)> {
+    /// ListGroups: (group id, protocol type, state, group type) of this shard's groups.
+    pub fn list(&self) -> Vec<(String, String, &'static str, &'static str)> {
         self.groups
             .borrow()
             .values()
             .map(|g| {
-                (
-                    g.id.clone(),
-                    g.protocol_type.clone().unwrap_or_default(),
-                    g.state.name(),
-                )
+                let protocol_type = if g.group_type() == "consumer" {
+                    "consumer".to_string()
+                } else {
+                    g.protocol_type.clone().unwrap_or_default()
+                };
+                (g.id.clone(), protocol_type, g.state_name(), g.group_type())
             })
             .collect()
+    }
+
+    /// ConsumerGroupHeartbeat (KIP-848).
+    pub fn consumer_heartbeat(
+        &self,
+        shard: &Shard,
+        group: &str,
+        req: consumer::HeartbeatIn,
+    ) -> consumer::HeartbeatOut {
+        let fail = |code, message: &str| consumer::HeartbeatOut {
+            error: code,
+            message: Some(message.to_string()),
+            member_id: req.member_id.clone(),
+            member_epoch: -1,
+            assignment: None,
+        };
+        if group.is_empty() {
+            return fail(ErrorCode::InvalidGroupId, "the group id is empty");
+        }
+        if let Err(code) = Self::offsets_log(shard, group) {
+            return fail(code, "not the coordinator");
+        }
+        let snapshot = shard.metadata.load();
+        let topics = |name: &str| snapshot.topic(name).map(|t| (t.id, t.partition_count()));
+        let mut groups = self.groups.borrow_mut();
+        let g = groups
+            .entry(group.to_string())
+            .or_insert_with(|| Group::new(group.to_string()));
+        if !g.members.is_empty() {
+            return fail(
+                ErrorCode::GroupIdNotFound,
+                &format!("Group {group} is not a consumer group."),
+            );
+        }
+        g.consumer
+            .heartbeat(req, &topics, self.consumer_session_timeout, Instant::now())
+    }
+
+    /// ConsumerGroupDescribe: the consumer-protocol view of one group.
+    pub fn consumer_describe<R>(
+        &self,
+        shard: &Shard,
+        group: &str,
+        f: impl FnOnce(Option<&consumer::ConsumerGroup>, &str) -> R,
+    ) -> Result<R, ErrorCode> {
+        Self::offsets_log(shard, group)?;
+        let groups = self.groups.borrow();
+        Ok(match groups.get(group) {
+            Some(g) if g.group_type() == "consumer" => f(Some(&g.consumer), g.state_name()),
+            _ => f(None, "Dead"),
+        })
     }
 
     /// DescribeGroups for one group; an unknown group is "Dead", as in Kafka.
@@ -371,7 +430,7 @@ impl Coordinator {
         };
         let stable = g.state == GroupState::Stable;
         Ok(GroupDescription {
-            state: g.state.name(),
+            state: g.state_name(),
             protocol_type: g.protocol_type.clone().unwrap_or_default(),
             protocol: g.protocol.clone().unwrap_or_default(),
             members: g

@@ -22,6 +22,7 @@ use kafka_protocol::messages::join_group_response::{JoinGroupResponse, JoinGroup
 use kafka_protocol::messages::sync_group_response::SyncGroupResponse;
 use kafka_protocol::protocol::StrBytes;
 
+use super::consumer::ConsumerGroup;
 use super::offsets_topic::CommittedOffset;
 use crate::protocol::ErrorCode;
 
@@ -119,6 +120,8 @@ pub struct Group {
     initial_delay_deadline: Option<Instant>,
     sync_deadline: Option<Instant>,
     pub offsets: HashMap<(String, i32), CommittedOffset>,
+    /// Members using KIP-848's protocol instead (a group uses one or the other).
+    pub consumer: ConsumerGroup,
 }
 
 fn str_bytes(s: &str) -> StrBytes {
@@ -159,6 +162,7 @@ impl Group {
             initial_delay_deadline: None,
             sync_deadline: None,
             offsets: HashMap::new(),
+            consumer: ConsumerGroup::default(),
         }
     }
 
@@ -327,6 +331,10 @@ impl Group {
         now: Instant,
     ) -> Reply<JoinGroupResponse> {
         let fail = |code| Reply::Now(join_error(code, &req.member_id));
+        if !self.consumer.is_empty() {
+            // Its members use the consumer protocol (KIP-848).
+            return fail(ErrorCode::InconsistentGroupProtocol);
+        }
         if req.session_timeout_ms < cfg.session_timeout_min_ms
             || req.session_timeout_ms > cfg.session_timeout_max_ms
         {
@@ -652,6 +660,9 @@ impl Group {
     /// Expires members whose session timed out and ids never used, and completes or
     /// restarts rebalances whose time is up. Called periodically.
     pub fn tick(&mut self, cfg: &GroupConfig, now: Instant) {
+        for gone in self.consumer.tick(now) {
+            tracing::info!(group = %self.id, member = %gone, "consumer-protocol member expired or did not revoke in time");
+        }
         self.pending.retain(|(_, deadline)| *deadline > now);
         // Members blocked in JoinGroup or SyncGroup are alive by definition (Kafka's
         // shouldKeepAlive); the rebalance and sync deadlines bound them instead.
@@ -680,6 +691,9 @@ impl Group {
         generation: i32,
         now: Instant,
     ) -> Result<(), ErrorCode> {
+        if !self.consumer.is_empty() {
+            return self.consumer.check_commit(member_id, generation);
+        }
         if generation < 0 && self.state == GroupState::Empty {
             // A standalone (simple) consumer or an admin tool.
             return Ok(());
@@ -702,7 +716,28 @@ impl Group {
 
     /// Nothing left to keep: no members, no offsets, no member ids handed out.
     pub fn is_idle(&self) -> bool {
-        self.state == GroupState::Empty && self.offsets.is_empty() && self.pending.is_empty()
+        self.state == GroupState::Empty
+            && self.offsets.is_empty()
+            && self.pending.is_empty()
+            && self.consumer.is_empty()
+    }
+
+    /// "consumer" for a KIP-848 group, else "classic".
+    pub fn group_type(&self) -> &'static str {
+        if self.consumer.is_empty() && self.consumer.group_epoch == 0 {
+            "classic"
+        } else {
+            "consumer"
+        }
+    }
+
+    /// The state name ListGroups and the describe APIs show.
+    pub fn state_name(&self) -> &'static str {
+        if self.group_type() == "consumer" {
+            self.consumer.state_name()
+        } else {
+            self.state.name()
+        }
     }
 
     /// Topics the members subscribe to, from consumer-protocol subscriptions.
@@ -725,7 +760,7 @@ impl Group {
     /// Offsets past `offsets.retention.minutes` (KIP-211): for an empty consumer group,
     /// counted from when it became empty; for a standalone group, from each commit.
     pub fn expired_offsets(&self, now_ms: i64, retention_ms: i64) -> Vec<(String, i32)> {
-        if self.state != GroupState::Empty {
+        if self.state != GroupState::Empty || !self.consumer.is_empty() {
             return Vec::new();
         }
         self.offsets

@@ -41,6 +41,8 @@ pub mod key {
     pub const INIT_PRODUCER_ID: i16 = 22;
     pub const DELETE_GROUPS: i16 = 42;
     pub const OFFSET_DELETE: i16 = 47;
+    pub const CONSUMER_GROUP_HEARTBEAT: i16 = 68;
+    pub const CONSUMER_GROUP_DESCRIBE: i16 = 69;
 }
 
 const fn spec(key: i16, name: &'static str, min: i16, max: i16, flexible_from: i16) -> ApiSpec {
@@ -82,6 +84,20 @@ pub const SUPPORTED_APIS: &[ApiSpec] = &[
     spec(key::INIT_PRODUCER_ID, "InitProducerId", 0, 5, 2),
     spec(key::DELETE_GROUPS, "DeleteGroups", 0, 2, 2),
     spec(key::OFFSET_DELETE, "OffsetDelete", 0, 0, 99),
+    spec(
+        key::CONSUMER_GROUP_HEARTBEAT,
+        "ConsumerGroupHeartbeat",
+        0,
+        1,
+        0,
+    ),
+    spec(
+        key::CONSUMER_GROUP_DESCRIBE,
+        "ConsumerGroupDescribe",
+        0,
+        1,
+        0,
+    ),
 ];
 
 pub fn find(api_key: i16) -> Option<&'static ApiSpec> {

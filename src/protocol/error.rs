@@ -50,6 +50,9 @@ pub enum ErrorCode {
     GroupMaxSizeReached = 81,
     FencedInstanceId = 82,
     GroupSubscribedToTopic = 86,
+    FencedMemberEpoch = 110,
+    UnsupportedAssignor = 112,
+    StaleMemberEpoch = 113,
     InvalidRecord = 87,
     UnknownTopicId = 100,
 }

@@ -1243,3 +1243,91 @@ fn a_clean_shutdown_lets_the_next_start_skip_the_scan() {
     let mut c = b.connect();
     assert_eq!(latest_offset(&mut c, "t", 0), 82);
 }
+
+#[test]
+fn group_requests_get_kafkas_error_codes() {
+    use kafka_protocol::messages::heartbeat_request::HeartbeatRequest;
+    use kafka_protocol::messages::heartbeat_response::HeartbeatResponse;
+    use kafka_protocol::messages::join_group_request::{
+        JoinGroupRequest, JoinGroupRequestProtocol,
+    };
+    use kafka_protocol::messages::join_group_response::JoinGroupResponse;
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequest, OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::offset_commit_response::OffsetCommitResponse;
+    use kafka_protocol::messages::GroupId;
+    let b = Broker::start("group-errors", &["group.initial.rebalance.delay.ms=0"]);
+    let mut c = b.connect();
+    create_topic(&mut c, "t", 2);
+    let join = |member_id: &str, session_timeout_ms: i32| {
+        let mut p = JoinGroupRequestProtocol::default();
+        p.name = StrBytes::from_static_str("range");
+        p.metadata = Bytes::from_static(&[0, 0, 0, 0, 0, 0]);
+        let mut r = JoinGroupRequest::default();
+        r.group_id = GroupId(StrBytes::from_static_str("g"));
+        r.session_timeout_ms = session_timeout_ms;
+        r.rebalance_timeout_ms = 10_000;
+        r.member_id = StrBytes::from_string(member_id.to_string());
+        r.protocol_type = StrBytes::from_static_str("consumer");
+        r.protocols = vec![p];
+        r
+    };
+    // Outside group.{min,max}.session.timeout.ms.
+    let r: JoinGroupResponse = c.call(ApiKey::JoinGroup, 5, &join("", 10));
+    assert_eq!(r.error_code, 26, "INVALID_SESSION_TIMEOUT");
+    // KIP-394: the first join only hands out a member id.
+    let r: JoinGroupResponse = c.call(ApiKey::JoinGroup, 5, &join("", 10_000));
+    assert_eq!(r.error_code, 79, "MEMBER_ID_REQUIRED");
+    let member = r.member_id.to_string();
+    assert!(!member.is_empty());
+    // Joining with it completes generation 1, with this member leading.
+    let r: JoinGroupResponse = c.call(ApiKey::JoinGroup, 5, &join(&member, 10_000));
+    assert_eq!((r.error_code, r.generation_id), (0, 1));
+    assert_eq!(r.leader.as_str(), member);
+    let heartbeat = |c: &mut Client, member: &str, generation: i32| -> i16 {
+        let mut h = HeartbeatRequest::default();
+        h.group_id = GroupId(StrBytes::from_static_str("g"));
+        h.member_id = StrBytes::from_string(member.to_string());
+        h.generation_id = generation;
+        let r: HeartbeatResponse = c.call(ApiKey::Heartbeat, 4, &h);
+        r.error_code
+    };
+    assert_eq!(heartbeat(&mut c, &member, 1), 0);
+    assert_eq!(heartbeat(&mut c, &member, 7), 22, "ILLEGAL_GENERATION");
+    assert_eq!(heartbeat(&mut c, "stranger", 1), 25, "UNKNOWN_MEMBER_ID");
+    let commit = |c: &mut Client, member: &str, generation: i32, topic: &'static str| -> i16 {
+        let mut p = OffsetCommitRequestPartition::default();
+        p.partition_index = 0;
+        p.committed_offset = 5;
+        let mut t = OffsetCommitRequestTopic::default();
+        t.name = name(topic);
+        t.partitions = vec![p];
+        let mut r = OffsetCommitRequest::default();
+        r.group_id = GroupId(StrBytes::from_static_str("g"));
+        r.generation_id_or_member_epoch = generation;
+        r.member_id = StrBytes::from_string(member.to_string());
+        r.topics = vec![t];
+        let resp: OffsetCommitResponse = c.call(ApiKey::OffsetCommit, 8, &r);
+        resp.topics[0].partitions[0].error_code
+    };
+    // Before the leader's SyncGroup the group is still completing its rebalance.
+    assert_eq!(commit(&mut c, &member, 1, "t"), 27, "REBALANCE_IN_PROGRESS");
+    assert_eq!(commit(&mut c, &member, 0, "t"), 22, "ILLEGAL_GENERATION");
+    assert_eq!(commit(&mut c, "stranger", 1, "t"), 25, "UNKNOWN_MEMBER_ID");
+    // A group that does not exist accepts a standalone commit (generation -1), but
+    // not for a topic that does not exist.
+    let mut other = OffsetCommitRequest::default();
+    other.group_id = GroupId(StrBytes::from_static_str("standalone"));
+    other.generation_id_or_member_epoch = -1;
+    let mut t = OffsetCommitRequestTopic::default();
+    t.name = name("nope");
+    t.partitions = vec![OffsetCommitRequestPartition::default()];
+    other.topics = vec![t];
+    let resp: OffsetCommitResponse = c.call(ApiKey::OffsetCommit, 8, &other);
+    assert_eq!(
+        resp.topics[0].partitions[0].error_code, 3,
+        "UNKNOWN_TOPIC_OR_PARTITION"
+    );
+    assert_serving(&b);
+}

@@ -972,6 +972,32 @@ mod tests {
     }
 
     #[test]
+    fn offsets_expire_after_retention_once_the_group_is_empty() {
+        let commit = |ts| CommittedOffset {
+            offset: 1,
+            leader_epoch: -1,
+            metadata: String::new(),
+            commit_timestamp: ts,
+        };
+        // A standalone group (no protocol): each offset by its own commit time.
+        let mut g = Group::new("g".into());
+        g.offsets.insert(("t".into(), 0), commit(1_000));
+        g.offsets.insert(("t".into(), 1), commit(9_000));
+        assert_eq!(g.expired_offsets(10_500, 5_000), vec![("t".to_string(), 0)]);
+        // A consumer group: from when it became empty (KIP-211).
+        g.protocol_type = Some("consumer".into());
+        g.state_since_ms = 10_000;
+        assert!(g.expired_offsets(10_500, 5_000).is_empty());
+        let mut both = g.expired_offsets(20_000, 5_000);
+        both.sort();
+        assert_eq!(both.len(), 2);
+        // Never while it has members.
+        let t0 = Instant::now();
+        let (_id, _rx) = join_two_step(&mut g, &["range"], t0);
+        assert!(g.expired_offsets(i64::MAX, 5_000).is_empty());
+    }
+
+    #[test]
     fn subscriptions_are_read_from_consumer_protocol_metadata() {
         let mut m = vec![0u8, 1, 0, 0, 0, 2];
         for t in ["orders", "payments"] {

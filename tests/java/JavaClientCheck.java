@@ -278,6 +278,12 @@ public class JavaClientCheck {
             long sum = 0;
             for (OffsetAndMetadata o : committed.values()) sum += o.offset();
             check(committed.size() == PARTITIONS && sum == n, "committed offsets: " + committed);
+            // OffsetDelete on the now empty group: one partition's offset goes.
+            TopicPartition first = new TopicPartition(topic, 0);
+            admin.deleteConsumerGroupOffsets(group, Set.of(first)).all().get();
+            Map<TopicPartition, OffsetAndMetadata> left =
+                admin.listConsumerGroupOffsets(group).partitionsToOffsetAndMetadata().get();
+            check(left.size() == PARTITIONS - 1 && !left.containsKey(first), "after OffsetDelete: " + left);
             boolean listed = false;
             for (GroupListing g : admin.listGroups().all().get()) listed |= g.groupId().equals(group);
             check(listed, "group not listed");

@@ -297,7 +297,7 @@ pub fn serve(config: Config) -> Result<(), StartError> {
                     let mut last_expiry = std::time::Instant::now();
                     loop {
                         glommio::timer::sleep(crate::group::TICK_INTERVAL).await;
-                        coordinator.groups.tick();
+                        coordinator.groups.tick(&coordinator).await;
                         if last_expiry.elapsed() >= every {
                             last_expiry = std::time::Instant::now();
                             coordinator.groups.expire_offsets(&coordinator).await;

@@ -279,3 +279,19 @@ def test_admin_lists_and_describes_groups_and_their_offsets(broker_factory):
             time.sleep(0.2)
     listed = admin.list_consumer_groups().result(timeout=10)
     assert "watched" not in {g.group_id for g in listed.valid}
+
+
+def test_group_membership_survives_a_broker_restart_without_a_rebalance(broker_factory):
+    b = broker_factory(FAST_GROUPS)
+    create_topic(b.bootstrap, "kept", 4)
+    conf = {"session.timeout.ms": 20000}
+    members = [Member(b.bootstrap, "stays", "kept", **conf) for _ in range(2)]
+    poll_until(members, lambda: balanced(members, 4), "2 members to share 4 partitions")
+    events = [list(m.events) for m in members]
+    # The group's membership was stored with the rebalance; after a crash the
+    # coordinator restores it, and the members' heartbeats carry on.
+    b.restart(__import__("signal").SIGKILL)
+    produce(b.bootstrap, "kept", 4, 0, 40)
+    poll_until(members, lambda: sorted(r for m in members for r in m.processed) == list(range(40)),
+               "the records produced after the restart")
+    assert [m.events for m in members] == events, "a rebalance happened"

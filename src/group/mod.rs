@@ -34,7 +34,7 @@ use crate::protocol::records::for_each_record;
 use crate::protocol::ErrorCode;
 use crate::shard::{Shard, CONTROLLER_SHARD};
 use crate::storage::PartitionLog;
-use offsets_topic::{CommittedOffset, OffsetsRecord, OFFSETS_TOPIC};
+use offsets_topic::{CommittedOffset, OffsetsRecord, StoredGroup, OFFSETS_TOPIC};
 use state::{Group, GroupConfig, GroupState, JoinRequest, Reply};
 
 /// How often each shard expires sessions and completes timed-out rebalances.
@@ -201,6 +201,8 @@ impl Coordinator {
                 Instant::now(),
             ),
         };
+        // The leader's assignment is stored before anyone gets it.
+        self.store_pending(shard).await;
         match reply {
             Reply::Now(r) => r,
             Reply::Later(rx) => rx
@@ -464,10 +466,16 @@ impl Coordinator {
         };
         let keys: Vec<(String, i32)> = match self.groups.borrow().get(group) {
             None => return ErrorCode::GroupIdNotFound,
-            Some(g) if g.state != GroupState::Empty => return ErrorCode::NonEmptyGroup,
+            Some(g) if g.state != GroupState::Empty || !g.consumer.is_empty() => {
+                return ErrorCode::NonEmptyGroup
+            }
             Some(g) => g.offsets.keys().cloned().collect(),
         };
         if let Err(code) = delete_offsets(&log, group, &keys).await {
+            return code;
+        }
+        let tombstone = (offsets_topic::group_key(group), None);
+        if let Err(code) = append_records(&log, &[tombstone]).await {
             return code;
         }
         let mut groups = self.groups.borrow_mut();
@@ -520,11 +528,40 @@ impl Coordinator {
         Ok(results)
     }
 
-    /// Session expiry and rebalance deadlines, every `TICK_INTERVAL`.
-    pub fn tick(&self) {
+    /// Session expiry and rebalance deadlines, every `TICK_INTERVAL`; then stores
+    /// what changed.
+    pub async fn tick(&self, shard: &Shard) {
         let now = Instant::now();
         for g in self.groups.borrow_mut().values_mut() {
             g.tick(&self.cfg, now);
+        }
+        self.store_pending(shard).await;
+    }
+
+    /// Writes the membership of every group whose rebalance completed to
+    /// `__consumer_offsets` (Kafka's group metadata record), then lets the group
+    /// answer the SyncGroups waiting for it.
+    async fn store_pending(&self, shard: &Shard) {
+        let due: Vec<(String, StoredGroup)> = self
+            .groups
+            .borrow_mut()
+            .values_mut()
+            .filter_map(|g| g.take_store().map(|s| (g.id.clone(), s)))
+            .collect();
+        for (group, stored) in due {
+            let result = match Self::offsets_log(shard, &group) {
+                Ok(log) => {
+                    let record = (
+                        offsets_topic::group_key(&group),
+                        Some(offsets_topic::group_value(&stored)),
+                    );
+                    append_records(&log, &[record]).await
+                }
+                Err(code) => Err(code),
+            };
+            if let Some(g) = self.groups.borrow_mut().get_mut(&group) {
+                g.finish_store(result, &self.cfg, Instant::now());
+            }
         }
     }
 
@@ -606,25 +643,34 @@ impl Coordinator {
                 let mut groups = self.groups.borrow_mut();
                 let walked = for_each_record(batch, |r| {
                     let Some(key) = r.key else { return };
-                    if let Some(OffsetsRecord::Offset {
-                        group,
-                        topic,
-                        partition,
-                        value,
-                    }) = offsets_topic::decode(key, r.value)
-                    {
-                        applied += 1;
-                        let g = groups
-                            .entry(group.clone())
-                            .or_insert_with(|| Group::new(group));
-                        match value {
-                            Some(c) => {
-                                g.offsets.insert((topic, partition), c);
-                            }
-                            None => {
-                                g.offsets.remove(&(topic, partition));
+                    match offsets_topic::decode(key, r.value) {
+                        Some(OffsetsRecord::Offset {
+                            group,
+                            topic,
+                            partition,
+                            value,
+                        }) => {
+                            applied += 1;
+                            let g = groups
+                                .entry(group.clone())
+                                .or_insert_with(|| Group::new(group));
+                            match value {
+                                Some(c) => {
+                                    g.offsets.insert((topic, partition), c);
+                                }
+                                None => {
+                                    g.offsets.remove(&(topic, partition));
+                                }
                             }
                         }
+                        Some(OffsetsRecord::Group { group, value }) => {
+                            applied += 1;
+                            groups
+                                .entry(group.clone())
+                                .or_insert_with(|| Group::new(group))
+                                .restore(value, Instant::now());
+                        }
+                        None => {}
                     }
                 });
                 if let Err(e) = walked {

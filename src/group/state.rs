@@ -23,7 +23,7 @@ use kafka_protocol::messages::sync_group_response::SyncGroupResponse;
 use kafka_protocol::protocol::StrBytes;
 
 use super::consumer::ConsumerGroup;
-use super::offsets_topic::CommittedOffset;
+use super::offsets_topic::{CommittedOffset, StoredGroup, StoredMember};
 use crate::protocol::ErrorCode;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,6 +122,9 @@ pub struct Group {
     pub offsets: HashMap<(String, i32), CommittedOffset>,
     /// Members using KIP-848's protocol instead (a group uses one or the other).
     pub consumer: ConsumerGroup,
+    /// The membership changed in a way Kafka stores (a rebalance completed): the
+    /// coordinator writes it to `__consumer_offsets`, then calls `finish_store`.
+    store_pending: bool,
 }
 
 fn str_bytes(s: &str) -> StrBytes {
@@ -163,7 +166,109 @@ impl Group {
             sync_deadline: None,
             offsets: HashMap::new(),
             consumer: ConsumerGroup::default(),
+            store_pending: false,
         }
+    }
+
+    /// The membership as Kafka stores it, if a store is due (clears the flag).
+    pub fn take_store(&mut self) -> Option<StoredGroup> {
+        if !std::mem::take(&mut self.store_pending) {
+            return None;
+        }
+        Some(StoredGroup {
+            protocol_type: self.protocol_type.clone().unwrap_or_default(),
+            generation: self.generation,
+            protocol: self.protocol.clone(),
+            leader: self.leader.clone(),
+            state_timestamp: self.state_since_ms,
+            members: self
+                .members
+                .iter()
+                .map(|m| StoredMember {
+                    member_id: m.id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    rebalance_timeout_ms: m.rebalance_timeout.as_millis() as i32,
+                    session_timeout_ms: m.session_timeout.as_millis() as i32,
+                    subscription: m.metadata_for(self.protocol.as_deref()).to_vec(),
+                    assignment: m.assignment.to_vec(),
+                })
+                .collect(),
+        })
+    }
+
+    /// After the store that `take_store` asked for: members waiting in SyncGroup get
+    /// their assignments, or, if it failed, an error and a new rebalance (Kafka's
+    /// rule: an assignment that is not stored is not given out).
+    pub fn finish_store(&mut self, stored: Result<(), ErrorCode>, cfg: &GroupConfig, now: Instant) {
+        if self.state != GroupState::Stable {
+            return;
+        }
+        match stored {
+            Ok(()) => {
+                for j in 0..self.members.len() {
+                    let response = self.sync_ok(&self.members[j].assignment);
+                    if let Some(tx) = self.members[j].awaiting_sync.take() {
+                        let _ = tx.send(response);
+                    }
+                }
+            }
+            Err(code) => {
+                for m in &mut self.members {
+                    m.assignment = Bytes::new();
+                    if let Some(tx) = m.awaiting_sync.take() {
+                        let _ = tx.send(sync_error(code));
+                    }
+                }
+                self.prepare_rebalance(cfg, now);
+            }
+        }
+    }
+
+    /// Restores the membership a store recorded (at startup): members are alive from
+    /// `now`, so they keep their generation if they heartbeat within their session.
+    pub fn restore(&mut self, stored: Option<StoredGroup>, now: Instant) {
+        let Some(s) = stored else {
+            let offsets = std::mem::take(&mut self.offsets);
+            *self = Group::new(self.id.clone());
+            self.offsets = offsets;
+            return;
+        };
+        self.protocol_type = (!s.protocol_type.is_empty()).then_some(s.protocol_type);
+        self.generation = s.generation;
+        self.protocol = s.protocol;
+        self.leader = s.leader;
+        self.members = s
+            .members
+            .into_iter()
+            .map(|m| Member {
+                id: m.member_id,
+                instance_id: m.instance_id,
+                client_id: m.client_id,
+                client_host: m.client_host,
+                session_timeout: Duration::from_millis(m.session_timeout_ms.max(0) as u64),
+                rebalance_timeout: Duration::from_millis(m.rebalance_timeout_ms.max(0) as u64),
+                protocols: vec![(
+                    self.protocol.clone().unwrap_or_default(),
+                    Bytes::from(m.subscription),
+                )],
+                assignment: Bytes::from(m.assignment),
+                awaiting_join: None,
+                awaiting_sync: None,
+                last_seen: now,
+            })
+            .collect();
+        self.state = if self.members.is_empty() {
+            GroupState::Empty
+        } else {
+            GroupState::Stable
+        };
+        self.state_since_ms = if s.state_timestamp >= 0 {
+            s.state_timestamp
+        } else {
+            wall_ms()
+        };
     }
 
     fn set_state(&mut self, state: GroupState) {
@@ -492,6 +597,7 @@ impl Group {
             self.protocol = None;
             self.leader = None;
             self.set_state(GroupState::Empty);
+            self.store_pending = true;
             return;
         }
         self.protocol = self.select_protocol();
@@ -561,12 +667,8 @@ impl Group {
                     }
                     self.sync_deadline = None;
                     self.set_state(GroupState::Stable);
-                    for j in 0..self.members.len() {
-                        let response = self.sync_ok(&self.members[j].assignment);
-                        if let Some(tx) = self.members[j].awaiting_sync.take() {
-                            let _ = tx.send(response);
-                        }
-                    }
+                    // Answered once the coordinator has stored it (`finish_store`).
+                    self.store_pending = true;
                 }
                 Reply::Later(rx)
             }
@@ -892,7 +994,7 @@ mod tests {
             (a.clone(), Bytes::from_static(b"for-a")),
             (b.clone(), Bytes::from_static(b"for-b")),
         ];
-        let sa = now_reply(g.sync(
+        let mut a_sync = later(g.sync(
             &a,
             None,
             2,
@@ -901,6 +1003,13 @@ mod tests {
             assignments,
             t0,
         ));
+        // Nobody hears of the assignment before it is stored.
+        assert!(a_sync.try_recv().unwrap().is_none());
+        let stored = g.take_store().expect("a store is due");
+        assert_eq!((stored.generation, stored.members.len()), (2, 2));
+        assert_eq!(stored.members[1].assignment, b"for-b".to_vec());
+        g.finish_store(Ok(()), &cfg(), t0);
+        let sa = a_sync.try_recv().unwrap().unwrap();
         assert_eq!(sa.assignment, Bytes::from_static(b"for-a"));
         assert_eq!(
             b_sync.try_recv().unwrap().unwrap().assignment,
@@ -924,9 +1033,20 @@ mod tests {
         );
         let mut a_join = later(g.join(request(&a, &["range", "roundrobin"]), &cfg(), later_on));
         assert_eq!(a_join.try_recv().unwrap().unwrap().generation_id, 3);
-        // Leaving empties the group.
+        // Leaving empties the group, which is stored too.
         assert_eq!(g.leave(&a, None, &cfg(), later_on), ErrorCode::None);
         assert_eq!(g.state, GroupState::Empty);
+        assert!(g.take_store().is_some_and(|s| s.members.is_empty()));
+        // After a restart, the stored membership comes back as it was.
+        let mut restored = Group::new("g".into());
+        restored.restore(Some(stored), later_on);
+        assert_eq!(
+            (restored.state, restored.generation),
+            (GroupState::Stable, 2)
+        );
+        assert_eq!(restored.heartbeat(&b, None, 2, later_on), ErrorCode::None);
+        let sb = now_reply(restored.sync(&b, None, 2, None, None, vec![], later_on));
+        assert_eq!(sb.assignment, Bytes::from_static(b"for-b"));
     }
 
     #[test]
@@ -939,7 +1059,9 @@ mod tests {
         let first = join.try_recv().unwrap().unwrap();
         let old_id = first.member_id.to_string();
         let assignment = vec![(old_id.clone(), Bytes::from_static(b"mine"))];
-        now_reply(g.sync(&old_id, Some("instance-1"), 1, None, None, assignment, t0));
+        let _sync = later(g.sync(&old_id, Some("instance-1"), 1, None, None, assignment, t0));
+        g.take_store();
+        g.finish_store(Ok(()), &cfg(), t0);
         assert_eq!(g.state, GroupState::Stable);
         // It restarts: same instance id, no member id.
         let again = now_reply(g.join(req, &cfg(), t0));

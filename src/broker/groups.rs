@@ -53,7 +53,7 @@ use super::{decode, encode_response, str_bytes, Outcome};
 use crate::cluster::metadata::ShardId;
 use crate::group::consumer::{HeartbeatIn, Partitions};
 use crate::group::offsets_topic::CommittedOffset;
-use crate::group::state::JoinRequest;
+use crate::group::state::{JoinRequest, SyncRequest};
 use crate::group::{self, FetchedOffsets};
 use crate::protocol::api::key;
 use crate::protocol::header::RequestHeader;
@@ -148,24 +148,20 @@ pub async fn sync_group(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Ou
     };
     let group = text(&req.group_id);
     let g = group.clone();
-    let synced = on_coordinator(shard, &group, move |s| async move {
-        let assignments = req
+    let sync = SyncRequest {
+        member_id: text(&req.member_id),
+        instance_id: req.group_instance_id.as_ref().map(text),
+        generation: req.generation_id,
+        protocol_type: req.protocol_type.as_ref().map(text),
+        protocol_name: req.protocol_name.as_ref().map(text),
+        assignments: req
             .assignments
             .iter()
             .map(|a| (text(&a.member_id), a.assignment.clone()))
-            .collect();
-        s.groups
-            .sync(
-                &s,
-                &g,
-                req.member_id.as_str(),
-                req.group_instance_id.as_deref(),
-                req.generation_id,
-                req.protocol_type.as_deref(),
-                req.protocol_name.as_deref(),
-                assignments,
-            )
-            .await
+            .collect(),
+    };
+    let synced = on_coordinator(shard, &group, move |s| async move {
+        s.groups.sync(&s, &g, sync).await
     })
     .await;
     let mut resp = synced.unwrap_or_else(|code| {

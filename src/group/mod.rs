@@ -35,7 +35,7 @@ use crate::protocol::ErrorCode;
 use crate::shard::{Shard, CONTROLLER_SHARD};
 use crate::storage::PartitionLog;
 use offsets_topic::{CommittedOffset, OffsetsRecord, StoredGroup, OFFSETS_TOPIC};
-use state::{Group, GroupConfig, GroupState, JoinRequest, Reply};
+use state::{Group, GroupConfig, GroupState, JoinRequest, Reply, SyncRequest};
 
 /// How often each shard expires sessions and completes timed-out rebalances.
 pub const TICK_INTERVAL: Duration = Duration::from_millis(100);
@@ -174,32 +174,13 @@ impl Coordinator {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub async fn sync(
-        &self,
-        shard: &Shard,
-        group: &str,
-        member_id: &str,
-        instance_id: Option<&str>,
-        generation: i32,
-        protocol_type: Option<&str>,
-        protocol_name: Option<&str>,
-        assignments: Vec<(String, Bytes)>,
-    ) -> SyncGroupResponse {
+    pub async fn sync(&self, shard: &Shard, group: &str, req: SyncRequest) -> SyncGroupResponse {
         if let Err(code) = Self::offsets_log(shard, group) {
             return state::sync_error(code);
         }
         let reply = match self.groups.borrow_mut().get_mut(group) {
             None => return state::sync_error(ErrorCode::UnknownMemberId),
-            Some(g) => g.sync(
-                member_id,
-                instance_id,
-                generation,
-                protocol_type,
-                protocol_name,
-                assignments,
-                Instant::now(),
-            ),
+            Some(g) => g.sync(req, Instant::now()),
         };
         // The leader's assignment is stored before anyone gets it.
         self.store_pending(shard).await;

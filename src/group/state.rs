@@ -95,6 +95,19 @@ impl Member {
     }
 }
 
+/// A SyncGroup request, as the state machine needs it.
+#[derive(Debug, Clone, Default)]
+pub struct SyncRequest {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub generation: i32,
+    /// v5+: must match the group's, if given.
+    pub protocol_type: Option<String>,
+    pub protocol_name: Option<String>,
+    /// The leader's assignment, by member id (empty from followers).
+    pub assignments: Vec<(String, Bytes)>,
+}
+
 /// A request answered now, or later through the receiver.
 pub enum Reply<T> {
     Now(T),
@@ -626,17 +639,16 @@ impl Group {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub fn sync(
-        &mut self,
-        member_id: &str,
-        instance_id: Option<&str>,
-        generation: i32,
-        protocol_type: Option<&str>,
-        protocol_name: Option<&str>,
-        assignments: Vec<(String, Bytes)>,
-        now: Instant,
-    ) -> Reply<SyncGroupResponse> {
+    pub fn sync(&mut self, req: SyncRequest, now: Instant) -> Reply<SyncGroupResponse> {
+        let SyncRequest {
+            member_id,
+            instance_id,
+            generation,
+            protocol_type,
+            protocol_name,
+            assignments,
+        } = req;
+        let (member_id, instance_id) = (member_id.as_str(), instance_id.as_deref());
         let fail = |code| Reply::Now(sync_error(code));
         if self.is_fenced(member_id, instance_id) {
             return fail(ErrorCode::FencedInstanceId);
@@ -647,8 +659,8 @@ impl Group {
         if generation != self.generation {
             return fail(ErrorCode::IllegalGeneration);
         }
-        if protocol_type.is_some_and(|t| Some(t) != self.protocol_type.as_deref())
-            || protocol_name.is_some_and(|n| Some(n) != self.protocol.as_deref())
+        if protocol_type.is_some_and(|t| Some(&t) != self.protocol_type.as_ref())
+            || protocol_name.is_some_and(|n| Some(&n) != self.protocol.as_ref())
         {
             return fail(ErrorCode::InconsistentGroupProtocol);
         }
@@ -934,6 +946,21 @@ mod tests {
         }
     }
 
+    fn sync_req(
+        member: &str,
+        instance: Option<&str>,
+        generation: i32,
+        assignments: Vec<(String, Bytes)>,
+    ) -> SyncRequest {
+        SyncRequest {
+            member_id: member.into(),
+            instance_id: instance.map(str::to_string),
+            generation,
+            assignments,
+            ..SyncRequest::default()
+        }
+    }
+
     fn now_reply<T>(r: Reply<T>) -> T {
         match r {
             Reply::Now(t) => t,
@@ -978,7 +1005,7 @@ mod tests {
         let (b, mut b_join) = join_two_step(&mut g, &["roundrobin", "range"], t0);
         assert_eq!(g.state, GroupState::PreparingRebalance);
         assert!(b_join.try_recv().unwrap().is_none(), "waits for the leader");
-        let stale = now_reply(g.sync(&a, None, 1, None, None, vec![], t0));
+        let stale = now_reply(g.sync(sync_req(&a, None, 1, vec![]), t0));
         assert_eq!(stale.error_code, ErrorCode::RebalanceInProgress.code());
         let mut a_join = later(g.join(request(&a, &["range", "roundrobin"]), &cfg(), t0));
         let ra = a_join.try_recv().unwrap().unwrap();
@@ -988,19 +1015,18 @@ mod tests {
         assert!(rb.members.is_empty());
         // One vote each; the tie goes to the leader's first choice.
         assert_eq!(ra.protocol_name.as_deref(), Some("range"));
-        let mut b_sync = later(g.sync(&b, None, 2, None, None, vec![], t0));
+        let mut b_sync = later(g.sync(sync_req(&b, None, 2, vec![]), t0));
         assert!(b_sync.try_recv().unwrap().is_none(), "waits for the leader");
         let assignments = vec![
             (a.clone(), Bytes::from_static(b"for-a")),
             (b.clone(), Bytes::from_static(b"for-b")),
         ];
         let mut a_sync = later(g.sync(
-            &a,
-            None,
-            2,
-            Some("consumer"),
-            Some("range"),
-            assignments,
+            SyncRequest {
+                protocol_type: Some("consumer".into()),
+                protocol_name: Some("range".into()),
+                ..sync_req(&a, None, 2, assignments)
+            },
             t0,
         ));
         // Nobody hears of the assignment before it is stored.
@@ -1045,7 +1071,7 @@ mod tests {
             (GroupState::Stable, 2)
         );
         assert_eq!(restored.heartbeat(&b, None, 2, later_on), ErrorCode::None);
-        let sb = now_reply(restored.sync(&b, None, 2, None, None, vec![], later_on));
+        let sb = now_reply(restored.sync(sync_req(&b, None, 2, vec![]), later_on));
         assert_eq!(sb.assignment, Bytes::from_static(b"for-b"));
     }
 
@@ -1059,7 +1085,7 @@ mod tests {
         let first = join.try_recv().unwrap().unwrap();
         let old_id = first.member_id.to_string();
         let assignment = vec![(old_id.clone(), Bytes::from_static(b"mine"))];
-        let _sync = later(g.sync(&old_id, Some("instance-1"), 1, None, None, assignment, t0));
+        let _sync = later(g.sync(sync_req(&old_id, Some("instance-1"), 1, assignment), t0));
         g.take_store();
         g.finish_store(Ok(()), &cfg(), t0);
         assert_eq!(g.state, GroupState::Stable);
@@ -1076,7 +1102,7 @@ mod tests {
             g.heartbeat(&old_id, Some("instance-1"), 1, t0),
             ErrorCode::FencedInstanceId
         );
-        let s = now_reply(g.sync(&new_id, Some("instance-1"), 1, None, None, vec![], t0));
+        let s = now_reply(g.sync(sync_req(&new_id, Some("instance-1"), 1, vec![]), t0));
         assert_eq!(s.assignment, Bytes::from_static(b"mine"));
     }
 

@@ -71,6 +71,8 @@ pub enum AppendError {
     Io(#[from] io::Error),
     #[error("partition is offline after an earlier I/O error")]
     Offline,
+    #[error("partition is closed (the broker is shutting down, or the topic was deleted)")]
+    Closed,
 }
 
 impl AppendError {
@@ -79,6 +81,9 @@ impl AppendError {
             AppendError::Batch(e) => e.error_code(),
             AppendError::Sequence(code) => *code,
             AppendError::Io(_) | AppendError::Offline => ErrorCode::KafkaStorageError,
+            // As Kafka answers while a partition moves away: retriable, after a
+            // metadata refresh.
+            AppendError::Closed => ErrorCode::NotLeaderOrFollower,
         }
     }
 }
@@ -132,6 +137,8 @@ struct LogState {
     producers: ProducerStates,
     max_timestamp: Option<MaxTimestampBatch>,
     offline: bool,
+    /// Shut down or deleted: appends are refused (NOT_LEADER_OR_FOLLOWER), reads go on.
+    closed: bool,
     /// Records written since the last flush, and the files they went to.
     unflushed_records: u64,
     unflushed_files: Vec<Rc<LogFile>>,
@@ -415,6 +422,7 @@ impl PartitionLog {
                 producers,
                 max_timestamp,
                 offline: offline.is_some(),
+                closed: false,
                 unflushed_records: 0,
                 unflushed_files: Vec::new(),
                 last_flush: std::time::Instant::now(),
@@ -458,7 +466,7 @@ impl PartitionLog {
                 .append_gate
                 .admit(ticket)
                 .await
-                .map_err(|_| AppendError::Offline);
+                .map_err(|_| AppendError::Closed);
             let pass = pass?;
             batch::validate_single(&batch, this.config.batch_size_max_bytes)?;
             let (info, flush) = this.append_in_turn(&batch).await?;
@@ -515,6 +523,9 @@ impl PartitionLog {
             let s = self.state.borrow();
             if s.offline {
                 return Err(AppendError::Offline);
+            }
+            if s.closed {
+                return Err(AppendError::Closed);
             }
             match s.producers.check(&header) {
                 SequenceCheck::Append => {}
@@ -942,7 +953,7 @@ impl PartitionLog {
         self.append_gate.close();
         let was_offline = self.is_offline();
         if let Ok(pass) = self.append_gate.admit(ticket).await {
-            self.state.borrow_mut().offline = true;
+            self.state.borrow_mut().closed = true;
             drop(pass);
         }
         self.wake_waiters();
@@ -985,7 +996,11 @@ impl PartitionLog {
     /// Closes the log and removes its directory. Readers holding segment files keep
     /// them readable until they finish.
     pub async fn delete(&self) -> io::Result<()> {
-        self.state.borrow_mut().offline = true;
+        {
+            let mut s = self.state.borrow_mut();
+            s.offline = true;
+            s.closed = true;
+        }
         self.append_gate.close();
         self.wake_waiters();
         std::fs::remove_dir_all(&self.dir)

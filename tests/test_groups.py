@@ -295,3 +295,22 @@ def test_group_membership_survives_a_broker_restart_without_a_rebalance(broker_f
     poll_until(members, lambda: sorted(r for m in members for r in m.processed) == list(range(40)),
                "the records produced after the restart")
     assert [m.events for m in members] == events, "a rebalance happened"
+
+
+def test_consumer_protocol_members_rejoin_after_a_broker_restart(broker_factory):
+    """KIP-848 membership is not stored: after a crash the members are unknown, rejoin
+    with epoch 0, and go on from the committed offsets."""
+    b = broker_factory(FAST_GROUPS)
+    create_topic(b.bootstrap, "rejoin", 4)
+    produce(b.bootstrap, "rejoin", 4, 0, 40)
+    conf = {"group.protocol": "consumer"}
+    members = [Member(b.bootstrap, "kip848", "rejoin", **conf) for _ in range(2)]
+    poll_until(members, lambda: balanced(members, 4), "2 members to share 4 partitions")
+    poll_until(members, lambda: len({r for m in members for r in m.processed}) == 40, "40 records")
+    commit_until(b.bootstrap, "kip848", members, [(p, 10) for p in range(4)])
+    b.restart(__import__("signal").SIGKILL)
+    produce(b.bootstrap, "rejoin", 4, 40, 40)
+    poll_until(members, lambda: len({r for m in members for r in m.processed}) == 80
+               and balanced(members, 4), "the records produced after the restart")
+    # Committed offsets held: nothing from before the restart came again.
+    assert sorted(r for m in members for r in m.processed) == list(range(80))

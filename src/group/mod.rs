@@ -371,6 +371,11 @@ impl Coordinator {
         let snapshot = shard.metadata.load();
         let topics = |name: &str| snapshot.topic(name).map(|t| (t.id, t.partition_count()));
         let mut groups = self.groups.borrow_mut();
+        // Only a join creates a group. (After a broker restart a consumer-protocol
+        // group is gone; its members are told they are unknown, and rejoin.)
+        if req.member_epoch != 0 && !groups.contains_key(group) {
+            return fail(ErrorCode::UnknownMemberId, "unknown member");
+        }
         let g = groups
             .entry(group.to_string())
             .or_insert_with(|| Group::new(group.to_string()));

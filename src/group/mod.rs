@@ -546,7 +546,7 @@ impl Coordinator {
                 Err(code) => Err(code),
             };
             if let Some(g) = self.groups.borrow_mut().get_mut(&group) {
-                g.finish_store(result, &self.cfg, Instant::now());
+                g.finish_store(stored.generation, result, &self.cfg, Instant::now());
             }
         }
     }

@@ -211,11 +211,19 @@ impl Group {
         })
     }
 
-    /// After the store that `take_store` asked for: members waiting in SyncGroup get
-    /// their assignments, or, if it failed, an error and a new rebalance (Kafka's
-    /// rule: an assignment that is not stored is not given out).
-    pub fn finish_store(&mut self, stored: Result<(), ErrorCode>, cfg: &GroupConfig, now: Instant) {
-        if self.state != GroupState::Stable {
+    /// After the store of `generation` that `take_store` asked for: members waiting
+    /// in SyncGroup get their assignments, or, if it failed, an error and a new
+    /// rebalance (Kafka's rule: an assignment that is not stored is not given out).
+    /// A store of an older generation (the group moved on while it was written)
+    /// changes nothing.
+    pub fn finish_store(
+        &mut self,
+        generation: i32,
+        stored: Result<(), ErrorCode>,
+        cfg: &GroupConfig,
+        now: Instant,
+    ) {
+        if self.state != GroupState::Stable || generation != self.generation {
             return;
         }
         match stored {
@@ -1034,7 +1042,10 @@ mod tests {
         let stored = g.take_store().expect("a store is due");
         assert_eq!((stored.generation, stored.members.len()), (2, 2));
         assert_eq!(stored.members[1].assignment, b"for-b".to_vec());
-        g.finish_store(Ok(()), &cfg(), t0);
+        // The store of an older generation answers nobody.
+        g.finish_store(1, Ok(()), &cfg(), t0);
+        assert!(a_sync.try_recv().unwrap().is_none());
+        g.finish_store(2, Ok(()), &cfg(), t0);
         let sa = a_sync.try_recv().unwrap().unwrap();
         assert_eq!(sa.assignment, Bytes::from_static(b"for-a"));
         assert_eq!(
@@ -1087,7 +1098,7 @@ mod tests {
         let assignment = vec![(old_id.clone(), Bytes::from_static(b"mine"))];
         let _sync = later(g.sync(sync_req(&old_id, Some("instance-1"), 1, assignment), t0));
         g.take_store();
-        g.finish_store(Ok(()), &cfg(), t0);
+        g.finish_store(1, Ok(()), &cfg(), t0);
         assert_eq!(g.state, GroupState::Stable);
         // It restarts: same instance id, no member id.
         let again = now_reply(g.join(req, &cfg(), t0));

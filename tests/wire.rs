@@ -1331,3 +1331,36 @@ fn group_requests_get_kafkas_error_codes() {
     );
     assert_serving(&b);
 }
+
+#[test]
+fn clients_neither_create_nor_append_to_consumer_offsets() {
+    use kafka_protocol::messages::find_coordinator_request::FindCoordinatorRequest;
+    use kafka_protocol::messages::find_coordinator_response::FindCoordinatorResponse;
+    let b = Broker::start("internal-topic", &["offsets.topic.num.partitions=7"]);
+    let mut c = b.connect();
+    let offsets_topic = |c: &mut Client, create: bool| -> MetadataResponse {
+        let mut req = MetadataRequest::default();
+        req.topics = Some(vec![{
+            let mut t = kafka_protocol::messages::metadata_request::MetadataRequestTopic::default();
+            t.name = Some(name("__consumer_offsets"));
+            t
+        }]);
+        req.allow_auto_topic_creation = create;
+        c.call(ApiKey::Metadata, 12, &req)
+    };
+    // Auto-creation would give it num.partitions (1): it is left to the coordinator.
+    assert_eq!(offsets_topic(&mut c, true).topics[0].error_code, 3);
+    let (code, _) = produce(&mut c, "__consumer_offsets", 0, batch(1, None));
+    assert_eq!(code, 17, "INVALID_TOPIC_EXCEPTION");
+    // The first FindCoordinator creates it, with offsets.topic.num.partitions.
+    let mut find = FindCoordinatorRequest::default();
+    find.key = StrBytes::from_static_str("some-group");
+    let r: FindCoordinatorResponse = c.call(ApiKey::FindCoordinator, 3, &find);
+    assert_eq!((r.error_code, r.port as u16), (0, b.port));
+    let meta = offsets_topic(&mut c, false);
+    assert_eq!(meta.topics[0].error_code, 0);
+    assert!(meta.topics[0].is_internal);
+    assert_eq!(meta.topics[0].partitions.len(), 7);
+    let (code, _) = produce(&mut c, "__consumer_offsets", 0, batch(1, None));
+    assert_eq!(code, 17, "still not writable by clients");
+}

@@ -56,6 +56,12 @@ pub async fn handle(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcom
                 results[slot] = Some(Err((ErrorCode::InvalidRequiredAcks, None)));
                 continue;
             }
+            if t.name.0.as_str() == crate::group::offsets_topic::OFFSETS_TOPIC {
+                // As Kafka: clients may not append to an internal topic.
+                let why = "Cannot append to internal topic __consumer_offsets".to_string();
+                results[slot] = Some(Err((ErrorCode::InvalidTopicException, Some(why))));
+                continue;
+            }
             let owner = topic.and_then(|t| t.owner(p.index).map(|o| (o, t.id)));
             match (owner, &p.records) {
                 (None, _) => results[slot] = Some(Err((ErrorCode::UnknownTopicOrPartition, None))),

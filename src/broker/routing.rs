@@ -18,6 +18,12 @@ pub async fn auto_create(
     shard: &Rc<Shard>,
     names: Vec<String>,
 ) -> BTreeMap<String, Result<Arc<TopicMeta>, ErrorCode>> {
+    // Internal topics are created by their owners (the group coordinator), with their
+    // own settings, never by a client's request.
+    let names: Vec<String> = names
+        .into_iter()
+        .filter(|n| n != crate::group::offsets_topic::OFFSETS_TOPIC)
+        .collect();
     let topics: Vec<NewTopic> = names
         .iter()
         .map(|n| NewTopic {

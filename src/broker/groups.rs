@@ -27,7 +27,6 @@ use kafka_protocol::messages::describe_groups_response::{
 use kafka_protocol::messages::heartbeat_request::HeartbeatRequest;
 use kafka_protocol::messages::heartbeat_response::HeartbeatResponse;
 use kafka_protocol::messages::join_group_request::JoinGroupRequest;
-use kafka_protocol::messages::join_group_response::JoinGroupResponse;
 use kafka_protocol::messages::leave_group_request::LeaveGroupRequest;
 use kafka_protocol::messages::leave_group_response::{LeaveGroupResponse, MemberResponse};
 use kafka_protocol::messages::list_groups_request::ListGroupsRequest;
@@ -46,14 +45,13 @@ use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponsePartitions, OffsetFetchResponseTopic, OffsetFetchResponseTopics,
 };
 use kafka_protocol::messages::sync_group_request::SyncGroupRequest;
-use kafka_protocol::messages::sync_group_response::SyncGroupResponse;
 use kafka_protocol::messages::{GroupId, TopicName};
 
 use super::{decode, encode_response, str_bytes, Outcome};
 use crate::cluster::metadata::ShardId;
 use crate::group::consumer::{HeartbeatIn, Partitions};
 use crate::group::offsets_topic::CommittedOffset;
-use crate::group::state::{JoinRequest, SyncRequest};
+use crate::group::state::{self, JoinRequest, SyncRequest};
 use crate::group::{self, FetchedOffsets};
 use crate::protocol::api::key;
 use crate::protocol::header::RequestHeader;
@@ -115,13 +113,7 @@ pub async fn join_group(
         s.groups.join(&s, g, join).await
     })
     .await;
-    let mut resp = joined.unwrap_or_else(|code| {
-        let mut r = JoinGroupResponse::default();
-        r.error_code = code.code();
-        r.generation_id = -1;
-        r.member_id = str_bytes(&member_id);
-        r
-    });
+    let mut resp = joined.unwrap_or_else(|code| state::join_error(code, &member_id));
     // Only the fields this version has.
     let v = h.api_version;
     if v < 7 {
@@ -164,11 +156,7 @@ pub async fn sync_group(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Ou
         s.groups.sync(&s, &g, sync).await
     })
     .await;
-    let mut resp = synced.unwrap_or_else(|code| {
-        let mut r = SyncGroupResponse::default();
-        r.error_code = code.code();
-        r
-    });
+    let mut resp = synced.unwrap_or_else(state::sync_error);
     if h.api_version < 5 {
         resp.protocol_type = None;
         resp.protocol_name = None;

@@ -77,7 +77,8 @@ pub struct HeartbeatOut {
 }
 
 impl HeartbeatOut {
-    fn error(member_id: &str, error: ErrorCode, message: &str) -> HeartbeatOut {
+    /// A heartbeat answered with an error (the member has no epoch).
+    pub fn error(member_id: &str, error: ErrorCode, message: &str) -> HeartbeatOut {
         HeartbeatOut {
             error,
             message: Some(message.to_string()),

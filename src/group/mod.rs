@@ -35,7 +35,7 @@ use crate::protocol::ErrorCode;
 use crate::shard::{Shard, CONTROLLER_SHARD};
 use crate::storage::PartitionLog;
 use offsets_topic::{CommittedOffset, OffsetsRecord, StoredGroup, OFFSETS_TOPIC};
-use state::{Group, GroupConfig, GroupState, JoinRequest, Reply, SyncRequest};
+use state::{join_error, Group, GroupConfig, GroupState, JoinRequest, Reply, SyncRequest};
 
 /// How often each shard expires sessions and completes timed-out rebalances.
 pub const TICK_INTERVAL: Duration = Duration::from_millis(100);
@@ -104,14 +104,6 @@ pub async fn coordinator_of(shard: &Rc<Shard>, group: &str) -> Result<ShardId, E
     topic
         .owner(partition)
         .ok_or(ErrorCode::CoordinatorNotAvailable)
-}
-
-fn join_error(code: ErrorCode, member_id: &str) -> JoinGroupResponse {
-    let mut r = JoinGroupResponse::default();
-    r.error_code = code.code();
-    r.generation_id = -1;
-    r.member_id = kafka_protocol::protocol::StrBytes::from_string(member_id.to_string());
-    r
 }
 
 impl Coordinator {
@@ -355,13 +347,8 @@ impl Coordinator {
         group: &str,
         req: consumer::HeartbeatIn,
     ) -> consumer::HeartbeatOut {
-        let fail = |code, message: &str| consumer::HeartbeatOut {
-            error: code,
-            message: Some(message.to_string()),
-            member_id: req.member_id.clone(),
-            member_epoch: -1,
-            assignment: None,
-        };
+        let fail =
+            |code, message: &str| consumer::HeartbeatOut::error(&req.member_id, code, message);
         if group.is_empty() {
             return fail(ErrorCode::InvalidGroupId, "the group id is empty");
         }

@@ -144,7 +144,8 @@ fn str_bytes(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
 }
 
-fn join_error(code: ErrorCode, member_id: &str) -> JoinGroupResponse {
+/// A JoinGroup answered with an error (no generation).
+pub fn join_error(code: ErrorCode, member_id: &str) -> JoinGroupResponse {
     let mut r = JoinGroupResponse::default();
     r.error_code = code.code();
     r.generation_id = -1;
@@ -152,6 +153,7 @@ fn join_error(code: ErrorCode, member_id: &str) -> JoinGroupResponse {
     r
 }
 
+/// A SyncGroup answered with an error (no assignment).
 pub fn sync_error(code: ErrorCode) -> SyncGroupResponse {
     let mut r = SyncGroupResponse::default();
     r.error_code = code.code();

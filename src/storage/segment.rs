@@ -170,6 +170,18 @@ fn encode_offset_entry((rel, position): (u32, u32)) -> [u8; 8] {
     buf
 }
 
+fn decode_offset_entry(e: &[u8]) -> (u32, u32) {
+    let rel = u32::from_be_bytes(e[..4].try_into().expect("4 bytes"));
+    let position = u32::from_be_bytes(e[4..8].try_into().expect("4 bytes"));
+    (rel, position)
+}
+
+fn decode_time_entry(e: &[u8]) -> (i64, u32) {
+    let timestamp = i64::from_be_bytes(e[..8].try_into().expect("8 bytes"));
+    let rel = u32::from_be_bytes(e[8..12].try_into().expect("4 bytes"));
+    (timestamp, rel)
+}
+
 fn encode_time_entry((timestamp, rel): (i64, u32)) -> [u8; 12] {
     let mut buf = [0u8; 12];
     buf[..8].copy_from_slice(&timestamp.to_be_bytes());
@@ -320,21 +332,13 @@ impl Segment {
         if seg.log.file_size().await? != snapshot.size {
             return Ok(None);
         }
-        let Some(index) = read_entries(&seg.index_file, OFFSET_ENTRY_BYTES, |e| {
-            let rel = u32::from_be_bytes(e[..4].try_into().expect("4 bytes"));
-            let position = u32::from_be_bytes(e[4..].try_into().expect("4 bytes"));
-            (rel, position)
-        })
-        .await?
+        let Some(index) =
+            read_entries(&seg.index_file, OFFSET_ENTRY_BYTES, decode_offset_entry).await?
         else {
             return Ok(None);
         };
-        let Some(time_index) = read_entries(&seg.time_index_file, TIME_ENTRY_BYTES, |e| {
-            let timestamp = i64::from_be_bytes(e[..8].try_into().expect("8 bytes"));
-            let rel = u32::from_be_bytes(e[8..].try_into().expect("4 bytes"));
-            (timestamp, rel)
-        })
-        .await?
+        let Some(time_index) =
+            read_entries(&seg.time_index_file, TIME_ENTRY_BYTES, decode_time_entry).await?
         else {
             return Ok(None);
         };

@@ -119,8 +119,10 @@ def test_group_consumer_commits_and_a_successor_resumes_there(broker_factory):
     p.close()
 
     def member():
+        # A short session: should a closing member fail to leave, it expires soon.
         c = KafkaConsumer("py-group", bootstrap_servers=b.bootstrap, group_id="py",
-                          enable_auto_commit=False, auto_offset_reset="earliest")
+                          enable_auto_commit=False, auto_offset_reset="earliest",
+                          session_timeout_ms=6000, heartbeat_interval_ms=500)
         return c
 
     first = member()

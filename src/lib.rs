@@ -4,7 +4,7 @@
 //! files; `broker` handlers route through `shard` and never open segments; `storage`
 //! knows batches and offsets, never requests; `group` keeps consumer groups and their
 //! offsets (in `__consumer_offsets`) on the coordinating shard; only `shard` sends
-//! across cores.
+//! across cores. `perf` is the load generator, a Kafka client of its own.
 
 pub mod alloc_guard;
 pub mod broker;
@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod config;
 pub mod group;
 pub mod net;
+pub mod perf;
 pub mod protocol;
 pub mod runtime;
 pub mod shard;

@@ -32,6 +32,9 @@ enum Command {
         #[arg(long)]
         help_settings: bool,
     },
+    /// The load generator: Kafka-protocol workloads against any endpoint (JSON out).
+    #[command(subcommand)]
+    Perf(ringlog::perf::PerfCommand),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +48,16 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match cli.command {
+        Command::Perf(command) => match ringlog::perf::run(command) {
+            Ok(report) => {
+                println!("{report}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("ringlog perf: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Serve {
             help_settings: true,
             ..

@@ -24,11 +24,10 @@ use crate::shard::Shard;
 
 /// Requests read but not yet answered, per connection.
 pub const IN_FLIGHT_REQUESTS_MAX: usize = 16;
-/// Bytes asked of the socket per read, at least...
+/// Room made for each read, at least...
 const READ_CHUNK_BYTES: usize = 64 << 10;
-/// ...and at most: the read window is zero-filled before each read, so it stays
-/// bounded even while a large frame is pending (else that cost grows with the square
-/// of the frame size).
+/// ...and at most (the buffer may have more spare capacity while a large frame is
+/// pending).
 const READ_WINDOW_BYTES_MAX: usize = 4 << 20;
 
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
@@ -45,10 +44,10 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let (tx, rx) = local_channel::new_bounded::<JoinHandle<Outcome>>(IN_FLIGHT_REQUESTS_MAX);
     let writer_task = glommio::spawn_local(write_responses(writer, rx, fd, peer.clone()));
     let frame_size_max = shard.config.request_size_max_bytes;
-    let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    let mut buf = ReadBuffer::new();
     'read: loop {
         loop {
-            match split_frame(&mut buf, frame_size_max) {
+            match split_frame(&mut buf.bytes, frame_size_max) {
                 Ok(Some(frame)) => {
                     let task = glommio::spawn_local(handle_contained(
                         shard.clone(),
@@ -67,19 +66,65 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
                 }
             }
         }
-        let len = buf.len();
-        let want = (buf.capacity() - len).clamp(READ_CHUNK_BYTES, READ_WINDOW_BYTES_MAX);
-        buf.resize(len + want, 0);
-        match reader.read(&mut buf[len..]).await {
-            Ok(0) | Err(_) => {
-                buf.truncate(len);
-                break;
-            }
-            Ok(n) => buf.truncate(len + n),
+        match buf.fill(&mut reader, fd).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
         }
     }
     drop(tx);
     writer_task.await;
+}
+
+/// Bytes read from the socket and not yet split into frames.
+///
+/// Reads go straight into the buffer's spare capacity with `recv(MSG_DONTWAIT)` on the
+/// raw socket: glommio's `read` takes an initialized `&mut [u8]`, and zero-filling the
+/// room before every read cost as much CPU as the receive copy itself. Only when the
+/// socket is empty does glommio's `read` wait for data (io_uring poll), into a small
+/// scratch buffer whose bytes are then appended.
+struct ReadBuffer {
+    bytes: BytesMut,
+    scratch: Box<[u8]>,
+}
+
+/// Bytes taken by the read that waits for an empty socket to become readable.
+const WAKE_READ_BYTES: usize = 16 << 10;
+
+impl ReadBuffer {
+    fn new() -> ReadBuffer {
+        ReadBuffer {
+            bytes: BytesMut::with_capacity(READ_CHUNK_BYTES),
+            scratch: vec![0u8; WAKE_READ_BYTES].into_boxed_slice(),
+        }
+    }
+
+    /// Reads what the socket has (waiting if it has nothing); 0 at end of stream.
+    async fn fill(
+        &mut self,
+        reader: &mut futures::io::ReadHalf<TcpStream>,
+        fd: i32,
+    ) -> std::io::Result<usize> {
+        if self.bytes.capacity() - self.bytes.len() < READ_CHUNK_BYTES {
+            self.bytes.reserve(READ_CHUNK_BYTES);
+        }
+        let len = self.bytes.len();
+        let spare = self.bytes.spare_capacity_mut();
+        let room = spare.len().min(READ_WINDOW_BYTES_MAX);
+        // SAFETY: recv writes at most `room` bytes into memory this buffer owns and
+        // does not read it; `set_len` then covers exactly the bytes it wrote.
+        let n = unsafe { libc::recv(fd, spare.as_mut_ptr().cast(), room, libc::MSG_DONTWAIT) };
+        if n >= 0 {
+            unsafe { self.bytes.set_len(len + n as usize) };
+            return Ok(n as usize);
+        }
+        let e = std::io::Error::last_os_error();
+        if !matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EINTR)) {
+            return Err(e);
+        }
+        let n = reader.read(&mut self.scratch).await?;
+        self.bytes.extend_from_slice(&self.scratch[..n]);
+        Ok(n)
+    }
 }
 
 /// Runs a request, turning a panic into a closed connection instead of a dead shard.

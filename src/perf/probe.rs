@@ -1,0 +1,101 @@
+//! This machine's own limits, measured in the same run as the workloads so that the
+//! broker's numbers can be read as fractions of them: one loopback TCP stream, large
+//! sequential `O_DIRECT` writes, and `fdatasync` latency after a small append.
+
+use std::fs::OpenOptions;
+use std::io::{self, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+const CHUNK_BYTES: usize = 1 << 20;
+
+/// MB/s of one loopback TCP stream over `duration`.
+pub fn loopback_mb_per_s(duration: Duration) -> io::Result<f64> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let sink = std::thread::spawn(move || -> io::Result<u64> {
+        let (mut s, _) = listener.accept()?;
+        let mut buf = vec![0u8; CHUNK_BYTES];
+        let mut total = 0u64;
+        loop {
+            match s.read(&mut buf)? {
+                0 => return Ok(total),
+                n => total += n as u64,
+            }
+        }
+    });
+    let mut s = TcpStream::connect(addr)?;
+    let chunk = vec![0x5au8; CHUNK_BYTES];
+    let started = Instant::now();
+    while started.elapsed() < duration {
+        s.write_all(&chunk)?;
+    }
+    s.shutdown(std::net::Shutdown::Write)?;
+    let total = sink
+        .join()
+        .map_err(|_| io::Error::other("sink panicked"))??;
+    Ok(total as f64 / started.elapsed().as_secs_f64() / 1e6)
+}
+
+/// An aligned buffer for `O_DIRECT`.
+struct Aligned(Vec<u8>, usize);
+
+impl Aligned {
+    fn new(len: usize) -> Aligned {
+        let v = vec![0xa5u8; len + 4096];
+        let off = v.as_ptr().align_offset(4096);
+        Aligned(v, off)
+    }
+    fn bytes(&self, len: usize) -> &[u8] {
+        &self.0[self.1..self.1 + len]
+    }
+}
+
+/// MB/s of sequential 1 MiB `O_DIRECT` writes into `dir`, at most `bytes_max` or
+/// `duration`, then one fdatasync.
+pub fn disk_write_mb_per_s(dir: &Path, bytes_max: u64, duration: Duration) -> io::Result<f64> {
+    let path = dir.join("probe-write.tmp");
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&path)?;
+    let buf = Aligned::new(CHUNK_BYTES);
+    let started = Instant::now();
+    let mut written = 0u64;
+    while written < bytes_max && started.elapsed() < duration {
+        file.write_all_at(buf.bytes(CHUNK_BYTES), written)?;
+        written += CHUNK_BYTES as u64;
+    }
+    file.sync_data()?;
+    let secs = started.elapsed().as_secs_f64();
+    drop(file);
+    std::fs::remove_file(&path)?;
+    Ok(written as f64 / secs / 1e6)
+}
+
+/// Latency of a 4 KiB append followed by fdatasync, in microseconds.
+pub fn fdatasync_latency(dir: &Path, rounds: usize) -> io::Result<Histogram<u64>> {
+    let path = dir.join("probe-sync.tmp");
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)?;
+    let block = [0x3cu8; 4096];
+    let mut hist = super::histogram();
+    for _ in 0..rounds {
+        let t = Instant::now();
+        file.write_all(&block)?;
+        file.sync_data()?;
+        hist.saturating_record(t.elapsed().as_micros() as u64);
+    }
+    drop(file);
+    std::fs::remove_file(&path)?;
+    Ok(hist)
+}

@@ -204,6 +204,7 @@ pub fn serve(config: Config) -> Result<(), StartError> {
         );
         LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("shard-{index}"))
+            .spin_before_park(Duration::from_micros(config.idle_spin_us))
             .spawn(move || async move {
                 let id = ShardId(index);
                 let (senders, receivers) = match mesh.join().await {

@@ -73,7 +73,7 @@ fn fetch_response(c: &mut Criterion) {
                     high_watermark: 1_000_000,
                     last_stable_offset: 1_000_000,
                     log_start_offset: 0,
-                    records: vec![records.clone()],
+                    records: vec![records.clone().into()],
                 })
                 .collect();
             let topics = vec![FetchTopicData {

@@ -68,6 +68,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting { name: "group.consumer.session.timeout.ms", aliases: &[], default: "45000", doc: "A consumer-protocol (KIP-848) member that does not heartbeat for this long leaves its group." },
     Setting { name: "group.max.size", aliases: &[], default: "2147483647", doc: "Most members in one group; more → GROUP_MAX_SIZE_REACHED." },
     Setting { name: "ringlog.log.write.mode", aliases: &[], default: "buffered", doc: "How segment files are written: `buffered` (io_uring through the page cache, as Kafka) or `direct` (io_uring O_DIRECT: aligned DMA writes that bypass the page cache). See tuning/README.md for the measured trade-off." },
+    Setting { name: "ringlog.fetch.zero.copy", aliases: &[], default: "true", doc: "Fetch responses send record data cached in the page cache straight from the segment file to the socket (sendfile), without copying it through the broker. `false`: always read it into memory first (the copying path, kept for comparison)." },
     Setting { name: "ringlog.idle.spin.us", aliases: &[], default: "0", doc: "How long an idle shard polls for new work before it sleeps in the kernel. Waking a sleeping CPU costs tens of microseconds per hop (more on virtual machines); spinning trades CPU for latency." },
     Setting { name: "ringlog.tail.cache.bytes", aliases: &[], default: "", doc: "Per partition, the newest batches kept in memory and served to fetches from there. Empty: 8388608 with direct writes (the page cache then holds nothing fresh), 0 with buffered." },
     Setting { name: "ringlog.cpus", aliases: &[], default: "all", doc: "CPUs to run shards on, one shard pinned to each: `all`, or a list such as `0-3,6`." },
@@ -97,6 +98,7 @@ pub struct Config {
     pub write_mode: WriteMode,
     pub tail_cache_bytes: usize,
     pub idle_spin_us: u64,
+    pub fetch_zero_copy: bool,
     pub offsets_topic_partitions: i32,
     pub offsets_topic_segment_bytes: u64,
     pub offsets_retention_ms: i64,
@@ -452,6 +454,10 @@ impl Config {
                 &get("group.consumer.session.timeout.ms"),
                 1,
                 i32::MAX as u64,
+            )?,
+            fetch_zero_copy: parse_bool(
+                "ringlog.fetch.zero.copy",
+                &get("ringlog.fetch.zero.copy"),
             )?,
             idle_spin_us: parse_num(
                 "ringlog.idle.spin.us",

@@ -17,6 +17,7 @@ use kafka_protocol::messages::fetch_request::FetchRequest;
 use super::routing::group_by_owner;
 use super::{decode, Outcome};
 use crate::cluster::metadata::ShardId;
+use crate::protocol::chunk::Chunk;
 use crate::protocol::fetch_writer::{
     write_fetch_response, FetchPartitionData, FetchTopicData, FETCH_TOPIC_IDS_FROM,
 };
@@ -48,7 +49,7 @@ struct ReadResult {
     error: ErrorCode,
     high_watermark: i64,
     log_start_offset: i64,
-    records: Vec<Bytes>,
+    records: Vec<Chunk>,
 }
 
 async fn read_on_owner(
@@ -66,7 +67,10 @@ async fn read_on_owner(
             },
             Some(log) => {
                 let offsets = log.offsets();
-                match log.read(r.offset, r.max_bytes, true).await {
+                match log
+                    .read_chunks(r.offset, r.max_bytes, true, shard.config.fetch_zero_copy)
+                    .await
+                {
                     Ok(records) => ReadResult {
                         error: ErrorCode::None,
                         high_watermark: offsets.log_end,
@@ -198,7 +202,7 @@ pub async fn handle(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcom
             out.high_watermark = r.high_watermark;
             out.last_stable_offset = r.high_watermark;
             out.log_start_offset = r.log_start_offset;
-            bytes_ready += r.records.iter().map(Bytes::len).sum::<usize>();
+            bytes_ready += r.records.iter().map(Chunk::len).sum::<usize>();
             any_error |= r.error != ErrorCode::None;
             out.records = r.records;
         }
@@ -231,7 +235,7 @@ pub async fn handle(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcom
     // Response-level max_bytes: later partitions give way once the budget is spent.
     let mut total = 0usize;
     for s in &mut slots {
-        let len: usize = s.result.records.iter().map(Bytes::len).sum();
+        let len: usize = s.result.records.iter().map(Chunk::len).sum();
         if total > 0 && total + len > response_max_bytes {
             s.result.records = Vec::new();
         } else {

@@ -10,6 +10,7 @@ use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use tracing::{debug, warn};
 
 use crate::protocol::api::{self, key};
+use crate::protocol::chunk::Chunk;
 use crate::protocol::header::{self, RequestHeader};
 use crate::shard::Shard;
 
@@ -29,7 +30,7 @@ mod routing;
 /// What the connection does with a request's result.
 pub enum Outcome {
     /// A complete response frame, as chunks to write in order.
-    Respond(Vec<Bytes>),
+    Respond(Vec<Chunk>),
     /// Nothing to send (Produce with acks=0).
     NoResponse,
     /// Close the connection, as Kafka does for requests it cannot parse or serve.
@@ -59,7 +60,7 @@ pub fn encode_response<R: Encodable>(
     }
     let size = (buf.len() - 4) as i32;
     buf[0..4].copy_from_slice(&size.to_be_bytes());
-    Outcome::Respond(vec![buf.freeze()])
+    Outcome::Respond(vec![Chunk::Bytes(buf.freeze())])
 }
 
 /// Decodes a request body, or says why not (the connection is then closed).

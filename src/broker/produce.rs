@@ -223,5 +223,5 @@ pub fn unsupported_old_version(h: &RequestHeader, mut body: Bytes) -> Outcome {
     }
     let size = (b.len() - 4) as i32;
     b[0..4].copy_from_slice(&size.to_be_bytes());
-    Outcome::Respond(vec![b.freeze()])
+    Outcome::Respond(vec![b.freeze().into()])
 }

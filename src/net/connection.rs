@@ -8,6 +8,7 @@
 //! would refuse, closes this connection only.
 
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 
@@ -19,6 +20,7 @@ use glommio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::broker::{self, Outcome};
+use crate::protocol::chunk::{Chunk, FileRange};
 use crate::protocol::frame::split_frame;
 use crate::shard::Shard;
 
@@ -40,6 +42,14 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         .into();
     let _ = stream.set_nodelay(true);
     let fd = stream.as_raw_fd();
+    // Non-blocking, for sendfile (see `send_file`) and our own recv.
+    // SAFETY: fcntl on the stream's own descriptor.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags >= 0 {
+            libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
+        }
+    }
     let (mut reader, writer) = stream.split();
     let (tx, rx) = local_channel::new_bounded::<JoinHandle<Outcome>>(IN_FLIGHT_REQUESTS_MAX);
     let writer_task = glommio::spawn_local(write_responses(writer, rx, fd, peer.clone()));
@@ -144,7 +154,7 @@ async fn write_responses(
     fd: i32,
     peer: String,
 ) {
-    let mut pending: Vec<Bytes> = Vec::new();
+    let mut pending: Vec<Chunk> = Vec::new();
     while let Some(task) = rx.recv().await {
         match task.await {
             Some(Outcome::Respond(chunks)) => pending.extend(chunks),
@@ -157,13 +167,13 @@ async fn write_responses(
         }
         // Written as soon as it is ready: holding it for the next response could
         // stall it behind a long-polling fetch.
-        if let Err(e) = write_chunks(&mut writer, &mut pending).await {
+        if let Err(e) = write_chunks(&mut writer, fd, &mut pending).await {
             debug!(%peer, error = %e, "write failed");
             break;
         }
     }
     if !pending.is_empty() {
-        let _ = write_chunks(&mut writer, &mut pending).await;
+        let _ = write_chunks(&mut writer, fd, &mut pending).await;
     }
     let _ = writer.flush().await;
     // Wake the reader (it may be blocked in read) by shutting the socket down; the fd
@@ -173,24 +183,83 @@ async fn write_responses(
     drop(rx);
 }
 
+/// Writes `chunks` in order: small byte chunks coalesced into one write, large ones
+/// as they are, file ranges with `send_file`.
 async fn write_chunks(
     writer: &mut futures::io::WriteHalf<TcpStream>,
-    chunks: &mut Vec<Bytes>,
+    fd: i32,
+    chunks: &mut Vec<Chunk>,
 ) -> std::io::Result<()> {
     let mut small = BytesMut::new();
     for chunk in chunks.drain(..) {
-        if chunk.len() < 4096 {
-            small.extend_from_slice(&chunk);
-            continue;
+        if let Chunk::Bytes(b) = &chunk {
+            if b.len() < 4096 {
+                small.extend_from_slice(b);
+                continue;
+            }
         }
         if !small.is_empty() {
             writer.write_all(&small).await?;
             small.clear();
         }
-        writer.write_all(&chunk).await?;
+        match chunk {
+            Chunk::Bytes(b) => writer.write_all(&b).await?,
+            Chunk::File(range) => send_file(writer, fd, &range).await?,
+        }
     }
     if !small.is_empty() {
         writer.write_all(&small).await?;
+    }
+    Ok(())
+}
+
+/// Bytes copied through user space when the socket is full (see `send_file`).
+const SEND_FILE_FALLBACK_BYTES: usize = 64 << 10;
+
+/// Sends a file range with sendfile(2): the page cache's pages go to the socket
+/// without being copied through the broker. glommio has no sendfile, so this is the
+/// one place that calls it, on the raw socket, which is non-blocking (`serve` sets
+/// O_NONBLOCK; glommio's own socket calls never block either way). When the socket is
+/// full, sendfile says EAGAIN; glommio then has to wait for room, and its only way to
+/// wait is a write: the next piece of the range (at most
+/// `SEND_FILE_FALLBACK_BYTES`) is read into memory and written through glommio, which
+/// returns once the socket took it. A consumer that reads slowly costs that copy; one
+/// that keeps up is served without copies.
+async fn send_file(
+    writer: &mut futures::io::WriteHalf<TcpStream>,
+    fd: i32,
+    range: &FileRange,
+) -> std::io::Result<()> {
+    let file_fd = range.file.as_raw_fd();
+    let end = range.offset + range.len as u64;
+    let mut offset = range.offset;
+    while offset < end {
+        let mut off = offset as libc::off_t;
+        // SAFETY: both descriptors are open (the range holds the file; the socket
+        // lives as long as `writer`); the kernel advances `off` only.
+        let n = unsafe { libc::sendfile(fd, file_fd, &mut off, (end - offset) as usize) };
+        if n > 0 {
+            offset += n as u64;
+            continue;
+        }
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "segment file ended inside a fetch response",
+            ));
+        }
+        let e = std::io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EAGAIN) => {
+                let len = ((end - offset) as usize).min(SEND_FILE_FALLBACK_BYTES);
+                let mut buf = vec![0u8; len];
+                range.file.read_exact_at(&mut buf, offset)?;
+                writer.write_all(&buf).await?;
+                offset += len as u64;
+            }
+            _ => return Err(e),
+        }
     }
     Ok(())
 }

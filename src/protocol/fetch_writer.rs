@@ -1,9 +1,11 @@
 //! The Fetch response writer (v4–v17). Record data is never copied into the response:
 //! the writer emits a list of chunks in which encoded header fields alternate with the
-//! records' own `Bytes`, which the connection writes out as they are. This is the seam
-//! where the zero-copy file→socket path will plug in.
+//! records' own chunks (bytes in memory or file ranges, see `chunk`), which the
+//! connection writes out as they are.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, BytesMut};
+
+use super::chunk::Chunk;
 
 use super::error::ErrorCode;
 use super::wire::put_unsigned_varint;
@@ -20,7 +22,7 @@ pub struct FetchPartitionData {
     pub log_start_offset: i64,
     /// Whole batches, as stored, in one or more contiguous pieces. Empty when there is
     /// nothing to return (sent as an empty record set).
-    pub records: Vec<Bytes>,
+    pub records: Vec<Chunk>,
 }
 
 #[derive(Debug, Clone)]
@@ -32,7 +34,7 @@ pub struct FetchTopicData {
 
 /// A response frame as a list of chunks; the first holds the 4-byte size.
 pub struct Chunks {
-    parts: Vec<Bytes>,
+    parts: Vec<Chunk>,
     current: BytesMut,
 }
 
@@ -45,23 +47,27 @@ impl Chunks {
             current,
         }
     }
-    fn push_bytes(&mut self, bytes: Bytes) {
-        if bytes.len() < 512 {
-            self.current.put_slice(&bytes);
-            return;
+    fn push_chunk(&mut self, chunk: Chunk) {
+        if let Chunk::Bytes(bytes) = &chunk {
+            if bytes.len() < 512 {
+                self.current.put_slice(bytes);
+                return;
+            }
         }
         let done = std::mem::replace(&mut self.current, BytesMut::with_capacity(128));
-        self.parts.push(done.freeze());
-        self.parts.push(bytes);
+        self.parts.push(Chunk::Bytes(done.freeze()));
+        self.parts.push(chunk);
     }
-    fn finish(mut self) -> Vec<Bytes> {
+    fn finish(mut self) -> Vec<Chunk> {
         if !self.current.is_empty() {
-            self.parts.push(self.current.freeze());
+            self.parts.push(Chunk::Bytes(self.current.freeze()));
         }
-        let total: usize = self.parts.iter().map(|p| p.len()).sum();
-        let mut first = BytesMut::from(&self.parts[0][..]);
-        first[0..4].copy_from_slice(&((total - 4) as i32).to_be_bytes());
-        self.parts[0] = first.freeze();
+        let total: usize = self.parts.iter().map(Chunk::len).sum();
+        if let Some(Chunk::Bytes(head)) = self.parts.first() {
+            let mut first = BytesMut::from(&head[..]);
+            first[0..4].copy_from_slice(&((total - 4) as i32).to_be_bytes());
+            self.parts[0] = Chunk::Bytes(first.freeze());
+        }
         self.parts
     }
 }
@@ -79,7 +85,7 @@ pub fn write_fetch_response(
     version: i16,
     error: ErrorCode,
     topics: Vec<FetchTopicData>,
-) -> Vec<Bytes> {
+) -> Vec<Chunk> {
     let flexible = version >= FETCH_FLEXIBLE_FROM;
     let mut out = Chunks::new();
     let b = &mut out.current;
@@ -125,14 +131,14 @@ pub fn write_fetch_response(
             }
             // No data is an empty record set, never null: Kafka sends it that way and
             // librdkafka rejects a null one.
-            let len: usize = p.records.iter().map(Bytes::len).sum();
+            let len: usize = p.records.iter().map(Chunk::len).sum();
             if flexible {
                 put_unsigned_varint(b, len as u32 + 1);
             } else {
                 b.put_i32(len as i32);
             }
             for piece in p.records {
-                out.push_bytes(piece);
+                out.push_chunk(piece);
             }
             if flexible {
                 out.current.put_u8(0); // partition tagged fields
@@ -154,12 +160,44 @@ mod tests {
     use kafka_protocol::messages::{FetchResponse, ResponseHeader};
     use kafka_protocol::protocol::Decodable;
 
-    fn concat(parts: &[Bytes]) -> Bytes {
+    use crate::protocol::chunk::FileRange;
+    use bytes::Bytes;
+    use std::os::unix::fs::FileExt;
+    use std::sync::Arc;
+
+    /// The frame as the connection would send it (file ranges read back).
+    fn concat(parts: &[Chunk]) -> Bytes {
         let mut b = BytesMut::new();
         for p in parts {
-            b.put_slice(p);
+            match p {
+                Chunk::Bytes(bytes) => b.put_slice(bytes),
+                Chunk::File(r) => {
+                    let mut buf = vec![0u8; r.len];
+                    r.file.read_exact_at(&mut buf, r.offset).unwrap();
+                    b.put_slice(&buf);
+                }
+            }
         }
         b.freeze()
+    }
+
+    /// A file holding `content` at offset 100, as a range.
+    fn file_range(content: &[u8]) -> FileRange {
+        let path = std::env::temp_dir().join(format!("fetch-writer-{}", std::process::id()));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        file.write_all_at(content, 100).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        FileRange {
+            file: Arc::new(file),
+            offset: 100,
+            len: content.len(),
+        }
     }
 
     /// The schema crate (generated from Kafka's JSON) decodes what we write, at every
@@ -168,6 +206,8 @@ mod tests {
     fn every_version_decodes_with_the_reference_schema() {
         let records = Bytes::from(vec![0xabu8; 2000]);
         let small = Bytes::from_static(b"tiny-records");
+        let in_file = Bytes::from(vec![0x5au8; 3000]);
+        let range = file_range(&in_file);
         let id = uuid::Uuid::from_u128(0x1234);
         for version in 4..=17i16 {
             let topics = vec![FetchTopicData {
@@ -180,7 +220,7 @@ mod tests {
                         high_watermark: 10,
                         last_stable_offset: 10,
                         log_start_offset: 0,
-                        records: vec![records.clone()],
+                        records: vec![records.clone().into()],
                     },
                     FetchPartitionData {
                         partition: 1,
@@ -196,7 +236,15 @@ mod tests {
                         high_watermark: 1,
                         last_stable_offset: 1,
                         log_start_offset: 0,
-                        records: vec![small.slice(..4), small.slice(4..)],
+                        records: vec![small.slice(..4).into(), small.slice(4..).into()],
+                    },
+                    FetchPartitionData {
+                        partition: 3,
+                        error: ErrorCode::None,
+                        high_watermark: 1,
+                        last_stable_offset: 1,
+                        log_start_offset: 0,
+                        records: vec![Chunk::File(range.clone())],
                     },
                 ],
             }];
@@ -220,6 +268,7 @@ mod tests {
             assert_eq!(t.partitions[1].error_code, 1);
             assert_eq!(t.partitions[1].records, Some(Bytes::new()));
             assert_eq!(t.partitions[2].records.as_ref(), Some(&small));
+            assert_eq!(t.partitions[3].records.as_ref(), Some(&in_file));
             assert_eq!(t.partitions[0].high_watermark, 10);
         }
     }
@@ -236,12 +285,14 @@ mod tests {
                 high_watermark: 1,
                 last_stable_offset: 1,
                 log_start_offset: 0,
-                records: vec![records.clone()],
+                records: vec![records.clone().into()],
             }],
         }];
         let parts = write_fetch_response(1, 11, ErrorCode::None, topics);
         assert!(
-            parts.iter().any(|p| p.as_ptr() == records.as_ptr()),
+            parts
+                .iter()
+                .any(|p| matches!(p, Chunk::Bytes(b) if b.as_ptr() == records.as_ptr())),
             "record bytes were copied"
         );
     }

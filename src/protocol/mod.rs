@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod batch;
+pub mod chunk;
 pub mod error;
 pub mod fetch_writer;
 pub mod frame;

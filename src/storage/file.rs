@@ -17,9 +17,12 @@
 //! through the fault seam (`fault`).
 
 use std::cell::{Cell, RefCell};
+use std::fs::File;
 use std::io;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::path::Path;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use glommio::io::{BufferedFile, DmaBuffer, DmaFile, OpenOptions, ReadResult};
 
@@ -49,7 +52,12 @@ pub fn to_io(e: glommio::GlommioError<()>) -> io::Error {
     io::Error::from(e)
 }
 
-pub struct LogFile(Inner);
+pub struct LogFile {
+    inner: Inner,
+    /// A duplicate descriptor of a buffered file that other shards may hold: fetch
+    /// responses carry it to the connection, which sendfiles from it.
+    shared: std::cell::OnceCell<Option<Arc<File>>>,
+}
 
 enum Inner {
     Buffered(BufferedFile),
@@ -77,7 +85,7 @@ impl LogFile {
             .write(true)
             .create(true)
             .truncate(truncate);
-        Ok(LogFile(match mode {
+        let inner = match mode {
             WriteMode::Buffered => {
                 Inner::Buffered(options.buffered_open(path).await.map_err(to_io)?)
             }
@@ -92,18 +100,63 @@ impl LogFile {
                 tail: RefCell::new(Vec::new()),
                 allocated: Cell::new(0),
             }),
-        }))
+        };
+        Ok(LogFile {
+            inner,
+            shared: std::cell::OnceCell::new(),
+        })
+    }
+
+    /// A handle on this file that any shard may hold, for sendfile; `None` for a
+    /// direct file (its data is not in the page cache, so sendfile would read the
+    /// device synchronously) or if no descriptor is left.
+    pub fn shared_handle(&self) -> Option<Arc<File>> {
+        let Inner::Buffered(f) = &self.inner else {
+            return None;
+        };
+        self.shared
+            .get_or_init(|| {
+                // SAFETY: dup of a descriptor this file owns; the copy is owned by the
+                // returned File alone.
+                let fd = unsafe { libc::dup(f.as_raw_fd()) };
+                (fd >= 0).then(|| Arc::new(unsafe { File::from_raw_fd(fd) }))
+            })
+            .clone()
+    }
+
+    /// Reads `buf.len()` bytes at `pos` if, and only if, all of them are in the page
+    /// cache (`preadv2` with `RWF_NOWAIT`, which never waits for the device): the
+    /// synchronous read is then a memory copy and cannot stall the shard. `false`
+    /// when they are not (or the file is direct).
+    pub fn read_cached(&self, pos: u64, buf: &mut [u8]) -> io::Result<bool> {
+        let Inner::Buffered(f) = &self.inner else {
+            return Ok(false);
+        };
+        let iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        // SAFETY: one iovec over `buf`, which outlives the call.
+        let n = unsafe { libc::preadv2(f.as_raw_fd(), &iov, 1, pos as i64, libc::RWF_NOWAIT) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return match e.raw_os_error() {
+                Some(libc::EAGAIN) | Some(libc::EOPNOTSUPP) => Ok(false),
+                _ => Err(e),
+            };
+        }
+        Ok(n as usize == buf.len())
     }
 
     pub async fn file_size(&self) -> io::Result<u64> {
-        match &self.0 {
+        match &self.inner {
             Inner::Buffered(f) => f.file_size().await.map_err(to_io),
             Inner::Direct(d) => d.file.file_size().await.map_err(to_io),
         }
     }
 
     pub async fn read_at(&self, pos: u64, len: usize) -> io::Result<ReadResult> {
-        match &self.0 {
+        match &self.inner {
             Inner::Buffered(f) => f.read_at(pos, len).await.map_err(to_io),
             Inner::Direct(d) => d.file.read_at(pos, len).await.map_err(to_io),
         }
@@ -111,7 +164,7 @@ impl LogFile {
 
     /// Writes `parts` (concatenated) at `pos`, the log's end.
     pub async fn append(&self, pos: u64, parts: &[&[u8]]) -> io::Result<()> {
-        match &self.0 {
+        match &self.inner {
             Inner::Buffered(f) => {
                 let len: usize = parts.iter().map(|p| p.len()).sum();
                 write_all_at(f, len, pos, |from| concat_from(parts, from)).await
@@ -122,7 +175,7 @@ impl LogFile {
 
     /// Cuts the file to `size`, which becomes the log's end.
     pub async fn truncate(&self, size: u64) -> io::Result<()> {
-        match &self.0 {
+        match &self.inner {
             Inner::Buffered(f) => f.truncate(size).await.map_err(to_io),
             Inner::Direct(d) => {
                 d.file.truncate(size).await.map_err(to_io)?;
@@ -151,14 +204,14 @@ impl LogFile {
     /// Trims what a direct file holds past its logical end (padding, preallocated
     /// space); a segment that will not be appended to again is sealed.
     pub async fn seal(&self) -> io::Result<()> {
-        match &self.0 {
+        match &self.inner {
             Inner::Buffered(_) => Ok(()),
             Inner::Direct(d) => d.file.truncate(d.end.get()).await.map_err(to_io),
         }
     }
 
     pub async fn fdatasync(&self) -> io::Result<()> {
-        match &self.0 {
+        match &self.inner {
             Inner::Buffered(f) => f.fdatasync().await.map_err(to_io),
             Inner::Direct(d) => d.file.fdatasync().await.map_err(to_io),
         }

@@ -28,6 +28,7 @@ use super::producer_state::{ProducerStates, SequenceCheck};
 use super::segment::{self, Segment, SegmentSnapshot, SegmentSpec};
 use super::sync_group::SyncGroup;
 use crate::protocol::batch::{self, BatchError, BatchHeader};
+use crate::protocol::chunk::{Chunk, FileRange};
 use crate::protocol::records;
 use crate::protocol::ErrorCode;
 
@@ -181,6 +182,12 @@ impl TailCache {
             };
             self.bytes -= old.len();
         }
+    }
+
+    fn holds(&self, offset: i64) -> bool {
+        self.batches
+            .front()
+            .is_some_and(|b| offset >= b.base_offset)
     }
 
     /// Whole batches from the one holding `offset`, up to `max_bytes` (at least one if
@@ -672,6 +679,98 @@ impl PartitionLog {
         waiters.retain(|w| !w.is_canceled());
         waiters.push(tx);
         rx
+    }
+
+    /// As `read`, for a fetch response: with `zero_copy`, batches in the page cache
+    /// come back as a file range, which the connection sendfiles; otherwise (or when a
+    /// part of them is not cached, or the file is direct) as bytes read into memory.
+    pub async fn read_chunks(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one_batch: bool,
+        zero_copy: bool,
+    ) -> Result<Vec<Chunk>, ReadError> {
+        if zero_copy {
+            if let Some(range) = self.cached_range(offset, max_bytes, min_one_batch)? {
+                return Ok(vec![Chunk::File(range)]);
+            }
+        }
+        let pieces = self.read(offset, max_bytes, min_one_batch).await?;
+        Ok(pieces.into_iter().map(Chunk::Bytes).collect())
+    }
+
+    /// The file range of the batches `read` would return, found without waiting for
+    /// the device: batch headers are read only if cached (`read_cached`), and so is
+    /// the range's last byte. `None` whenever that is not so, or the case is one
+    /// `read` handles (the tail cache, the log end, errors): the caller then reads.
+    fn cached_range(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one_batch: bool,
+    ) -> Result<Option<FileRange>, ReadError> {
+        let s = self.state.borrow();
+        if s.offline || offset < s.log_start_offset || offset >= s.log_end_offset {
+            return Ok(None);
+        }
+        if s.tail_cache.holds(offset) {
+            return Ok(None);
+        }
+        let Some((_, seg)) = s.segments.range(..=offset).next_back() else {
+            return Ok(None);
+        };
+        let Some(file) = seg.log.shared_handle() else {
+            return Ok(None);
+        };
+        let mut head = [0u8; batch::HEADER_SIZE];
+        let mut header_at = |pos: u64| -> io::Result<Option<(i64, u64)>> {
+            if pos + batch::HEADER_SIZE as u64 > seg.size || !seg.log.read_cached(pos, &mut head)? {
+                return Ok(None);
+            }
+            Ok(BatchHeader::new(&head).map(|h| (h.last_offset(), h.total_size() as u64)))
+        };
+        // The batch holding `offset`.
+        let mut start = seg.position_for(offset);
+        loop {
+            let Some((last_offset, size)) = header_at(start)? else {
+                return Ok(None);
+            };
+            if last_offset >= offset {
+                break;
+            }
+            start += size;
+        }
+        // Whole batches while they fit; the index jumps over runs of small ones.
+        let limit = start + max_bytes as u64;
+        let mut end = start;
+        loop {
+            let jump = seg.batch_start_at_or_below(limit.min(seg.size));
+            if jump > end {
+                end = jump;
+            }
+            if end >= seg.size {
+                break;
+            }
+            let Some((_, size)) = header_at(end)? else {
+                return Ok(None);
+            };
+            if end + size > seg.size || (end + size > limit && !(end == start && min_one_batch)) {
+                break;
+            }
+            end += size;
+        }
+        if end == start {
+            return Ok(None);
+        }
+        if !seg.log.read_cached(end - 1, &mut head[..1])? {
+            return Ok(None);
+        }
+        Ok(Some(FileRange {
+            file,
+            offset: start,
+            len: (end - start) as usize,
+        }))
     }
 
     /// Reads whole batches starting with the one containing `offset`, up to

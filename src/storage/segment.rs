@@ -496,6 +496,18 @@ impl Segment {
         }
     }
 
+    /// The start of the last indexed batch at or below byte `position` (0 if none):
+    /// a batch boundary, found without reading the log.
+    pub fn batch_start_at_or_below(&self, position: u64) -> u64 {
+        match self
+            .index
+            .partition_point(|(_, p)| u64::from(*p) <= position)
+        {
+            0 => 0,
+            i => u64::from(self.index[i - 1].1),
+        }
+    }
+
     /// Byte position from which to scan for the first record with a timestamp at or
     /// after `timestamp`: every record before the last time entry at or below it is
     /// no newer than that entry, so the scan may start at its offset.

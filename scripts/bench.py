@@ -1,0 +1,451 @@
+#!/usr/bin/env python3
+"""Runs the named workloads against a broker and prints a table (and writes JSON).
+
+Called by scripts/bench.sh, which builds ringlog and the Python client first. The
+load comes from `ringlog perf` (the project's own generator) and, for the
+`librdkafka-*` workloads, from librdkafka through confluent-kafka. Broker CPU and RSS
+come from /proc of the broker process, so they need its pid: known when this script
+starts the broker, else given with --broker-pid.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RINGLOG = os.path.join(ROOT, "target", "release", "ringlog")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+TANSU_VERSION = "0.6.0"
+TANSU_ROOT = os.path.join(ROOT, "target", "peers", "tansu")
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+# --- the workloads -----------------------------------------------------------------
+
+KIB = 1024
+
+
+def workloads(a):
+    """(name, kind, options). `seconds` is per workload; the headline produce runs
+    for --long-seconds. Rates of the latency workloads are fractions of a maximum
+    measured earlier in the same run."""
+    s, long_s = a.seconds, a.long_seconds
+    w = [
+        ("produce-1k-acks1-p8", "produce", dict(record=KIB, acks=1, partitions=8, seconds=long_s)),
+        ("produce-1k-acks1-p1", "produce", dict(record=KIB, acks=1, partitions=1, seconds=s)),
+        ("produce-1k-acks1-p64", "produce", dict(record=KIB, acks=1, partitions=64, seconds=s)),
+        ("produce-1k-acksall-p8", "produce", dict(record=KIB, acks=-1, partitions=8, seconds=s)),
+        ("produce-1k-acksall-fsync-p8", "produce",
+         dict(record=KIB, acks=-1, partitions=8, seconds=s, fsync=True)),
+        ("produce-100b-acks1-p8", "produce", dict(record=100, acks=1, partitions=8, seconds=s)),
+        ("produce-100b-acks1-p1", "produce", dict(record=100, acks=1, partitions=1, seconds=s)),
+        ("produce-100b-acks1-p64", "produce", dict(record=100, acks=1, partitions=64, seconds=s)),
+        ("produce-100b-acksall-p8", "produce", dict(record=100, acks=-1, partitions=8, seconds=s)),
+        ("consume-1k-p8-cached", "consume", dict(record=KIB, partitions=8, fill_seconds=a.fill_seconds)),
+        ("consume-1k-p8-caught-up", "e2e", dict(record=KIB, acks=1, partitions=8, seconds=s, rate=0)),
+    ]
+    for pct in (25, 50, 75):
+        w.append((f"latency-1k-p8-{pct}pct", "e2e",
+                  dict(record=KIB, acks=1, partitions=8, seconds=s,
+                       rate_of=("produce-1k-acks1-p8", pct / 100))))
+    w.append(("latency-1k-p8-fsync-50pct", "e2e",
+              dict(record=KIB, acks=-1, partitions=8, seconds=s, fsync=True,
+                   rate_of=("produce-1k-acksall-fsync-p8", 0.5))))
+    w.append(("librdkafka-produce-100b-acks1-p8", "librdkafka",
+              dict(record=100, acks=1, partitions=8, seconds=s)))
+    return w
+
+
+# --- a broker under test ----------------------------------------------------------
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port, proc, seconds=60):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise SystemExit(f"the broker exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit(f"nothing listens on port {port} after {seconds} s")
+
+
+class Broker:
+    """A broker process this script started (or only a pid, with --bootstrap)."""
+
+    def __init__(self, name, bootstrap, proc=None, pid=None, workdir=None):
+        self.name, self.bootstrap, self.proc, self.workdir = name, bootstrap, proc, workdir
+        self.pid = proc.pid if proc else pid
+
+    def cpu_seconds(self):
+        if not self.pid:
+            return None
+        with open(f"/proc/{self.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+    def rss_mb(self):
+        if not self.pid:
+            return None, None
+        rss = hwm = None
+        with open(f"/proc/{self.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    rss = int(line.split()[1]) / 1024
+                elif line.startswith("VmHWM:"):
+                    hwm = int(line.split()[1]) / 1024
+        return rss, hwm
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def start_ringlog(a):
+    workdir = tempfile.mkdtemp(prefix="ringlog-bench-", dir=a.workdir)
+    port = free_port()
+    props = os.path.join(ROOT, "tuning", "ringlog.properties")
+    cmd = [RINGLOG, "serve", props,
+           "--override", f"listeners=PLAINTEXT://127.0.0.1:{port}",
+           "--override", f"log.dirs={workdir}/data"]
+    for o in a.override:
+        cmd += ["--override", o]
+    logf = open(os.path.join(workdir, "broker.log"), "w")
+    proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT)
+    wait_for_port(port, proc)
+    log(f"== ringlog started (pid {proc.pid}, {' '.join(cmd[2:])})")
+    return Broker("ringlog", f"127.0.0.1:{port}", proc=proc, workdir=workdir)
+
+
+def install_tansu():
+    binary = os.path.join(TANSU_ROOT, "bin", "tansu")
+    if os.path.exists(binary):
+        return binary
+    log(f"== installing the peer broker: tansu {TANSU_VERSION} from crates.io (once; slow)")
+    subprocess.run(["cargo", "install", "--locked", "--root", TANSU_ROOT, "tansu",
+                    "--version", TANSU_VERSION, "--no-default-features",
+                    "--features", "libsql,dynostore"], check=True)
+    return binary
+
+
+def start_tansu(a):
+    binary = install_tansu()
+    workdir = tempfile.mkdtemp(prefix="tansu-bench-", dir=a.workdir)
+    port = free_port()
+    storage = {"sqlite": f"sqlite://{workdir}/tansu.db", "memory": "memory://tansu/"}[a.peer_storage]
+    cmd = [binary, "broker", "--listener-url", f"tcp://127.0.0.1:{port}",
+           "--advertised-listener-url", f"tcp://127.0.0.1:{port}",
+           "--storage-engine", storage]
+    logf = open(os.path.join(workdir, "broker.log"), "w")
+    proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, cwd=workdir,
+                            env=dict(os.environ, RUST_LOG="warn"))
+    wait_for_port(port, proc)
+    log(f"== tansu started (pid {proc.pid}, storage {storage})")
+    return Broker(f"tansu-{a.peer_storage}", f"127.0.0.1:{port}", proc=proc, workdir=workdir)
+
+
+# --- running one workload ---------------------------------------------------------
+
+
+def perf(args, timeout):
+    cmd = [RINGLOG, "perf"] + [str(x) for x in args]
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=None, text=True, timeout=timeout)
+    if p.returncode != 0:
+        raise RuntimeError(f"ringlog perf failed ({p.returncode})")
+    return json.loads(p.stdout)
+
+
+def topic_args(broker, topic, o):
+    args = ["--bootstrap", broker.bootstrap, "--topic", topic,
+            "--partitions", o["partitions"], "--record-bytes", o["record"],
+            "--acks", o["acks"], "--seconds", o["seconds"]]
+    if o.get("fsync"):
+        args += ["--topic-config", "flush.messages=1"]
+    return args
+
+
+def delete_topic(broker, topic):
+    try:
+        from confluent_kafka.admin import AdminClient
+        admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+        for f in admin.delete_topics([topic], operation_timeout=30).values():
+            f.result(60)
+    except Exception as e:  # the next workload uses a new topic anyway
+        log(f"   (deleting {topic} failed: {e})")
+
+
+def librdkafka_produce(broker, topic, o):
+    """librdkafka through confluent-kafka: the rate a real client reaches."""
+    from confluent_kafka import Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    for f in admin.create_topics([NewTopic(topic, o["partitions"], 1)]).values():
+        try:
+            f.result(60)
+        except Exception as e:
+            if "TOPIC_ALREADY_EXISTS" not in str(e):
+                raise
+    p = Producer({"bootstrap.servers": broker.bootstrap, "acks": str(o["acks"]),
+                  "linger.ms": 5, "batch.size": 1 << 20, "queue.buffering.max.messages": 1000000,
+                  "queue.buffering.max.kbytes": 1 << 20, "enable.idempotence": False})
+    value = os.urandom(o["record"])
+    acked = [0, 0]
+
+    def on_delivery(err, msg):
+        if err is None:
+            acked[0] += 1
+        else:
+            acked[1] += 1
+
+    started = time.time()
+    deadline = started + o["seconds"]
+    sent = 0
+    while time.time() < deadline:
+        for _ in range(10000):
+            try:
+                p.produce(topic, value, partition=sent % o["partitions"], on_delivery=on_delivery)
+                sent += 1
+            except BufferError:
+                p.poll(0.001)
+        p.poll(0)
+    p.flush(60)
+    secs = time.time() - started
+    return {"produce": {"records": acked[0], "failed_records": acked[1],
+                        "bytes": acked[0] * o["record"], "seconds": secs,
+                        "records_per_s": acked[0] / secs,
+                        "mb_per_s": acked[0] * o["record"] / secs / 1e6}}
+
+
+def run_workload(broker, name, kind, o, results, a):
+    topic = f"bench-{name}-{os.getpid()}-{int(time.time())}"
+    if "rate_of" in o:
+        base, frac = o["rate_of"]
+        got = results.get(base, {}).get("result", {}).get("produce")
+        if not got:
+            log(f"== {name}: skipped ({base} has no result)")
+            return None
+        o = dict(o, rate=max(1.0, got["records_per_s"] * frac))
+    log(f"== {broker.name}: {name}")
+    timeout = 600
+    if kind == "consume":
+        fill = dict(o, acks=1, seconds=o["fill_seconds"])
+        perf(["produce"] + topic_args(broker, topic, fill), timeout)
+    cpu0 = broker.cpu_seconds()
+    if kind == "produce":
+        r = perf(["produce"] + topic_args(broker, topic, o), timeout)
+    elif kind == "consume":
+        r = perf(["consume", "--bootstrap", broker.bootstrap, "--topic", topic,
+                  "--seconds", 60], timeout)
+    elif kind == "e2e":
+        # Fixed rates: one producer (it spins between ticks); full speed: two.
+        producers = 1 if o["rate"] else 2
+        r = perf(["e2e"] + topic_args(broker, topic, o) + ["--rate", o["rate"], "--producers", producers],
+                 timeout)
+    else:
+        r = librdkafka_produce(broker, topic, o)
+    cpu1 = broker.cpu_seconds()
+    rss, hwm = broker.rss_mb()
+    if not a.keep_topics:
+        delete_topic(broker, topic)
+    main = r.get("consume") if kind == "consume" else r.get("produce")
+    cpu = None if cpu0 is None else cpu1 - cpu0
+    row = {
+        "kind": kind,
+        "options": {k: v for k, v in o.items() if k != "rate_of"},
+        "result": r,
+        "broker_cpu_seconds": cpu,
+        "broker_cpu_s_per_gb": cpu / (main["bytes"] / 1e9) if cpu is not None and main["bytes"] else None,
+        "broker_cpu_s_per_m_records": cpu / (main["records"] / 1e6) if cpu is not None and main["records"] else None,
+        "broker_rss_mb": rss,
+        "broker_peak_rss_mb": hwm,
+    }
+    if kind == "e2e":
+        row["consume_mb_per_s"] = r["consume"]["mb_per_s"]
+    log(f"   {fmt_row(name, row)}")
+    return row
+
+
+# --- output -----------------------------------------------------------------------
+
+
+def n(x, digits=0):
+    if x is None:
+        return "-"
+    if digits == 0:
+        return f"{x:,.0f}"
+    return f"{x:,.{digits}f}"
+
+
+def main_figures(row):
+    r = row["result"]
+    main = r.get("consume") if row["kind"] == "consume" else r.get("produce")
+    lat = r.get("e2e_latency_us") or (r.get("produce") or {}).get("ack_latency_us")
+    return main, lat
+
+
+def fmt_row(name, row):
+    main, lat = main_figures(row)
+    lat_s = "-" if not lat or not lat.get("count") else \
+        f"{lat['p50']/1000:.2f}/{lat['p99']/1000:.2f}/{lat['p999']/1000:.2f}/{lat['max']/1000:.2f}"
+    extra = ""
+    if row["kind"] == "e2e":
+        extra = f" consumed {n(row['consume_mb_per_s'])} MB/s"
+    return (f"{name:36} {n(main['records_per_s']):>12} {n(main['mb_per_s']):>8} "
+            f"{n(row['broker_cpu_s_per_gb'], 2):>8} {n(row['broker_cpu_s_per_m_records'], 3):>8} "
+            f"{n(row['broker_rss_mb']):>7} {lat_s:>24}{extra}")
+
+
+HEADER = (f"{'workload':36} {'records/s':>12} {'MB/s':>8} {'CPU-s/GB':>8} {'CPU-s/M':>8} "
+          f"{'RSS MB':>7} {'latency ms p50/p99/p99.9/max':>24}")
+
+
+def print_table(name, rows, probe):
+    print(f"\n## {name}")
+    if probe:
+        f = probe["fdatasync_us"]
+        print(f"machine: loopback {n(probe['loopback_mb_per_s'])} MB/s, O_DIRECT 1 MiB writes "
+              f"{n(probe['disk_write_mb_per_s'])} MB/s, fdatasync p50/p99 "
+              f"{f['p50']/1000:.2f}/{f['p99']/1000:.2f} ms")
+    print(HEADER)
+    for wname, row in rows.items():
+        if row:
+            print(fmt_row(wname, row))
+
+
+def print_compare(names, runs):
+    a, b = names
+    print(f"\n## side by side ({a} vs {b}, same run, same machine)")
+    print(f"{'workload':36} {a+' MB/s':>14} {b+' MB/s':>14} {'ratio':>7} "
+          f"{a+' CPU-s/M':>14} {b+' CPU-s/M':>14} {a+' p99 ms':>12} {b+' p99 ms':>12}")
+    for w in runs[a]:
+        ra, rb = runs[a].get(w), runs[b].get(w)
+        if not ra or not rb:
+            continue
+        ma, la = main_figures(ra)
+        mb, lb = main_figures(rb)
+        ratio = ma["mb_per_s"] / mb["mb_per_s"] if mb["mb_per_s"] else None
+        p99 = lambda l: f"{l['p99']/1000:.2f}" if l and l.get("count") else "-"
+        print(f"{w:36} {n(ma['mb_per_s']):>14} {n(mb['mb_per_s']):>14} {n(ratio, 1):>7} "
+              f"{n(ra['broker_cpu_s_per_m_records'], 3):>14} {n(rb['broker_cpu_s_per_m_records'], 3):>14} "
+              f"{p99(la):>12} {p99(lb):>12}")
+
+
+def machine():
+    info = {"kernel": platform.release(), "cpus": os.cpu_count()}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    info["cpu"] = line.split(":", 1)[1].strip()
+                    break
+        with open("/proc/meminfo") as f:
+            info["memory_gb"] = round(int(f.readline().split()[1]) / 1024 / 1024, 1)
+    except OSError:
+        pass
+    return info
+
+
+def run_all(broker, a, probe):
+    results = {}
+    selected = set(a.workloads.split(",")) if a.workloads else None
+    for name, kind, o in workloads(a):
+        if selected and name not in selected:
+            continue
+        try:
+            results[name] = run_workload(broker, name, kind, o, results, a)
+        except Exception as e:
+            log(f"   {name} failed: {e}")
+            results[name] = None
+    return results
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--bootstrap", help="run against this endpoint instead of starting ringlog")
+    p.add_argument("--broker-pid", type=int, help="with --bootstrap: its pid, for CPU and RSS")
+    p.add_argument("--compare", action="store_true",
+                   help=f"also start tansu {TANSU_VERSION} (installed from crates.io) and compare")
+    p.add_argument("--peer-storage", choices=["sqlite", "memory"], default="sqlite")
+    p.add_argument("--seconds", type=float, default=10)
+    p.add_argument("--long-seconds", type=float, default=60, help="the headline produce workload")
+    p.add_argument("--fill-seconds", type=float, default=4, help="filling the consume backlog")
+    p.add_argument("--quick", action="store_true", help="2 s workloads (a smoke run)")
+    p.add_argument("--workloads", help="comma-separated names (default: all)")
+    p.add_argument("--override", action="append", default=[], help="ringlog setting KEY=VALUE")
+    p.add_argument("--keep-topics", action="store_true")
+    p.add_argument("--workdir", default=None, help="where broker data goes (default: $TMPDIR)")
+    p.add_argument("--json", default=None, help="where to write the results")
+    a = p.parse_args()
+    if a.quick:
+        a.seconds = a.long_seconds = 2
+        a.fill_seconds = 1
+    started = datetime.datetime.now(datetime.timezone.utc)
+
+    probe_dir = tempfile.mkdtemp(prefix="ringlog-probe-", dir=a.workdir)
+    try:
+        log("== probing this machine (loopback TCP, O_DIRECT writes, fdatasync)")
+        probe = perf(["probe", "--dir", probe_dir, "--seconds", 1 if a.quick else 2], 120)
+    finally:
+        shutil.rmtree(probe_dir, ignore_errors=True)
+
+    runs = {}
+    brokers = []
+    if a.bootstrap:
+        brokers.append(lambda: Broker("endpoint", a.bootstrap, pid=a.broker_pid))
+    else:
+        brokers.append(lambda: start_ringlog(a))
+    if a.compare:
+        brokers.append(lambda: start_tansu(a))
+    for make in brokers:
+        broker = make()
+        try:
+            runs[broker.name] = run_all(broker, a, probe)
+        finally:
+            broker.stop()
+
+    for name, rows in runs.items():
+        print_table(name, rows, probe)
+    if len(runs) == 2:
+        print_compare(list(runs), runs)
+    limit = min(probe["loopback_mb_per_s"], probe["disk_write_mb_per_s"])
+    print(f"\nmin(loopback, disk) = {n(limit)} MB/s; 50 % of it = {n(limit / 2)} MB/s")
+
+    out = a.json or os.path.join(ROOT, "target", "bench",
+                                 f"bench-{started.strftime('%Y%m%dT%H%M%SZ')}.json")
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as f:
+        json.dump({"started": started.isoformat(), "command": sys.argv, "machine": machine(),
+                   "probe": probe, "runs": runs}, f, indent=1)
+    print(f"results: {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -263,7 +263,7 @@ def run_workload(broker, name, kind, o, results, a):
         r = perf(["produce"] + topic_args(broker, topic, o), timeout)
     elif kind == "consume":
         r = perf(["consume", "--bootstrap", broker.bootstrap, "--topic", topic,
-                  "--seconds", 60], timeout)
+                  "--consumers", 2, "--seconds", 60], timeout)
     elif kind == "e2e":
         # Fixed rates: one producer (it spins between ticks); full speed: two.
         producers = 1 if o["rate"] else 2
@@ -387,6 +387,40 @@ def run_all(broker, a, probe):
     return results
 
 
+def zero_copy_check(a):
+    """Broker CPU per fetched GB with and without sendfile: two ringlog brokers (one
+    with ringlog.fetch.zero.copy=false) hold the same backlog; each is read three
+    times, alternately, and the medians are compared."""
+    brokers = []
+    try:
+        for zero_copy in ("true", "false"):
+            b = start_ringlog(argparse.Namespace(**dict(vars(a), override=a.override + [
+                f"ringlog.fetch.zero.copy={zero_copy}"])))
+            b.name = "zero-copy" if zero_copy == "true" else "copying"
+            brokers.append(b)
+        topic = "bench-zero-copy-check"
+        fill = dict(record=KIB, acks=1, partitions=8, seconds=a.fill_seconds)
+        for b in brokers:
+            perf(["produce"] + topic_args(b, topic, fill), 600)
+        figures = {b.name: [] for b in brokers}
+        for _ in range(3):
+            for b in brokers:
+                cpu0 = b.cpu_seconds()
+                r = perf(["consume", "--bootstrap", b.bootstrap, "--topic", topic,
+                          "--consumers", 2, "--seconds", 60], 600)["consume"]
+                cpu = b.cpu_seconds() - cpu0
+                figures[b.name].append((cpu / (r["bytes"] / 1e9), r["mb_per_s"]))
+        out = {}
+        for name, runs in figures.items():
+            runs.sort()
+            out[name] = {"cpu_s_per_gb": [c for c, _ in runs], "mb_per_s": [m for _, m in runs],
+                         "median_cpu_s_per_gb": runs[1][0]}
+        return out
+    finally:
+        for b in brokers:
+            b.stop()
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bootstrap", help="run against this endpoint instead of starting ringlog")
@@ -398,7 +432,7 @@ def main():
     p.add_argument("--long-seconds", type=float, default=60, help="the headline produce workload")
     p.add_argument("--fill-seconds", type=float, default=4, help="filling the consume backlog")
     p.add_argument("--quick", action="store_true", help="2 s workloads (a smoke run)")
-    p.add_argument("--workloads", help="comma-separated names (default: all)")
+    p.add_argument("--workloads", help="comma-separated names (default: all, and the zero-copy check)")
     p.add_argument("--override", action="append", default=[], help="ringlog setting KEY=VALUE")
     p.add_argument("--keep-topics", action="store_true")
     p.add_argument("--workdir", default=None, help="where broker data goes (default: $TMPDIR)")
@@ -431,8 +465,19 @@ def main():
         finally:
             broker.stop()
 
+    zero_copy = None
+    if not a.bootstrap and not a.workloads:
+        log("== zero-copy check: consume with and without sendfile, alternately")
+        zero_copy = zero_copy_check(a)
+
     for name, rows in runs.items():
         print_table(name, rows, probe)
+    if zero_copy:
+        z, c = zero_copy["zero-copy"], zero_copy["copying"]
+        print(f"\nfetch from the page cache, broker CPU-s per GB (3 rounds each, alternating): "
+              f"sendfile {', '.join(f'{x:.2f}' for x in z['cpu_s_per_gb'])}; "
+              f"copying {', '.join(f'{x:.2f}' for x in c['cpu_s_per_gb'])}; "
+              f"median ratio {z['median_cpu_s_per_gb'] / c['median_cpu_s_per_gb']:.2f}")
     if len(runs) == 2:
         print_compare(list(runs), runs)
     limit = min(probe["loopback_mb_per_s"], probe["disk_write_mb_per_s"])
@@ -443,7 +488,7 @@ def main():
     os.makedirs(os.path.dirname(out), exist_ok=True)
     with open(out, "w") as f:
         json.dump({"started": started.isoformat(), "command": sys.argv, "machine": machine(),
-                   "probe": probe, "runs": runs}, f, indent=1)
+                   "probe": probe, "runs": runs, "zero_copy_check": zero_copy}, f, indent=1)
     print(f"results: {out}")
 
 

@@ -17,3 +17,4 @@ pub mod protocol;
 pub mod runtime;
 pub mod shard;
 pub mod storage;
+pub mod tune;

@@ -32,6 +32,15 @@ enum Command {
         #[arg(long)]
         help_settings: bool,
     },
+    /// Report what on this host differs from tuning/README.md (changes nothing).
+    Tune {
+        /// Required: checking is all this command does.
+        #[arg(long)]
+        check: bool,
+        /// The log directory whose device is checked.
+        #[arg(long, default_value = "/var/lib/ringlog")]
+        log_dir: PathBuf,
+    },
     /// The load generator: Kafka-protocol workloads against any endpoint (JSON out).
     #[command(subcommand)]
     Perf(ringlog::perf::PerfCommand),
@@ -48,6 +57,24 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match cli.command {
+        Command::Tune { check, log_dir } => {
+            if !check {
+                eprintln!(
+                    "ringlog tune: only --check exists; tuning/README.md applies the settings"
+                );
+                return ExitCode::from(2);
+            }
+            let dir = if log_dir.exists() {
+                log_dir
+            } else {
+                PathBuf::from(".")
+            };
+            if ringlog::tune::print(&ringlog::tune::checks(&dir)) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
         Command::Perf(command) => match ringlog::perf::run(command) {
             Ok(report) => {
                 println!("{report}");

@@ -1,0 +1,319 @@
+//! `ringlog tune --check`: reports what on this host differs from tuning/README.md
+//! (as `rpk redpanda tune` does for Redpanda). It reads /proc and /sys only and
+//! changes nothing; tuning/99-ringlog.conf and tuning/ringlog.service apply the
+//! recommendations.
+
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Ok,
+    /// Differs from the recommendation.
+    Off,
+    /// Cannot be read here (e.g. not exposed inside a virtual machine).
+    Unknown,
+}
+
+pub struct Check {
+    pub name: String,
+    pub current: String,
+    pub recommended: String,
+    pub status: Status,
+    pub why: &'static str,
+}
+
+fn read(path: impl AsRef<Path>) -> Option<String> {
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+fn sysctl(name: &str) -> Option<String> {
+    read(Path::new("/proc/sys").join(name.replace('.', "/")))
+}
+
+/// A sysctl that must be at least (or at most) `bound`.
+fn numeric(name: &str, at_least: bool, bound: u64, why: &'static str) -> Check {
+    let current = sysctl(name).map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "));
+    // Some sysctls hold several numbers (tcp_rmem: min default max): the last counts.
+    let value = current
+        .as_deref()
+        .and_then(|v| v.split_whitespace().last())
+        .and_then(|v| v.parse::<u64>().ok());
+    let status = match value {
+        None => Status::Unknown,
+        Some(v) if (at_least && v >= bound) || (!at_least && v <= bound) => Status::Ok,
+        Some(_) => Status::Off,
+    };
+    Check {
+        name: name.to_string(),
+        current: current.unwrap_or_else(|| "unreadable".into()),
+        recommended: format!("{} {bound}", if at_least { ">=" } else { "<=" }),
+        status,
+        why,
+    }
+}
+
+fn rlimit(resource: libc::__rlimit_resource_t, name: &str, bound: u64, why: &'static str) -> Check {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit fills the struct we pass.
+    let ok = unsafe { libc::getrlimit(resource, &mut lim) } == 0;
+    let show = |v: libc::rlim_t| {
+        if v == libc::RLIM_INFINITY {
+            "unlimited".to_string()
+        } else {
+            v.to_string()
+        }
+    };
+    Check {
+        name: name.to_string(),
+        current: if ok {
+            format!("soft {} hard {}", show(lim.rlim_cur), show(lim.rlim_max))
+        } else {
+            "unreadable".into()
+        },
+        recommended: format!(">= {bound}"),
+        status: if !ok {
+            Status::Unknown
+        } else if lim.rlim_max >= bound {
+            // ringlog raises its soft limits to the hard ones at start.
+            Status::Ok
+        } else {
+            Status::Off
+        },
+        why,
+    }
+}
+
+/// The block device holding `dir`, as its /sys/block entry (a partition's disk).
+fn block_device_of(dir: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata(dir).ok()?.dev();
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    let sys = std::fs::canonicalize(format!("/sys/dev/block/{major}:{minor}")).ok()?;
+    if sys.join("queue").exists() {
+        Some(sys)
+    } else {
+        sys.parent().map(Path::to_path_buf)
+    }
+}
+
+pub fn checks(log_dir: &Path) -> Vec<Check> {
+    let mut out = Vec::new();
+
+    out.push(match sysctl("kernel.io_uring_disabled") {
+        Some(v) => Check {
+            name: "kernel.io_uring_disabled".into(),
+            status: if v == "0" { Status::Ok } else { Status::Off },
+            current: v,
+            recommended: "0".into(),
+            why: "every shard does its I/O through io_uring",
+        },
+        None => Check {
+            name: "kernel.io_uring_disabled".into(),
+            current: "absent (kernel older than 6.6: io_uring is on)".into(),
+            recommended: "0".into(),
+            status: Status::Ok,
+            why: "every shard does its I/O through io_uring",
+        },
+    });
+
+    let governors: Vec<String> = (0..num_cpus())
+        .filter_map(|c| {
+            read(format!(
+                "/sys/devices/system/cpu/cpu{c}/cpufreq/scaling_governor"
+            ))
+        })
+        .collect();
+    out.push(Check {
+        name: "CPU frequency governor".into(),
+        current: if governors.is_empty() {
+            "not exposed".into()
+        } else {
+            let mut g = governors.clone();
+            g.dedup();
+            g.join(",")
+        },
+        recommended: "performance".into(),
+        status: if governors.is_empty() {
+            Status::Unknown
+        } else if governors.iter().all(|g| g == "performance") {
+            Status::Ok
+        } else {
+            Status::Off
+        },
+        why: "a shard that idles briefly must not come back at a low clock",
+    });
+
+    out.push(numeric(
+        "vm.swappiness",
+        false,
+        1,
+        "the page cache should give way before the broker's memory is swapped",
+    ));
+    out.push(numeric(
+        "vm.dirty_background_ratio",
+        false,
+        10,
+        "start writeback early so buffered appends rarely meet dirty-page throttling",
+    ));
+    out.push(numeric(
+        "vm.max_map_count",
+        true,
+        262_144,
+        "glommio maps its I/O buffers; many partitions need many mappings",
+    ));
+    out.push(numeric(
+        "net.core.somaxconn",
+        true,
+        4096,
+        "connection bursts (load tests, restarts) overflow a short accept queue",
+    ));
+    out.push(numeric(
+        "net.ipv4.tcp_max_syn_backlog",
+        true,
+        4096,
+        "as somaxconn, for half-open connections",
+    ));
+    out.push(numeric(
+        "net.core.rmem_max",
+        true,
+        16 << 20,
+        "room for large produce requests on fast links",
+    ));
+    out.push(numeric(
+        "net.core.wmem_max",
+        true,
+        16 << 20,
+        "room for large fetch responses on fast links",
+    ));
+    out.push(numeric(
+        "net.ipv4.tcp_wmem",
+        true,
+        16 << 20,
+        "autotuning's ceiling for a socket's send buffer (fetch responses)",
+    ));
+    out.push(numeric(
+        "net.ipv4.tcp_rmem",
+        true,
+        16 << 20,
+        "autotuning's ceiling for a socket's receive buffer (produce requests)",
+    ));
+    out.push(rlimit(
+        libc::RLIMIT_NOFILE,
+        "RLIMIT_NOFILE",
+        1 << 20,
+        "a descriptor per connection and three per segment",
+    ));
+    out.push(rlimit(
+        libc::RLIMIT_MEMLOCK,
+        "RLIMIT_MEMLOCK",
+        512 << 20,
+        "io_uring registers buffers against it",
+    ));
+
+    match block_device_of(log_dir) {
+        Some(dev) => {
+            let name = dev
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default();
+            let sched = read(dev.join("queue/scheduler")).unwrap_or_else(|| "unreadable".into());
+            let active = sched
+                .split_whitespace()
+                .find(|s| s.starts_with('['))
+                .map(|s| s.trim_matches(|c| c == '[' || c == ']').to_string())
+                .unwrap_or(sched.clone());
+            out.push(Check {
+                name: format!("I/O scheduler of {name}"),
+                status: if active == "none" {
+                    Status::Ok
+                } else {
+                    Status::Off
+                },
+                current: active,
+                recommended: "none".into(),
+                why: "NVMe devices order requests themselves; a scheduler only adds latency",
+            });
+            let rotational = read(dev.join("queue/rotational"));
+            out.push(Check {
+                name: format!("{name} rotational"),
+                status: match rotational.as_deref() {
+                    Some("0") => Status::Ok,
+                    Some(_) => Status::Off,
+                    None => Status::Unknown,
+                },
+                current: rotational.unwrap_or_else(|| "unreadable".into()),
+                recommended: "0 (SSD/NVMe)".into(),
+                why: "the log is designed for flash: direct mode and fsync rounds assume it",
+            });
+        }
+        None => out.push(Check {
+            name: format!("block device of {}", log_dir.display()),
+            current: "not found".into(),
+            recommended: "a local NVMe device".into(),
+            status: Status::Unknown,
+            why: "the scheduler and device checks need it",
+        }),
+    }
+
+    let clock = read("/sys/devices/system/clocksource/clocksource0/current_clocksource");
+    out.push(Check {
+        name: "clock source".into(),
+        status: match clock.as_deref() {
+            Some("tsc") => Status::Ok,
+            Some(_) => Status::Off,
+            None => Status::Unknown,
+        },
+        current: clock.unwrap_or_else(|| "unreadable".into()),
+        recommended: "tsc".into(),
+        why: "timestamps and timers are read on every request; other sources are slower",
+    });
+
+    let irqbalance = std::fs::read_dir("/proc")
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .any(|e| read(e.path().join("comm")).is_some_and(|c| c == "irqbalance"))
+        })
+        .unwrap_or(false);
+    out.push(Check {
+        name: "irqbalance".into(),
+        current: if irqbalance { "running" } else { "not running" }.into(),
+        recommended: "not running, NIC queues pinned (tuning/README.md)".into(),
+        status: if irqbalance { Status::Off } else { Status::Ok },
+        why: "it moves NIC interrupts onto the shards' CPUs at will",
+    });
+    out
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+/// Prints the checks; true if none is off.
+pub fn print(checks: &[Check]) -> bool {
+    println!(
+        "{:<34} {:<26} {:<24} status",
+        "check", "current", "recommended"
+    );
+    for c in checks {
+        let status = match c.status {
+            Status::Ok => "ok",
+            Status::Off => "OFF",
+            Status::Unknown => "unknown",
+        };
+        println!(
+            "{:<34} {:<26} {:<24} {status}",
+            c.name, c.current, c.recommended
+        );
+        if c.status == Status::Off {
+            println!("{:<34} ^ {}", "", c.why);
+        }
+    }
+    checks.iter().all(|c| c.status != Status::Off)
+}

@@ -1364,3 +1364,80 @@ fn clients_neither_create_nor_append_to_consumer_offsets() {
     let (code, _) = produce(&mut c, "__consumer_offsets", 0, batch(1, None));
     assert_eq!(code, 17, "still not writable by clients");
 }
+
+/// A fetch response far larger than the client's socket buffer, read only after a
+/// pause: with zero copy the broker's sendfile fills the socket, gets EAGAIN and
+/// finishes through its copying fallback; every batch must arrive intact and in
+/// order, as it does through the copying path (`ringlog.fetch.zero.copy=false`).
+#[test]
+fn a_large_fetch_to_a_slow_reader_arrives_intact_with_and_without_zero_copy() {
+    use std::os::fd::AsRawFd;
+    for zero_copy in ["true", "false"] {
+        let setting = format!("ringlog.fetch.zero.copy={zero_copy}");
+        let b = Broker::start("zero-copy", &[&setting]);
+        let mut c = b.connect();
+        create_topic(&mut c, "t", 2);
+        let mut sent: Vec<Vec<Vec<u8>>> = vec![Vec::new(), Vec::new()];
+        for p in 0..2i32 {
+            for i in 0..24i64 {
+                let value: Vec<u8> = (0..250_000u32)
+                    .map(|x| (x as i64 * 7 + i + p as i64) as u8)
+                    .collect();
+                let key = format!("{p}-{i}");
+                let rec = encode(
+                    &[Record {
+                        key: Some(key.as_bytes()),
+                        value: Some(&value),
+                        headers: &[],
+                        timestamp: 1_000 + i,
+                    }],
+                    None,
+                );
+                assert_eq!(produce(&mut c, "t", p, rec.clone()), (0, i));
+                sent[p as usize].push(rec);
+            }
+        }
+        let small: libc::c_int = 64 << 10;
+        // SAFETY: setsockopt on the client's own socket with a c_int option value.
+        unsafe {
+            libc::setsockopt(
+                c.stream.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                (&small as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+        let mut req = fetch_request("t", &[(0, 0), (1, 0)], 0);
+        for p in &mut req.topics[0].partitions {
+            p.partition_max_bytes = 16 << 20;
+        }
+        let id = c.send(ApiKey::Fetch, FETCH_V, &req);
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let (got, resp): (i32, FetchResponse) = c.recv(ApiKey::Fetch, FETCH_V);
+        assert_eq!(got, id);
+        for part in &resp.responses[0].partitions {
+            let records = part.records.clone().expect("records");
+            let want = &sent[part.partition_index as usize];
+            assert_eq!(
+                batch_bases(&records),
+                (0..24).collect::<Vec<i64>>(),
+                "{setting}"
+            );
+            let mut at = 0;
+            for (i, batch) in want.iter().enumerate() {
+                let got = &records[at..at + batch.len()];
+                ringlog::protocol::batch::validate(got, 16 << 20).expect("a valid batch");
+                // Byte for byte, except the fields the broker owns.
+                assert!(
+                    got[8..12] == batch[8..12] && got[16..] == batch[16..],
+                    "{setting}: partition {} batch {i} differs",
+                    part.partition_index
+                );
+                at += batch.len();
+            }
+            assert_eq!(at, records.len());
+        }
+        assert_serving(&b);
+    }
+}

@@ -17,7 +17,7 @@ use futures::{AsyncReadExt, AsyncWriteExt, FutureExt};
 use glommio::channels::local_channel;
 use glommio::net::TcpStream;
 use glommio::task::JoinHandle;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, trace, warn};
 
 use crate::broker::{self, Outcome};
 use crate::protocol::chunk::{Chunk, FileRange};
@@ -253,6 +253,7 @@ async fn send_file(
             Some(libc::EINTR) => continue,
             Some(libc::EAGAIN) => {
                 let len = ((end - offset) as usize).min(SEND_FILE_FALLBACK_BYTES);
+                trace!(len, "socket full: copying through glommio");
                 let mut buf = vec![0u8; len];
                 range.file.read_exact_at(&mut buf, offset)?;
                 writer.write_all(&buf).await?;

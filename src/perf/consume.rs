@@ -52,7 +52,9 @@ impl Consumer {
         spec: FetchSpec,
     ) -> io::Result<Consumer> {
         let mut conn = Conn::connect(bootstrap)?;
-        let version = conn.version(ApiKey::Fetch, 4, 12)?;
+        // v11, as librdkafka: the last version before tagged fields, which some brokers
+        // send where the schema has none (Tansu 0.6 puts tag 0 into v12 responses).
+        let version = conn.version(ApiKey::Fetch, 4, 11)?;
         let offsets = conn::list_offsets(&mut conn, topic, partitions, start)?;
         Ok(Consumer {
             conn,

@@ -130,24 +130,19 @@ struct Sent {
     bytes: u64,
 }
 
-/// Waits for `at` without sleeping in a timer: on virtual machines a timed sleep
-/// overshoots by milliseconds at the 99th percentile, which a fixed-rate producer
-/// would then (rightly) count as latency. Yielding keeps the other threads of the
-/// load generator running on the same CPU.
+/// How long before a tick a fixed-rate producer stops sleeping and spins.
+const SPIN_BEFORE_TICK: Duration = Duration::from_micros(100);
+
+/// Waits for `at`: a timed sleep until shortly before, then spinning (yielding to
+/// other threads), since a sleep overshoots by some tens of microseconds even on a
+/// tuned host and every overshoot counts as latency.
 fn wait_until(at: Instant) {
+    let now = Instant::now();
+    if at > now + SPIN_BEFORE_TICK {
+        std::thread::sleep(at - now - SPIN_BEFORE_TICK);
+    }
     while Instant::now() < at {
         std::thread::yield_now();
-    }
-}
-
-/// Makes the calling thread the first to give way on a busy CPU: a producer that
-/// spins between ticks must not take a core's time from the broker it measures
-/// (which shares this machine) or from the threads that read acks and records.
-fn lowest_priority() {
-    // SAFETY: plain syscalls on the calling thread; failure only leaves the priority.
-    unsafe {
-        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        libc::setpriority(libc::PRIO_PROCESS, tid, 19);
     }
 }
 
@@ -279,7 +274,6 @@ pub fn run_producer(
                 // carries every tick due by now (one batch per partition, as Kafka
                 // requires), so a producer that fell behind catches up at once.
                 let rate = rate / spec.producers as f64;
-                lowest_priority();
                 let mut sent_records = 0u64;
                 let mut tick = started + spec.interval;
                 let mut partition = index as i32 % partitions;

@@ -337,6 +337,12 @@ def print_table(name, rows, probe):
         print(f"machine: loopback {n(probe['loopback_mb_per_s'])} MB/s, O_DIRECT 1 MiB writes "
               f"{n(probe['disk_write_mb_per_s'])} MB/s, fdatasync p50/p99 "
               f"{f['p50']/1000:.2f}/{f['p99']/1000:.2f} ms")
+        st = probe.get("cpu_stalls")
+        if st:
+            print(f"CPU stalls (a busy loop per CPU, {st['seconds_per_cpu']:.0f} s each): "
+                  f"{st['gaps_over_1ms']} gaps > 1 ms, {st['gaps_over_10ms']} > 10 ms, "
+                  f"longest {st['max_gap_us']/1000:.1f} ms, {st['stalled_fraction']*100:.1f} % of the time "
+                  f"stalled: no latency percentile can beat these")
     print(HEADER)
     for wname, row in rows.items():
         if row:

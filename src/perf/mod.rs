@@ -38,7 +38,8 @@ pub enum PerfCommand {
     Consume(ConsumeArgs),
     /// Produce at a fixed rate while a consumer tails: end-to-end latency.
     E2e(E2eArgs),
-    /// Measure this machine: loopback TCP, sequential O_DIRECT writes, fdatasync.
+    /// Measure this machine: loopback TCP, sequential O_DIRECT writes, fdatasync,
+    /// and how long its CPUs are taken away (stalls a busy loop sees).
     Probe(ProbeArgs),
 }
 
@@ -151,10 +152,13 @@ pub fn run(command: PerfCommand) -> io::Result<Value> {
             let disk = probe::disk_write_mb_per_s(&a.dir, 4 << 30, d)?;
             eprintln!("probe: fdatasync ...");
             let sync = probe::fdatasync_latency(&a.dir, 500)?;
+            eprintln!("probe: CPU stalls (a busy loop per CPU) ...");
+            let stalls = probe::cpu_stalls(d);
             Ok(json!({
                 "loopback_mb_per_s": loopback,
                 "disk_write_mb_per_s": disk,
                 "fdatasync_us": latency_summary(&sync),
+                "cpu_stalls": stalls,
             }))
         }
     }
@@ -393,6 +397,8 @@ fn end_to_end(spec: &ProduceSpec) -> io::Result<Value> {
     )?;
     let producing = Arc::new(AtomicBool::new(true));
     let expected = Arc::new(AtomicU64::new(u64::MAX));
+    // Only fixed-rate producers stamp their batches.
+    let timed = spec.rate.is_some();
     let tail = {
         let (producing, expected) = (producing.clone(), expected.clone());
         std::thread::spawn(move || -> io::Result<(Histogram<u64>, u64, u64, f64)> {
@@ -403,7 +409,7 @@ fn end_to_end(spec: &ProduceSpec) -> io::Result<Value> {
             loop {
                 let got = consumer.fetch(|batch| {
                     let now = Instant::now();
-                    if let Some(stamp) = batch::read_stamp(batch) {
+                    if let Some(stamp) = batch::read_stamp(batch).filter(|_| timed) {
                         let us = now
                             .saturating_duration_since(clock.instant(stamp))
                             .as_micros();

@@ -99,3 +99,58 @@ pub fn fdatasync_latency(dir: &Path, rounds: usize) -> io::Result<Histogram<u64>
     std::fs::remove_file(&path)?;
     Ok(hist)
 }
+
+/// How long this machine takes its CPUs away: one thread per CPU, pinned, reads the
+/// clock in a busy loop for `duration`; every gap between two reads is time the
+/// thread did not run (the host descheduling a virtual CPU, interrupts, other
+/// threads). No latency figure measured here can be better than these gaps allow.
+pub fn cpu_stalls(duration: Duration) -> serde_json::Value {
+    let cpus = core_affinity::get_core_ids().unwrap_or_default();
+    let threads: Vec<_> = cpus
+        .into_iter()
+        .map(|core| {
+            std::thread::spawn(move || {
+                core_affinity::set_for_current(core);
+                let mut gaps = super::histogram();
+                let (mut stalled_us, mut over_1ms, mut over_10ms) = (0u64, 0u64, 0u64);
+                let started = Instant::now();
+                let mut last = started;
+                while last.duration_since(started) < duration {
+                    let now = Instant::now();
+                    let gap = now.duration_since(last).as_micros() as u64;
+                    if gap >= 100 {
+                        gaps.saturating_record(gap);
+                    }
+                    if gap >= 1000 {
+                        stalled_us += gap;
+                        over_1ms += 1;
+                    }
+                    if gap >= 10_000 {
+                        over_10ms += 1;
+                    }
+                    last = now;
+                }
+                (gaps.max(), stalled_us, over_1ms, over_10ms)
+            })
+        })
+        .collect();
+    let (mut max_us, mut stalled_us, mut over_1ms, mut over_10ms) = (0, 0, 0, 0);
+    let mut n = 0;
+    for t in threads {
+        if let Ok((m, s, a, b)) = t.join() {
+            max_us = max_us.max(m);
+            stalled_us += s;
+            over_1ms += a;
+            over_10ms += b;
+            n += 1;
+        }
+    }
+    serde_json::json!({
+        "cpus": n,
+        "seconds_per_cpu": duration.as_secs_f64(),
+        "max_gap_us": max_us,
+        "gaps_over_1ms": over_1ms,
+        "gaps_over_10ms": over_10ms,
+        "stalled_fraction": stalled_us as f64 / 1e6 / (duration.as_secs_f64() * n.max(1) as f64),
+    })
+}

@@ -231,16 +231,7 @@ pub fn serve(config: Config) -> Result<(), StartError> {
                     senders,
                     controller,
                 );
-                let mut receivers = receivers;
-                for (_, rx) in receivers.streams() {
-                    let shard = shard.clone();
-                    glommio::spawn_local(async move {
-                        while let Some(job) = rx.recv().await {
-                            glommio::spawn_local(job(shard.clone())).detach();
-                        }
-                    })
-                    .detach();
-                }
+                shard.serve_jobs(receivers);
                 let started: Result<TcpListener, String> = async {
                     let snapshot = metadata.load();
                     for t in snapshot.topics.values() {

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use futures::channel::oneshot;
 use futures::future::LocalBoxFuture;
 use futures::FutureExt;
-use glommio::channels::channel_mesh::Senders;
+use glommio::channels::channel_mesh::{Receivers, Senders};
 use std::panic::AssertUnwindSafe;
 use uuid::Uuid;
 
@@ -145,6 +145,19 @@ impl Shard {
     fn complete_reply(&self, reply_id: u64, result: Reply) {
         if let Some(tx) = self.pending_replies.borrow_mut().remove(&reply_id) {
             let _ = tx.send(result);
+        }
+    }
+
+    /// Runs, on this shard, every job other shards send it (for as long as they can).
+    pub fn serve_jobs(self: &Rc<Self>, mut receivers: Receivers<Job>) {
+        for (_, rx) in receivers.streams() {
+            let shard = self.clone();
+            glommio::spawn_local(async move {
+                while let Some(job) = rx.recv().await {
+                    glommio::spawn_local(job(shard.clone())).detach();
+                }
+            })
+            .detach();
         }
     }
 

@@ -157,10 +157,8 @@ pub fn read_frame(stream: &mut impl Read, buf: &mut BytesMut) -> io::Result<Byte
     }
     let size = size as usize;
     buf.clear();
-    buf.reserve(size);
-    // SAFETY: u8 has no invalid values; the bytes are overwritten by read_exact
-    // before they are read, and on error the buffer is cleared.
-    unsafe { buf.set_len(size) };
+    // Zero-filled first: read_exact takes an initialized slice.
+    buf.resize(size, 0);
     if let Err(e) = stream.read_exact(&mut buf[..]) {
         buf.clear();
         return Err(e);

@@ -20,12 +20,7 @@ fn main() {
     let round_trips: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(200_000);
     // As `ringlog.idle.spin.us`: how long an idle executor polls before it sleeps.
     let spin_us: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(0);
-    let mut cpus: Vec<usize> = core_affinity::get_core_ids()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|c| c.id)
-        .collect();
-    cpus.sort_unstable();
+    let cpus = ringlog::runtime::available_cpus();
     let dir = std::env::temp_dir().join(format!("ringlog-forward-bench-{}", std::process::id()));
     let (config, _) = Config::load(None, &[format!("log.dirs={}", dir.display())], &cpus)
         .expect("default config");

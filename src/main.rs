@@ -103,16 +103,7 @@ fn main() -> ExitCode {
         Command::Serve {
             file, overrides, ..
         } => {
-            // The CPUs this process may run on (its affinity mask), in order.
-            let mut cpus: Vec<usize> = core_affinity::get_core_ids()
-                .unwrap_or_default()
-                .into_iter()
-                .map(|c| c.id)
-                .collect();
-            cpus.sort_unstable();
-            if cpus.is_empty() {
-                cpus.push(0);
-            }
+            let cpus = ringlog::runtime::available_cpus();
             let (config, warnings) =
                 match ringlog::config::Config::load(file.as_deref(), &overrides, &cpus) {
                     Ok(c) => c,

@@ -161,6 +161,21 @@ async fn shutdown_requested() {
     }
 }
 
+/// The CPUs this process may run on (its affinity mask), in order; CPU 0 if the mask
+/// cannot be read.
+pub fn available_cpus() -> Vec<usize> {
+    let mut cpus: Vec<usize> = core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    cpus.sort_unstable();
+    if cpus.is_empty() {
+        cpus.push(0);
+    }
+    cpus
+}
+
 /// Runs the broker until SIGTERM/SIGINT. Returns after a clean shutdown.
 pub fn serve(config: Config) -> Result<(), StartError> {
     raise_memlock_limit();

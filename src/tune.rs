@@ -32,6 +32,27 @@ fn sysctl(name: &str) -> Option<String> {
     read(Path::new("/proc/sys").join(name.replace('.', "/")))
 }
 
+/// A value read from /proc or /sys that should be exactly `want`.
+fn equals(
+    name: String,
+    value: Option<String>,
+    want: &str,
+    recommended: &str,
+    why: &'static str,
+) -> Check {
+    Check {
+        name,
+        status: match value.as_deref() {
+            Some(v) if v == want => Status::Ok,
+            Some(_) => Status::Off,
+            None => Status::Unknown,
+        },
+        current: value.unwrap_or_else(|| "unreadable".into()),
+        recommended: recommended.into(),
+        why,
+    }
+}
+
 /// A sysctl that must be at least (or at most) `bound`.
 fn numeric(name: &str, at_least: bool, bound: u64, why: &'static str) -> Check {
     let current = sysctl(name).map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "));
@@ -105,13 +126,13 @@ pub fn checks(log_dir: &Path) -> Vec<Check> {
     let mut out = Vec::new();
 
     out.push(match sysctl("kernel.io_uring_disabled") {
-        Some(v) => Check {
-            name: "kernel.io_uring_disabled".into(),
-            status: if v == "0" { Status::Ok } else { Status::Off },
-            current: v,
-            recommended: "0".into(),
-            why: "every shard does its I/O through io_uring",
-        },
+        Some(v) => equals(
+            "kernel.io_uring_disabled".into(),
+            Some(v),
+            "0",
+            "0",
+            "every shard does its I/O through io_uring",
+        ),
         None => Check {
             name: "kernel.io_uring_disabled".into(),
             current: "absent (kernel older than 6.6: io_uring is on)".into(),
@@ -238,18 +259,13 @@ pub fn checks(log_dir: &Path) -> Vec<Check> {
                 recommended: "none".into(),
                 why: "NVMe devices order requests themselves; a scheduler only adds latency",
             });
-            let rotational = read(dev.join("queue/rotational"));
-            out.push(Check {
-                name: format!("{name} rotational"),
-                status: match rotational.as_deref() {
-                    Some("0") => Status::Ok,
-                    Some(_) => Status::Off,
-                    None => Status::Unknown,
-                },
-                current: rotational.unwrap_or_else(|| "unreadable".into()),
-                recommended: "0 (SSD/NVMe)".into(),
-                why: "the log is designed for flash: direct mode and fsync rounds assume it",
-            });
+            out.push(equals(
+                format!("{name} rotational"),
+                read(dev.join("queue/rotational")),
+                "0",
+                "0 (SSD/NVMe)",
+                "the log is designed for flash: direct mode and fsync rounds assume it",
+            ));
         }
         None => out.push(Check {
             name: format!("block device of {}", log_dir.display()),
@@ -260,18 +276,13 @@ pub fn checks(log_dir: &Path) -> Vec<Check> {
         }),
     }
 
-    let clock = read("/sys/devices/system/clocksource/clocksource0/current_clocksource");
-    out.push(Check {
-        name: "clock source".into(),
-        status: match clock.as_deref() {
-            Some("tsc") => Status::Ok,
-            Some(_) => Status::Off,
-            None => Status::Unknown,
-        },
-        current: clock.unwrap_or_else(|| "unreadable".into()),
-        recommended: "tsc".into(),
-        why: "timestamps and timers are read on every request; other sources are slower",
-    });
+    out.push(equals(
+        "clock source".into(),
+        read("/sys/devices/system/clocksource/clocksource0/current_clocksource"),
+        "tsc",
+        "tsc",
+        "timestamps and timers are read on every request; other sources are slower",
+    ));
 
     let irqbalance = std::fs::read_dir("/proc")
         .map(|d| {

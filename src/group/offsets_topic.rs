@@ -103,10 +103,7 @@ fn get_nullable_string(b: &mut &[u8]) -> Option<Option<String>> {
 }
 
 fn get_bytes(b: &mut &[u8]) -> Option<Vec<u8>> {
-    if b.remaining() < 4 {
-        return None;
-    }
-    let len = b.get_i32();
+    let len = get_i32(b)?;
     if len < 0 {
         return Some(Vec::new());
     }
@@ -118,8 +115,16 @@ fn get_bytes(b: &mut &[u8]) -> Option<Vec<u8>> {
     Some(v)
 }
 
+fn get_i16(b: &mut &[u8]) -> Option<i16> {
+    (b.remaining() >= 2).then(|| b.get_i16())
+}
+
 fn get_i32(b: &mut &[u8]) -> Option<i32> {
     (b.remaining() >= 4).then(|| b.get_i32())
+}
+
+fn get_i64(b: &mut &[u8]) -> Option<i64> {
+    (b.remaining() >= 8).then(|| b.get_i64())
 }
 
 pub fn group_key(group: &str) -> Vec<u8> {
@@ -153,10 +158,7 @@ pub fn group_value(g: &StoredGroup) -> Vec<u8> {
 
 /// Kafka's group metadata value, versions 0 to 3.
 fn decode_group_value(mut v: &[u8]) -> Option<StoredGroup> {
-    if v.remaining() < 2 {
-        return None;
-    }
-    let version = v.get_i16();
+    let version = get_i16(&mut v)?;
     if !(0..=3).contains(&version) {
         return None;
     }
@@ -164,14 +166,7 @@ fn decode_group_value(mut v: &[u8]) -> Option<StoredGroup> {
     let generation = get_i32(&mut v)?;
     let protocol = get_nullable_string(&mut v)?;
     let leader = get_nullable_string(&mut v)?;
-    let state_timestamp = if version >= 2 {
-        if v.remaining() < 8 {
-            return None;
-        }
-        v.get_i64()
-    } else {
-        -1
-    };
+    let state_timestamp = if version >= 2 { get_i64(&mut v)? } else { -1 };
     let count = get_i32(&mut v)?;
     let mut members = Vec::new();
     for _ in 0..count.max(0) {
@@ -213,10 +208,7 @@ fn decode_group_value(mut v: &[u8]) -> Option<StoredGroup> {
 }
 
 fn get_string(b: &mut &[u8]) -> Option<String> {
-    if b.remaining() < 2 {
-        return None;
-    }
-    let len = b.get_i16();
+    let len = get_i16(b)?;
     if len < 0 || b.remaining() < len as usize {
         return None;
     }
@@ -245,27 +237,11 @@ pub fn offset_value(c: &CommittedOffset) -> Vec<u8> {
 }
 
 fn decode_offset_value(mut v: &[u8]) -> Option<CommittedOffset> {
-    if v.remaining() < 2 {
-        return None;
-    }
-    let version = v.get_i16();
-    if v.remaining() < 8 {
-        return None;
-    }
-    let offset = v.get_i64();
-    let leader_epoch = if version >= 3 {
-        if v.remaining() < 4 {
-            return None;
-        }
-        v.get_i32()
-    } else {
-        -1
-    };
+    let version = get_i16(&mut v)?;
+    let offset = get_i64(&mut v)?;
+    let leader_epoch = if version >= 3 { get_i32(&mut v)? } else { -1 };
     let metadata = get_string(&mut v)?;
-    if v.remaining() < 8 {
-        return None;
-    }
-    let commit_timestamp = v.get_i64();
+    let commit_timestamp = get_i64(&mut v)?;
     Some(CommittedOffset {
         offset,
         leader_epoch,
@@ -277,17 +253,11 @@ fn decode_offset_value(mut v: &[u8]) -> Option<CommittedOffset> {
 /// Decodes a record; `None` for keys it does not know (skipped on replay).
 pub fn decode(key: &[u8], value: Option<&[u8]>) -> Option<OffsetsRecord> {
     let mut k = key;
-    if k.remaining() < 2 {
-        return None;
-    }
-    match k.get_i16() {
+    match get_i16(&mut k)? {
         0 | OFFSET_KEY_VERSION => {
             let group = get_string(&mut k)?;
             let topic = get_string(&mut k)?;
-            if k.remaining() < 4 {
-                return None;
-            }
-            let partition = k.get_i32();
+            let partition = get_i32(&mut k)?;
             let value = match value {
                 None => None,
                 Some(v) => Some(decode_offset_value(v)?),

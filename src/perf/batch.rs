@@ -2,10 +2,10 @@
 //! many equal records, of which a request takes the first `count` with the header
 //! fields and CRC patched. No per-record work at send time.
 
-use bytes::BufMut;
+use bytes::{Buf, BufMut};
 
-use crate::protocol::batch::{HEADER_SIZE, LOG_OVERHEAD};
-use crate::protocol::wire::put_varint;
+use crate::protocol::batch::{BatchHeader, Compression, HEADER_SIZE, LOG_OVERHEAD};
+use crate::protocol::wire::{put_varint, read_varint, read_varlong};
 
 pub struct BatchTemplate {
     bytes: Vec<u8>,
@@ -99,34 +99,26 @@ impl BatchTemplate {
 /// The latency stamp of a batch built with one (its first record's value), if the
 /// batch is whole and uncompressed.
 pub fn read_stamp(batch: &[u8]) -> Option<u64> {
-    let mut at = HEADER_SIZE;
-    let next_varint = |at: &mut usize| -> Option<i64> {
-        let mut value = 0u64;
-        for shift in (0..64).step_by(7) {
-            let byte = *batch.get(*at)?;
-            *at += 1;
-            value |= u64::from(byte & 0x7f) << shift;
-            if byte & 0x80 == 0 {
-                return Some(((value >> 1) as i64) ^ -((value & 1) as i64));
-            }
-        }
-        None
-    };
-    if i16::from_be_bytes(batch.get(21..23)?.try_into().ok()?) & 0x07 != 0 {
+    let header = BatchHeader::new(batch)?;
+    if !matches!(header.compression(), Ok(Compression::None)) {
         return None;
     }
-    next_varint(&mut at)?; // record length
-    at += 1; // attributes
-    next_varint(&mut at)?; // timestamp delta
-    next_varint(&mut at)?; // offset delta
-    let key_len = next_varint(&mut at)?;
+    let mut record = batch.get(HEADER_SIZE..)?;
+    read_varint(&mut record).ok()?; // record length
+    if !record.has_remaining() {
+        return None;
+    }
+    record.advance(1); // attributes
+    read_varlong(&mut record).ok()?; // timestamp delta
+    read_varint(&mut record).ok()?; // offset delta
+    let key_len = read_varint(&mut record).ok()?;
     if key_len > 0 {
-        at += key_len as usize;
+        record = record.get(key_len as usize..)?;
     }
-    if next_varint(&mut at)? < 8 {
+    if read_varint(&mut record).ok()? < 8 {
         return None;
     }
-    Some(u64::from_be_bytes(batch.get(at..at + 8)?.try_into().ok()?))
+    Some(u64::from_be_bytes(record.get(..8)?.try_into().ok()?))
 }
 
 #[cfg(test)]

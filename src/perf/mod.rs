@@ -27,6 +27,7 @@ use clap::{Args, Subcommand};
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
+use crate::protocol::batch::BatchHeader;
 use consume::{Consumer, FetchSpec};
 use produce::{Clock, Counters, ProduceSpec};
 
@@ -413,7 +414,7 @@ fn end_to_end(spec: &ProduceSpec) -> io::Result<Value> {
                         let us = now
                             .saturating_duration_since(clock.instant(stamp))
                             .as_micros();
-                        let count = i32::from_be_bytes(batch[57..61].try_into().unwrap());
+                        let count = BatchHeader::new(batch).map_or(0, |h| h.record_count());
                         hist.saturating_record_n(us as u64, count.max(0) as u64);
                     }
                 })?;

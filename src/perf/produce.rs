@@ -11,7 +11,7 @@
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use hdrhistogram::Histogram;
@@ -23,6 +23,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::batch::BatchTemplate;
 use super::conn::{self, error_name, Conn};
+use crate::storage::segment::now_ms;
 
 #[derive(Clone)]
 pub struct ProduceSpec {
@@ -74,13 +75,6 @@ impl Clock {
     pub fn instant(&self, stamp: u64) -> Instant {
         self.epoch + Duration::from_nanos(stamp)
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 fn produce_request(spec: &ProduceSpec, batches: Vec<(i32, Bytes)>) -> ProduceRequest {

@@ -193,7 +193,7 @@ impl TailCache {
     /// Whole batches from the one holding `offset`, up to `max_bytes` (at least one if
     /// `min_one_batch`); `None` if `offset` is older than the cache.
     fn read(&self, offset: i64, max_bytes: usize, min_one_batch: bool) -> Option<Vec<Bytes>> {
-        if self.batches.front().is_none_or(|b| offset < b.base_offset) {
+        if !self.holds(offset) {
             return None;
         }
         let first = self.batches.partition_point(|b| b.last_offset < offset);
@@ -741,14 +741,11 @@ impl PartitionLog {
             }
             start += size;
         }
-        // Whole batches while they fit; the index jumps over runs of small ones.
+        // Whole batches while they fit: every batch before the last indexed batch
+        // start within the limit fits, so start walking there.
         let limit = start + max_bytes as u64;
-        let mut end = start;
+        let mut end = start.max(seg.batch_start_at_or_below(limit.min(seg.size)));
         loop {
-            let jump = seg.batch_start_at_or_below(limit.min(seg.size));
-            if jump > end {
-                end = jump;
-            }
             if end >= seg.size {
                 break;
             }

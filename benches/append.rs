@@ -85,6 +85,9 @@ fn log_config(case: &Case) -> LogConfig {
         roll_ms: None,
         retention_ms: None,
         retention_bytes: None,
+        timestamp_before_max_ms: i64::MAX,
+        timestamp_after_max_ms: i64::MAX,
+        check_records: true,
     }
 }
 

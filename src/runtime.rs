@@ -21,6 +21,7 @@ use crate::cluster::controller::{open_partition, Controller, PRODUCER_ID_BLOCK};
 use crate::cluster::metadata::{place, ClusterMetadata, MetadataHandle, ShardId};
 use crate::cluster::store::{self, StoredMetadata};
 use crate::config::Config;
+use crate::net::limits::ConnectionCounts;
 use crate::shard::{Job, Shard, CONTROLLER_SHARD, MESH_CHANNEL_CAPACITY};
 
 /// Set by the signal thread; shards poll it.
@@ -33,6 +34,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// presence lets the next start skip the recovery scan, as Kafka's
 /// `.kafka_cleanshutdown`.
 const CLEAN_SHUTDOWN_MARKER: &str = ".ringlog-clean-shutdown";
+/// How long a shard stops accepting after accept fails (out of descriptors, say).
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// How often each shard looks for partitions whose `flush.ms` has passed.
 const FLUSH_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -73,6 +76,25 @@ fn raise_memlock_limit() {
             "RLIMIT_MEMLOCK stays limited; glommio usually runs within it"
         );
     }
+}
+
+/// Every connection and every open segment, index and time index is a descriptor:
+/// raise the soft limit to the hard one (systemd's LimitNOFILE sets the hard one).
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write an rlimit struct we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+    }
+    info!(open_files_max = limit.rlim_cur, "descriptor limit");
 }
 
 /// Loads durable metadata, re-places partitions whose shard no longer exists,
@@ -179,6 +201,7 @@ pub fn available_cpus() -> Vec<usize> {
 /// Runs the broker until SIGTERM/SIGINT. Returns after a clean shutdown.
 pub fn serve(config: Config) -> Result<(), StartError> {
     raise_memlock_limit();
+    raise_open_files_limit();
     let shard_count = config.cpus.len();
     let (metadata, producer_id_next, producer_id_block_end) =
         prepare_metadata(&config, shard_count).map_err(|source| StartError::LogDir {
@@ -202,6 +225,7 @@ pub fn serve(config: Config) -> Result<(), StartError> {
         info!("the last shutdown was clean: partitions load their recorded state without a scan");
     }
     let metadata = Arc::new(MetadataHandle::new(metadata));
+    let connections = ConnectionCounts::new(config.max_connections, config.max_connections_per_ip);
     let config = Arc::new(config);
     let signals = block_signals();
     let mesh = MeshBuilder::<Job, _>::full(shard_count, MESH_CHANNEL_CAPACITY);
@@ -209,6 +233,7 @@ pub fn serve(config: Config) -> Result<(), StartError> {
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
     let (done_tx, done_rx) = mpsc::channel::<bool>();
     for (index, &cpu) in config.cpus.iter().enumerate() {
+        let connections = connections.clone();
         let (config, metadata, mesh, go, ready_tx, done_tx) = (
             config.clone(),
             metadata.clone(),
@@ -328,13 +353,36 @@ pub fn serve(config: Config) -> Result<(), StartError> {
                     loop {
                         match listener.accept().await {
                             Ok(stream) => {
-                                glommio::spawn_local(crate::net::connection::serve(
-                                    shard.clone(),
-                                    stream,
-                                ))
-                                .detach();
+                                let ip = stream.peer_addr().map_or(
+                                    std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+                                    |a| a.ip(),
+                                );
+                                match connections.admit(ip) {
+                                    Ok(slot) => {
+                                        glommio::spawn_local(crate::net::connection::serve(
+                                            shard.clone(),
+                                            stream,
+                                            slot,
+                                        ))
+                                        .detach();
+                                    }
+                                    Err(refused) => {
+                                        // Logged at powers of two: a flood must not
+                                        // become a flood of log lines.
+                                        let n = connections.refused();
+                                        if n.is_power_of_two() {
+                                            warn!(%ip, reason = %refused, refused_so_far = n, "refusing connection");
+                                        }
+                                        drop(stream);
+                                    }
+                                }
                             }
-                            Err(e) => warn!(error = %e, "accept failed"),
+                            Err(e) => {
+                                // Out of descriptors (EMFILE) or similar: retrying at
+                                // once would spin; connections closing will make room.
+                                warn!(error = %e, "accept failed; pausing accepts for 100 ms");
+                                glommio::timer::sleep(ACCEPT_ERROR_PAUSE).await;
+                            }
                         }
                     }
                 };

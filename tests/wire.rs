@@ -9,12 +9,13 @@ use std::collections::BTreeMap;
 use std::io::Write;
 
 use bytes::{BufMut, Bytes, BytesMut};
+use common::kafka::*;
 use common::{Broker, Client};
 use kafka_protocol::messages::api_versions_request::ApiVersionsRequest;
 use kafka_protocol::messages::api_versions_response::ApiVersionsResponse;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreateTopicsRequest};
 use kafka_protocol::messages::create_topics_response::CreateTopicsResponse;
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchRequest, FetchTopic};
+use kafka_protocol::messages::fetch_request::FetchRequest;
 use kafka_protocol::messages::fetch_response::FetchResponse;
 use kafka_protocol::messages::init_producer_id_request::InitProducerIdRequest;
 use kafka_protocol::messages::init_producer_id_response::InitProducerIdResponse;
@@ -24,92 +25,11 @@ use kafka_protocol::messages::list_offsets_request::{
 use kafka_protocol::messages::list_offsets_response::ListOffsetsResponse;
 use kafka_protocol::messages::metadata_request::MetadataRequest;
 use kafka_protocol::messages::metadata_response::MetadataResponse;
-use kafka_protocol::messages::produce_request::{
-    PartitionProduceData, ProduceRequest, TopicProduceData,
-};
 use kafka_protocol::messages::produce_response::ProduceResponse;
-use kafka_protocol::messages::{ApiKey, TopicName};
+use kafka_protocol::messages::ApiKey;
 use kafka_protocol::protocol::StrBytes;
 use ringlog::protocol::api::SUPPORTED_APIS;
 use ringlog::protocol::batch::build::{encode, Record};
-
-const PRODUCE_V: i16 = 9;
-const FETCH_V: i16 = 12;
-
-fn name(s: &str) -> TopicName {
-    TopicName(StrBytes::from_string(s.to_string()))
-}
-
-fn batch(n: usize, producer: Option<(i64, i16, i32)>) -> Vec<u8> {
-    let recs: Vec<Record> = (0..n)
-        .map(|_| Record {
-            key: Some(b"k"),
-            value: Some(b"value"),
-            headers: &[],
-            timestamp: 1_000,
-        })
-        .collect();
-    encode(&recs, producer)
-}
-
-fn create_topic(c: &mut Client, topic: &str, partitions: i32) {
-    let mut t = CreatableTopic::default();
-    t.name = name(topic);
-    t.num_partitions = partitions;
-    t.replication_factor = 1;
-    let mut req = CreateTopicsRequest::default();
-    req.topics = vec![t];
-    req.timeout_ms = 10_000;
-    let resp: CreateTopicsResponse = c.call(ApiKey::CreateTopics, 7, &req);
-    assert_eq!(resp.topics[0].error_code, 0);
-}
-
-fn produce_request(topic: &str, partition: i32, records: Vec<u8>, acks: i16) -> ProduceRequest {
-    let mut p = PartitionProduceData::default();
-    p.index = partition;
-    p.records = Some(Bytes::from(records));
-    let mut t = TopicProduceData::default();
-    t.name = name(topic);
-    t.partition_data = vec![p];
-    let mut req = ProduceRequest::default();
-    req.acks = acks;
-    req.timeout_ms = 10_000;
-    req.topic_data = vec![t];
-    req
-}
-
-/// Produces and returns (error code, base offset).
-fn produce(c: &mut Client, topic: &str, partition: i32, records: Vec<u8>) -> (i16, i64) {
-    let resp: ProduceResponse = c.call(
-        ApiKey::Produce,
-        PRODUCE_V,
-        &produce_request(topic, partition, records, -1),
-    );
-    let p = &resp.responses[0].partition_responses[0];
-    (p.error_code, p.base_offset)
-}
-
-fn fetch_request(topic: &str, partitions: &[(i32, i64)], max_wait_ms: i32) -> FetchRequest {
-    let mut t = FetchTopic::default();
-    t.topic = name(topic);
-    t.partitions = partitions
-        .iter()
-        .map(|&(p, offset)| {
-            let mut fp = FetchPartition::default();
-            fp.partition = p;
-            fp.fetch_offset = offset;
-            fp.partition_max_bytes = 1 << 20;
-            fp
-        })
-        .collect();
-    let mut req = FetchRequest::default();
-    req.max_wait_ms = max_wait_ms;
-    req.min_bytes = 1;
-    req.max_bytes = 50 << 20;
-    req.session_epoch = -1;
-    req.topics = vec![t];
-    req
-}
 
 /// Base offsets of the batches in a fetched record set.
 fn batch_bases(records: &Bytes) -> Vec<i64> {
@@ -134,36 +54,6 @@ fn latest_offset(c: &mut Client, topic: &str, partition: i32) -> i64 {
     let resp: ListOffsetsResponse = c.call(ApiKey::ListOffsets, 7, &req);
     assert_eq!(resp.topics[0].partitions[0].error_code, 0);
     resp.topics[0].partitions[0].offset
-}
-
-/// A request frame built by hand (v1 header, null client id), for requests the schema
-/// crate cannot or should not encode: unknown versions, APIs we do not serve.
-fn raw_request(api_key: i16, version: i16, correlation_id: i32, body: &[u8]) -> BytesMut {
-    let mut req = BytesMut::new();
-    req.put_i32((10 + body.len()) as i32);
-    req.put_i16(api_key);
-    req.put_i16(version);
-    req.put_i32(correlation_id);
-    req.put_i16(-1);
-    req.put_slice(body);
-    req
-}
-
-fn assert_serving(b: &Broker) {
-    let mut c = b.connect();
-    let resp: ApiVersionsResponse = c.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
-    assert_eq!(resp.error_code, 0);
-    let (code, _) = produce(&mut c, "still-serving", 0, batch(2, None));
-    assert_eq!(code, 0);
-    let resp: FetchResponse = c.call(
-        ApiKey::Fetch,
-        FETCH_V,
-        &fetch_request("still-serving", &[(0, 0)], 0),
-    );
-    assert!(resp.responses[0].partitions[0]
-        .records
-        .as_ref()
-        .is_some_and(|r| !r.is_empty()));
 }
 
 #[test]
@@ -838,7 +728,16 @@ fn retention_deletes_old_segments_and_moves_the_log_start() {
     let mut c = b.connect();
     // Records stamped 1970: past any retention.ms.
     create_topic_with(&mut c, "old", &[("retention.ms", "60000")]);
-    create_topic_with(&mut c, "big", &[("retention.bytes", "700")]);
+    // Records stamped far in the future: never old enough for time retention (the
+    // topic allows them past Kafka 4's one-hour default).
+    create_topic_with(
+        &mut c,
+        "big",
+        &[
+            ("retention.bytes", "700"),
+            ("message.timestamp.after.max.ms", "9223372036854775807"),
+        ],
+    );
     for _ in 0..10 {
         assert_eq!(produce(&mut c, "old", 0, batch(4, None)).0, 0);
         let recent = encode(

@@ -110,6 +110,13 @@ pub fn log_config(config: &crate::config::Config, topic: &TopicMeta) -> LogConfi
             .map_or(config.retention_ms, |v| (v >= 0).then_some(v as u64)),
         retention_bytes: signed(topic, "retention.bytes")
             .map_or(config.retention_bytes, |v| (v >= 0).then_some(v as u64)),
+        timestamp_before_max_ms: signed(topic, "message.timestamp.before.max.ms")
+            .filter(|v| *v >= 0)
+            .unwrap_or(config.timestamp_before_max_ms),
+        timestamp_after_max_ms: signed(topic, "message.timestamp.after.max.ms")
+            .filter(|v| *v >= 0)
+            .unwrap_or(config.timestamp_after_max_ms),
+        check_records: config.produce_check_records,
     }
 }
 

@@ -40,6 +40,13 @@ pub enum BatchError {
     NotExactlyOne(usize),
     #[error("unknown compression codec {0}")]
     UnknownCompression(i16),
+    #[error("timestamp {timestamp} is out of range: more than {limit_ms} ms {side} the broker's time {now}")]
+    TimestampOutOfRange {
+        timestamp: i64,
+        now: i64,
+        limit_ms: i64,
+        side: &'static str,
+    },
 }
 
 impl BatchError {
@@ -49,6 +56,7 @@ impl BatchError {
             BatchError::TooLarge { .. } => ErrorCode::MessageTooLarge,
             BatchError::OldMagic(_) => ErrorCode::UnsupportedForMessageFormat,
             BatchError::NotExactlyOne(_) => ErrorCode::InvalidRecord,
+            BatchError::TimestampOutOfRange { .. } => ErrorCode::InvalidTimestamp,
             _ => ErrorCode::CorruptMessage,
         }
     }
@@ -188,6 +196,37 @@ pub fn validate(bytes: &[u8], batch_size_max: usize) -> Result<BatchHeader<'_>, 
     }
     header.compression()?;
     Ok(header)
+}
+
+/// Kafka's create-time bounds (KIP-937): the newest timestamp may be at most
+/// `after_max_ms` ahead of `now`, the first record's at most `before_max_ms` behind.
+/// The first record stands in for the oldest: the header carries no minimum, and
+/// producers stamp records in order. Batches without timestamps (-1) pass.
+pub fn check_timestamps(
+    header: &BatchHeader<'_>,
+    now: i64,
+    before_max_ms: i64,
+    after_max_ms: i64,
+) -> Result<(), BatchError> {
+    let newest = header.max_timestamp();
+    if newest >= 0 && newest.saturating_sub(now) > after_max_ms {
+        return Err(BatchError::TimestampOutOfRange {
+            timestamp: newest,
+            now,
+            limit_ms: after_max_ms,
+            side: "after",
+        });
+    }
+    let first = header.base_timestamp();
+    if first >= 0 && now.saturating_sub(first) > before_max_ms {
+        return Err(BatchError::TimestampOutOfRange {
+            timestamp: first,
+            now,
+            limit_ms: before_max_ms,
+            side: "before",
+        });
+    }
+    Ok(())
 }
 
 /// Checks that a produce payload for one partition is exactly one batch, as Kafka

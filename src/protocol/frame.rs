@@ -16,24 +16,32 @@ pub enum FrameError {
 /// The smallest request: api key, api version, correlation id, client id length.
 pub const FRAME_SIZE_MIN: usize = 10;
 
-/// Splits complete frames off the front of `buf`. Returns `Ok(None)` when more bytes
-/// are needed; in that case `buf` has been reserved for the whole frame, so the caller
-/// can read straight into it.
-pub fn split_frame(buf: &mut BytesMut, frame_size_max: usize) -> Result<Option<Bytes>, FrameError> {
-    if buf.len() < 4 {
+/// The size of the frame starting at `buf[0]`, once its 4-byte length has arrived and
+/// passed the checks; `Ok(None)` while fewer than 4 bytes are there.
+pub fn peek_frame_size(buf: &[u8], frame_size_max: usize) -> Result<Option<usize>, FrameError> {
+    let Some(length) = buf.get(..4) else {
         return Ok(None);
-    }
-    let size = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
+    };
+    let size = i32::from_be_bytes(length.try_into().expect("4 bytes"));
     if size < FRAME_SIZE_MIN as i32 {
         return Err(FrameError::TooSmall { size });
     }
-    let size = size as usize;
-    if size > frame_size_max {
+    if size as usize > frame_size_max {
         return Err(FrameError::TooLarge {
             size: size as i64,
             limit: frame_size_max,
         });
     }
+    Ok(Some(size as usize))
+}
+
+/// Splits complete frames off the front of `buf`. Returns `Ok(None)` when more bytes
+/// are needed; in that case `buf` has been reserved for the whole frame, so the caller
+/// can read straight into it.
+pub fn split_frame(buf: &mut BytesMut, frame_size_max: usize) -> Result<Option<Bytes>, FrameError> {
+    let Some(size) = peek_frame_size(buf, frame_size_max)? else {
+        return Ok(None);
+    };
     if buf.len() < 4 + size {
         buf.reserve(4 + size - buf.len());
         return Ok(None);

@@ -1,6 +1,8 @@
-//! Records inside a RecordBatch v2: decompression and walks over each record's offset,
-//! timestamp, key and value. Only off the hot path (ListOffsets by timestamp, replay
-//! of `__consumer_offsets`); produce and fetch never inflate batches.
+//! Records inside a RecordBatch v2: decompression, walks over each record's offset,
+//! timestamp, key and value (off the hot path: ListOffsets by timestamp, replay of
+//! `__consumer_offsets`), and the record-level check a produce runs before append
+//! (`check_records`, as Kafka's LogValidator; it inflates compressed batches). Fetch
+//! never inflates.
 
 use std::io::Read;
 
@@ -24,6 +26,21 @@ pub enum RecordsError {
     Wire(#[from] WireError),
     #[error("batch shorter than its header")]
     Short,
+    #[error("record {index}: {reason}")]
+    InvalidRecord { index: i32, reason: String },
+}
+
+impl RecordsError {
+    /// What Kafka answers: INVALID_RECORD for a record that breaks the format's
+    /// rules, CORRUPT_MESSAGE for bytes that cannot be read at all.
+    pub fn error_code(&self) -> super::error::ErrorCode {
+        use super::error::ErrorCode;
+        match self {
+            RecordsError::Batch(e) => e.error_code(),
+            RecordsError::InvalidRecord { .. } | RecordsError::Wire(_) => ErrorCode::InvalidRecord,
+            _ => ErrorCode::CorruptMessage,
+        }
+    }
 }
 
 const XERIAL_MAGIC: &[u8] = &[0x82, b'S', b'N', b'A', b'P', b'P', b'Y', 0];
@@ -148,6 +165,63 @@ pub fn for_each_record(
     Ok(())
 }
 
+/// Kafka's record-level validation of a produced batch: the record section (inflated
+/// if compressed) holds exactly `record_count` records, each exactly as long as its
+/// length says, with offset deltas 0, 1, 2, … and well-formed keys, values and
+/// headers. Uncompressed batches are walked in place; nothing is copied.
+pub fn check_records(batch: &[u8]) -> Result<(), RecordsError> {
+    let header = BatchHeader::new(batch).ok_or(RecordsError::Short)?;
+    let inflated;
+    let data: &[u8] = match header.compression()? {
+        Compression::None => &batch[HEADER_SIZE..],
+        _ => {
+            inflated = inflate(batch)?;
+            &inflated
+        }
+    };
+    let mut buf = data;
+    let invalid = |index: i32, reason: String| RecordsError::InvalidRecord { index, reason };
+    for index in 0..header.record_count() {
+        let len = read_varint(&mut buf)?;
+        if len < 1 || len as usize > buf.len() {
+            return Err(invalid(
+                index,
+                format!("length {len} with {} bytes left", buf.len()),
+            ));
+        }
+        let mut rec = &buf[..len as usize];
+        buf = &buf[len as usize..];
+        rec.advance(1); // attributes: unused in v2
+        read_varlong(&mut rec)?; // timestamp delta
+        let offset_delta = read_varint(&mut rec)?;
+        if offset_delta != index {
+            return Err(invalid(index, format!("offset delta {offset_delta}")));
+        }
+        read_field(&mut rec)?; // key
+        read_field(&mut rec)?; // value
+        let headers = read_varint(&mut rec)?;
+        if headers < 0 || headers as usize > rec.len() {
+            return Err(invalid(index, format!("header count {headers}")));
+        }
+        for _ in 0..headers {
+            if read_field(&mut rec)?.is_none() {
+                return Err(invalid(index, "null header key".into()));
+            }
+            read_field(&mut rec)?;
+        }
+        if !rec.is_empty() {
+            return Err(invalid(index, format!("{} bytes past its end", rec.len())));
+        }
+    }
+    if !buf.is_empty() {
+        return Err(invalid(
+            header.record_count(),
+            format!("{} bytes after the last declared record", buf.len()),
+        ));
+    }
+    Ok(())
+}
+
 /// `(offset, timestamp)` of every record in the batch, in order.
 pub fn offsets_and_timestamps(batch: &[u8]) -> Result<Vec<(i64, i64)>, RecordsError> {
     let mut out = Vec::new();
@@ -203,7 +277,57 @@ mod tests {
                 expected,
                 "codec {codec}"
             );
+            check_records(&batch).unwrap();
         }
+    }
+
+    #[test]
+    fn check_records_refuses_records_that_do_not_match_the_header() {
+        let headers: &[(&str, &[u8])] = &[("h", b"v")];
+        let recs: Vec<Record> = (0..3)
+            .map(|_| Record {
+                key: Some(b"k"),
+                value: Some(b"value"),
+                headers,
+                timestamp: 5,
+            })
+            .collect();
+        let plain = encode(&recs, None);
+        check_records(&plain).unwrap();
+        let body = &plain[HEADER_SIZE..];
+        // Each record here is 1 length byte + 20 bytes.
+        let rec_len = body[0] as usize / 2 + 1;
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("one record missing", body[..2 * rec_len].to_vec()),
+            ("a record too many", [body, &body[..rec_len]].concat()),
+            ("offset deltas 0, 0, 2", {
+                let mut b = body.to_vec();
+                b[rec_len + 3] = 0;
+                b
+            }),
+            ("a length past the end", {
+                let mut b = body.to_vec();
+                b[2 * rec_len] = 0x7e;
+                b
+            }),
+            ("garbage", vec![0xff; body.len()]),
+        ];
+        for (what, records) in cases {
+            let batch = recompress(&plain, 0, records);
+            let err = check_records(&batch).expect_err(what);
+            assert_eq!(
+                err.error_code(),
+                crate::protocol::ErrorCode::InvalidRecord,
+                "{what}: {err}"
+            );
+        }
+        let gzip_garbage = recompress(&plain, 1, vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff, 1, 2]);
+        let err = check_records(&gzip_garbage).unwrap_err();
+        assert_eq!(
+            err.error_code(),
+            crate::protocol::ErrorCode::CorruptMessage,
+            "{err}"
+        );
     }
 
     #[test]

@@ -54,6 +54,9 @@ pub struct Shard {
     /// Callers on this shard waiting for replies from other shards.
     pending_replies: RefCell<HashMap<u64, oneshot::Sender<Reply>>>,
     next_reply_id: Cell<u64>,
+    /// Bytes of request frames this shard's connections may hold at once
+    /// (`queued.max.request.bytes`): a frame takes its size before its body is read.
+    pub request_budget: Rc<glommio::sync::Semaphore>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +72,7 @@ impl Shard {
         senders: Senders<Job>,
         controller: Option<Controller>,
     ) -> Rc<Shard> {
+        let request_budget = config.queued_max_request_bytes;
         Rc::new(Shard {
             id,
             shard_count,
@@ -81,7 +85,13 @@ impl Shard {
             sync_group: Rc::new(SyncGroup::default()),
             pending_replies: RefCell::new(HashMap::new()),
             next_reply_id: Cell::new(0),
+            request_budget: Rc::new(glommio::sync::Semaphore::new(request_budget)),
         })
+    }
+
+    /// The whole of `request_budget`: a frame larger than this waits for all of it.
+    pub fn request_budget_bytes(&self) -> u64 {
+        self.config.queued_max_request_bytes
     }
 
     /// Runs `f` on shard `target` and returns its result. Local work runs directly.

@@ -60,12 +60,19 @@ pub struct LogConfig {
     pub retention_ms: Option<u64>,
     /// Delete the oldest segments while the log is larger than this; `None`: never.
     pub retention_bytes: Option<u64>,
+    /// Create-time bounds against the broker's clock (`message.timestamp.*.max.ms`).
+    pub timestamp_before_max_ms: i64,
+    pub timestamp_after_max_ms: i64,
+    /// Walk every record (inflating compressed batches) before append, as Kafka.
+    pub check_records: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppendError {
     #[error("invalid batch: {0}")]
     Batch(#[from] BatchError),
+    #[error("invalid records: {0}")]
+    Records(#[from] crate::protocol::records::RecordsError),
     #[error("producer sequence check failed: {0:?}")]
     Sequence(ErrorCode),
     #[error("storage: {0}")]
@@ -80,6 +87,7 @@ impl AppendError {
     pub fn error_code(&self) -> ErrorCode {
         match self {
             AppendError::Batch(e) => e.error_code(),
+            AppendError::Records(e) => e.error_code(),
             AppendError::Sequence(code) => *code,
             AppendError::Io(_) | AppendError::Offline => ErrorCode::KafkaStorageError,
             // As Kafka answers while a partition moves away: retriable, after a
@@ -476,6 +484,15 @@ impl PartitionLog {
                 .map_err(|_| AppendError::Closed);
             let pass = pass?;
             batch::validate_single(&batch, this.config.batch_size_max_bytes)?;
+            batch::check_timestamps(
+                &BatchHeader::new(&batch).expect("validated"),
+                crate::storage::segment::now_ms(),
+                this.config.timestamp_before_max_ms,
+                this.config.timestamp_after_max_ms,
+            )?;
+            if this.config.check_records {
+                crate::protocol::records::check_records(&batch)?;
+            }
             let (info, flush) = this.append_in_turn(&batch).await?;
             // The next append may write while this one waits for its sync: that is
             // what lets appends share a sync round.

@@ -24,7 +24,7 @@ mod groups;
 mod init_producer_id;
 mod list_offsets;
 mod metadata;
-mod produce;
+pub mod produce;
 mod routing;
 
 /// What the connection does with a request's result.

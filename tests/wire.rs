@@ -681,27 +681,6 @@ fn earliest_offset(c: &mut Client, topic: &str) -> i64 {
     resp.topics[0].partitions[0].offset
 }
 
-fn create_topic_with(c: &mut Client, topic: &str, configs: &[(&'static str, &'static str)]) {
-    let mut t = CreatableTopic::default();
-    t.name = name(topic);
-    t.num_partitions = 1;
-    t.replication_factor = 1;
-    t.configs = configs
-        .iter()
-        .map(|(k, v)| {
-            let mut cfg =
-                kafka_protocol::messages::create_topics_request::CreatableTopicConfig::default();
-            cfg.name = StrBytes::from_static_str(k);
-            cfg.value = Some(StrBytes::from_static_str(v));
-            cfg
-        })
-        .collect();
-    let mut req = CreateTopicsRequest::default();
-    req.topics = vec![t];
-    let resp: CreateTopicsResponse = c.call(ApiKey::CreateTopics, 7, &req);
-    assert_eq!(resp.topics[0].error_code, 0);
-}
-
 fn segment_files(dir: &std::path::Path) -> usize {
     std::fs::read_dir(dir)
         .unwrap()

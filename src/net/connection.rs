@@ -168,8 +168,12 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, _slot: ConnectionSlot) {
         } else if partial_since.is_none() {
             partial_since = Some(Instant::now());
         }
+        // Every deadline either closes the connection when it passes or lies in the
+        // future: a past one that did not close would spin the shard.
         let deadline = match partial_since {
             Some(since) => since + request_timeout,
+            // Waiting on its own responses, not idle: look again later.
+            None if state.in_flight.get() > 0 => Instant::now() + idle,
             None => state.last_activity.get() + idle,
         };
         match buf.fill(&mut reader, fd, deadline).await {

@@ -125,3 +125,24 @@ pub fn assert_serving(b: &Broker) {
         .as_ref()
         .is_some_and(|r| !r.is_empty()));
 }
+
+pub fn create_topic_with(c: &mut Client, topic: &str, configs: &[(&'static str, &'static str)]) {
+    let mut t = CreatableTopic::default();
+    t.name = name(topic);
+    t.num_partitions = 1;
+    t.replication_factor = 1;
+    t.configs = configs
+        .iter()
+        .map(|(k, v)| {
+            let mut cfg =
+                kafka_protocol::messages::create_topics_request::CreatableTopicConfig::default();
+            cfg.name = StrBytes::from_static_str(k);
+            cfg.value = Some(StrBytes::from_static_str(v));
+            cfg
+        })
+        .collect();
+    let mut req = CreateTopicsRequest::default();
+    req.topics = vec![t];
+    let resp: CreateTopicsResponse = c.call(ApiKey::CreateTopics, 7, &req);
+    assert_eq!(resp.topics[0].error_code, 0);
+}

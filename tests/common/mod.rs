@@ -133,10 +133,7 @@ impl Broker {
         let stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
         stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
         stream.set_nodelay(true).unwrap();
-        Client {
-            stream,
-            next_correlation_id: 1,
-        }
+        Client::new(stream)
     }
 }
 
@@ -165,6 +162,13 @@ pub struct Client {
 }
 
 impl Client {
+    pub fn new(stream: TcpStream) -> Client {
+        Client {
+            stream,
+            next_correlation_id: 1,
+        }
+    }
+
     /// Encodes and sends a request; returns its correlation id.
     pub fn send<R: Encodable>(&mut self, api: ApiKey, version: i16, body: &R) -> i32 {
         let correlation_id = self.next_correlation_id;

@@ -43,6 +43,9 @@ impl RecordsError {
     }
 }
 
+/// Most bytes one byte of a snappy block can inflate to (64/3, rounded up).
+const SNAPPY_EXPANSION_MAX: usize = 22;
+
 const XERIAL_MAGIC: &[u8] = &[0x82, b'S', b'N', b'A', b'P', b'P', b'Y', 0];
 
 fn read_bounded(mut reader: impl Read) -> Result<Vec<u8>, RecordsError> {
@@ -62,6 +65,15 @@ fn snappy_raw(block: &[u8], out: &mut Vec<u8>) -> Result<(), RecordsError> {
     let len = snap::raw::decompress_len(block).map_err(|e| RecordsError::Inflate(e.to_string()))?;
     if (out.len() + len) as u64 > INFLATED_SIZE_MAX {
         return Err(RecordsError::TooLarge);
+    }
+    // No snappy element expands more than 64/3 times (a 3-byte copy of 64 bytes): a
+    // block claiming more lies, and must not get the room it claims zero-filled
+    // first (the fuzzer found a 67-byte batch claiming 256 MiB).
+    if len > block.len().saturating_mul(SNAPPY_EXPANSION_MAX) {
+        return Err(RecordsError::Inflate(format!(
+            "snappy block of {} bytes claims {len} bytes inflated",
+            block.len()
+        )));
     }
     let start = out.len();
     out.resize(start + len, 0);
@@ -328,6 +340,18 @@ mod tests {
             crate::protocol::ErrorCode::CorruptMessage,
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_snappy_block_claiming_more_than_it_can_hold_is_refused_before_allocating() {
+        // Found by the batch fuzz target: a length varint of ~256 MiB and no data.
+        let block = [0x80, 0x80, 0x80, 0x80, 0x01, 0x00];
+        let mut out = Vec::new();
+        assert!(matches!(
+            snappy_raw(&block, &mut out),
+            Err(RecordsError::Inflate(_))
+        ));
+        assert_eq!(out.capacity(), 0);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests need, builds ringlog, runs every test:
 # unit and wire-level tests (cargo test), then the real-client suites (pytest); the
-# storage tests run once per write mode (buffered, direct).
+# storage tests run once per write mode (buffered, direct); then every fuzz target
+# for a bounded time from the committed corpus (scripts/fuzz.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -64,4 +65,10 @@ pytest=("../$venv/bin/python" -m pytest -q -p no:cacheprovider -W ignore::Deprec
 if [[ $# -eq 0 ]]; then
     echo "== storage client tests again, with ringlog.log.write.mode=direct"
     RINGLOG_TEST_WRITE_MODE=direct "${pytest[@]}" test_crash.py test_faults.py test_librdkafka.py
+fi
+
+if [[ $# -eq 0 ]]; then
+    echo "== fuzz targets, ${RINGLOG_FUZZ_SECONDS:-45}s each"
+    cd ..
+    scripts/fuzz.sh "${RINGLOG_FUZZ_SECONDS:-45}"
 fi

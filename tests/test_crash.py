@@ -138,7 +138,8 @@ def test_acknowledged_records_survive_random_sigkills(broker_factory):
 def test_sigterm_under_load_restarts_without_a_scan_and_loses_nothing(broker_factory):
     """A clean shutdown while an idempotent producer writes (default flush policy):
     appends in flight finish or are refused as retriable (NOT_LEADER_OR_FOLLOWER),
-    every partition is flushed and recorded, and the next start skips the scan."""
+    every partition is flushed and recorded, and the next start skips the scan. SIGINT
+    (the second cycle) does the same."""
     broker = broker_factory()
     topic = "sigterm"
     create_topic(broker.bootstrap, topic, PARTITIONS)
@@ -151,7 +152,7 @@ def test_sigterm_under_load_restarts_without_a_scan_and_loses_nothing(broker_fac
             while len(writer.acked) < before + 500:
                 assert time.time() < deadline, f"cycle {cycle}: the producer made no progress"
                 time.sleep(0.02)
-            assert broker.stop(signal.SIGTERM) == 0
+            assert broker.stop(signal.SIGINT if cycle == 1 else signal.SIGTERM) == 0
             acked = dict(writer.acked)
             broker.start()
             log = broker.log_text().split("==== start")[-1]
@@ -163,3 +164,30 @@ def test_sigterm_under_load_restarts_without_a_scan_and_loses_nothing(broker_fac
         writer.finish()
     assert not writer.errors, writer.errors[:3]
     assert check(broker.bootstrap, topic, writer.acked) == writer.sent, "each exactly once"
+
+
+def test_a_second_signal_forces_exit_and_the_next_start_scans(broker_factory):
+    """SIGTERM then SIGINT at once: the second ends the process without waiting for
+    the clean shutdown (exit 1, no marker), so the next start scans, and keeps every
+    acknowledged record."""
+    broker = broker_factory()
+    topic = "second-signal"
+    create_topic(broker.bootstrap, topic, PARTITIONS)
+    writer = Writer(broker.bootstrap, topic)
+    writer.start()
+    try:
+        deadline = time.time() + 30
+        while len(writer.acked) < 500:
+            assert time.time() < deadline, "the producer made no progress"
+            time.sleep(0.02)
+        broker.proc.send_signal(signal.SIGTERM)
+        broker.proc.send_signal(signal.SIGINT)
+        assert broker.proc.wait(timeout=60) == 1
+        assert "second signal: exiting now" in broker.log_text()
+        acked = dict(writer.acked)
+        broker.start()
+        log = broker.log_text().split("==== start")[-1]
+        assert "the last shutdown was clean" not in log, log
+        check(broker.bootstrap, topic, acked)
+    finally:
+        writer.finish()

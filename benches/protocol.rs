@@ -1,5 +1,6 @@
 //! Micro-benchmarks of the protocol hot path: frame splitting, RecordBatch validation
-//! (CRC-32C), and Fetch response assembly. `cargo bench --bench protocol`.
+//! (CRC-32C) and the record-level check produce runs after it (uncompressed, and
+//! inflating lz4 and zstd), and Fetch response assembly. `cargo bench --bench protocol`.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
@@ -7,6 +8,7 @@ use ringlog::protocol::batch::build::{encode, Record};
 use ringlog::protocol::batch::validate;
 use ringlog::protocol::fetch_writer::{write_fetch_response, FetchPartitionData, FetchTopicData};
 use ringlog::protocol::frame::split_frame;
+use ringlog::protocol::records::check_records;
 use ringlog::protocol::ErrorCode;
 
 /// A batch of `n` records of `size`-byte values, as a producer would send it.
@@ -30,6 +32,46 @@ fn batch_validation(c: &mut Criterion) {
         g.throughput(Throughput::Bytes(batch.len() as u64));
         g.bench_function(format!("{n}x{size}B"), |b| {
             b.iter(|| validate(&batch, 1 << 20).unwrap().record_count())
+        });
+    }
+    g.finish();
+}
+
+/// `batch` with its records compressed by `codec` (3: lz4, 4: zstd); the CRC is
+/// left stale (check_records does not look at it).
+fn compressed(batch: &[u8], codec: i16) -> Vec<u8> {
+    let body = &batch[61..];
+    let data = match codec {
+        3 => {
+            let mut w = lz4_flex::frame::FrameEncoder::new(Vec::new());
+            std::io::Write::write_all(&mut w, body).unwrap();
+            w.finish().unwrap()
+        }
+        _ => zstd::encode_all(body, 1).unwrap(),
+    };
+    let mut b = batch[..61].to_vec();
+    b[21..23].copy_from_slice(&codec.to_be_bytes());
+    b.extend_from_slice(&data);
+    let len = (b.len() - 12) as i32;
+    b[8..12].copy_from_slice(&len.to_be_bytes());
+    b
+}
+
+fn record_check(c: &mut Criterion) {
+    let mut g = c.benchmark_group("check_records");
+    for (n, size) in [(160usize, 100usize), (16, 1024)] {
+        let batch = sample_batch(n, size);
+        g.throughput(Throughput::Bytes(batch.len() as u64));
+        g.bench_function(format!("{n}x{size}B"), |b| {
+            b.iter(|| check_records(&batch).unwrap())
+        });
+    }
+    let batch = sample_batch(160, 100);
+    g.throughput(Throughput::Bytes(batch.len() as u64));
+    for (codec, name) in [(3, "lz4"), (4, "zstd")] {
+        let packed = compressed(&batch, codec);
+        g.bench_function(format!("160x100B_{name}"), |b| {
+            b.iter(|| check_records(&packed).unwrap())
         });
     }
     g.finish();
@@ -87,5 +129,11 @@ fn fetch_response(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, batch_validation, frame_split, fetch_response);
+criterion_group!(
+    benches,
+    batch_validation,
+    record_check,
+    frame_split,
+    fetch_response
+);
 criterion_main!(benches);

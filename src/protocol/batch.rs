@@ -99,6 +99,14 @@ impl<'a> BatchHeader<'a> {
     pub fn total_size(&self) -> i64 {
         be!(self.0, i32, LENGTH_OFFSET) as i64 + LOG_OVERHEAD as i64
     }
+    /// The batch's whole size on disk when its length field is plausible (at least
+    /// a header); `None` for a length no batch can have. Anything that steps from one
+    /// batch to the next by this size, or reads that many bytes, must use this: a
+    /// garbage length read as `u64` wraps to an endless loop or an endless read.
+    pub fn span(&self) -> Option<u64> {
+        let size = self.total_size();
+        (size >= HEADER_SIZE as i64).then_some(size as u64)
+    }
     pub fn magic(&self) -> i8 {
         self.0[MAGIC_OFFSET] as i8
     }

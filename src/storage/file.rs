@@ -156,6 +156,15 @@ impl LogFile {
     }
 
     pub async fn read_at(&self, pos: u64, len: usize) -> io::Result<ReadResult> {
+        // No read of a segment is larger than a segment (log.segment.bytes is an
+        // int). A larger length came from damaged bytes; glommio would try to
+        // allocate it and, past 2^63, loop forever in its buffer allocator.
+        if len > i32::MAX as usize {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("refusing a {len}-byte read at {pos}: no segment is that large"),
+            ));
+        }
         match &self.inner {
             Inner::Buffered(f) => f.read_at(pos, len).await.map_err(to_io),
             Inner::Direct(d) => d.file.read_at(pos, len).await.map_err(to_io),

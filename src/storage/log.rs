@@ -370,6 +370,14 @@ impl Recovered {
     }
 }
 
+/// A batch header whose length no batch can have, found where a batch should start.
+fn corrupt_header(position: u64) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("corrupt batch header at position {position}: impossible length"),
+    )
+}
+
 impl PartitionLog {
     /// Opens the log in `dir`, creating it if empty. After a clean shutdown
     /// (`clean_shutdown`: the broker's marker was found) the state it recorded is
@@ -745,7 +753,7 @@ impl PartitionLog {
             if pos + batch::HEADER_SIZE as u64 > seg.size || !seg.log.read_cached(pos, &mut head)? {
                 return Ok(None);
             }
-            Ok(BatchHeader::new(&head).map(|h| (h.last_offset(), h.total_size() as u64)))
+            Ok(BatchHeader::new(&head).and_then(|h| Some((h.last_offset(), h.span()?))))
         };
         // The batch holding `offset`.
         let mut start = seg.position_for(offset);
@@ -851,7 +859,7 @@ impl PartitionLog {
             if h.last_offset() >= offset {
                 break;
             }
-            position += h.total_size() as u64;
+            position += h.span().ok_or_else(|| corrupt_header(position))?;
         }
         // Take whole batches from `position` while they fit.
         let mut end = position;
@@ -860,7 +868,7 @@ impl PartitionLog {
             let Some(h) = BatchHeader::new(&block[at.min(block.len())..]) else {
                 break;
             };
-            let size = h.total_size() as u64;
+            let size = h.span().ok_or_else(|| corrupt_header(end))?;
             let taken = end - position;
             if end + size > segment_end
                 || (taken + size > max_bytes as u64 && !(taken == 0 && min_one_batch))
@@ -909,7 +917,7 @@ impl PartitionLog {
                 let Some(h) = BatchHeader::new(&head) else {
                     break;
                 };
-                let total = h.total_size() as u64;
+                let total = h.span().ok_or_else(|| corrupt_header(pos))?;
                 if h.max_timestamp() >= timestamp {
                     let whole = file.read_at(pos, total as usize).await?;
                     let found = records::offsets_and_timestamps(&whole)

@@ -37,8 +37,10 @@ for t in "${targets[@]}"; do
     echo "== fuzzing $t for ${seconds}s"
     mkdir -p "$scratch/$t" "$root/target/fuzz-artifacts/$t"
     cp -r "corpus/$t/." "$scratch/$t/"
-    "target/x86_64-unknown-linux-gnu/release/$t" "$scratch/$t" \
-        -max_total_time="$seconds" -rss_limit_mb=4096 -print_final_stats=1 \
+    # -timeout: an input that runs a minute is a hang (the recovery target found one
+    # that spun forever); the outer timeout bounds the whole run regardless.
+    timeout $((seconds + 300)) "target/x86_64-unknown-linux-gnu/release/$t" "$scratch/$t" \
+        -max_total_time="$seconds" -timeout=60 -rss_limit_mb=4096 -print_final_stats=1 \
         -artifact_prefix="$root/target/fuzz-artifacts/$t/" 2>"$scratch/$t.log" || {
         tail -n 60 "$scratch/$t.log"
         echo "== $t: CRASH (input in target/fuzz-artifacts/$t/)"

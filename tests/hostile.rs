@@ -244,6 +244,30 @@ fn idle_and_slowloris_connections_are_closed_but_long_polls_are_not() {
     assert_serving(&b);
 }
 
+#[test]
+fn a_client_streaming_requests_back_to_back_outlives_the_read_timeout() {
+    // Every write completes one request and starts the next, so the broker never
+    // sees an empty buffer; only a request that itself takes too long may be cut.
+    let b = Broker::start("hostile-stream", &["ringlog.request.read.timeout.ms=1000"]);
+    let mut c = b.connect();
+    let request = raw_request(18, 3, 1, &[0, 0, 0]);
+    let half = request.len() / 2;
+    c.send_raw(&request[..half]);
+    let started = Instant::now();
+    let mut sent = 0;
+    while started.elapsed() < Duration::from_millis(3000) {
+        std::thread::sleep(Duration::from_millis(200));
+        c.send_raw(&[&request[half..], &request[..half]].concat());
+        sent += 1;
+    }
+    for n in 0..sent {
+        assert!(
+            c.recv_frame().is_ok(),
+            "response {n} of {sent}: connection closed"
+        );
+    }
+}
+
 fn connect_from(b: &Broker, local: &str) -> Client {
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     socket

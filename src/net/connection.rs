@@ -157,6 +157,8 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, _slot: ConnectionSlot) {
             }
             match split_frame(&mut buf.bytes, frame_size_max) {
                 Ok(Some(frame)) => {
+                    // The next frame's clock starts when its first bytes are seen.
+                    partial_since = None;
                     let permit = permit.take().expect("taken when the size was read");
                     let is_fetch = frame.get(..2) == Some(&key::FETCH.to_be_bytes()[..]);
                     if is_fetch && !state.drain().await {
@@ -181,9 +183,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, _slot: ConnectionSlot) {
                 }
             }
         }
-        if buf.bytes.is_empty() {
-            partial_since = None;
-        } else if partial_since.is_none() {
+        if !buf.bytes.is_empty() && partial_since.is_none() {
             partial_since = Some(Instant::now());
         }
         // Every deadline either closes the connection when it passes or lies in the

@@ -15,6 +15,10 @@ use common::kafka::*;
 use common::{Broker, Client};
 use kafka_protocol::messages::api_versions_request::ApiVersionsRequest;
 use kafka_protocol::messages::fetch_response::FetchResponse;
+use kafka_protocol::messages::list_offsets_request::{
+    ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic,
+};
+use kafka_protocol::messages::list_offsets_response::ListOffsetsResponse;
 use kafka_protocol::messages::ApiKey;
 use ringlog::protocol::batch::build::{encode, Record};
 
@@ -368,5 +372,41 @@ fn requests_larger_than_the_memory_budget_wait_for_it_and_succeed() {
     for t in threads {
         assert_eq!(t.join().unwrap(), vec![0, 0, 0]);
     }
+    assert_serving(&b);
+}
+
+#[test]
+fn a_damaged_length_in_a_trusted_segment_fails_the_request_not_the_shard() {
+    // After a clean shutdown the next start trusts the segments it recorded. A batch
+    // length damaged after that (here -13: a size of -1) once made ListOffsets by
+    // timestamp ask the I/O layer for 2^64-1 bytes, hanging the shard for good.
+    let mut b = Broker::start("hostile-damaged", &[]);
+    let mut c = b.connect();
+    create_topic(&mut c, "d", 1);
+    for ts in [1_000, 2_000, 3_000] {
+        assert_eq!(produce(&mut c, "d", 0, stamped(ts)).0, 0);
+    }
+    drop(c);
+    assert_eq!(b.stop(libc::SIGTERM), Some(0));
+    let log = b.data_dir().join("d-0").join("00000000000000000000.log");
+    let mut bytes = std::fs::read(&log).unwrap();
+    let second = 12 + i32::from_be_bytes(bytes[8..12].try_into().unwrap()) as usize;
+    bytes[second + 8..second + 12].copy_from_slice(&(-13i32).to_be_bytes());
+    std::fs::write(&log, bytes).unwrap();
+    b.restart(libc::SIGTERM);
+    assert!(b.log_text().contains("the last shutdown was clean"));
+    let mut c = b.connect();
+    let mut p = ListOffsetsPartition::default();
+    p.timestamp = 1_500;
+    let mut t = ListOffsetsTopic::default();
+    t.name = name("d");
+    t.partitions = vec![p];
+    let mut req = ListOffsetsRequest::default();
+    req.topics = vec![t];
+    let resp: ListOffsetsResponse = c.call(ApiKey::ListOffsets, 7, &req);
+    assert_eq!(
+        resp.topics[0].partitions[0].error_code, 56,
+        "KAFKA_STORAGE_ERROR for the damaged batch"
+    );
     assert_serving(&b);
 }

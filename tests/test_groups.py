@@ -246,10 +246,17 @@ def test_admin_lists_and_describes_groups_and_their_offsets(broker_factory):
     assert member.client_id == "watcher"
     assert member.host == "/127.0.0.1"
     assert sorted(tp.partition for tp in member.assignment.topic_partitions) == [0, 1, 2]
-    offsets = admin.list_consumer_group_offsets(
-        [ConsumerGroupTopicPartitions("watched")])["watched"].result(timeout=10)
-    assert sorted((tp.topic, tp.partition, tp.offset) for tp in offsets.topic_partitions) == [
-        ("described", 0, 10), ("described", 1, 10), ("described", 2, 10)]
+    # The member commits asynchronously: wait (bounded) for its last commit to land.
+    expected = [("described", 0, 10), ("described", 1, 10), ("described", 2, 10)]
+    deadline = time.time() + DEADLINE_S
+    while True:
+        offsets = admin.list_consumer_group_offsets(
+            [ConsumerGroupTopicPartitions("watched")])["watched"].result(timeout=10)
+        got = sorted((tp.topic, tp.partition, tp.offset) for tp in offsets.topic_partitions)
+        if got == expected or time.time() > deadline:
+            break
+        m.poll()
+    assert got == expected
     # A group with members cannot be deleted; once empty it can.
     res = admin.delete_consumer_groups(["watched"])["watched"]
     with pytest.raises(Exception, match="NON_EMPTY_GROUP"):

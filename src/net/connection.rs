@@ -9,10 +9,9 @@
 //! - request bytes: each frame takes its size from the shard's
 //!   `queued.max.request.bytes` budget before its body is buffered, and gives it back
 //!   when its handler is done;
-//! - responses: before it starts a Fetch (the one request with a large response),
-//!   the reader waits until every earlier response has been written, and reads
-//!   nothing meanwhile; so a consumer that stops reading its socket holds at most one
-//!   fetch response and one fetch request in the broker, as Kafka mutes a channel
+//! - responses: a Fetch (the one request with a large response) starts only once
+//!   every earlier response has been written, so a consumer that stops reading its
+//!   socket holds at most one fetch response in the broker, as Kafka mutes a channel
 //!   while its response is in flight;
 //! - time: a connection with nothing in flight that sends nothing for
 //!   `connections.max.idle.ms`, a write that makes no progress for as long, and a
@@ -53,42 +52,25 @@ const READ_CHUNK_BYTES: usize = 64 << 10;
 /// pending).
 const READ_WINDOW_BYTES_MAX: usize = 4 << 20;
 
+/// A request read off the socket, queued for the writer in arrival order.
+enum Queued {
+    /// Already running.
+    Running(JoinHandle<Outcome>),
+    /// A Fetch, run by the writer once everything before it is written.
+    Deferred(Bytes, StaticPermit),
+}
+
 /// What the reader and the writer of one connection share.
 struct ConnectionState {
     /// Requests read and not yet answered.
     in_flight: Cell<usize>,
     /// When bytes last moved in either direction.
     last_activity: Cell<Instant>,
-    /// Signalled by the writer when `in_flight` drops to 0 while the reader waits
-    /// (`awaiting_drain`); closed when the writer stops.
-    drained: glommio::sync::Semaphore,
-    awaiting_drain: Cell<bool>,
 }
 
 impl ConnectionState {
     fn touch(&self) {
         self.last_activity.set(Instant::now());
-    }
-
-    /// Waits until every request read so far has been answered; false if the
-    /// connection is closing.
-    async fn drain(&self) -> bool {
-        while self.in_flight.get() > 0 {
-            self.awaiting_drain.set(true);
-            if self.drained.acquire(1).await.is_err() {
-                return false;
-            }
-        }
-        true
-    }
-
-    /// The writer answered one request.
-    fn answered(&self) {
-        self.in_flight.set(self.in_flight.get() - 1);
-        self.touch();
-        if self.in_flight.get() == 0 && self.awaiting_drain.replace(false) {
-            self.drained.signal(1);
-        }
     }
 }
 
@@ -116,18 +98,16 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, _slot: ConnectionSlot) {
     let state = Rc::new(ConnectionState {
         in_flight: Cell::new(0),
         last_activity: Cell::new(Instant::now()),
-        drained: glommio::sync::Semaphore::new(0),
-        awaiting_drain: Cell::new(false),
     });
     let (mut reader, writer) = stream.split();
-    let (tx, rx) =
-        local_channel::new_bounded::<JoinHandle<Outcome>>(config.connection_requests_max);
+    let (tx, rx) = local_channel::new_bounded::<Queued>(config.connection_requests_max);
     let writer_task = glommio::spawn_local(write_responses(
         shard.clone(),
         writer,
         rx,
         fd,
         peer.clone(),
+        client_host.clone(),
         state.clone(),
     ));
     let frame_size_max = config.request_size_max_bytes;
@@ -160,19 +140,21 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, _slot: ConnectionSlot) {
                     // The next frame's clock starts when its first bytes are seen.
                     partial_since = None;
                     let permit = permit.take().expect("taken when the size was read");
-                    let is_fetch = frame.get(..2) == Some(&key::FETCH.to_be_bytes()[..]);
-                    if is_fetch && !state.drain().await {
-                        break 'read;
-                    }
                     state.in_flight.set(state.in_flight.get() + 1);
-                    let task = glommio::spawn_local(handle_contained(
-                        shard.clone(),
-                        frame,
-                        client_host.clone(),
-                        permit,
-                    ))
-                    .detach();
-                    if tx.send(task).await.is_err() {
+                    let queued = if frame.get(..2) == Some(&key::FETCH.to_be_bytes()[..]) {
+                        Queued::Deferred(frame, permit)
+                    } else {
+                        Queued::Running(
+                            glommio::spawn_local(handle_contained(
+                                shard.clone(),
+                                frame,
+                                client_host.clone(),
+                                Some(permit),
+                            ))
+                            .detach(),
+                        )
+                    };
+                    if tx.send(queued).await.is_err() {
                         break 'read;
                     }
                 }
@@ -305,7 +287,7 @@ async fn handle_contained(
     shard: Rc<Shard>,
     frame: Bytes,
     client_host: Rc<str>,
-    permit: StaticPermit,
+    permit: Option<StaticPermit>,
 ) -> Outcome {
     let outcome = AssertUnwindSafe(broker::handle(shard, frame, &client_host))
         .catch_unwind()
@@ -320,15 +302,22 @@ async fn handle_contained(
 async fn write_responses(
     shard: Rc<Shard>,
     mut writer: futures::io::WriteHalf<TcpStream>,
-    rx: local_channel::LocalReceiver<JoinHandle<Outcome>>,
+    rx: local_channel::LocalReceiver<Queued>,
     fd: i32,
     peer: String,
+    client_host: Rc<str>,
     state: Rc<ConnectionState>,
 ) {
     let idle = Duration::from_millis(shard.config.connections_max_idle_ms);
     let mut pending: Vec<Chunk> = Vec::new();
-    while let Some(task) = rx.recv().await {
-        match task.await {
+    while let Some(queued) = rx.recv().await {
+        let outcome = match queued {
+            Queued::Running(task) => task.await,
+            Queued::Deferred(frame, permit) => Some(
+                handle_contained(shard.clone(), frame, client_host.clone(), Some(permit)).await,
+            ),
+        };
+        match outcome {
             Some(Outcome::Respond(chunks)) => pending.extend(chunks),
             Some(Outcome::NoResponse) => {}
             Some(Outcome::Close(reason)) => {
@@ -340,7 +329,8 @@ async fn write_responses(
         // Written as soon as it is ready: holding it for the next response could
         // stall it behind a long-polling fetch.
         let written = write_chunks(&mut writer, fd, &mut pending, idle, &state).await;
-        state.answered();
+        state.in_flight.set(state.in_flight.get() - 1);
+        state.touch();
         if let Err(e) = written {
             if e.kind() == std::io::ErrorKind::TimedOut {
                 info!(%peer, "closing connection: the client took no response bytes for connections.max.idle.ms");
@@ -355,7 +345,6 @@ async fn write_responses(
     // dropped: the connection is going away.
     // SAFETY: fd belongs to the stream whose halves are still alive here.
     unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
-    state.drained.close();
     drop(rx);
 }
 

@@ -15,10 +15,6 @@ use common::kafka::*;
 use common::{Broker, Client};
 use kafka_protocol::messages::api_versions_request::ApiVersionsRequest;
 use kafka_protocol::messages::fetch_response::FetchResponse;
-use kafka_protocol::messages::list_offsets_request::{
-    ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic,
-};
-use kafka_protocol::messages::list_offsets_response::ListOffsetsResponse;
 use kafka_protocol::messages::ApiKey;
 use ringlog::protocol::batch::build::{encode, Record};
 
@@ -396,16 +392,9 @@ fn a_damaged_length_in_a_trusted_segment_fails_the_request_not_the_shard() {
     b.restart(libc::SIGTERM);
     assert!(b.log_text().contains("the last shutdown was clean"));
     let mut c = b.connect();
-    let mut p = ListOffsetsPartition::default();
-    p.timestamp = 1_500;
-    let mut t = ListOffsetsTopic::default();
-    t.name = name("d");
-    t.partitions = vec![p];
-    let mut req = ListOffsetsRequest::default();
-    req.topics = vec![t];
-    let resp: ListOffsetsResponse = c.call(ApiKey::ListOffsets, 7, &req);
     assert_eq!(
-        resp.topics[0].partitions[0].error_code, 56,
+        list_offsets(&mut c, "d", 0, 1_500).error_code,
+        56,
         "KAFKA_STORAGE_ERROR for the damaged batch"
     );
     assert_serving(&b);

@@ -18,10 +18,6 @@ use kafka_protocol::messages::create_topics_response::CreateTopicsResponse;
 use kafka_protocol::messages::fetch_response::FetchResponse;
 use kafka_protocol::messages::init_producer_id_request::InitProducerIdRequest;
 use kafka_protocol::messages::init_producer_id_response::InitProducerIdResponse;
-use kafka_protocol::messages::list_offsets_request::{
-    ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic,
-};
-use kafka_protocol::messages::list_offsets_response::ListOffsetsResponse;
 use kafka_protocol::messages::metadata_request::MetadataRequest;
 use kafka_protocol::messages::metadata_response::MetadataResponse;
 use kafka_protocol::messages::produce_response::ProduceResponse;
@@ -42,17 +38,9 @@ fn batch_bases(records: &Bytes) -> Vec<i64> {
 }
 
 fn latest_offset(c: &mut Client, topic: &str, partition: i32) -> i64 {
-    let mut p = ListOffsetsPartition::default();
-    p.partition_index = partition;
-    p.timestamp = -1;
-    let mut t = ListOffsetsTopic::default();
-    t.name = name(topic);
-    t.partitions = vec![p];
-    let mut req = ListOffsetsRequest::default();
-    req.topics = vec![t];
-    let resp: ListOffsetsResponse = c.call(ApiKey::ListOffsets, 7, &req);
-    assert_eq!(resp.topics[0].partitions[0].error_code, 0);
-    resp.topics[0].partitions[0].offset
+    let p = list_offsets(c, topic, partition, -1);
+    assert_eq!(p.error_code, 0);
+    p.offset
 }
 
 #[test]
@@ -647,16 +635,9 @@ fn damage_in_an_older_segment_takes_only_that_partition_offline() {
         56,
         "produce: KAFKA_STORAGE_ERROR"
     );
-    let mut p = ListOffsetsPartition::default();
-    p.timestamp = -1;
-    let mut t = ListOffsetsTopic::default();
-    t.name = name("t");
-    t.partitions = vec![p];
-    let mut req = ListOffsetsRequest::default();
-    req.topics = vec![t];
-    let resp: ListOffsetsResponse = c.call(ApiKey::ListOffsets, 7, &req);
     assert_eq!(
-        resp.topics[0].partitions[0].error_code, 56,
+        list_offsets(&mut c, "t", 0, -1).error_code,
+        56,
         "list offsets: KAFKA_STORAGE_ERROR"
     );
     let after: Vec<Vec<u8>> = segments.iter().map(|p| std::fs::read(p).unwrap()).collect();
@@ -670,15 +651,7 @@ fn damage_in_an_older_segment_takes_only_that_partition_offline() {
 }
 
 fn earliest_offset(c: &mut Client, topic: &str) -> i64 {
-    let mut p = ListOffsetsPartition::default();
-    p.timestamp = -2;
-    let mut t = ListOffsetsTopic::default();
-    t.name = name(topic);
-    t.partitions = vec![p];
-    let mut req = ListOffsetsRequest::default();
-    req.topics = vec![t];
-    let resp: ListOffsetsResponse = c.call(ApiKey::ListOffsets, 7, &req);
-    resp.topics[0].partitions[0].offset
+    list_offsets(c, topic, 0, -2).offset
 }
 
 fn segment_files(dir: &std::path::Path) -> usize {
@@ -959,15 +932,7 @@ fn segments_roll_when_their_batches_span_log_roll_ms() {
 }
 
 fn offset_for_time(c: &mut Client, topic: &str, timestamp: i64) -> (i64, i64) {
-    let mut p = ListOffsetsPartition::default();
-    p.timestamp = timestamp;
-    let mut t = ListOffsetsTopic::default();
-    t.name = name(topic);
-    t.partitions = vec![p];
-    let mut req = ListOffsetsRequest::default();
-    req.topics = vec![t];
-    let resp: ListOffsetsResponse = c.call(ApiKey::ListOffsets, 7, &req);
-    let p = &resp.topics[0].partitions[0];
+    let p = list_offsets(c, topic, 0, timestamp);
     assert_eq!(p.error_code, 0);
     (p.offset, p.timestamp)
 }

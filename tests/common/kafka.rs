@@ -8,6 +8,12 @@ use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreateTopi
 use kafka_protocol::messages::create_topics_response::CreateTopicsResponse;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchRequest, FetchTopic};
 use kafka_protocol::messages::fetch_response::FetchResponse;
+use kafka_protocol::messages::list_offsets_request::{
+    ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic,
+};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsResponse,
+};
 use kafka_protocol::messages::produce_request::{
     PartitionProduceData, ProduceRequest, TopicProduceData,
 };
@@ -145,4 +151,24 @@ pub fn create_topic_with(c: &mut Client, topic: &str, configs: &[(&'static str, 
     req.topics = vec![t];
     let resp: CreateTopicsResponse = c.call(ApiKey::CreateTopics, 7, &req);
     assert_eq!(resp.topics[0].error_code, 0);
+}
+
+/// ListOffsets v7 for one partition at `timestamp` (-1 latest, -2 earliest, else by
+/// time); the partition's answer, whatever its error code.
+pub fn list_offsets(
+    c: &mut Client,
+    topic: &str,
+    partition: i32,
+    timestamp: i64,
+) -> ListOffsetsPartitionResponse {
+    let mut p = ListOffsetsPartition::default();
+    p.partition_index = partition;
+    p.timestamp = timestamp;
+    let mut t = ListOffsetsTopic::default();
+    t.name = name(topic);
+    t.partitions = vec![p];
+    let mut req = ListOffsetsRequest::default();
+    req.topics = vec![t];
+    let mut resp: ListOffsetsResponse = c.call(ApiKey::ListOffsets, 7, &req);
+    resp.topics.remove(0).partitions.remove(0)
 }

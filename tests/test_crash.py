@@ -56,6 +56,14 @@ class Writer(threading.Thread):
             self.producer.poll(0)
             time.sleep(interval)
 
+    def wait_for_more_acks(self, count, what):
+        """Waits (bounded) until `count` more records are acknowledged than now."""
+        target = len(self.acked) + count
+        deadline = time.time() + 30
+        while len(self.acked) < target:
+            assert time.time() < deadline, f"{what}: the producer made no progress"
+            time.sleep(0.02)
+
     def finish(self):
         self.stopping.set()
         self.join()
@@ -116,10 +124,7 @@ def test_acknowledged_records_survive_random_sigkills(broker_factory):
             # Kill while the producer is writing: first wait (bounded) until records
             # are being acknowledged again after the last restart.
             before = len(writer.acked)
-            deadline = time.time() + 30
-            while len(writer.acked) < before + 200:
-                assert time.time() < deadline, f"cycle {cycle}: the producer made no progress"
-                time.sleep(0.02)
+            writer.wait_for_more_acks(200, f"cycle {cycle}")
             time.sleep(rng.uniform(0.1, 0.8))
             broker.stop(signal.SIGKILL)
             acked = dict(writer.acked)  # nothing can be acknowledged while it is down
@@ -147,11 +152,7 @@ def test_sigterm_under_load_restarts_without_a_scan_and_loses_nothing(broker_fac
     writer.start()
     try:
         for cycle in range(3):
-            before = len(writer.acked)
-            deadline = time.time() + 30
-            while len(writer.acked) < before + 500:
-                assert time.time() < deadline, f"cycle {cycle}: the producer made no progress"
-                time.sleep(0.02)
+            writer.wait_for_more_acks(500, f"cycle {cycle}")
             assert broker.stop(signal.SIGINT if cycle == 1 else signal.SIGTERM) == 0
             acked = dict(writer.acked)
             broker.start()
@@ -176,10 +177,7 @@ def test_a_second_signal_forces_exit_and_the_next_start_scans(broker_factory):
     writer = Writer(broker.bootstrap, topic)
     writer.start()
     try:
-        deadline = time.time() + 30
-        while len(writer.acked) < 500:
-            assert time.time() < deadline, "the producer made no progress"
-            time.sleep(0.02)
+        writer.wait_for_more_acks(500, "before the signals")
         broker.proc.send_signal(signal.SIGTERM)
         broker.proc.send_signal(signal.SIGINT)
         assert broker.proc.wait(timeout=60) == 1

@@ -111,7 +111,8 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, _slot: ConnectionSlot) {
         state.clone(),
     ));
     let frame_size_max = config.request_size_max_bytes;
-    let budget_bytes = shard.request_budget_bytes();
+    // A frame larger than the whole budget waits for all of it.
+    let budget_bytes = config.queued_max_request_bytes;
     let mut buf = ReadBuffer::new();
     // The budget taken for the frame at the front of the buffer, before its body is
     // read; and when that frame's first bytes arrived.

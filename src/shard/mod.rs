@@ -89,11 +89,6 @@ impl Shard {
         })
     }
 
-    /// The whole of `request_budget`: a frame larger than this waits for all of it.
-    pub fn request_budget_bytes(&self) -> u64 {
-        self.config.queued_max_request_bytes
-    }
-
     /// Runs `f` on shard `target` and returns its result. Local work runs directly.
     ///
     /// The reply comes back over the mesh too, as a job that completes a oneshot on

@@ -270,8 +270,18 @@ def run_workload(broker, name, kind, o, results, a):
         r = perf(["consume", "--bootstrap", broker.bootstrap, "--topic", topic,
                   "--consumers", 2, "--seconds", 60], timeout)
     elif kind == "e2e":
-        r = perf(["e2e"] + topic_args(broker, topic, o) + ["--rate", o["rate"], "--producers", 2],
-                 timeout)
+        args = ["e2e"] + topic_args(broker, topic, o) + ["--rate", o["rate"], "--producers", 2]
+        probe_dir = None
+        if o.get("fsync"):
+            # The disk's own fdatasync latency under this same load, for comparison.
+            probe_dir = tempfile.mkdtemp(prefix="ringlog-sync-probe-",
+                                         dir=broker.workdir or a.workdir)
+            args += ["--disk-sync-probe", probe_dir]
+        try:
+            r = perf(args, timeout)
+        finally:
+            if probe_dir:
+                shutil.rmtree(probe_dir, ignore_errors=True)
     else:
         r = librdkafka_produce(broker, topic, o)
     cpu1 = broker.cpu_seconds()
@@ -321,6 +331,10 @@ def fmt_row(name, row):
     extra = ""
     if row["kind"] == "e2e":
         extra = f" consumed {n(row['consume_mb_per_s'])} MB/s"
+        disk = row["result"].get("disk_fdatasync_under_load_us")
+        if disk and disk.get("count"):
+            extra += (f"; the disk's own fdatasync meanwhile p50/p99 "
+                      f"{disk['p50']/1000:.2f}/{disk['p99']/1000:.2f} ms")
     return (f"{name:36} {n(main['records_per_s']):>12} {n(main['mb_per_s']):>8} "
             f"{n(row['broker_cpu_s_per_gb'], 2):>8} {n(row['broker_cpu_s_per_m_records'], 3):>8} "
             f"{n(row['broker_rss_mb']):>7} {lat_s:>24}{extra}")

@@ -13,7 +13,8 @@ def test_a_quick_bench_run_reports_delivered_records(tmp_path):
     out = tmp_path / "bench.json"
     cmd = [sys.executable, str(ROOT / "scripts" / "bench.py"), "--quick", "--modes", "buffered",
            "--no-keep-awake", "--workdir", str(tmp_path), "--json", str(out),
-           "--workloads", "produce-1k-acks1-p8,consume-1k-p8-cached,latency-1k-p8-25pct"]
+           "--workloads", "produce-1k-acks1-p8,consume-1k-p8-cached,latency-1k-p8-25pct,"
+           "produce-1k-acksall-fsync-p8,latency-1k-p8-fsync-50pct"]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
     assert "produce-1k-acks1-p8" in p.stdout
@@ -33,3 +34,12 @@ def test_a_quick_bench_run_reports_delivered_records(tmp_path):
     assert e2e["produce"]["failed_requests"] == 0
     assert e2e["consume"]["records"] == e2e["produce"]["records"] > 0
     assert e2e["e2e_latency_us"]["count"] == e2e["produce"]["records"]
+    assert "disk_fdatasync_under_load_us" not in e2e
+    # With fsync per batch, the disk's own fdatasync latency was sampled (200 a second)
+    # while the workload ran, and its probe file went with its directory.
+    synced = rows["latency-1k-p8-fsync-50pct"]["result"]
+    assert synced["consume"]["records"] == synced["produce"]["records"] > 0
+    disk = synced["disk_fdatasync_under_load_us"]
+    assert disk["count"] >= 100 and disk["p50"] > 0
+    assert "the disk's own fdatasync meanwhile" in p.stdout
+    assert not list(tmp_path.glob("**/probe-sync-under-load.tmp"))

@@ -120,6 +120,11 @@ pub struct E2eArgs {
     /// A fixed-rate producer sends what is due every this many microseconds.
     #[arg(long, default_value_t = 1000)]
     pub interval_us: u64,
+    /// Meanwhile, append 4 KiB to a file of our own in DIR and fdatasync it 200 times
+    /// a second: the disk's own fdatasync latency under the same load, to hold the
+    /// broker's synced appends to (put DIR on the broker's log file system).
+    #[arg(long, value_name = "DIR")]
+    pub disk_sync_probe: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -143,7 +148,15 @@ pub fn run(command: PerfCommand) -> io::Result<Value> {
             let rate = (a.rate > 0.0).then_some(a.rate);
             let spec = produce_spec(&a.target, &a.producer, rate, a.interval_us);
             prepare_topic(&spec, &a.producer.topic_configs)?;
-            end_to_end(&spec)
+            let sampler = a
+                .disk_sync_probe
+                .as_deref()
+                .map(|dir| probe::SyncSampler::start(dir, 200));
+            let mut result = end_to_end(&spec)?;
+            if let Some(sampler) = sampler {
+                result["disk_fdatasync_under_load_us"] = latency_summary(&sampler.finish()?);
+            }
+            Ok(result)
         }
         PerfCommand::Probe(a) => {
             let d = Duration::from_secs_f64(a.seconds);

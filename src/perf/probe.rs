@@ -79,25 +79,78 @@ pub fn disk_write_mb_per_s(dir: &Path, bytes_max: u64, duration: Duration) -> io
     Ok(written as f64 / secs / 1e6)
 }
 
-/// Latency of a 4 KiB append followed by fdatasync, in microseconds.
+/// Latency of a 4 KiB append followed by fdatasync, in microseconds, `rounds` times
+/// back to back.
 pub fn fdatasync_latency(dir: &Path, rounds: usize) -> io::Result<Histogram<u64>> {
-    let path = dir.join("probe-sync.tmp");
+    let mut hist = super::histogram();
+    let mut n = 0;
+    sync_appends(dir, "probe-sync.tmp", &mut hist, || {
+        n += 1;
+        n <= rounds
+    })?;
+    Ok(hist)
+}
+
+/// The disk's own fdatasync latency *while a workload runs*: a thread appends 4 KiB and
+/// fdatasyncs a file of its own in `dir`, `per_second` times a second, until the
+/// returned sampler is stopped. The same CPUs, device and file system are busy with the
+/// broker, so this is the figure a broker's synced appends can fairly be held to.
+pub struct SyncSampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<io::Result<Histogram<u64>>>,
+}
+
+impl SyncSampler {
+    pub fn start(dir: &Path, per_second: u32) -> SyncSampler {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (dir, flag) = (dir.to_path_buf(), stop.clone());
+        let interval = Duration::from_secs(1) / per_second.max(1);
+        let thread = std::thread::spawn(move || {
+            let mut hist = super::histogram();
+            let mut next = Instant::now();
+            sync_appends(&dir, "probe-sync-under-load.tmp", &mut hist, || {
+                next += interval;
+                if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+                !flag.load(std::sync::atomic::Ordering::Relaxed)
+            })?;
+            Ok(hist)
+        });
+        SyncSampler { stop, thread }
+    }
+
+    pub fn finish(self) -> io::Result<Histogram<u64>> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread
+            .join()
+            .map_err(|_| io::Error::other("fdatasync sampler panicked"))?
+    }
+}
+
+/// Appends 4 KiB to a new file `name` in `dir` and fdatasyncs it, recording each
+/// append+sync in `hist`, for as long as `again` says; then removes the file.
+fn sync_appends(
+    dir: &Path,
+    name: &str,
+    hist: &mut Histogram<u64>,
+    mut again: impl FnMut() -> bool,
+) -> io::Result<()> {
+    let path = dir.join(name);
     let mut file = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .open(&path)?;
     let block = [0x3cu8; 4096];
-    let mut hist = super::histogram();
-    for _ in 0..rounds {
+    while again() {
         let t = Instant::now();
         file.write_all(&block)?;
         file.sync_data()?;
         hist.saturating_record(t.elapsed().as_micros() as u64);
     }
     drop(file);
-    std::fs::remove_file(&path)?;
-    Ok(hist)
+    std::fs::remove_file(&path)
 }
 
 /// How long this machine takes its CPUs away: one thread per CPU, pinned, reads the

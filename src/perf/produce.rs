@@ -58,7 +58,8 @@ pub struct ProducerReport {
     pub errors: u64,
     pub first_error: Option<String>,
     pub seconds: f64,
-    /// From a request's intended send time to its ack, in microseconds.
+    /// From a request's intended send time (at full speed: when it was written) to its
+    /// ack, in microseconds.
     pub ack_latency: Histogram<u64>,
 }
 
@@ -209,9 +210,15 @@ pub fn run_producer(
     let mut stream = writer_stream;
     let mut requests = 0u64;
     let (mut unacked_records, mut unacked_bytes) = (0u64, 0u64);
-    let mut send = |frame: &mut Vec<u8>, sent: Sent| -> io::Result<bool> {
+    // At full speed a request's latency runs from when it is written (after waiting
+    // for a free in-flight slot); at a fixed rate, from its tick (set by the caller).
+    let full_speed = spec.rate.is_none();
+    let mut send = |frame: &mut Vec<u8>, mut sent: Sent| -> io::Result<bool> {
         if acks && tokens_rx.recv().is_err() {
             return Ok(false);
+        }
+        if full_speed {
+            sent.intended = Instant::now();
         }
         conn::set_correlation(frame, sent.correlation);
         stream.write_all(frame)?;
@@ -252,7 +259,7 @@ pub fn run_producer(
                     let (frame, records, bytes) = &mut frames[next];
                     let sent = Sent {
                         correlation,
-                        intended: Instant::now(),
+                        intended: Instant::now(), // replaced once written
                         records: *records,
                         bytes: *bytes,
                     };

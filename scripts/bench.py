@@ -188,12 +188,24 @@ def perf(args, timeout):
     return json.loads(p.stdout)
 
 
-def topic_args(broker, topic, o):
+def retention_configs(partitions, topic_gb):
+    """Kafka's retention.bytes (per partition: its share of `topic_gb`) and a segment
+    size that lets retention act while a workload runs: a 60 s produce at 1 GB/s
+    would otherwise need 60 GB of free disk."""
+    per_partition = max(256 << 20, int(topic_gb * (1 << 30)) // partitions)
+    segment = max(64 << 20, min(1 << 30, per_partition // 4))
+    return [f"retention.bytes={per_partition}", f"segment.bytes={segment}"]
+
+
+def topic_args(broker, topic, o, topic_gb):
     args = ["--bootstrap", broker.bootstrap, "--topic", topic,
             "--partitions", o["partitions"], "--record-bytes", o["record"],
             "--acks", o["acks"], "--seconds", o["seconds"]]
+    configs = retention_configs(o["partitions"], topic_gb)
     if o.get("fsync"):
-        args += ["--topic-config", "flush.messages=1"]
+        configs.append("flush.messages=1")
+    for c in configs:
+        args += ["--topic-config", c]
     return args
 
 
@@ -262,15 +274,15 @@ def run_workload(broker, name, kind, o, results, a):
     timeout = 600
     if kind == "consume":
         fill = dict(o, acks=1, seconds=o["fill_seconds"])
-        perf(["produce"] + topic_args(broker, topic, fill), timeout)
+        perf(["produce"] + topic_args(broker, topic, fill, a.topic_gb), timeout)
     cpu0 = broker.cpu_seconds()
     if kind == "produce":
-        r = perf(["produce"] + topic_args(broker, topic, o), timeout)
+        r = perf(["produce"] + topic_args(broker, topic, o, a.topic_gb), timeout)
     elif kind == "consume":
         r = perf(["consume", "--bootstrap", broker.bootstrap, "--topic", topic,
                   "--consumers", 2, "--seconds", 60], timeout)
     elif kind == "e2e":
-        args = ["e2e"] + topic_args(broker, topic, o) + ["--rate", o["rate"], "--producers", 2]
+        args = ["e2e"] + topic_args(broker, topic, o, a.topic_gb) + ["--rate", o["rate"], "--producers", 2]
         probe_dir = None
         if o.get("fsync"):
             # The disk's own fdatasync latency under this same load, for comparison.
@@ -424,7 +436,7 @@ def zero_copy_check(a):
         topic = "bench-zero-copy-check"
         fill = dict(record=KIB, acks=1, partitions=8, seconds=a.fill_seconds)
         for b in brokers:
-            perf(["produce"] + topic_args(b, topic, fill), 600)
+            perf(["produce"] + topic_args(b, topic, fill, a.topic_gb), 600)
         figures = {b.name: [] for b in brokers}
         for _ in range(3):
             for b in brokers:
@@ -483,6 +495,9 @@ def main():
     p.add_argument("--workloads", help="comma-separated names (default: all, and the zero-copy check)")
     p.add_argument("--override", action="append", default=[], help="ringlog setting KEY=VALUE")
     p.add_argument("--keep-topics", action="store_true")
+    p.add_argument("--topic-gb", type=float, default=16,
+                   help="each workload's topic keeps at most this much (retention.bytes), "
+                        "so long runs fit the disk")
     p.add_argument("--no-keep-awake", action="store_true",
                    help="let idle CPUs halt (see KeepAwake); latency tails then carry VM wake-ups")
     p.add_argument("--workdir", default=None, help="where broker data goes (default: $TMPDIR)")

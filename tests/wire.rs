@@ -1014,6 +1014,54 @@ fn time_index_finds_offsets_by_timestamp_and_index_files_are_trimmed_on_roll() {
     assert_eq!(size(active, "timeindex"), 10 * 1024 * 1024);
 }
 
+/// Index entries are written after an append lets the next one in; a clean shutdown
+/// must wait for those writes before it seals the index files and vouches for them.
+/// With an entry per batch and appends still arriving at SIGTERM, every entry of the
+/// trusted index must point at the batch it names.
+#[test]
+fn a_clean_shutdown_under_appends_leaves_complete_index_files() {
+    let mut b = Broker::start("clean-index", &["log.index.interval.bytes=1"]);
+    let mut c = b.connect();
+    create_topic(&mut c, "t", 1);
+    // Pipelined: 300 appends sent at once, then stopped while they are being written.
+    for _ in 0..300 {
+        c.send(
+            ApiKey::Produce,
+            PRODUCE_V,
+            &produce_request("t", 0, batch(3, None), 1),
+        );
+    }
+    for _ in 0..20 {
+        let _: (i32, ProduceResponse) = c.recv(ApiKey::Produce, PRODUCE_V);
+    }
+    assert_eq!(b.stop(libc::SIGTERM), Some(0));
+    let dir = b.data_dir().join("t-0");
+    let log = std::fs::read(dir.join("00000000000000000000.log")).unwrap();
+    let index = std::fs::read(dir.join("00000000000000000000.index")).unwrap();
+    // Every batch the log holds has its entry, in order, pointing at it.
+    let mut batches = Vec::new();
+    let mut pos = 0usize;
+    while pos + 12 <= log.len() {
+        let base = i64::from_be_bytes(log[pos..pos + 8].try_into().unwrap());
+        let len = i32::from_be_bytes(log[pos + 8..pos + 12].try_into().unwrap()) as usize;
+        batches.push((base, pos));
+        pos += 12 + len;
+    }
+    assert!(batches.len() >= 20, "{} batches", batches.len());
+    let entries: Vec<(i64, usize)> = index
+        .chunks_exact(8)
+        .map(|e| {
+            let rel = u32::from_be_bytes(e[..4].try_into().unwrap());
+            let at = u32::from_be_bytes(e[4..].try_into().unwrap());
+            (rel as i64, at as usize)
+        })
+        .collect();
+    assert_eq!(entries, batches);
+    // And the next start trusts them.
+    b.restart(libc::SIGTERM);
+    assert!(b.log_text().contains("scanned=false"), "{}", b.log_text());
+}
+
 #[test]
 fn a_clean_shutdown_lets_the_next_start_skip_the_scan() {
     let mut b = Broker::start("clean", &["log.segment.bytes=4096"]);

@@ -11,7 +11,7 @@
 //! after the shard's group commit has synced every file the log wrote since its last
 //! flush. With `flush.messages=1` every acknowledged batch is durable.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -25,7 +25,7 @@ use super::atomic_file::write_atomic;
 use super::file::LogFile;
 use super::gate::FifoGate;
 use super::producer_state::{ProducerStates, SequenceCheck};
-use super::segment::{self, Segment, SegmentSnapshot, SegmentSpec};
+use super::segment::{self, IndexEntries, Segment, SegmentSnapshot, SegmentSpec};
 use super::sync_group::SyncGroup;
 use crate::protocol::batch::{self, BatchError, BatchHeader};
 use crate::protocol::chunk::{Chunk, FileRange};
@@ -227,6 +227,11 @@ struct ShutdownSnapshot {
     max_timestamp: Option<MaxTimestampBatch>,
 }
 
+/// A segment's offset and time index files.
+type IndexFiles = (Rc<glommio::io::BufferedFile>, Rc<glommio::io::BufferedFile>);
+/// Index entries an append made due, and the files they go to.
+type IndexWrite = (IndexFiles, IndexEntries);
+
 pub struct PartitionLog {
     dir: PathBuf,
     config: LogConfig,
@@ -234,6 +239,10 @@ pub struct PartitionLog {
     append_gate: FifoGate,
     waiters: RefCell<Vec<oneshot::Sender<()>>>,
     sync_group: Rc<SyncGroup>,
+    /// Index entry writes under way (made after the append gate is released, so that
+    /// the next append need not wait for them), and who waits for none to be.
+    index_writes: Cell<usize>,
+    index_writes_idle: RefCell<Vec<oneshot::Sender<()>>>,
 }
 
 fn segment_bases(dir: &Path) -> io::Result<Vec<i64>> {
@@ -453,6 +462,8 @@ impl PartitionLog {
             }),
             append_gate: FifoGate::default(),
             waiters: RefCell::new(Vec::new()),
+            index_writes: Cell::new(0),
+            index_writes_idle: RefCell::new(Vec::new()),
             sync_group,
         }))
     }
@@ -501,10 +512,13 @@ impl PartitionLog {
             if this.config.check_records {
                 crate::protocol::records::check_records(&batch)?;
             }
-            let (info, flush) = this.append_in_turn(&batch).await?;
-            // The next append may write while this one waits for its sync: that is
-            // what lets appends share a sync round.
+            let (info, flush, index_write) = this.append_in_turn(&batch).await?;
+            // The next append may write while this one writes its index entries and
+            // waits for its sync: that is what lets appends share a sync round.
             drop(pass);
+            if let Some((files, due)) = index_write {
+                this.write_index_entries(files, due).await;
+            }
             if let Some(files) = flush {
                 if let Err(e) = this.sync_group.sync(files).await {
                     warn!(dir = %this.dir.display(), error = %e, "fdatasync failed; partition goes offline");
@@ -549,7 +563,7 @@ impl PartitionLog {
     async fn append_in_turn(
         &self,
         batch_bytes: &Bytes,
-    ) -> Result<(AppendInfo, Option<Vec<Rc<LogFile>>>), AppendError> {
+    ) -> Result<(AppendInfo, Option<Vec<Rc<LogFile>>>, Option<IndexWrite>), AppendError> {
         let header = BatchHeader::new(batch_bytes).expect("validated");
         let (base_offset, position, log_file, roll_by_time) = {
             let s = self.state.borrow();
@@ -568,6 +582,7 @@ impl PartitionLog {
                             base_offset,
                             log_start_offset: s.log_start_offset,
                         },
+                        None,
                         None,
                     ))
                 }
@@ -650,19 +665,39 @@ impl PartitionLog {
             (index_write, s.log_start_offset, flush)
         };
         self.wake_waiters();
-        if let Some((files, due)) = index_write {
-            // Indexes are rebuilt by recovery, so a failed index write loses nothing.
-            if let Err(e) = Segment::write_index_entries(files, due).await {
-                warn!(dir = %self.dir.display(), error = %e, "index write failed");
-            }
-        }
         Ok((
             AppendInfo {
                 base_offset,
                 log_start_offset,
             },
             flush,
+            index_write,
         ))
+    }
+
+    /// Writes index entries an append made due. Indexes are rebuilt by recovery, so a
+    /// failed write loses nothing; a clean shutdown waits for every write under way
+    /// (`quiesce`) before it seals the index files and records them as complete.
+    async fn write_index_entries(&self, files: IndexFiles, due: IndexEntries) {
+        self.index_writes.set(self.index_writes.get() + 1);
+        if let Err(e) = Segment::write_index_entries(files, due).await {
+            warn!(dir = %self.dir.display(), error = %e, "index write failed");
+        }
+        self.index_writes.set(self.index_writes.get() - 1);
+        if self.index_writes.get() == 0 {
+            for w in self.index_writes_idle.borrow_mut().drain(..) {
+                let _ = w.send(());
+            }
+        }
+    }
+
+    /// Returns once no index write is under way.
+    async fn index_writes_done(&self) {
+        while self.index_writes.get() > 0 {
+            let (tx, rx) = oneshot::channel();
+            self.index_writes_idle.borrow_mut().push(tx);
+            let _ = rx.await;
+        }
     }
 
     async fn roll(&self, base_offset: i64) -> io::Result<(u64, Rc<LogFile>)> {
@@ -1077,6 +1112,8 @@ impl PartitionLog {
             self.state.borrow_mut().closed = true;
             drop(pass);
         }
+        // Appends admitted before the gate closed may still be writing index entries.
+        self.index_writes_done().await;
         self.wake_waiters();
         let files = std::mem::take(&mut self.state.borrow_mut().unflushed_files);
         if !files.is_empty() {

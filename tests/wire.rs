@@ -26,15 +26,26 @@ use kafka_protocol::protocol::StrBytes;
 use ringlog::protocol::api::SUPPORTED_APIS;
 use ringlog::protocol::batch::build::{encode, Record};
 
-/// Base offsets of the batches in a fetched record set.
-fn batch_bases(records: &Bytes) -> Vec<i64> {
+/// (base offset, byte position) of each batch in a record set or segment file.
+fn batch_starts(records: &[u8]) -> Vec<(i64, usize)> {
     let mut out = Vec::new();
     let mut at = 0;
     while at + 12 <= records.len() {
-        out.push(i64::from_be_bytes(records[at..at + 8].try_into().unwrap()));
+        out.push((
+            i64::from_be_bytes(records[at..at + 8].try_into().unwrap()),
+            at,
+        ));
         at += 12 + i32::from_be_bytes(records[at + 8..at + 12].try_into().unwrap()) as usize;
     }
     out
+}
+
+/// Base offsets of the batches in a fetched record set.
+fn batch_bases(records: &Bytes) -> Vec<i64> {
+    batch_starts(records)
+        .into_iter()
+        .map(|(base, _)| base)
+        .collect()
 }
 
 fn latest_offset(c: &mut Client, topic: &str, partition: i32) -> i64 {
@@ -1039,14 +1050,7 @@ fn a_clean_shutdown_under_appends_leaves_complete_index_files() {
     let log = std::fs::read(dir.join("00000000000000000000.log")).unwrap();
     let index = std::fs::read(dir.join("00000000000000000000.index")).unwrap();
     // Every batch the log holds has its entry, in order, pointing at it.
-    let mut batches = Vec::new();
-    let mut pos = 0usize;
-    while pos + 12 <= log.len() {
-        let base = i64::from_be_bytes(log[pos..pos + 8].try_into().unwrap());
-        let len = i32::from_be_bytes(log[pos + 8..pos + 12].try_into().unwrap()) as usize;
-        batches.push((base, pos));
-        pos += 12 + len;
-    }
+    let batches = batch_starts(&log);
     assert!(batches.len() >= 20, "{} batches", batches.len());
     let entries: Vec<(i64, usize)> = index
         .chunks_exact(8)

@@ -7,6 +7,8 @@ use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -96,13 +98,13 @@ pub fn fdatasync_latency(dir: &Path, rounds: usize) -> io::Result<Histogram<u64>
 /// returned sampler is stopped. The same CPUs, device and file system are busy with the
 /// broker, so this is the figure a broker's synced appends can fairly be held to.
 pub struct SyncSampler {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    stop: Arc<AtomicBool>,
     thread: std::thread::JoinHandle<io::Result<Histogram<u64>>>,
 }
 
 impl SyncSampler {
     pub fn start(dir: &Path, per_second: u32) -> SyncSampler {
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
         let (dir, flag) = (dir.to_path_buf(), stop.clone());
         let interval = Duration::from_secs(1) / per_second.max(1);
         let thread = std::thread::spawn(move || {
@@ -113,7 +115,7 @@ impl SyncSampler {
                 if let Some(wait) = next.checked_duration_since(Instant::now()) {
                     std::thread::sleep(wait);
                 }
-                !flag.load(std::sync::atomic::Ordering::Relaxed)
+                !flag.load(Ordering::Relaxed)
             })?;
             Ok(hist)
         });
@@ -121,7 +123,7 @@ impl SyncSampler {
     }
 
     pub fn finish(self) -> io::Result<Histogram<u64>> {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.stop.store(true, Ordering::Relaxed);
         self.thread
             .join()
             .map_err(|_| io::Error::other("fdatasync sampler panicked"))?

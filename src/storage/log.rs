@@ -25,7 +25,7 @@ use super::atomic_file::write_atomic;
 use super::file::LogFile;
 use super::gate::FifoGate;
 use super::producer_state::{ProducerStates, SequenceCheck};
-use super::segment::{self, IndexEntries, Segment, SegmentSnapshot, SegmentSpec};
+use super::segment::{self, IndexEntries, IndexFiles, Segment, SegmentSnapshot, SegmentSpec};
 use super::sync_group::SyncGroup;
 use crate::protocol::batch::{self, BatchError, BatchHeader};
 use crate::protocol::chunk::{Chunk, FileRange};
@@ -227,8 +227,6 @@ struct ShutdownSnapshot {
     max_timestamp: Option<MaxTimestampBatch>,
 }
 
-/// A segment's offset and time index files.
-type IndexFiles = (Rc<glommio::io::BufferedFile>, Rc<glommio::io::BufferedFile>);
 /// Index entries an append made due, and the files they go to.
 type IndexWrite = (IndexFiles, IndexEntries);
 

@@ -150,6 +150,9 @@ pub struct Segment {
     bytes_since_index_entry: u64,
 }
 
+/// A segment's offset and time index files.
+pub type IndexFiles = (Rc<BufferedFile>, Rc<BufferedFile>);
+
 /// Index entries an append made due, to be written to the index files.
 #[derive(Default)]
 pub struct IndexEntries {
@@ -460,13 +463,13 @@ impl Segment {
     }
 
     /// The index files, for writing entries after the segment's state is released.
-    pub fn index_files(&self) -> (Rc<BufferedFile>, Rc<BufferedFile>) {
+    pub fn index_files(&self) -> IndexFiles {
         (self.index_file.clone(), self.time_index_file.clone())
     }
 
     /// Writes the entries `note_append` made due to the index files.
     pub async fn write_index_entries(
-        (offset_file, time_file): (Rc<BufferedFile>, Rc<BufferedFile>),
+        (offset_file, time_file): IndexFiles,
         due: IndexEntries,
     ) -> io::Result<()> {
         if let Some((slot, entry)) = due.offset {

@@ -1031,36 +1031,61 @@ fn time_index_finds_offsets_by_timestamp_and_index_files_are_trimmed_on_roll() {
 /// trusted index must point at the batch it names.
 #[test]
 fn a_clean_shutdown_under_appends_leaves_complete_index_files() {
-    let mut b = Broker::start("clean-index", &["log.index.interval.bytes=1"]);
+    // An entry per batch, and segments of some 650 batches: a rolled segment gets
+    // entries written while appending (every 512) and at its roll, the active one at
+    // the shutdown.
+    let mut b = Broker::start(
+        "clean-index",
+        &["log.index.interval.bytes=1", "log.segment.bytes=65536"],
+    );
     let mut c = b.connect();
     create_topic(&mut c, "t", 1);
-    // Pipelined: 300 appends sent at once, then stopped while they are being written.
-    for _ in 0..300 {
+    // Pipelined: 1,500 appends sent at once, then stopped while they are being written.
+    for _ in 0..1_500 {
         c.send(
             ApiKey::Produce,
             PRODUCE_V,
             &produce_request("t", 0, batch(3, None), 1),
         );
     }
-    for _ in 0..20 {
+    for _ in 0..1_200 {
         let _: (i32, ProduceResponse) = c.recv(ApiKey::Produce, PRODUCE_V);
     }
     assert_eq!(b.stop(libc::SIGTERM), Some(0));
     let dir = b.data_dir().join("t-0");
-    let log = std::fs::read(dir.join("00000000000000000000.log")).unwrap();
-    let index = std::fs::read(dir.join("00000000000000000000.index")).unwrap();
-    // Every batch the log holds has its entry, in order, pointing at it.
-    let batches = batch_starts(&log);
-    assert!(batches.len() >= 20, "{} batches", batches.len());
-    let entries: Vec<(i64, usize)> = index
-        .chunks_exact(8)
-        .map(|e| {
-            let rel = u32::from_be_bytes(e[..4].try_into().unwrap());
-            let at = u32::from_be_bytes(e[4..].try_into().unwrap());
-            (rel as i64, at as usize)
-        })
+    let mut logs: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
         .collect();
-    assert_eq!(entries, batches);
+    logs.sort();
+    assert!(logs.len() >= 2, "{logs:?}");
+    for (i, log_path) in logs.iter().enumerate() {
+        let log = std::fs::read(log_path).unwrap();
+        let index = std::fs::read(log_path.with_extension("index")).unwrap();
+        let base: i64 = log_path
+            .file_stem()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        // Every batch the segment holds has its entry, in order, pointing at it.
+        let batches: Vec<(i64, usize)> = batch_starts(&log)
+            .into_iter()
+            .map(|(offset, at)| (offset - base, at))
+            .collect();
+        assert!(i > 0 || batches.len() > 512, "{} batches", batches.len());
+        let entries: Vec<(i64, usize)> = index
+            .chunks_exact(8)
+            .map(|e| {
+                let rel = u32::from_be_bytes(e[..4].try_into().unwrap());
+                let at = u32::from_be_bytes(e[4..].try_into().unwrap());
+                (rel as i64, at as usize)
+            })
+            .collect();
+        assert_eq!(entries, batches, "{}", log_path.display());
+    }
     // And the next start trusts them.
     b.restart(libc::SIGTERM);
     assert!(b.log_text().contains("scanned=false"), "{}", b.log_text());

@@ -227,7 +227,7 @@ struct ShutdownSnapshot {
     max_timestamp: Option<MaxTimestampBatch>,
 }
 
-/// Index entries an append made due, and the files they go to.
+/// Index entries an append took to write, and the files they go to.
 type IndexWrite = (IndexFiles, IndexEntries);
 
 pub struct PartitionLog {
@@ -323,7 +323,7 @@ impl Recovered {
                 ));
                 break;
             }
-            let (seg, torn) = Segment::recover(dir, base, spec, &mut producers, |h, pos| {
+            let (mut seg, torn) = Segment::recover(dir, base, spec, &mut producers, |h, pos| {
                 if max_timestamp.is_none_or(|m| h.max_timestamp() > m.timestamp) {
                     max_timestamp = Some(MaxTimestampBatch {
                         timestamp: h.max_timestamp(),
@@ -657,9 +657,10 @@ impl PartitionLog {
                 s.tail_cache.push(cached, self.config.tail_cache_bytes);
             }
             let active = s.segments.values_mut().next_back().expect("segment");
-            let due =
-                active.note_append(&header, position, self.config.segment.index_interval_bytes);
-            let index_write = (!due.is_empty()).then(|| (active.index_files(), due));
+            active.note_append(&header, position, self.config.segment.index_interval_bytes);
+            let index_write = active
+                .take_unwritten_index(segment::INDEX_ENTRIES_PER_WRITE)
+                .map(|entries| (active.index_files(), entries));
             (index_write, s.log_start_offset, flush)
         };
         self.wake_waiters();
@@ -673,12 +674,12 @@ impl PartitionLog {
         ))
     }
 
-    /// Writes index entries an append made due. Indexes are rebuilt by recovery, so a
+    /// Writes index entries an append took. Indexes are rebuilt by recovery, so a
     /// failed write loses nothing; a clean shutdown waits for every write under way
     /// (`quiesce`) before it seals the index files and records them as complete.
-    async fn write_index_entries(&self, files: IndexFiles, due: IndexEntries) {
+    async fn write_index_entries(&self, files: IndexFiles, entries: IndexEntries) {
         self.index_writes.set(self.index_writes.get() + 1);
-        if let Err(e) = Segment::write_index_entries(files, due).await {
+        if let Err(e) = Segment::write_index_entries(files, entries).await {
             warn!(dir = %self.dir.display(), error = %e, "index write failed");
         }
         self.index_writes.set(self.index_writes.get() - 1);
@@ -708,7 +709,11 @@ impl PartitionLog {
         let log = seg.log.clone();
         let sealed = {
             let mut s = self.state.borrow_mut();
-            let previous = s.segments.values().next_back().map(Segment::seal_handle);
+            let previous = s
+                .segments
+                .values_mut()
+                .next_back()
+                .map(Segment::seal_handle);
             s.segments.insert(base_offset, seg);
             previous
         };
@@ -1124,8 +1129,12 @@ impl PartitionLog {
             return false;
         }
         let (active, snapshot) = {
-            let s = self.state.borrow();
-            let active = s.segments.values().next_back().map(Segment::seal_handle);
+            let mut s = self.state.borrow_mut();
+            let active = s
+                .segments
+                .values_mut()
+                .next_back()
+                .map(Segment::seal_handle);
             let snapshot = ShutdownSnapshot {
                 segments: s.segments.values().map(Segment::snapshot).collect(),
                 producers: s.producers.clone(),

@@ -24,6 +24,11 @@ use crate::protocol::batch::{self, BatchHeader};
 const SCAN_CHUNK_BYTES: usize = 4 << 20;
 const OFFSET_ENTRY_BYTES: u64 = 8;
 const TIME_ENTRY_BYTES: u64 = 12;
+/// Offset entries an append lets wait in memory before it writes them (4 KiB of
+/// them): one io_uring write per this many batches rather than per batch. The files
+/// matter only after a clean shutdown (recovery rebuilds them otherwise), and sealing
+/// writes whatever is left.
+pub const INDEX_ENTRIES_PER_WRITE: usize = 512;
 
 /// How a partition's segments are written and indexed.
 #[derive(Debug, Clone, Copy)]
@@ -147,23 +152,20 @@ pub struct Segment {
     pub opened_ms: i64,
     index: Vec<(u32, u32)>,
     time_index: Vec<(i64, u32)>,
+    /// How many of `index` and `time_index` have been handed to writes of the files.
+    index_written: usize,
+    time_index_written: usize,
     bytes_since_index_entry: u64,
 }
 
 /// A segment's offset and time index files.
 pub type IndexFiles = (Rc<BufferedFile>, Rc<BufferedFile>);
 
-/// Index entries an append made due, to be written to the index files.
-#[derive(Default)]
+/// Index entries taken from memory to be written to the index files: each file's
+/// entries encoded, and the file position they go to.
 pub struct IndexEntries {
-    offset: Option<(usize, (u32, u32))>,
-    time: Option<(usize, (i64, u32))>,
-}
-
-impl IndexEntries {
-    pub fn is_empty(&self) -> bool {
-        self.offset.is_none() && self.time.is_none()
-    }
+    offset: (u64, Vec<u8>),
+    time: (u64, Vec<u8>),
 }
 
 fn encode_offset_entry((rel, position): (u32, u32)) -> [u8; 8] {
@@ -235,6 +237,8 @@ impl Segment {
             opened_ms: now_ms(),
             index: Vec::new(),
             time_index: Vec::new(),
+            index_written: 0,
+            time_index_written: 0,
             bytes_since_index_entry: 0,
         }
     }
@@ -364,6 +368,8 @@ impl Segment {
         seg.max_timestamp_offset = snapshot.max_timestamp_offset;
         seg.first_batch_timestamp = snapshot.first_batch_timestamp;
         seg.bytes_since_index_entry = index.last().map_or(seg.size, |e| seg.size - e.1 as u64);
+        seg.index_written = index.len();
+        seg.time_index_written = time_index.len();
         seg.index = index;
         seg.time_index = time_index;
         Ok(Some(seg))
@@ -382,28 +388,28 @@ impl Segment {
 
     /// Makes a recovered segment's files match what recovery validated: cuts the log
     /// at `seg.size` (dropping a torn or corrupt tail) and rewrites the indexes.
-    pub async fn commit_recovery(&self) -> io::Result<()> {
+    pub async fn commit_recovery(&mut self) -> io::Result<()> {
         self.log.truncate(self.size).await?;
-        let mut offsets = Vec::with_capacity(self.index.len() * 8);
-        for &e in &self.index {
-            offsets.extend_from_slice(&encode_offset_entry(e));
+        // Everything recovery indexed is rewritten from the files' start.
+        self.index_written = 0;
+        self.time_index_written = 0;
+        if let Some(entries) = self.take_unwritten_index(0) {
+            Segment::write_index_entries(self.index_files(), entries).await?;
         }
-        let mut times = Vec::with_capacity(self.time_index.len() * 12);
-        for &e in &self.time_index {
-            times.extend_from_slice(&encode_time_entry(e));
-        }
-        for (file, bytes) in [(&self.index_file, offsets), (&self.time_index_file, times)] {
-            if !bytes.is_empty() {
-                write_all_at(file, bytes.len(), 0, |from| bytes[from..].to_vec()).await?;
-            }
-            file.truncate(bytes.len() as u64).await.map_err(to_io)?;
-        }
-        Ok(())
+        let index_bytes = self.index.len() as u64 * OFFSET_ENTRY_BYTES;
+        let time_index_bytes = self.time_index.len() as u64 * TIME_ENTRY_BYTES;
+        self.index_file.truncate(index_bytes).await.map_err(to_io)?;
+        self.time_index_file
+            .truncate(time_index_bytes)
+            .await
+            .map_err(to_io)
     }
 
-    /// What sealing needs, so that it can run after the log's state is released.
-    pub fn seal_handle(&self) -> SealHandle {
+    /// What sealing needs, so that it can run after the log's state is released:
+    /// with it go the index entries not yet written.
+    pub fn seal_handle(&mut self) -> SealHandle {
         SealHandle {
+            unwritten: self.take_unwritten_index(0),
             log: self.log.clone(),
             index_file: self.index_file.clone(),
             time_index_file: self.time_index_file.clone(),
@@ -419,25 +425,18 @@ impl Segment {
             || (self.time_index.len() as u64 + 1) * TIME_ENTRY_BYTES > spec.index_size_max_bytes
     }
 
-    /// Bookkeeping after a batch of `h` landed at `position`; returns the index
-    /// entries that became due.
-    pub fn note_append(
-        &mut self,
-        h: &BatchHeader<'_>,
-        position: u64,
-        index_interval_bytes: u64,
-    ) -> IndexEntries {
+    /// Bookkeeping after a batch of `h` landed at `position`, index entries (in
+    /// memory) included.
+    pub fn note_append(&mut self, h: &BatchHeader<'_>, position: u64, index_interval_bytes: u64) {
         let size = h.total_size() as u64;
-        let mut due = IndexEntries::default();
         if h.max_timestamp() > self.max_timestamp {
             self.max_timestamp = h.max_timestamp();
             self.max_timestamp_offset = h.last_offset();
         }
         if self.index.is_empty() || self.bytes_since_index_entry >= index_interval_bytes {
-            let entry = ((h.base_offset() - self.base_offset) as u32, position as u32);
-            self.index.push(entry);
+            self.index
+                .push(((h.base_offset() - self.base_offset) as u32, position as u32));
             self.bytes_since_index_entry = 0;
-            due.offset = Some((self.index.len() - 1, entry));
             // Kafka's rule: a time entry goes with an offset entry when the max
             // timestamp has grown since the last time entry.
             let grew = self
@@ -445,12 +444,10 @@ impl Segment {
                 .last()
                 .is_none_or(|&(ts, _)| self.max_timestamp > ts);
             if self.max_timestamp >= 0 && grew {
-                let entry = (
+                self.time_index.push((
                     self.max_timestamp,
                     (self.max_timestamp_offset - self.base_offset) as u32,
-                );
-                self.time_index.push(entry);
-                due.time = Some((self.time_index.len() - 1, entry));
+                ));
             }
         }
         self.bytes_since_index_entry += size;
@@ -459,7 +456,32 @@ impl Segment {
         if self.first_batch_timestamp < 0 && position == 0 {
             self.first_batch_timestamp = h.max_timestamp();
         }
-        due
+    }
+
+    /// The index entries not yet handed to a write, once at least `min_entries`
+    /// offset entries wait (0: any entry); they count as written from here on.
+    pub fn take_unwritten_index(&mut self, min_entries: usize) -> Option<IndexEntries> {
+        let offsets = &self.index[self.index_written..];
+        let times = &self.time_index[self.time_index_written..];
+        if offsets.len() < min_entries || (offsets.is_empty() && times.is_empty()) {
+            return None;
+        }
+        let entries = IndexEntries {
+            offset: (
+                self.index_written as u64 * OFFSET_ENTRY_BYTES,
+                offsets
+                    .iter()
+                    .flat_map(|&e| encode_offset_entry(e))
+                    .collect(),
+            ),
+            time: (
+                self.time_index_written as u64 * TIME_ENTRY_BYTES,
+                times.iter().flat_map(|&e| encode_time_entry(e)).collect(),
+            ),
+        };
+        self.index_written = self.index.len();
+        self.time_index_written = self.time_index.len();
+        Some(entries)
     }
 
     /// The index files, for writing entries after the segment's state is released.
@@ -467,24 +489,15 @@ impl Segment {
         (self.index_file.clone(), self.time_index_file.clone())
     }
 
-    /// Writes the entries `note_append` made due to the index files.
+    /// Writes entries taken by `take_unwritten_index` to the index files.
     pub async fn write_index_entries(
         (offset_file, time_file): IndexFiles,
-        due: IndexEntries,
+        entries: IndexEntries,
     ) -> io::Result<()> {
-        if let Some((slot, entry)) = due.offset {
-            let buf = encode_offset_entry(entry);
-            write_all_at(&offset_file, 8, slot as u64 * OFFSET_ENTRY_BYTES, |from| {
-                buf[from..].to_vec()
-            })
-            .await?;
-        }
-        if let Some((slot, entry)) = due.time {
-            let buf = encode_time_entry(entry);
-            write_all_at(&time_file, 12, slot as u64 * TIME_ENTRY_BYTES, |from| {
-                buf[from..].to_vec()
-            })
-            .await?;
+        for (file, (pos, bytes)) in [(offset_file, entries.offset), (time_file, entries.time)] {
+            if !bytes.is_empty() {
+                write_all_at(&file, bytes.len(), pos, |from| bytes[from..].to_vec()).await?;
+            }
         }
         Ok(())
     }
@@ -525,6 +538,7 @@ impl Segment {
 /// A segment's files and sizes, for trimming it once it will not be appended to again
 /// (roll, clean shutdown).
 pub struct SealHandle {
+    unwritten: Option<IndexEntries>,
     log: Rc<LogFile>,
     index_file: Rc<BufferedFile>,
     time_index_file: Rc<BufferedFile>,
@@ -536,6 +550,10 @@ impl SealHandle {
     /// Trims index files to their entries and a direct log file to its data.
     pub async fn seal(self) -> io::Result<()> {
         self.log.seal().await?;
+        if let Some(entries) = self.unwritten {
+            let files = (self.index_file.clone(), self.time_index_file.clone());
+            Segment::write_index_entries(files, entries).await?;
+        }
         self.index_file
             .truncate(self.index_bytes)
             .await

@@ -77,6 +77,10 @@ pub struct ProducerArgs {
     pub in_flight: usize,
     #[arg(long, default_value_t = 10.0)]
     pub seconds: f64,
+    /// At full speed, also stop once this many bytes are acknowledged (so that two
+    /// brokers can be given the same backlog).
+    #[arg(long)]
+    pub max_bytes: Option<u64>,
     /// A topic config for creation, KEY=VALUE (repeatable).
     #[arg(long = "topic-config", value_name = "KEY=VALUE")]
     pub topic_configs: Vec<String>,
@@ -190,6 +194,7 @@ fn produce_spec(t: &Target, p: &ProducerArgs, rate: Option<f64>, interval_us: u6
         producers: p.producers.max(1),
         in_flight: p.in_flight.max(1),
         duration: Duration::from_secs_f64(p.seconds),
+        max_bytes: p.max_bytes,
         rate,
         interval: Duration::from_micros(interval_us.max(50)),
     }

@@ -37,6 +37,9 @@ pub struct ProduceSpec {
     pub producers: usize,
     pub in_flight: usize,
     pub duration: Duration,
+    /// At full speed, stop sending once all producers together have this many bytes
+    /// acknowledged (a backlog of a set size, whatever the speed).
+    pub max_bytes: Option<u64>,
     /// Records per second over all producers; `None` = as fast as acks come back.
     pub rate: Option<f64>,
     /// The tick of a fixed-rate producer.
@@ -254,7 +257,11 @@ pub fn run_producer(
                     ));
                 }
                 let mut next = index % frames.len();
-                while Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
+                let limit = spec.max_bytes.unwrap_or(u64::MAX);
+                while Instant::now() < deadline
+                    && !stop.load(Ordering::Relaxed)
+                    && counters.bytes.load(Ordering::Relaxed) < limit
+                {
                     let correlation = conn.next_correlation();
                     let (frame, records, bytes) = &mut frames[next];
                     let sent = Sent {

@@ -149,7 +149,10 @@ fn remove_stale_partition_dirs(dir: &Path, stored: &StoredMetadata) -> std::io::
         let looks_like_partition = name
             .rsplit_once('-')
             .is_some_and(|(_, p)| p.parse::<u32>().is_ok());
-        if entry.file_type()?.is_dir() && looks_like_partition && !expected.contains(&name) {
+        let retired = name.ends_with(crate::storage::log::RETIRED_SUFFIX);
+        if entry.file_type()?.is_dir()
+            && (retired || looks_like_partition && !expected.contains(&name))
+        {
             warn!(dir = %entry.path().display(), "removing the directory of a deleted topic");
             std::fs::remove_dir_all(entry.path())?;
         }

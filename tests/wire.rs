@@ -1385,3 +1385,56 @@ fn a_large_fetch_to_a_slow_reader_arrives_intact_with_and_without_zero_copy() {
         assert_serving(&b);
     }
 }
+
+/// Deleting a topic renames its partition directories at once and removes them off
+/// the shard; a directory such a rename left behind (a crash before the removal) is
+/// removed at the next start.
+#[test]
+fn a_deleted_topic_leaves_no_directory_and_a_left_over_one_goes_at_start() {
+    use kafka_protocol::messages::delete_topics_request::{DeleteTopicState, DeleteTopicsRequest};
+    use kafka_protocol::messages::delete_topics_response::DeleteTopicsResponse;
+    let mut b = Broker::start("deletetopic", &[]);
+    let mut c = b.connect();
+    create_topic(&mut c, "doomed", 2);
+    for _ in 0..5 {
+        assert_eq!(produce(&mut c, "doomed", 1, batch(3, None)).0, 0);
+    }
+    let partition_dir = b.data_dir().join("doomed-1");
+    assert!(partition_dir.is_dir());
+    let mut req = DeleteTopicsRequest::default();
+    let mut t = DeleteTopicState::default();
+    t.name = Some(name("doomed"));
+    req.topics = vec![t];
+    req.timeout_ms = 10_000;
+    let resp: DeleteTopicsResponse = c.call(ApiKey::DeleteTopics, 6, &req);
+    assert_eq!(resp.responses[0].error_code, 0);
+    assert!(!partition_dir.exists());
+    let retired = |dir: &std::path::Path| {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".deleted")
+            })
+            .count()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while retired(&b.data_dir()) > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the renamed directories stay"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let left = b.data_dir().join("doomed-0.1.deleted");
+    std::fs::create_dir(&left).unwrap();
+    std::fs::write(left.join(format!("{:020}.log", 0)), batch(2, None)).unwrap();
+    b.restart(libc::SIGKILL);
+    assert!(!left.exists());
+    let mut c = b.connect();
+    create_topic(&mut c, "doomed", 2);
+    assert_eq!(latest_offset(&mut c, "doomed", 1), 0);
+}

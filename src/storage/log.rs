@@ -41,10 +41,10 @@ const SHUTDOWN_SNAPSHOT: &str = "clean-shutdown.json";
 
 /// Reads for fetch go in blocks at least this large, to limit I/Os per fetch.
 const READ_BLOCK_BYTES: usize = 64 << 10;
-/// Added to a retired segment's file names until they are unlinked (Kafka's
-/// `.deleted`): the rename takes the segment out of the log at once, even across a
-/// crash; the start-up scan removes any such file left behind.
-const RETIRED_SUFFIX: &str = ".deleted";
+/// Added to a retired segment's file names, and a deleted partition's directory name,
+/// until they are removed (Kafka's `.deleted`): the rename takes them out of the log
+/// at once, even across a crash; the start-up scan removes any left behind.
+pub const RETIRED_SUFFIX: &str = ".deleted";
 /// How long retired files wait before they are unlinked: time for glommio to close
 /// the shard's descriptors, dropped with the segments (it closes on its next I/O
 /// cycle), so that the unlink, not a close on the shard, frees the file's pages.
@@ -273,19 +273,25 @@ fn segment_bases(dir: &Path) -> io::Result<Vec<i64>> {
     Ok(bases)
 }
 
-/// Unlinks retired segment files on a blocking thread: unlinking the last name of a
-/// file frees its page cache, some 27 ms per 512 MiB here, which on the shard would
-/// stall every partition and connection it serves.
+/// Removes retired segment files (or a deleted partition's directory) on a blocking
+/// thread: unlinking the last name of a file frees its page cache, some 27 ms per
+/// 512 MiB here, which on the shard would stall every partition and connection it
+/// serves.
 async fn unlink_retired(paths: Vec<PathBuf>) {
     glommio::timer::sleep(UNLINK_DELAY).await;
     glommio::executor()
         .spawn_blocking(move || {
             for path in paths {
-                match std::fs::remove_file(&path) {
+                let removed = if path.is_dir() {
+                    std::fs::remove_dir_all(&path)
+                } else {
+                    std::fs::remove_file(&path)
+                };
+                match removed {
                     // The partition was deleted meanwhile, files and all.
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                     Err(e) => {
-                        warn!(path = %path.display(), error = %e, "unlinking a retired segment file failed")
+                        warn!(path = %path.display(), error = %e, "removing a retired file failed")
                     }
                     Ok(()) => {}
                 }
@@ -1205,8 +1211,10 @@ impl PartitionLog {
         true
     }
 
-    /// Closes the log and removes its directory. Readers holding segment files keep
-    /// them readable until they finish.
+    /// Closes the log and removes its directory: renamed `*.deleted` at once (a topic
+    /// created again under the name starts empty, and the start-up scan removes what a
+    /// crash left), removed later on glommio's blocking thread, as retired segments
+    /// are. Readers holding segment files keep them readable until they finish.
     pub async fn delete(&self) -> io::Result<()> {
         {
             let mut s = self.state.borrow_mut();
@@ -1215,6 +1223,14 @@ impl PartitionLog {
         }
         self.append_gate.close();
         self.wake_waiters();
-        std::fs::remove_dir_all(&self.dir)
+        let unique = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        let mut doomed = self.dir.clone().into_os_string();
+        doomed.push(format!(".{unique}{RETIRED_SUFFIX}"));
+        std::fs::rename(&self.dir, &doomed)?;
+        glommio::spawn_local(unlink_retired(vec![PathBuf::from(doomed)])).detach();
+        Ok(())
     }
 }

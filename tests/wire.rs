@@ -665,6 +665,33 @@ fn earliest_offset(c: &mut Client, topic: &str) -> i64 {
     list_offsets(c, topic, 0, -2).offset
 }
 
+/// Waits (10 s at most) until nothing in `dir` is named `*.deleted`: retired files and
+/// deleted partitions' directories are removed soon after they are renamed.
+fn wait_for_retired_removal(dir: &std::path::Path) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let retired = std::fs::read_dir(dir)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".deleted")
+            })
+            .count();
+        if retired == 0 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{retired} *.deleted entries stay in {}",
+            dir.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 fn segment_files(dir: &std::path::Path) -> usize {
     std::fs::read_dir(dir)
         .unwrap()
@@ -756,22 +783,7 @@ fn retention_deletes_old_segments_and_moves_the_log_start() {
     let bytes = big_bytes();
     assert!(bytes < 700 + 300, "{bytes} bytes left");
     // Retired files are renamed at once and unlinked soon after, off the shard.
-    let retired = |dir: &std::path::Path| {
-        std::fs::read_dir(dir)
-            .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .file_name()
-                    .to_string_lossy()
-                    .ends_with(".deleted")
-            })
-            .count()
-    };
-    while retired(&b.data_dir().join("old-0")) > 0 {
-        assert!(std::time::Instant::now() < deadline, "retired files stay");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    wait_for_retired_removal(&b.data_dir().join("old-0"));
     // A crash between the rename and the unlink leaves a retired file: the next start
     // removes it and does not read it as a segment.
     let left = b
@@ -1409,26 +1421,7 @@ fn a_deleted_topic_leaves_no_directory_and_a_left_over_one_goes_at_start() {
     let resp: DeleteTopicsResponse = c.call(ApiKey::DeleteTopics, 6, &req);
     assert_eq!(resp.responses[0].error_code, 0);
     assert!(!partition_dir.exists());
-    let retired = |dir: &std::path::Path| {
-        std::fs::read_dir(dir)
-            .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .file_name()
-                    .to_string_lossy()
-                    .ends_with(".deleted")
-            })
-            .count()
-    };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while retired(&b.data_dir()) > 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the renamed directories stay"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    wait_for_retired_removal(&b.data_dir());
     let left = b.data_dir().join("doomed-0.1.deleted");
     std::fs::create_dir(&left).unwrap();
     std::fs::write(left.join(format!("{:020}.log", 0)), batch(2, None)).unwrap();

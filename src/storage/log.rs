@@ -45,9 +45,9 @@ const READ_BLOCK_BYTES: usize = 64 << 10;
 /// until they are removed (Kafka's `.deleted`): the rename takes them out of the log
 /// at once, even across a crash; the start-up scan removes any left behind.
 pub const RETIRED_SUFFIX: &str = ".deleted";
-/// How long retired files wait before they are unlinked: time for glommio to close
+/// How long retired files wait before they are removed: time for glommio to close
 /// the shard's descriptors, dropped with the segments (it closes on its next I/O
-/// cycle), so that the unlink, not a close on the shard, frees the file's pages.
+/// cycle), so that the removal, not a close on the shard, frees the file's pages.
 const UNLINK_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
 
 #[derive(Debug, Clone)]
@@ -273,31 +273,57 @@ fn segment_bases(dir: &Path) -> io::Result<Vec<i64>> {
     Ok(bases)
 }
 
-/// Removes retired segment files (or a deleted partition's directory) on a blocking
-/// thread: unlinking the last name of a file frees its page cache, some 27 ms per
-/// 512 MiB here, which on the shard would stall every partition and connection it
-/// serves.
-async fn unlink_retired(paths: Vec<PathBuf>) {
-    glommio::timer::sleep(UNLINK_DELAY).await;
-    glommio::executor()
-        .spawn_blocking(move || {
-            for path in paths {
-                let removed = if path.is_dir() {
-                    std::fs::remove_dir_all(&path)
-                } else {
-                    std::fs::remove_file(&path)
-                };
-                match removed {
-                    // The partition was deleted meanwhile, files and all.
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => {
-                        warn!(path = %path.display(), error = %e, "removing a retired file failed")
-                    }
-                    Ok(()) => {}
+/// When to remove what, and whom to tell once it is done.
+type Retired = (
+    std::time::Instant,
+    Vec<PathBuf>,
+    Option<oneshot::Sender<()>>,
+);
+
+/// Removes retired segment files and deleted partitions' directories, `UNLINK_DELAY`
+/// after they were renamed, on a thread of its own: unlinking a file's last name
+/// frees its page cache and extents (some 27 ms per 512 MiB here; seconds for a
+/// whole topic), which must stall neither a shard nor glommio's blocking thread (a
+/// roll's directory fsync waits for that one).
+fn remove_later(paths: Vec<PathBuf>, done: Option<oneshot::Sender<()>>) {
+    static REAPER: std::sync::OnceLock<std::sync::mpsc::Sender<Retired>> =
+        std::sync::OnceLock::new();
+    let reaper = REAPER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<Retired>();
+        let spawned = std::thread::Builder::new()
+            .name("ringlog-reaper".into())
+            .spawn(move || {
+                for (due, paths, done) in rx {
+                    std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
+                    paths.iter().for_each(|p| remove_retired(p));
+                    done.map(|d| d.send(()));
                 }
-            }
-        })
-        .await;
+            });
+        if let Err(e) = spawned {
+            error!(error = %e, "starting the thread that removes retired files failed");
+        }
+        tx
+    });
+    let due = std::time::Instant::now() + UNLINK_DELAY;
+    if let Err(std::sync::mpsc::SendError((_, paths, done))) = reaper.send((due, paths, done)) {
+        // No reaper thread: remove them here rather than never.
+        paths.iter().for_each(|p| remove_retired(p));
+        done.map(|d| d.send(()));
+    }
+}
+
+fn remove_retired(path: &Path) {
+    let removed = if path.is_dir() {
+        std::fs::remove_dir_all(path)
+    } else {
+        std::fs::remove_file(path)
+    };
+    match removed {
+        // The partition was deleted meanwhile, files and all.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => warn!(path = %path.display(), error = %e, "removing a retired file failed"),
+        Ok(()) => {}
+    }
 }
 
 /// A partition's state as found on disk at startup.
@@ -1151,7 +1177,7 @@ impl PartitionLog {
         let count = doomed.len();
         drop(doomed);
         if !retired.is_empty() {
-            glommio::spawn_local(unlink_retired(retired)).detach();
+            remove_later(retired, None);
         }
         count
     }
@@ -1213,8 +1239,8 @@ impl PartitionLog {
 
     /// Closes the log and removes its directory: renamed `*.deleted` at once (a topic
     /// created again under the name starts empty, and the start-up scan removes what a
-    /// crash left), removed later on glommio's blocking thread, as retired segments
-    /// are. Readers holding segment files keep them readable until they finish.
+    /// crash left), then removed off the shard, as retired segments are
+    /// (`remove_later`); returns once it is gone. Readers holding segment files keep them readable until they finish.
     pub async fn delete(&self) -> io::Result<()> {
         {
             let mut s = self.state.borrow_mut();
@@ -1223,6 +1249,15 @@ impl PartitionLog {
         }
         self.append_gate.close();
         self.wake_waiters();
+        // Close the files now, so that the removal frees their pages off the shard.
+        let closed = {
+            let mut s = self.state.borrow_mut();
+            (
+                std::mem::take(&mut s.segments),
+                std::mem::take(&mut s.unflushed_files),
+            )
+        };
+        drop(closed);
         let unique = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
@@ -1230,7 +1265,10 @@ impl PartitionLog {
         let mut doomed = self.dir.clone().into_os_string();
         doomed.push(format!(".{unique}{RETIRED_SUFFIX}"));
         std::fs::rename(&self.dir, &doomed)?;
-        glommio::spawn_local(unlink_retired(vec![PathBuf::from(doomed)])).detach();
+        // DeleteTopics answers once the data is gone (as when the shard removed it).
+        let (done, removed) = oneshot::channel();
+        remove_later(vec![PathBuf::from(doomed)], Some(done));
+        let _ = removed.await;
         Ok(())
     }
 }

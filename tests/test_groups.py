@@ -43,6 +43,7 @@ class Member:
     def __init__(self, bootstrap, group, topic, **conf):
         OPEN_MEMBERS.append(self)
         self.closed = False
+        self.cooperative = conf.get("partition.assignment.strategy") == "cooperative-sticky"
         self.events = []
         self.processed = []
         self.failed_commits = []
@@ -91,8 +92,21 @@ class Member:
         return sorted(tp.partition for tp in self.consumer.assignment())
 
     def close(self):
+        """Closes the consumer. A cooperative member first unsubscribes and serves its
+        revocation in consume(): closing with the revocation pending made librdkafka
+        serve it inside close(), where it waited forever (once in a CI rehearsal:
+        rd_kafka_consumer_close -> rebalance_cb -> rd_kafka_assign, the broker already
+        showing the group empty). Static members must not leave (KIP-345), so the
+        others close directly."""
         if not self.closed:
             self.closed = True
+            if not self.cooperative:
+                self.consumer.close()
+                return
+            self.consumer.unsubscribe()
+            deadline = time.time() + 10
+            while self.consumer.assignment() and time.time() < deadline:
+                self.consumer.consume(100, 0.05)
             self.consumer.close()
 
 

@@ -771,9 +771,11 @@ impl PartitionLog {
         let seg = Segment::create(&self.dir, base_offset, &self.config.segment).await?;
         // The new file's directory entry must be durable before data in it can be.
         let dir = self.dir.clone();
+        let started = std::time::Instant::now();
         glommio::executor()
             .spawn_blocking(move || std::fs::File::open(&dir).and_then(|d| d.sync_all()))
             .await?;
+        let dir_sync_ms = started.elapsed().as_millis() as u64;
         let log = seg.log.clone();
         let sealed = {
             let mut s = self.state.borrow_mut();
@@ -793,7 +795,7 @@ impl PartitionLog {
                 warn!(dir = %self.dir.display(), error = %e, "trimming a rolled segment failed");
             }
         }
-        info!(dir = %self.dir.display(), base_offset, "rolled to a new segment");
+        info!(dir = %self.dir.display(), base_offset, dir_sync_ms, "rolled to a new segment");
         Ok((0, log))
     }
 

@@ -612,12 +612,7 @@ fn damage_in_an_older_segment_takes_only_that_partition_offline() {
     }
     b.stop(libc::SIGKILL);
     let dir = b.data_dir().join("t-0");
-    let mut segments: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "log"))
-        .collect();
-    segments.sort();
+    let segments = segment_logs(&dir);
     assert!(
         segments.len() >= 3,
         "the test needs several segments: {segments:?}"
@@ -692,17 +687,19 @@ fn wait_for_retired_removal(dir: &std::path::Path) {
     }
 }
 
-fn segment_files(dir: &std::path::Path) -> usize {
-    std::fs::read_dir(dir)
+/// A partition directory's segment files (`*.log`), oldest first.
+fn segment_logs(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut logs: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .path()
-                .extension()
-                .is_some_and(|x| x == "log")
-        })
-        .count()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    logs.sort();
+    logs
+}
+
+fn segment_files(dir: &std::path::Path) -> usize {
+    segment_logs(dir).len()
 }
 
 #[test]
@@ -744,10 +741,8 @@ fn retention_deletes_old_segments_and_moves_the_log_start() {
     // until it has done all it will do, then check the result.
     let big_dir = b.data_dir().join("big-0");
     let big_bytes = || -> u64 {
-        std::fs::read_dir(&big_dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        segment_logs(&big_dir)
+            .into_iter()
             .map(|p| log_data(std::fs::read(p).unwrap()).len() as u64)
             .sum()
     };
@@ -1090,12 +1085,7 @@ fn a_clean_shutdown_under_appends_leaves_complete_index_files() {
     }
     assert_eq!(b.stop(libc::SIGTERM), Some(0));
     let dir = b.data_dir().join("t-0");
-    let mut logs: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "log"))
-        .collect();
-    logs.sort();
+    let logs = segment_logs(&dir);
     assert!(logs.len() >= 2, "{logs:?}");
     for (i, log_path) in logs.iter().enumerate() {
         let log = std::fs::read(log_path).unwrap();
@@ -1179,12 +1169,7 @@ fn a_clean_shutdown_lets_the_next_start_skip_the_scan() {
     // longer matches, so the partition is scanned and the garbage cut.
     assert_eq!(b.stop(libc::SIGTERM), Some(0));
     let dir = b.data_dir().join("t-0");
-    let mut logs: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "log"))
-        .collect();
-    logs.sort();
+    let logs = segment_logs(&dir);
     let active = logs.last().unwrap();
     let mut bytes = std::fs::read(active).unwrap();
     bytes.extend_from_slice(&[0xee; 100]);

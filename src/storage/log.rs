@@ -273,6 +273,14 @@ fn segment_bases(dir: &Path) -> io::Result<Vec<i64>> {
     Ok(bases)
 }
 
+/// Renames `path` to `path` + `tag` + `RETIRED_SUFFIX`; returns the new name.
+fn rename_retired(path: &Path, tag: &str) -> io::Result<PathBuf> {
+    let mut to = path.as_os_str().to_owned();
+    to.push(format!("{tag}{RETIRED_SUFFIX}"));
+    std::fs::rename(path, &to)?;
+    Ok(PathBuf::from(to))
+}
+
 /// When to remove what, and whom to tell once it is done.
 type Retired = (
     std::time::Instant,
@@ -1165,12 +1173,10 @@ impl PartitionLog {
                 segment::index_path(&self.dir, seg.base_offset),
                 segment::time_index_path(&self.dir, seg.base_offset),
             ] {
-                let mut to = path.clone().into_os_string();
-                to.push(RETIRED_SUFFIX);
-                match std::fs::rename(&path, &to) {
-                    Ok(()) => retired.push(PathBuf::from(to)),
+                match rename_retired(&path, "") {
+                    Ok(to) => retired.push(to),
                     Err(e) => {
-                        warn!(path = %path.display(), error = %e, "removing a retired segment failed")
+                        warn!(path = %path.display(), error = %e, "renaming a retired segment file failed")
                     }
                 }
             }
@@ -1242,7 +1248,8 @@ impl PartitionLog {
     /// Closes the log and removes its directory: renamed `*.deleted` at once (a topic
     /// created again under the name starts empty, and the start-up scan removes what a
     /// crash left), then removed off the shard, as retired segments are
-    /// (`remove_later`); returns once it is gone. Readers holding segment files keep them readable until they finish.
+    /// (`remove_later`); returns once it is gone. Readers holding segment files keep
+    /// them readable until they finish.
     pub async fn delete(&self) -> io::Result<()> {
         {
             let mut s = self.state.borrow_mut();
@@ -1264,12 +1271,10 @@ impl PartitionLog {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
             .as_nanos();
-        let mut doomed = self.dir.clone().into_os_string();
-        doomed.push(format!(".{unique}{RETIRED_SUFFIX}"));
-        std::fs::rename(&self.dir, &doomed)?;
+        let doomed = rename_retired(&self.dir, &format!(".{unique}"))?;
         // DeleteTopics answers once the data is gone (as when the shard removed it).
         let (done, removed) = oneshot::channel();
-        remove_later(vec![PathBuf::from(doomed)], Some(done));
+        remove_later(vec![doomed], Some(done));
         let _ = removed.await;
         Ok(())
     }

@@ -393,16 +393,16 @@ impl Segment {
         // Everything recovery indexed is rewritten from the files' start.
         self.index_written = 0;
         self.time_index_written = 0;
-        if let Some(entries) = self.take_unwritten_index(0) {
-            Segment::write_index_entries(self.index_files(), entries).await?;
-        }
-        let index_bytes = self.index.len() as u64 * OFFSET_ENTRY_BYTES;
-        let time_index_bytes = self.time_index.len() as u64 * TIME_ENTRY_BYTES;
-        self.index_file.truncate(index_bytes).await.map_err(to_io)?;
-        self.time_index_file
-            .truncate(time_index_bytes)
-            .await
-            .map_err(to_io)
+        let unwritten = self.take_unwritten_index(0);
+        finish_index_files(self.index_files(), unwritten, self.index_sizes()).await
+    }
+
+    /// Bytes of the offset and time index files' entries.
+    fn index_sizes(&self) -> (u64, u64) {
+        (
+            self.index.len() as u64 * OFFSET_ENTRY_BYTES,
+            self.time_index.len() as u64 * TIME_ENTRY_BYTES,
+        )
     }
 
     /// What sealing needs, so that it can run after the log's state is released:
@@ -411,10 +411,8 @@ impl Segment {
         SealHandle {
             unwritten: self.take_unwritten_index(0),
             log: self.log.clone(),
-            index_file: self.index_file.clone(),
-            time_index_file: self.time_index_file.clone(),
-            index_bytes: self.index.len() as u64 * OFFSET_ENTRY_BYTES,
-            time_index_bytes: self.time_index.len() as u64 * TIME_ENTRY_BYTES,
+            index_files: self.index_files(),
+            index_sizes: self.index_sizes(),
         }
     }
 
@@ -540,29 +538,32 @@ impl Segment {
 pub struct SealHandle {
     unwritten: Option<IndexEntries>,
     log: Rc<LogFile>,
-    index_file: Rc<BufferedFile>,
-    time_index_file: Rc<BufferedFile>,
-    index_bytes: u64,
-    time_index_bytes: u64,
+    index_files: IndexFiles,
+    index_sizes: (u64, u64),
 }
 
 impl SealHandle {
-    /// Trims index files to their entries and a direct log file to its data.
+    /// Writes the index entries not yet written, then trims index files to their
+    /// entries and a direct log file to its data.
     pub async fn seal(self) -> io::Result<()> {
         self.log.seal().await?;
-        if let Some(entries) = self.unwritten {
-            let files = (self.index_file.clone(), self.time_index_file.clone());
-            Segment::write_index_entries(files, entries).await?;
-        }
-        self.index_file
-            .truncate(self.index_bytes)
-            .await
-            .map_err(to_io)?;
-        self.time_index_file
-            .truncate(self.time_index_bytes)
-            .await
-            .map_err(to_io)
+        finish_index_files(self.index_files, self.unwritten, self.index_sizes).await
     }
+}
+
+/// Writes `unwritten` entries, then cuts each index file to `sizes` (offset, time):
+/// what sealing and recovery's commit leave behind.
+async fn finish_index_files(
+    files: IndexFiles,
+    unwritten: Option<IndexEntries>,
+    (index_bytes, time_index_bytes): (u64, u64),
+) -> io::Result<()> {
+    if let Some(entries) = unwritten {
+        Segment::write_index_entries(files.clone(), entries).await?;
+    }
+    let (offset_file, time_file) = files;
+    offset_file.truncate(index_bytes).await.map_err(to_io)?;
+    time_file.truncate(time_index_bytes).await.map_err(to_io)
 }
 
 /// Reads a whole index file as fixed-size entries; `None` if its size is not a

@@ -3,14 +3,21 @@
 //!
 //! - **buffered**: glommio's io_uring buffered file. Writes land in the page cache
 //!   (what Kafka relies on: fresh data is hot for consumers, and sendfile can serve it).
+//!   Space is preallocated ahead of the appends (`fallocate` with `KEEP_SIZE`), as in
+//!   direct mode: without it, ext4's delayed allocation makes every append take the
+//!   inode's block-map lock, which writeback holds while it allocates the blocks of
+//!   earlier appends, and an append then waited up to hundreds of milliseconds behind
+//!   a busy disk. Into preallocated blocks an append takes no such lock.
 //! - **direct**: `O_DIRECT` through glommio's `DmaFile`. Writes bypass the page cache,
 //!   so they pollute nothing and cost no kernel copy, but must be whole aligned blocks:
 //!   the partial block at the end of the log is kept in memory and written again,
 //!   followed by the new bytes and zero padding, with the next append. The zero padding
 //!   past the logical end is never read as data (readers stop at the segment's size;
-//!   recovery cuts it). Space is preallocated in large steps (`fallocate` with
-//!   `KEEP_SIZE`) so that appends rarely allocate blocks; sealing a segment (roll,
-//!   shutdown) trims the file to its logical size.
+//!   recovery cuts it). Space is preallocated in large steps so that appends rarely
+//!   allocate blocks.
+//!
+//! In both modes sealing a segment (roll, shutdown) trims the file to its logical size,
+//! which frees the preallocated space past it; recovery's cut does the same.
 //!
 //! Both modes read with `read_at` (direct reads go to the device; the partition's tail
 //! cache keeps fresh data hot, see `log`), sync with `fdatasync`, and pass every write
@@ -28,7 +35,7 @@ use glommio::io::{BufferedFile, DmaBuffer, DmaFile, OpenOptions, ReadResult};
 
 use super::fault;
 
-/// Direct mode preallocates the log file this far ahead of the write position.
+/// Log files are preallocated this far ahead of the write position.
 const PREALLOCATE_STEP_BYTES: u64 = 32 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,8 +67,13 @@ pub struct LogFile {
 }
 
 enum Inner {
-    Buffered(BufferedFile),
+    Buffered(BufferedLog),
     Direct(DirectFile),
+}
+
+struct BufferedLog {
+    file: BufferedFile,
+    space: Preallocation,
 }
 
 struct DirectFile {
@@ -71,8 +83,7 @@ struct DirectFile {
     end: Cell<u64>,
     /// The bytes of the block holding `end`, from the block's start to `end`.
     tail: RefCell<Vec<u8>>,
-    /// How far the file's space is preallocated.
-    allocated: Cell<u64>,
+    space: Preallocation,
 }
 
 impl LogFile {
@@ -86,9 +97,10 @@ impl LogFile {
             .create(true)
             .truncate(truncate);
         let inner = match mode {
-            WriteMode::Buffered => {
-                Inner::Buffered(options.buffered_open(path).await.map_err(to_io)?)
-            }
+            WriteMode::Buffered => Inner::Buffered(BufferedLog {
+                file: options.buffered_open(path).await.map_err(to_io)?,
+                space: Preallocation::default(),
+            }),
             WriteMode::Direct => Inner::Direct(DirectFile {
                 file: {
                     if let Some(dir) = path.parent() {
@@ -98,7 +110,7 @@ impl LogFile {
                 },
                 end: Cell::new(0),
                 tail: RefCell::new(Vec::new()),
-                allocated: Cell::new(0),
+                space: Preallocation::default(),
             }),
         };
         Ok(LogFile {
@@ -111,14 +123,14 @@ impl LogFile {
     /// direct file (its data is not in the page cache, so sendfile would read the
     /// device synchronously) or if no descriptor is left.
     pub fn shared_handle(&self) -> Option<Arc<File>> {
-        let Inner::Buffered(f) = &self.inner else {
+        let Inner::Buffered(b) = &self.inner else {
             return None;
         };
         self.shared
             .get_or_init(|| {
                 // SAFETY: dup of a descriptor this file owns; the copy is owned by the
                 // returned File alone.
-                let fd = unsafe { libc::dup(f.as_raw_fd()) };
+                let fd = unsafe { libc::dup(b.file.as_raw_fd()) };
                 (fd >= 0).then(|| Arc::new(unsafe { File::from_raw_fd(fd) }))
             })
             .clone()
@@ -129,7 +141,7 @@ impl LogFile {
     /// synchronous read is then a memory copy and cannot stall the shard. `false`
     /// when they are not (or the file is direct).
     pub fn read_cached(&self, pos: u64, buf: &mut [u8]) -> io::Result<bool> {
-        let Inner::Buffered(f) = &self.inner else {
+        let Inner::Buffered(b) = &self.inner else {
             return Ok(false);
         };
         let iov = libc::iovec {
@@ -137,7 +149,7 @@ impl LogFile {
             iov_len: buf.len(),
         };
         // SAFETY: one iovec over `buf`, which outlives the call.
-        let n = unsafe { libc::preadv2(f.as_raw_fd(), &iov, 1, pos as i64, libc::RWF_NOWAIT) };
+        let n = unsafe { libc::preadv2(b.file.as_raw_fd(), &iov, 1, pos as i64, libc::RWF_NOWAIT) };
         if n < 0 {
             let e = io::Error::last_os_error();
             return match e.raw_os_error() {
@@ -150,7 +162,7 @@ impl LogFile {
 
     pub async fn file_size(&self) -> io::Result<u64> {
         match &self.inner {
-            Inner::Buffered(f) => f.file_size().await.map_err(to_io),
+            Inner::Buffered(b) => b.file.file_size().await.map_err(to_io),
             Inner::Direct(d) => d.file.file_size().await.map_err(to_io),
         }
     }
@@ -166,7 +178,7 @@ impl LogFile {
             ));
         }
         match &self.inner {
-            Inner::Buffered(f) => f.read_at(pos, len).await.map_err(to_io),
+            Inner::Buffered(b) => b.file.read_at(pos, len).await.map_err(to_io),
             Inner::Direct(d) => d.file.read_at(pos, len).await.map_err(to_io),
         }
     }
@@ -174,9 +186,12 @@ impl LogFile {
     /// Writes `parts` (concatenated) at `pos`, the log's end.
     pub async fn append(&self, pos: u64, parts: &[&[u8]]) -> io::Result<()> {
         match &self.inner {
-            Inner::Buffered(f) => {
+            Inner::Buffered(b) => {
                 let len: usize = parts.iter().map(|p| p.len()).sum();
-                write_all_at(f, len, pos, |from| concat_from(parts, from)).await
+                b.space
+                    .cover(pos + len as u64, |target| b.file.pre_allocate(target, true))
+                    .await;
+                write_all_at(&b.file, len, pos, |from| concat_from(parts, from)).await
             }
             Inner::Direct(d) => d.append(pos, parts).await,
         }
@@ -185,9 +200,14 @@ impl LogFile {
     /// Cuts the file to `size`, which becomes the log's end.
     pub async fn truncate(&self, size: u64) -> io::Result<()> {
         match &self.inner {
-            Inner::Buffered(f) => f.truncate(size).await.map_err(to_io),
+            Inner::Buffered(b) => {
+                b.file.truncate(size).await.map_err(to_io)?;
+                b.space.cut();
+                Ok(())
+            }
             Inner::Direct(d) => {
                 d.file.truncate(size).await.map_err(to_io)?;
+                d.space.cut();
                 let block = d.file.align_down(size);
                 let tail = if size > block {
                     let read = d.file.read_at(block, (size - block) as usize).await;
@@ -203,7 +223,6 @@ impl LogFile {
                     Vec::new()
                 };
                 d.end.set(size);
-                d.allocated.set(d.file.align_up(size));
                 *d.tail.borrow_mut() = tail;
                 Ok(())
             }
@@ -214,14 +233,24 @@ impl LogFile {
     /// space); a segment that will not be appended to again is sealed.
     pub async fn seal(&self) -> io::Result<()> {
         match &self.inner {
-            Inner::Buffered(_) => Ok(()),
-            Inner::Direct(d) => d.file.truncate(d.end.get()).await.map_err(to_io),
+            Inner::Buffered(b) => {
+                if b.space.used() {
+                    let size = b.file.file_size().await.map_err(to_io)?;
+                    self.truncate(size).await?;
+                }
+                Ok(())
+            }
+            Inner::Direct(d) => {
+                d.file.truncate(d.end.get()).await.map_err(to_io)?;
+                d.space.cut();
+                Ok(())
+            }
         }
     }
 
     pub async fn fdatasync(&self) -> io::Result<()> {
         match &self.inner {
-            Inner::Buffered(f) => f.fdatasync().await.map_err(to_io),
+            Inner::Buffered(b) => b.file.fdatasync().await.map_err(to_io),
             Inner::Direct(d) => d.file.fdatasync().await.map_err(to_io),
         }
     }
@@ -254,6 +283,42 @@ async fn prime_direct_io(dir: &Path) -> io::Result<()> {
     opened.map_err(to_io)?.close().await.map_err(to_io)?;
     PRIMED_DEVICES.with(|p| p.borrow_mut().insert(device));
     Ok(())
+}
+
+/// How far a log file's space is allocated ahead of its appends (`fallocate` with
+/// `KEEP_SIZE`, a step at a time). Only a hint for speed: on a file system without
+/// `fallocate` the appends still work, allocating as they go.
+#[derive(Default)]
+struct Preallocation {
+    /// Allocated up to here since the file was last cut (0: nothing preallocated).
+    allocated: Cell<u64>,
+}
+
+impl Preallocation {
+    /// Makes sure space is allocated up to `stop`, a step past it when not. Awaited
+    /// by the append: a `fallocate` takes the inode's lock, which the append's write
+    /// would wait for anyway (tried in a task of its own ahead of the appends: no
+    /// better).
+    async fn cover<F>(&self, stop: u64, fallocate_keep_size: impl FnOnce(u64) -> F)
+    where
+        F: std::future::Future<Output = glommio::Result<(), ()>>,
+    {
+        if stop > self.allocated.get() {
+            let target = stop + PREALLOCATE_STEP_BYTES;
+            if fallocate_keep_size(target).await.is_ok() {
+                self.allocated.set(target);
+            }
+        }
+    }
+
+    /// The file was cut (which frees the space past the cut).
+    fn cut(&self) {
+        self.allocated.set(0);
+    }
+
+    fn used(&self) -> bool {
+        self.allocated.get() > 0
+    }
 }
 
 /// An owned copy of `parts` (concatenated) from byte `from` on.
@@ -325,13 +390,9 @@ impl DirectFile {
         let len: u64 = parts.iter().map(|p| p.len() as u64).sum();
         let start = self.file.align_down(pos);
         let stop = self.file.align_up(pos + len);
-        if stop > self.allocated.get() {
-            let target = stop + PREALLOCATE_STEP_BYTES;
-            // Only a hint for speed: a file system without fallocate still works.
-            if self.file.pre_allocate(target, true).await.is_ok() {
-                self.allocated.set(target);
-            }
-        }
+        self.space
+            .cover(stop, |target| self.file.pre_allocate(target, true))
+            .await;
         // The one copy on this path: request bytes into the aligned DMA buffer.
         let mut buf = self.file.alloc_dma_buffer((stop - start) as usize);
         {
@@ -413,6 +474,36 @@ mod tests {
         assert_eq!(concat_from(&parts, 3), b"defg");
         assert_eq!(concat_from(&parts, 5), b"fg");
         assert_eq!(concat_from(&parts, 7), b"");
+    }
+
+    /// Appends allocate space a step ahead (so that they take no block-allocation
+    /// locks); sealing gives back what lies past the log's end.
+    #[test]
+    fn appends_preallocate_and_sealing_frees_the_rest() {
+        use std::os::unix::fs::MetadataExt;
+        glommio::LocalExecutorBuilder::default()
+            .spawn(|| async {
+                let dir =
+                    std::env::temp_dir().join(format!("ringlog-prealloc-{}", std::process::id()));
+                std::fs::create_dir_all(&dir).unwrap();
+                for mode in [WriteMode::Buffered, WriteMode::Direct] {
+                    let path = dir.join(format!("{mode:?}.log"));
+                    let file = LogFile::open(&path, mode, true).await.unwrap();
+                    file.append(0, &[&[7u8; 10_000]]).await.unwrap();
+                    let allocated = std::fs::metadata(&path).unwrap().blocks() * 512;
+                    assert!(allocated >= PREALLOCATE_STEP_BYTES, "{mode:?}: {allocated}");
+                    file.seal().await.unwrap();
+                    let meta = std::fs::metadata(&path).unwrap();
+                    assert_eq!(meta.len(), 10_000, "{mode:?}");
+                    assert!(meta.blocks() * 512 < 1 << 20, "{mode:?}: {}", meta.blocks());
+                    let read = file.read_at(0, 10_000).await.unwrap();
+                    assert!(read.iter().all(|&b| b == 7));
+                }
+                std::fs::remove_dir_all(&dir).unwrap();
+            })
+            .unwrap()
+            .join()
+            .unwrap();
     }
 
     /// Appends of odd sizes in direct mode read back exactly, across block boundaries,

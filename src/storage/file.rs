@@ -35,8 +35,11 @@ use glommio::io::{BufferedFile, DmaBuffer, DmaFile, OpenOptions, ReadResult};
 
 use super::fault;
 
-/// Log files are preallocated this far ahead of the write position.
-const PREALLOCATE_STEP_BYTES: u64 = 32 << 20;
+/// Log files are preallocated ahead of the write position by as much as they already
+/// hold, within these bounds: a busy partition allocates 32 MiB at a time, while a
+/// quiet one (of thousands on a broker) holds at most twice its data, and 1 MiB more.
+const PREALLOCATE_STEP_MIN_BYTES: u64 = 1 << 20;
+const PREALLOCATE_STEP_MAX_BYTES: u64 = 32 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriteMode {
@@ -286,7 +289,7 @@ async fn prime_direct_io(dir: &Path) -> io::Result<()> {
 }
 
 /// How far a log file's space is allocated ahead of its appends (`fallocate` with
-/// `KEEP_SIZE`, a step at a time). Only a hint for speed: on a file system without
+/// `KEEP_SIZE`, a step at a time; see `PREALLOCATE_STEP_MIN_BYTES`). Only a hint for speed: on a file system without
 /// `fallocate` the appends still work, allocating as they go.
 #[derive(Default)]
 struct Preallocation {
@@ -304,7 +307,8 @@ impl Preallocation {
         F: std::future::Future<Output = glommio::Result<(), ()>>,
     {
         if stop > self.allocated.get() {
-            let target = stop + PREALLOCATE_STEP_BYTES;
+            let step = stop.clamp(PREALLOCATE_STEP_MIN_BYTES, PREALLOCATE_STEP_MAX_BYTES);
+            let target = stop + step;
             if fallocate_keep_size(target).await.is_ok() {
                 self.allocated.set(target);
             }
@@ -489,14 +493,26 @@ mod tests {
                 for mode in [WriteMode::Buffered, WriteMode::Direct] {
                     let path = dir.join(format!("{mode:?}.log"));
                     let file = LogFile::open(&path, mode, true).await.unwrap();
+                    let allocated = || std::fs::metadata(&path).unwrap().blocks() * 512;
+                    // A small file allocates the least step ahead.
                     file.append(0, &[&[7u8; 10_000]]).await.unwrap();
-                    let allocated = std::fs::metadata(&path).unwrap().blocks() * 512;
-                    assert!(allocated >= PREALLOCATE_STEP_BYTES, "{mode:?}: {allocated}");
+                    let small = allocated();
+                    assert!(small > PREALLOCATE_STEP_MIN_BYTES, "{mode:?}: {small}");
+                    assert!(small < 2 * PREALLOCATE_STEP_MIN_BYTES, "{mode:?}: {small}");
+                    // A large one allocates the largest step (at most twice its size).
+                    let big = vec![7u8; 40 << 20];
+                    file.append(10_000, &[&big]).await.unwrap();
+                    let size = 10_000 + big.len() as u64;
+                    let large = allocated();
+                    assert!(
+                        large >= size + PREALLOCATE_STEP_MAX_BYTES,
+                        "{mode:?}: {large}"
+                    );
                     file.seal().await.unwrap();
                     let meta = std::fs::metadata(&path).unwrap();
-                    assert_eq!(meta.len(), 10_000, "{mode:?}");
-                    assert!(meta.blocks() * 512 < 1 << 20, "{mode:?}: {}", meta.blocks());
-                    let read = file.read_at(0, 10_000).await.unwrap();
+                    assert_eq!(meta.len(), size, "{mode:?}");
+                    assert!(meta.blocks() * 512 < size + (1 << 20), "{mode:?}");
+                    let read = file.read_at(0, size as usize).await.unwrap();
                     assert!(read.iter().all(|&b| b == 7));
                 }
                 std::fs::remove_dir_all(&dir).unwrap();

@@ -480,90 +480,91 @@ mod tests {
         assert_eq!(concat_from(&parts, 7), b"");
     }
 
+    /// Runs `test` on a glommio executor with a fresh scratch directory, removed after.
+    fn on_executor_in_scratch_dir<F, Fut>(name: &str, test: F)
+    where
+        F: FnOnce(std::path::PathBuf) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + 'static,
+    {
+        let dir = std::env::temp_dir().join(format!("ringlog-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let scratch = dir.clone();
+        glommio::LocalExecutorBuilder::default()
+            .spawn(move || test(scratch))
+            .unwrap()
+            .join()
+            .unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     /// Appends allocate space a step ahead (so that they take no block-allocation
     /// locks); sealing gives back what lies past the log's end.
     #[test]
     fn appends_preallocate_and_sealing_frees_the_rest() {
         use std::os::unix::fs::MetadataExt;
-        glommio::LocalExecutorBuilder::default()
-            .spawn(|| async {
-                let dir =
-                    std::env::temp_dir().join(format!("ringlog-prealloc-{}", std::process::id()));
-                std::fs::create_dir_all(&dir).unwrap();
-                for mode in [WriteMode::Buffered, WriteMode::Direct] {
-                    let path = dir.join(format!("{mode:?}.log"));
-                    let file = LogFile::open(&path, mode, true).await.unwrap();
-                    let allocated = || std::fs::metadata(&path).unwrap().blocks() * 512;
-                    // A small file allocates the least step ahead.
-                    file.append(0, &[&[7u8; 10_000]]).await.unwrap();
-                    let small = allocated();
-                    assert!(small > PREALLOCATE_STEP_MIN_BYTES, "{mode:?}: {small}");
-                    assert!(small < 2 * PREALLOCATE_STEP_MIN_BYTES, "{mode:?}: {small}");
-                    // A large one allocates the largest step (at most twice its size).
-                    let big = vec![7u8; 40 << 20];
-                    file.append(10_000, &[&big]).await.unwrap();
-                    let size = 10_000 + big.len() as u64;
-                    let large = allocated();
-                    assert!(
-                        large >= size + PREALLOCATE_STEP_MAX_BYTES,
-                        "{mode:?}: {large}"
-                    );
-                    file.seal().await.unwrap();
-                    let meta = std::fs::metadata(&path).unwrap();
-                    assert_eq!(meta.len(), size, "{mode:?}");
-                    assert!(meta.blocks() * 512 < size + (1 << 20), "{mode:?}");
-                    let read = file.read_at(0, size as usize).await.unwrap();
-                    assert!(read.iter().all(|&b| b == 7));
-                }
-                std::fs::remove_dir_all(&dir).unwrap();
-            })
-            .unwrap()
-            .join()
-            .unwrap();
+        on_executor_in_scratch_dir("prealloc", |dir| async move {
+            for mode in [WriteMode::Buffered, WriteMode::Direct] {
+                let path = dir.join(format!("{mode:?}.log"));
+                let file = LogFile::open(&path, mode, true).await.unwrap();
+                let allocated = || std::fs::metadata(&path).unwrap().blocks() * 512;
+                // A small file allocates the least step ahead.
+                file.append(0, &[&[7u8; 10_000]]).await.unwrap();
+                let small = allocated();
+                assert!(small > PREALLOCATE_STEP_MIN_BYTES, "{mode:?}: {small}");
+                assert!(small < 2 * PREALLOCATE_STEP_MIN_BYTES, "{mode:?}: {small}");
+                // A large one allocates the largest step (at most twice its size).
+                let big = vec![7u8; 40 << 20];
+                file.append(10_000, &[&big]).await.unwrap();
+                let size = 10_000 + big.len() as u64;
+                let large = allocated();
+                assert!(
+                    large >= size + PREALLOCATE_STEP_MAX_BYTES,
+                    "{mode:?}: {large}"
+                );
+                file.seal().await.unwrap();
+                let meta = std::fs::metadata(&path).unwrap();
+                assert_eq!(meta.len(), size, "{mode:?}");
+                assert!(meta.blocks() * 512 < size + (1 << 20), "{mode:?}");
+                let read = file.read_at(0, size as usize).await.unwrap();
+                assert!(read.iter().all(|&b| b == 7));
+            }
+        });
     }
 
     /// Appends of odd sizes in direct mode read back exactly, across block boundaries,
     /// after a reopen, and after cutting the end back.
     #[test]
     fn direct_appends_keep_the_partial_tail_block() {
-        glommio::LocalExecutorBuilder::default()
-            .spawn(|| async {
-                let dir =
-                    std::env::temp_dir().join(format!("ringlog-direct-{}", std::process::id()));
-                std::fs::create_dir_all(&dir).unwrap();
-                let path = dir.join("seg.log");
-                let file = LogFile::open(&path, WriteMode::Direct, true).await.unwrap();
-                let mut expected = Vec::new();
-                for i in 0..40u32 {
-                    let chunk: Vec<u8> = (0..(i * 397 % 5000 + 1))
-                        .map(|j| (i * 31 + j) as u8)
-                        .collect();
-                    let pos = expected.len() as u64;
-                    let (a, b) = chunk.split_at(chunk.len() / 3);
-                    file.append(pos, &[a, b]).await.unwrap();
-                    expected.extend_from_slice(&chunk);
-                }
-                let read = file.read_at(0, expected.len()).await.unwrap();
-                assert_eq!(&read[..], &expected[..]);
-                // Padding and preallocation go at seal; the size is the log's.
-                file.seal().await.unwrap();
-                assert_eq!(file.file_size().await.unwrap(), expected.len() as u64);
-                drop(file);
-                let file = LogFile::open(&path, WriteMode::Direct, false)
-                    .await
-                    .unwrap();
-                let cut = expected.len() as u64 - 1234;
-                file.truncate(cut).await.unwrap();
-                expected.truncate(cut as usize);
-                file.append(cut, &[b"after the cut"]).await.unwrap();
-                expected.extend_from_slice(b"after the cut");
-                let read = file.read_at(0, expected.len()).await.unwrap();
-                assert_eq!(&read[..], &expected[..]);
-                assert!(file.append(0, &[b"not at the end"]).await.is_err());
-                std::fs::remove_dir_all(&dir).unwrap();
-            })
-            .unwrap()
-            .join()
-            .unwrap();
+        on_executor_in_scratch_dir("direct", |dir| async move {
+            let path = dir.join("seg.log");
+            let file = LogFile::open(&path, WriteMode::Direct, true).await.unwrap();
+            let mut expected = Vec::new();
+            for i in 0..40u32 {
+                let chunk: Vec<u8> = (0..(i * 397 % 5000 + 1))
+                    .map(|j| (i * 31 + j) as u8)
+                    .collect();
+                let pos = expected.len() as u64;
+                let (a, b) = chunk.split_at(chunk.len() / 3);
+                file.append(pos, &[a, b]).await.unwrap();
+                expected.extend_from_slice(&chunk);
+            }
+            let read = file.read_at(0, expected.len()).await.unwrap();
+            assert_eq!(&read[..], &expected[..]);
+            // Padding and preallocation go at seal; the size is the log's.
+            file.seal().await.unwrap();
+            assert_eq!(file.file_size().await.unwrap(), expected.len() as u64);
+            drop(file);
+            let file = LogFile::open(&path, WriteMode::Direct, false)
+                .await
+                .unwrap();
+            let cut = expected.len() as u64 - 1234;
+            file.truncate(cut).await.unwrap();
+            expected.truncate(cut as usize);
+            file.append(cut, &[b"after the cut"]).await.unwrap();
+            expected.extend_from_slice(b"after the cut");
+            let read = file.read_at(0, expected.len()).await.unwrap();
+            assert_eq!(&read[..], &expected[..]);
+            assert!(file.append(0, &[b"not at the end"]).await.is_err());
+        });
     }
 }

@@ -289,11 +289,12 @@ async fn prime_direct_io(dir: &Path) -> io::Result<()> {
 }
 
 /// How far a log file's space is allocated ahead of its appends (`fallocate` with
-/// `KEEP_SIZE`, a step at a time; see `PREALLOCATE_STEP_MIN_BYTES`). Only a hint for speed: on a file system without
-/// `fallocate` the appends still work, allocating as they go.
+/// `KEEP_SIZE`, a step at a time; see `PREALLOCATE_STEP_MIN_BYTES`). Only a hint for
+/// speed: where `fallocate` fails (unsupported, or the disk is full) the appends still
+/// work, allocating as they go, and it is tried again one step later, not per append.
 #[derive(Default)]
 struct Preallocation {
-    /// Allocated up to here since the file was last cut (0: nothing preallocated).
+    /// Allocated (or tried) up to here since the file was last cut (0: nothing).
     allocated: Cell<u64>,
 }
 
@@ -309,9 +310,8 @@ impl Preallocation {
         if stop > self.allocated.get() {
             let step = stop.clamp(PREALLOCATE_STEP_MIN_BYTES, PREALLOCATE_STEP_MAX_BYTES);
             let target = stop + step;
-            if fallocate_keep_size(target).await.is_ok() {
-                self.allocated.set(target);
-            }
+            let _ = fallocate_keep_size(target).await;
+            self.allocated.set(target);
         }
     }
 

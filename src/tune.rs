@@ -158,27 +158,25 @@ fn discard_check(log_dir: &Path) -> Check {
         "discard on {}",
         mount.as_ref().map_or("?", |m| m.0.as_str())
     );
-    match mount {
+    let (current, status) = match mount {
         Some((_, fstype, options)) => {
             let discard = options.split(',').any(|o| o == "discard");
-            Check {
-                name,
-                current: format!(
+            (
+                format!(
                     "{fstype}, {}",
                     if discard { "discard" } else { "nodiscard" }
                 ),
-                recommended: "nodiscard, fstrim.timer".into(),
-                status: if discard { Status::Off } else { Status::Ok },
-                why: "online discard makes retention and writeback wait for the device",
-            }
+                if discard { Status::Off } else { Status::Ok },
+            )
         }
-        None => Check {
-            name,
-            current: "unreadable".into(),
-            recommended: "nodiscard, fstrim.timer".into(),
-            status: Status::Unknown,
-            why: "online discard makes retention and writeback wait for the device",
-        },
+        None => ("unreadable".into(), Status::Unknown),
+    };
+    Check {
+        name,
+        current,
+        recommended: "nodiscard, fstrim.timer".into(),
+        status,
+        why: "online discard makes retention and writeback wait for the device",
     }
 }
 

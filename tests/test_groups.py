@@ -96,8 +96,8 @@ class Member:
         revocation in consume(): closing with the revocation pending made librdkafka
         serve it inside close(), where it waited forever (once in a CI rehearsal:
         rd_kafka_consumer_close -> rebalance_cb -> rd_kafka_assign, the broker already
-        showing the group empty). Static members must not leave (KIP-345), so the
-        others close directly."""
+        showing the group empty). The other members close directly: the eager ones,
+        among them the static members, which must not leave (KIP-345)."""
         if not self.closed:
             self.closed = True
             if not self.cooperative:

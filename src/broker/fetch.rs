@@ -73,13 +73,13 @@ async fn read_on_owner(
                 {
                     Ok(records) => ReadResult {
                         error: ErrorCode::None,
-                        high_watermark: offsets.log_end,
+                        high_watermark: offsets.high_watermark,
                         log_start_offset: offsets.log_start,
                         records,
                     },
                     Err(e) => ReadResult {
                         error: e.error_code(),
-                        high_watermark: offsets.log_end,
+                        high_watermark: offsets.high_watermark,
                         log_start_offset: offsets.log_start,
                         records: Vec::new(),
                     },
@@ -97,7 +97,7 @@ async fn wait_on_owner(shard: Rc<Shard>, items: Vec<(PartitionKey, i64)>, timeou
     let mut waits = Vec::with_capacity(items.len());
     for (key, seen) in items {
         let Some(log) = shard.log(&key) else { return };
-        if log.offsets().log_end > seen {
+        if log.offsets().high_watermark > seen {
             return;
         }
         waits.push(log.wait_for_append());

@@ -30,21 +30,19 @@ async fn lookup(log: &PartitionLog, timestamp: i64) -> Result<(i64, i64), ErrorC
     }
     let offsets = log.offsets();
     let io = |_| ErrorCode::KafkaStorageError;
+    // Readers see the log up to the high watermark; so do these answers.
+    let visible = |found: Option<(i64, i64)>| {
+        found
+            .filter(|(offset, _)| *offset < offsets.high_watermark)
+            .unwrap_or((-1, -1))
+    };
     Ok(match timestamp {
-        LATEST => (offsets.log_end, -1),
+        LATEST => (offsets.high_watermark, -1),
         EARLIEST | EARLIEST_LOCAL => (offsets.log_start, -1),
         // No tiered storage: nothing is tiered.
         LATEST_TIERED => (-1, -1),
-        MAX_TIMESTAMP => log
-            .offset_of_max_timestamp()
-            .await
-            .map_err(io)?
-            .unwrap_or((-1, -1)),
-        ts if ts >= 0 => log
-            .offset_for_timestamp(ts)
-            .await
-            .map_err(io)?
-            .unwrap_or((-1, -1)),
+        MAX_TIMESTAMP => visible(log.offset_of_max_timestamp().await.map_err(io)?),
+        ts if ts >= 0 => visible(log.offset_for_timestamp(ts).await.map_err(io)?),
         _ => return Err(ErrorCode::InvalidRequest),
     })
 }

@@ -10,6 +10,11 @@
 //! (`flush.messages`, or `flush.ms` since the last flush): then `append` returns only
 //! after the shard's group commit has synced every file the log wrote since its last
 //! flush. With `flush.messages=1` every acknowledged batch is durable.
+//!
+//! Readers see the log up to its high watermark. An append that must flush becomes
+//! visible only once its sync is done, and so does every append after it: as in
+//! Kafka, where the flush runs inside the append and the high watermark moves after
+//! it, a consumer never reads a batch the flush policy has not yet made durable.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
@@ -135,8 +140,11 @@ pub struct AppendInfo {
 #[derive(Debug, Clone, Copy)]
 pub struct Offsets {
     pub log_start: i64,
-    /// Next offset to be assigned; also the high watermark on a single broker.
+    /// Next offset to be assigned.
     pub log_end: i64,
+    /// End of what readers see: the log end, except while appends that must be
+    /// flushed wait for their sync (see the module comment).
+    pub high_watermark: i64,
 }
 
 #[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
@@ -151,6 +159,9 @@ struct LogState {
     segments: BTreeMap<i64, Segment>,
     log_start_offset: i64,
     log_end_offset: i64,
+    high_watermark: i64,
+    /// Appends whose sync is under way; the high watermark waits for them.
+    syncs_pending: u32,
     producers: ProducerStates,
     max_timestamp: Option<MaxTimestampBatch>,
     offline: bool,
@@ -206,9 +217,16 @@ impl TailCache {
             .is_some_and(|b| offset >= b.base_offset)
     }
 
-    /// Whole batches from the one holding `offset`, up to `max_bytes` (at least one if
-    /// `min_one_batch`); `None` if `offset` is older than the cache.
-    fn read(&self, offset: i64, max_bytes: usize, min_one_batch: bool) -> Option<Vec<Bytes>> {
+    /// Whole batches from the one holding `offset` and ending before `visible_end`,
+    /// up to `max_bytes` (at least one if `min_one_batch`); `None` if `offset` is
+    /// older than the cache.
+    fn read(
+        &self,
+        offset: i64,
+        visible_end: i64,
+        max_bytes: usize,
+        min_one_batch: bool,
+    ) -> Option<Vec<Bytes>> {
         if !self.holds(offset) {
             return None;
         }
@@ -216,7 +234,9 @@ impl TailCache {
         let mut out = Vec::new();
         let mut taken = 0;
         for batch in self.batches.iter().skip(first) {
-            if taken + batch.len() > max_bytes && !(out.is_empty() && min_one_batch) {
+            if batch.last_offset >= visible_end
+                || (taken + batch.len() > max_bytes && !(out.is_empty() && min_one_batch))
+            {
                 break;
             }
             taken += batch.len();
@@ -237,6 +257,9 @@ struct ShutdownSnapshot {
 
 /// Index entries an append took to write, and the files they go to.
 type IndexWrite = (IndexFiles, IndexEntries);
+
+/// The files an append must sync before it is acknowledged, and its end offset.
+type DueSync = (Vec<Rc<LogFile>>, i64);
 
 pub struct PartitionLog {
     dir: PathBuf,
@@ -525,6 +548,8 @@ impl PartitionLog {
                 segments,
                 log_start_offset,
                 log_end_offset,
+                high_watermark: log_end_offset,
+                syncs_pending: 0,
                 producers,
                 max_timestamp,
                 offline: offline.is_some(),
@@ -557,6 +582,7 @@ impl PartitionLog {
         Offsets {
             log_start: s.log_start_offset,
             log_end: s.log_end_offset,
+            high_watermark: s.high_watermark,
         }
     }
 
@@ -593,15 +619,32 @@ impl PartitionLog {
             if let Some((files, due)) = index_write {
                 this.write_index_entries(files, due).await;
             }
-            if let Some(files) = flush {
+            if let Some((files, end_offset)) = flush {
                 if let Err(e) = this.sync_group.sync(files).await {
                     warn!(dir = %this.dir.display(), error = %e, "fdatasync failed; partition goes offline");
                     this.state.borrow_mut().offline = true;
                     return Err(AppendError::Io(e));
                 }
+                this.synced(end_offset);
             }
             Ok(info)
         }
+    }
+
+    /// An append's sync is done: everything up to `end_offset` is durable. Rounds
+    /// complete in the order they were asked for, so when none is pending any more,
+    /// the appends made meanwhile (which did not have to flush) are visible too.
+    fn synced(&self, end_offset: i64) {
+        {
+            let mut s = self.state.borrow_mut();
+            s.syncs_pending -= 1;
+            s.high_watermark = if s.syncs_pending == 0 {
+                s.log_end_offset
+            } else {
+                s.high_watermark.max(end_offset)
+            };
+        }
+        self.wake_waiters();
     }
 
     /// Takes the files to flush if the policy says a flush is due now.
@@ -633,11 +676,12 @@ impl PartitionLog {
     }
 
     /// Appends a validated batch; returns the files to sync before acknowledging it,
-    /// if the flush policy makes this append the one that flushes.
+    /// with the batch's end offset, if the flush policy makes this append the one
+    /// that flushes.
     async fn append_in_turn(
         &self,
         batch_bytes: &Bytes,
-    ) -> Result<(AppendInfo, Option<Vec<Rc<LogFile>>>, Option<IndexWrite>), AppendError> {
+    ) -> Result<(AppendInfo, Option<DueSync>, Option<IndexWrite>), AppendError> {
         let header = BatchHeader::new(batch_bytes).expect("validated");
         let (base_offset, position, log_file, roll_by_time) = {
             let s = self.state.borrow();
@@ -703,7 +747,7 @@ impl PartitionLog {
             return Err(e.into());
         }
         let header = BatchHeader::new(&head).expect("validated");
-        let (index_write, log_start_offset, flush) = {
+        let (index_write, log_start_offset, flush, visible) = {
             let mut s = self.state.borrow_mut();
             s.producers.update(&header);
             s.unflushed_records += header.record_count() as u64;
@@ -712,6 +756,11 @@ impl PartitionLog {
             }
             let flush = self.take_due_flush(&mut s);
             s.log_end_offset = header.last_offset() + 1;
+            if flush.is_some() {
+                s.syncs_pending += 1;
+            } else if s.syncs_pending == 0 {
+                s.high_watermark = s.log_end_offset;
+            }
             if s.max_timestamp
                 .is_none_or(|m| header.max_timestamp() > m.timestamp)
             {
@@ -737,9 +786,13 @@ impl PartitionLog {
             let index_write = active
                 .take_unwritten_index(segment::INDEX_ENTRIES_PER_WRITE)
                 .map(|entries| (active.index_files(), entries));
-            (index_write, s.log_start_offset, flush)
+            let visible = s.high_watermark == s.log_end_offset;
+            let flush = flush.map(|files| (files, s.log_end_offset));
+            (index_write, s.log_start_offset, flush, visible)
         };
-        self.wake_waiters();
+        if visible {
+            self.wake_waiters();
+        }
         Ok((
             AppendInfo {
                 base_offset,
@@ -852,9 +905,10 @@ impl PartitionLog {
         min_one_batch: bool,
     ) -> Result<Option<FileRange>, ReadError> {
         let s = self.state.borrow();
-        if s.offline || offset < s.log_start_offset || offset >= s.log_end_offset {
+        if s.offline || offset < s.log_start_offset || offset >= s.high_watermark {
             return Ok(None);
         }
+        let visible_end = s.high_watermark;
         if s.tail_cache.holds(offset) {
             return Ok(None);
         }
@@ -883,17 +937,25 @@ impl PartitionLog {
             start += size;
         }
         // Whole batches while they fit: every batch before the last indexed batch
-        // start within the limit fits, so start walking there.
+        // start within the limit fits, so start walking there (unless some of the
+        // segment is past the high watermark: then walk every batch, checking each).
         let limit = start + max_bytes as u64;
-        let mut end = start.max(seg.batch_start_at_or_below(limit.min(seg.size)));
+        let mut end = if visible_end == s.log_end_offset {
+            start.max(seg.batch_start_at_or_below(limit.min(seg.size)))
+        } else {
+            start
+        };
         loop {
             if end >= seg.size {
                 break;
             }
-            let Some((_, size)) = header_at(end)? else {
+            let Some((last_offset, size)) = header_at(end)? else {
                 return Ok(None);
             };
-            if end + size > seg.size || (end + size > limit && !(end == start && min_one_batch)) {
+            if last_offset >= visible_end
+                || end + size > seg.size
+                || (end + size > limit && !(end == start && min_one_batch))
+            {
                 break;
             }
             end += size;
@@ -913,14 +975,14 @@ impl PartitionLog {
 
     /// Reads whole batches starting with the one containing `offset`, up to
     /// `max_bytes` (but at least one batch when `min_one_batch`), as one or more
-    /// contiguous pieces. Returns nothing at the log end.
+    /// contiguous pieces, below the high watermark. Returns nothing at or past it.
     pub async fn read(
         &self,
         offset: i64,
         max_bytes: usize,
         min_one_batch: bool,
     ) -> Result<Vec<Bytes>, ReadError> {
-        let (file, mut position, segment_end) = {
+        let (file, mut position, segment_end, visible_end) = {
             let s = self.state.borrow();
             if s.offline {
                 return Err(ReadError::Io(io::Error::other("partition is offline")));
@@ -932,10 +994,14 @@ impl PartitionLog {
                     log_end: s.log_end_offset,
                 });
             }
-            if offset == s.log_end_offset {
+            if offset >= s.high_watermark {
                 return Ok(Vec::new());
             }
-            if let Some(hit) = s.tail_cache.read(offset, max_bytes, min_one_batch) {
+            let visible_end = s.high_watermark;
+            if let Some(hit) = s
+                .tail_cache
+                .read(offset, visible_end, max_bytes, min_one_batch)
+            {
                 return Ok(hit);
             }
             let (_, seg) = s
@@ -943,7 +1009,12 @@ impl PartitionLog {
                 .range(..=offset)
                 .next_back()
                 .expect("offset within the log");
-            (seg.log.clone(), seg.position_for(offset), seg.size)
+            (
+                seg.log.clone(),
+                seg.position_for(offset),
+                seg.size,
+                visible_end,
+            )
         };
         // Skip batches that end before `offset`, reading headers block by block.
         let mut block_start = position;
@@ -986,7 +1057,8 @@ impl PartitionLog {
             };
             let size = h.span().ok_or_else(|| corrupt_header(end))?;
             let taken = end - position;
-            if end + size > segment_end
+            if h.last_offset() >= visible_end
+                || end + size > segment_end
                 || (taken + size > max_bytes as u64 && !(taken == 0 && min_one_batch))
             {
                 break;
@@ -1098,16 +1170,21 @@ impl PartitionLog {
     /// deletes the segments wholly below it. The new start is persisted before it takes
     /// effect, so after a crash it holds. Returns the new log start (low watermark).
     pub async fn delete_records_before(&self, offset: i64) -> Result<i64, ReadError> {
-        let Offsets { log_start, log_end } = self.offsets();
+        let Offsets {
+            log_start,
+            high_watermark,
+            ..
+        } = self.offsets();
         if self.is_offline() {
             return Err(ReadError::Io(io::Error::other("partition is offline")));
         }
-        let target = if offset == -1 { log_end } else { offset };
-        if target < 0 || target > log_end {
+        // As Kafka: nothing at or past the high watermark may be deleted.
+        let target = if offset == -1 { high_watermark } else { offset };
+        if target < 0 || target > high_watermark {
             return Err(ReadError::OutOfRange {
                 offset,
                 log_start,
-                log_end,
+                log_end: high_watermark,
             });
         }
         if target <= log_start {
@@ -1277,5 +1354,119 @@ impl PartitionLog {
         remove_later(vec![doomed], Some(done));
         let _ = removed.await;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::perf::batch::BatchTemplate;
+    use crate::storage::file::WriteMode;
+
+    fn config(tail_cache_bytes: usize) -> LogConfig {
+        LogConfig {
+            segment_size_max_bytes: 1 << 30,
+            segment: SegmentSpec {
+                write_mode: WriteMode::Buffered,
+                index_interval_bytes: 4096,
+                index_size_max_bytes: 1 << 20,
+            },
+            batch_size_max_bytes: 1 << 20,
+            tail_cache_bytes,
+            // Every second record flushes.
+            flush_interval_messages: 2,
+            flush_interval_ms: None,
+            roll_ms: None,
+            retention_ms: None,
+            retention_bytes: None,
+            timestamp_before_max_ms: i64::MAX,
+            timestamp_after_max_ms: i64::MAX,
+            check_records: true,
+        }
+    }
+
+    /// Bytes the copying and the zero-copy read return from `offset`.
+    async fn readable(log: &PartitionLog, offset: i64) -> (usize, usize) {
+        let copied = log.read(offset, 1 << 20, true).await.unwrap();
+        let chunks = log.read_chunks(offset, 1 << 20, true, true).await.unwrap();
+        (
+            copied.iter().map(Bytes::len).sum(),
+            chunks.iter().map(Chunk::len).sum(),
+        )
+    }
+
+    /// An append that must flush is not visible (fetch, zero-copy fetch, tail cache,
+    /// the high watermark, fetch waiters) until its sync is done, nor is any append
+    /// made after it; appends that need no flush are visible at once.
+    #[test]
+    fn appends_become_visible_only_once_their_flush_is_done() {
+        for tail_cache_bytes in [0, 1 << 20] {
+            glommio::LocalExecutorBuilder::default()
+                .spawn(move || async move {
+                    let dir = std::env::temp_dir().join(format!(
+                        "ringlog-visible-{}-{tail_cache_bytes}",
+                        std::process::id()
+                    ));
+                    let _ = std::fs::remove_dir_all(&dir);
+                    let sync = Rc::new(SyncGroup::default());
+                    let log = PartitionLog::open(
+                        dir.clone(),
+                        config(tail_cache_bytes),
+                        sync.clone(),
+                        false,
+                    )
+                    .await
+                    .unwrap();
+                    let batch = Bytes::from(BatchTemplate::new(1, 100).batch(1, now(), None));
+                    let size = batch.len();
+
+                    // Offset 0: one unflushed record, no flush due, visible at once.
+                    log.append(batch.clone()).await.unwrap();
+                    assert_eq!(log.offsets().high_watermark, 1);
+                    assert_eq!(readable(&log, 0).await, (size, size));
+
+                    // Offset 1 must flush; its sync round is held.
+                    let (release, held) = oneshot::channel();
+                    sync.hold_next_round(held);
+                    let waiting = log.wait_for_append();
+                    let flushing = glommio::spawn_local({
+                        let (log, batch) = (log.clone(), batch.clone());
+                        async move { log.append(batch).await.map(|i| i.base_offset) }
+                    });
+                    for _ in 0..2000 {
+                        if log.offsets().log_end == 2 {
+                            break;
+                        }
+                        glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+                    }
+                    assert_eq!(log.offsets().log_end, 2, "the append was written");
+                    // Offset 2 needs no flush, but comes after one that waits.
+                    log.append(batch.clone()).await.unwrap();
+                    let o = log.offsets();
+                    assert_eq!((o.log_end, o.high_watermark), (3, 1));
+                    assert_eq!(readable(&log, 0).await, (size, size));
+                    assert_eq!(readable(&log, 1).await, (0, 0));
+                    assert_eq!(readable(&log, 2).await, (0, 0));
+                    assert!(matches!(
+                        log.delete_records_before(2).await,
+                        Err(ReadError::OutOfRange { .. })
+                    ));
+
+                    release.send(()).unwrap();
+                    assert_eq!(flushing.await.unwrap(), 1);
+                    waiting.await.expect("fetch waiters woken by the sync");
+                    assert_eq!(log.offsets().high_watermark, 3);
+                    assert_eq!(readable(&log, 0).await, (3 * size, 3 * size));
+                    assert_eq!(readable(&log, 2).await, (size, size));
+                    std::fs::remove_dir_all(&dir).unwrap();
+                })
+                .unwrap()
+                .join()
+                .unwrap();
+        }
+    }
+
+    fn now() -> i64 {
+        crate::storage::segment::now_ms()
     }
 }

@@ -29,6 +29,9 @@ pub struct SyncGroup {
     running: Cell<bool>,
     rounds: Cell<u64>,
     requests: Cell<u64>,
+    /// Tests only: the next round waits for this before it syncs.
+    #[cfg(test)]
+    held: RefCell<Option<oneshot::Receiver<()>>>,
 }
 
 impl SyncGroup {
@@ -65,6 +68,13 @@ impl SyncGroup {
                 return;
             }
             self.rounds.set(self.rounds.get() + 1);
+            #[cfg(test)]
+            {
+                let held = self.held.borrow_mut().take();
+                if let Some(release) = held {
+                    let _ = release.await;
+                }
+            }
             let syncs = round.files.iter().map(|f| f.fdatasync());
             let failed = futures::future::join_all(syncs)
                 .await
@@ -77,6 +87,13 @@ impl SyncGroup {
                 });
             }
         }
+    }
+
+    /// Tests only: the next round to start waits for `release` before it syncs, so
+    /// that a test can look at what its requesters see meanwhile.
+    #[cfg(test)]
+    pub fn hold_next_round(&self, release: oneshot::Receiver<()>) {
+        *self.held.borrow_mut() = Some(release);
     }
 
     /// (sync rounds run, sync requests served) since start.

@@ -461,12 +461,14 @@ def zero_copy_check(a):
 
 
 class KeepAwake:
-    """One SCHED_IDLE busy loop per CPU for the duration of the run. Waking a halted
-    virtual CPU takes milliseconds at the tail on this kind of VM (a 1 ms sleep
-    overshot by 3.2 ms at p99.9 here, by 0.14 ms with these loops running), which
-    every latency figure would carry, for any broker. The loops keep the CPUs out of
-    idle, as idle=poll or a C-state limit does on a tuned host, yet take no time from
-    any other thread: SCHED_IDLE runs only when nothing else wants the CPU."""
+    """One SCHED_IDLE busy loop per CPU for the duration of the run (`--keep-awake`).
+    Waking a halted virtual CPU takes milliseconds at the tail on some VMs (a 1 ms
+    sleep overshot by 3.2 ms at p99.9 here, by 0.14 ms with these loops running); the
+    loops keep the CPUs out of idle, as idle=poll does on a tuned host, and take no
+    guest CPU time from other threads. Off by default: on this machine's VM the busy
+    vCPUs slowed the disk (its own fdatasync p99 9-19 ms with the loops, 1-3 ms
+    without, under the same fsync workload) and every latency row measured worse
+    (tuning/README.md)."""
 
     def __init__(self):
         self.procs = []
@@ -502,8 +504,9 @@ def main():
     p.add_argument("--topic-gb", type=float, default=16,
                    help="each workload's topic keeps at most this much (retention.bytes), "
                         "so long runs fit the disk")
-    p.add_argument("--no-keep-awake", action="store_true",
-                   help="let idle CPUs halt (see KeepAwake); latency tails then carry VM wake-ups")
+    p.add_argument("--keep-awake", action="store_true",
+                   help="run a SCHED_IDLE busy loop per CPU (see KeepAwake); off by default: "
+                        "on this kind of VM it made the disk's fdatasync p99 several times worse")
     p.add_argument("--workdir", default=None, help="where broker data goes (default: $TMPDIR)")
     p.add_argument("--json", default=None, help="where to write the results")
     a = p.parse_args()
@@ -519,7 +522,7 @@ def main():
     finally:
         shutil.rmtree(probe_dir, ignore_errors=True)
 
-    keep_awake = contextlib.nullcontext() if a.no_keep_awake else KeepAwake()
+    keep_awake = KeepAwake() if a.keep_awake else contextlib.nullcontext()
     with keep_awake:
         runs, zero_copy = run_brokers(a)
     report(a, started, probe, runs, zero_copy)
@@ -571,7 +574,7 @@ def report(a, started, probe, runs, zero_copy):
     os.makedirs(os.path.dirname(out), exist_ok=True)
     with open(out, "w") as f:
         json.dump({"started": started.isoformat(), "command": sys.argv, "machine": machine(),
-                   "cpus_kept_awake": not a.no_keep_awake,
+                   "cpus_kept_awake": a.keep_awake,
                    "probe": probe, "runs": runs, "zero_copy_check": zero_copy}, f, indent=1)
     print(f"results: {out}")
 

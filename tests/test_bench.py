@@ -12,7 +12,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 def test_a_quick_bench_run_reports_delivered_records(tmp_path):
     out = tmp_path / "bench.json"
     cmd = [sys.executable, str(ROOT / "scripts" / "bench.py"), "--quick", "--modes", "buffered",
-           "--no-keep-awake", "--workdir", str(tmp_path), "--json", str(out),
+           "--workdir", str(tmp_path), "--json", str(out),
            "--workloads", "produce-1k-acks1-p8,consume-1k-p8-cached,latency-1k-p8-25pct,"
            "produce-1k-acksall-fsync-p8,latency-1k-p8-fsync-50pct"]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)

@@ -67,12 +67,11 @@ fn sample_batch(bytes: usize) -> Bytes {
 }
 
 fn log_config(case: &Case) -> LogConfig {
+    let plain = LogConfig::plain(case.mode);
     LogConfig {
-        segment_size_max_bytes: 1 << 30,
         segment: SegmentSpec {
-            write_mode: case.mode,
-            index_interval_bytes: 4096,
             index_size_max_bytes: 10 << 20,
+            ..plain.segment
         },
         batch_size_max_bytes: 16 << 20,
         tail_cache_bytes: if case.mode == WriteMode::Direct {
@@ -81,13 +80,7 @@ fn log_config(case: &Case) -> LogConfig {
             0
         },
         flush_interval_messages: if case.fsync_each { 1 } else { u64::MAX },
-        flush_interval_ms: None,
-        roll_ms: None,
-        retention_ms: None,
-        retention_bytes: None,
-        timestamp_before_max_ms: i64::MAX,
-        timestamp_after_max_ms: i64::MAX,
-        check_records: true,
+        ..plain
     }
 }
 

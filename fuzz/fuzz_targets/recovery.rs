@@ -27,16 +27,7 @@ fn config() -> LogConfig {
             index_interval_bytes: 64,
             index_size_max_bytes: 4096,
         },
-        batch_size_max_bytes: 1 << 20,
-        tail_cache_bytes: 0,
-        flush_interval_messages: u64::MAX,
-        flush_interval_ms: None,
-        roll_ms: None,
-        retention_ms: None,
-        retention_bytes: None,
-        timestamp_before_max_ms: i64::MAX,
-        timestamp_after_max_ms: i64::MAX,
-        check_records: true,
+        ..LogConfig::plain(WriteMode::Buffered)
     }
 }
 

@@ -27,7 +27,7 @@ use futures::channel::oneshot;
 use tracing::{error, info, warn};
 
 use super::atomic_file::write_atomic;
-use super::file::LogFile;
+use super::file::{LogFile, WriteMode};
 use super::gate::FifoGate;
 use super::producer_state::{ProducerStates, SequenceCheck};
 use super::segment::{self, IndexEntries, IndexFiles, Segment, SegmentSnapshot, SegmentSpec};
@@ -78,6 +78,33 @@ pub struct LogConfig {
     pub timestamp_after_max_ms: i64,
     /// Walk every record (inflating compressed batches) before append, as Kafka.
     pub check_records: bool,
+}
+
+impl LogConfig {
+    /// 1 GiB segments indexed every 4 KiB, 1 MiB batches, and nothing else: no tail
+    /// cache, flush, time roll, retention or timestamp bounds. A starting point for
+    /// benches, fuzzing and tests; brokers build theirs from the topic's configs
+    /// (`cluster::controller::log_config`).
+    pub fn plain(write_mode: WriteMode) -> LogConfig {
+        LogConfig {
+            segment_size_max_bytes: 1 << 30,
+            segment: SegmentSpec {
+                write_mode,
+                index_interval_bytes: 4096,
+                index_size_max_bytes: 1 << 20,
+            },
+            batch_size_max_bytes: 1 << 20,
+            tail_cache_bytes: 0,
+            flush_interval_messages: u64::MAX,
+            flush_interval_ms: None,
+            roll_ms: None,
+            retention_ms: None,
+            retention_bytes: None,
+            timestamp_before_max_ms: i64::MAX,
+            timestamp_after_max_ms: i64::MAX,
+            check_records: true,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -1361,27 +1388,13 @@ impl PartitionLog {
 mod tests {
     use super::*;
     use crate::perf::batch::BatchTemplate;
-    use crate::storage::file::WriteMode;
 
     fn config(tail_cache_bytes: usize) -> LogConfig {
         LogConfig {
-            segment_size_max_bytes: 1 << 30,
-            segment: SegmentSpec {
-                write_mode: WriteMode::Buffered,
-                index_interval_bytes: 4096,
-                index_size_max_bytes: 1 << 20,
-            },
-            batch_size_max_bytes: 1 << 20,
             tail_cache_bytes,
             // Every second record flushes.
             flush_interval_messages: 2,
-            flush_interval_ms: None,
-            roll_ms: None,
-            retention_ms: None,
-            retention_bytes: None,
-            timestamp_before_max_ms: i64::MAX,
-            timestamp_after_max_ms: i64::MAX,
-            check_records: true,
+            ..LogConfig::plain(WriteMode::Buffered)
         }
     }
 

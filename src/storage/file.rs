@@ -469,6 +469,7 @@ impl DirectFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::test_support::on_executor_in_scratch_dir;
 
     #[test]
     fn concat_from_skips_across_parts() {
@@ -478,23 +479,6 @@ mod tests {
         assert_eq!(concat_from(&parts, 3), b"defg");
         assert_eq!(concat_from(&parts, 5), b"fg");
         assert_eq!(concat_from(&parts, 7), b"");
-    }
-
-    /// Runs `test` on a glommio executor with a fresh scratch directory, removed after.
-    fn on_executor_in_scratch_dir<F, Fut>(name: &str, test: F)
-    where
-        F: FnOnce(std::path::PathBuf) -> Fut + Send + 'static,
-        Fut: std::future::Future<Output = ()> + 'static,
-    {
-        let dir = std::env::temp_dir().join(format!("ringlog-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let scratch = dir.clone();
-        glommio::LocalExecutorBuilder::default()
-            .spawn(move || test(scratch))
-            .unwrap()
-            .join()
-            .unwrap();
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// Appends allocate space a step ahead (so that they take no block-allocation

@@ -1388,6 +1388,7 @@ impl PartitionLog {
 mod tests {
     use super::*;
     use crate::perf::batch::BatchTemplate;
+    use crate::storage::test_support::on_executor_in_scratch_dir;
 
     fn config(tail_cache_bytes: usize) -> LogConfig {
         LogConfig {
@@ -1414,72 +1415,56 @@ mod tests {
     #[test]
     fn appends_become_visible_only_once_their_flush_is_done() {
         for tail_cache_bytes in [0, 1 << 20] {
-            glommio::LocalExecutorBuilder::default()
-                .spawn(move || async move {
-                    let dir = std::env::temp_dir().join(format!(
-                        "ringlog-visible-{}-{tail_cache_bytes}",
-                        std::process::id()
-                    ));
-                    let _ = std::fs::remove_dir_all(&dir);
-                    let sync = Rc::new(SyncGroup::default());
-                    let log = PartitionLog::open(
-                        dir.clone(),
-                        config(tail_cache_bytes),
-                        sync.clone(),
-                        false,
-                    )
-                    .await
-                    .unwrap();
-                    let batch = Bytes::from(BatchTemplate::new(1, 100).batch(1, now(), None));
-                    let size = batch.len();
+            let name = format!("visible-{tail_cache_bytes}");
+            on_executor_in_scratch_dir(&name, move |dir| async move {
+                let sync = Rc::new(SyncGroup::default());
+                let log =
+                    PartitionLog::open(dir.clone(), config(tail_cache_bytes), sync.clone(), false)
+                        .await
+                        .unwrap();
+                let batch =
+                    Bytes::from(BatchTemplate::new(1, 100).batch(1, segment::now_ms(), None));
+                let size = batch.len();
 
-                    // Offset 0: one unflushed record, no flush due, visible at once.
-                    log.append(batch.clone()).await.unwrap();
-                    assert_eq!(log.offsets().high_watermark, 1);
-                    assert_eq!(readable(&log, 0).await, (size, size));
+                // Offset 0: one unflushed record, no flush due, visible at once.
+                log.append(batch.clone()).await.unwrap();
+                assert_eq!(log.offsets().high_watermark, 1);
+                assert_eq!(readable(&log, 0).await, (size, size));
 
-                    // Offset 1 must flush; its sync round is held.
-                    let (release, held) = oneshot::channel();
-                    sync.hold_next_round(held);
-                    let waiting = log.wait_for_append();
-                    let flushing = glommio::spawn_local({
-                        let (log, batch) = (log.clone(), batch.clone());
-                        async move { log.append(batch).await.map(|i| i.base_offset) }
-                    });
-                    for _ in 0..2000 {
-                        if log.offsets().log_end == 2 {
-                            break;
-                        }
-                        glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+                // Offset 1 must flush; its sync round is held.
+                let (release, held) = oneshot::channel();
+                sync.hold_next_round(held);
+                let waiting = log.wait_for_append();
+                let flushing = glommio::spawn_local({
+                    let (log, batch) = (log.clone(), batch.clone());
+                    async move { log.append(batch).await.map(|i| i.base_offset) }
+                });
+                for _ in 0..2000 {
+                    if log.offsets().log_end == 2 {
+                        break;
                     }
-                    assert_eq!(log.offsets().log_end, 2, "the append was written");
-                    // Offset 2 needs no flush, but comes after one that waits.
-                    log.append(batch.clone()).await.unwrap();
-                    let o = log.offsets();
-                    assert_eq!((o.log_end, o.high_watermark), (3, 1));
-                    assert_eq!(readable(&log, 0).await, (size, size));
-                    assert_eq!(readable(&log, 1).await, (0, 0));
-                    assert_eq!(readable(&log, 2).await, (0, 0));
-                    assert!(matches!(
-                        log.delete_records_before(2).await,
-                        Err(ReadError::OutOfRange { .. })
-                    ));
+                    glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+                }
+                assert_eq!(log.offsets().log_end, 2, "the append was written");
+                // Offset 2 needs no flush, but comes after one that waits.
+                log.append(batch.clone()).await.unwrap();
+                let o = log.offsets();
+                assert_eq!((o.log_end, o.high_watermark), (3, 1));
+                assert_eq!(readable(&log, 0).await, (size, size));
+                assert_eq!(readable(&log, 1).await, (0, 0));
+                assert_eq!(readable(&log, 2).await, (0, 0));
+                assert!(matches!(
+                    log.delete_records_before(2).await,
+                    Err(ReadError::OutOfRange { .. })
+                ));
 
-                    release.send(()).unwrap();
-                    assert_eq!(flushing.await.unwrap(), 1);
-                    waiting.await.expect("fetch waiters woken by the sync");
-                    assert_eq!(log.offsets().high_watermark, 3);
-                    assert_eq!(readable(&log, 0).await, (3 * size, 3 * size));
-                    assert_eq!(readable(&log, 2).await, (size, size));
-                    std::fs::remove_dir_all(&dir).unwrap();
-                })
-                .unwrap()
-                .join()
-                .unwrap();
+                release.send(()).unwrap();
+                assert_eq!(flushing.await.unwrap(), 1);
+                waiting.await.expect("fetch waiters woken by the sync");
+                assert_eq!(log.offsets().high_watermark, 3);
+                assert_eq!(readable(&log, 0).await, (3 * size, 3 * size));
+                assert_eq!(readable(&log, 2).await, (size, size));
+            });
         }
-    }
-
-    fn now() -> i64 {
-        crate::storage::segment::now_ms()
     }
 }

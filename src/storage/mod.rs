@@ -12,3 +12,23 @@ pub mod segment;
 pub mod sync_group;
 
 pub use log::{AppendError, AppendInfo, LogConfig, Offsets, PartitionLog, ReadError};
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    /// Runs `test` on a glommio executor with a fresh scratch directory, removed after.
+    pub fn on_executor_in_scratch_dir<F, Fut>(name: &str, test: F)
+    where
+        F: FnOnce(std::path::PathBuf) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + 'static,
+    {
+        let dir = std::env::temp_dir().join(format!("ringlog-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let scratch = dir.clone();
+        glommio::LocalExecutorBuilder::default()
+            .spawn(move || test(scratch))
+            .unwrap()
+            .join()
+            .unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -106,42 +106,36 @@ impl SyncGroup {
 mod tests {
     use super::*;
     use crate::storage::file::WriteMode;
+    use crate::storage::test_support::on_executor_in_scratch_dir;
 
     #[test]
     fn requests_made_during_a_round_share_the_next_one() {
-        glommio::LocalExecutorBuilder::default()
-            .spawn(|| async {
-                let dir = std::env::temp_dir().join(format!("ringlog-sync-{}", std::process::id()));
-                std::fs::create_dir_all(&dir).unwrap();
-                let mut files = Vec::new();
-                for i in 0..4 {
-                    let path = dir.join(format!("f{i}"));
-                    let f = LogFile::open(&path, WriteMode::Buffered, true)
-                        .await
-                        .unwrap();
-                    f.append(0, &[&[1u8; 4096]]).await.unwrap();
-                    files.push(Rc::new(f));
-                }
-                let group = Rc::new(SyncGroup::default());
-                // A first request alone: its round starts before anything else asks.
-                let (g, f0) = (group.clone(), files[0].clone());
-                let first = glommio::spawn_local(async move { g.sync(vec![f0]).await });
-                while group.counts().0 == 0 {
-                    glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
-                }
-                // Twenty more, made together (no yield between them): whether or not
-                // the first round is still running, they must share exactly one round.
-                let rest: Vec<_> = (0..20)
-                    .map(|i| group.sync(vec![files[i % 4].clone()]))
-                    .collect();
-                let results = futures::future::join_all(rest).await;
-                first.await.unwrap();
-                assert!(results.iter().all(|r| r.is_ok()));
-                assert_eq!(group.counts(), (2, 21));
-                std::fs::remove_dir_all(&dir).unwrap();
-            })
-            .unwrap()
-            .join()
-            .unwrap();
+        on_executor_in_scratch_dir("sync", |dir| async move {
+            let mut files = Vec::new();
+            for i in 0..4 {
+                let path = dir.join(format!("f{i}"));
+                let f = LogFile::open(&path, WriteMode::Buffered, true)
+                    .await
+                    .unwrap();
+                f.append(0, &[&[1u8; 4096]]).await.unwrap();
+                files.push(Rc::new(f));
+            }
+            let group = Rc::new(SyncGroup::default());
+            // A first request alone: its round starts before anything else asks.
+            let (g, f0) = (group.clone(), files[0].clone());
+            let first = glommio::spawn_local(async move { g.sync(vec![f0]).await });
+            while group.counts().0 == 0 {
+                glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            // Twenty more, made together (no yield between them): whether or not
+            // the first round is still running, they must share exactly one round.
+            let rest: Vec<_> = (0..20)
+                .map(|i| group.sync(vec![files[i % 4].clone()]))
+                .collect();
+            let results = futures::future::join_all(rest).await;
+            first.await.unwrap();
+            assert!(results.iter().all(|r| r.is_ok()));
+            assert_eq!(group.counts(), (2, 21));
+        });
     }
 }

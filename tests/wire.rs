@@ -341,6 +341,39 @@ fn a_long_poll_fetch_wakes_on_append() {
 }
 
 #[test]
+fn a_long_poll_fetch_gathers_min_bytes_from_partitions_on_every_shard() {
+    let b = Broker::start("minbytes", &[]);
+    let mut producer = b.connect();
+    create_topic(&mut producer, "t", 4);
+    let mut consumer = b.connect();
+    // min_bytes needs all four batches, so the fetch must keep what the first owners
+    // returned while it waits for the others (partitions are spread over the shards).
+    let one_batch = batch(2, None).len() as i32;
+    let mut req = fetch_request("t", &[(0, 0), (1, 0), (2, 0), (3, 0)], 60_000);
+    req.min_bytes = 3 * one_batch + 1;
+    let id = consumer.send(ApiKey::Fetch, FETCH_V, &req);
+    for p in 0..4 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert_eq!(produce(&mut producer, "t", p, batch(2, None)), (0, 0));
+    }
+    let (got, resp): (i32, FetchResponse) = consumer.recv(ApiKey::Fetch, FETCH_V);
+    assert_eq!(got, id);
+    let mut partitions: Vec<_> = resp.responses[0]
+        .partitions
+        .iter()
+        .map(|p| {
+            let bases = batch_bases(p.records.as_ref().unwrap());
+            (p.partition_index, bases, p.high_watermark)
+        })
+        .collect();
+    partitions.sort();
+    assert_eq!(
+        partitions,
+        (0..4).map(|p| (p, vec![0], 2)).collect::<Vec<_>>()
+    );
+}
+
+#[test]
 fn idempotent_sequences_are_checked_and_survive_sigkill() {
     let mut b = Broker::start("idempotent", &[]);
     let mut c = b.connect();

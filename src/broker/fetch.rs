@@ -7,6 +7,8 @@
 //! always returned whole, so a consumer can make progress past a large batch.
 
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -93,11 +95,11 @@ async fn read_on_owner(
 
 /// Returns when any of `items` (key, high watermark seen) grows past what was seen,
 /// or after `timeout`.
-async fn wait_on_owner(shard: Rc<Shard>, items: Vec<(PartitionKey, i64)>, timeout: Duration) {
+async fn wait_on_owner(shard: &Shard, items: &[(usize, ReadRequest, i64)], timeout: Duration) {
     let mut waits = Vec::with_capacity(items.len());
-    for (key, seen) in items {
-        let Some(log) = shard.log(&key) else { return };
-        if log.offsets().high_watermark > seen {
+    for (_, r, seen) in items {
+        let Some(log) = shard.log(&r.key) else { return };
+        if log.offsets().high_watermark > *seen {
             return;
         }
         waits.push(log.wait_for_append());
@@ -107,6 +109,61 @@ async fn wait_on_owner(shard: Rc<Shard>, items: Vec<(PartitionKey, i64)>, timeou
     }
     let sleep = glommio::timer::sleep(timeout).boxed_local();
     let _ = select(select_all(waits), sleep).await;
+}
+
+/// A long poll's wait on one owner, and the read after it, in one job: the owner
+/// reads as soon as an append wakes it, so a fetch woken by new data takes one
+/// cross-shard round trip instead of two (a wake-up, then a read). Skips the read if
+/// the fetch is done meanwhile (another owner answered first).
+async fn wait_then_read_on_owner(
+    shard: Rc<Shard>,
+    items: Vec<(usize, ReadRequest, i64)>,
+    timeout: Duration,
+    fetch_done: Arc<AtomicBool>,
+) -> Vec<(usize, ReadResult)> {
+    wait_on_owner(&shard, &items, timeout).await;
+    if fetch_done.load(Ordering::Relaxed) {
+        return Vec::new();
+    }
+    read_on_owner(
+        shard,
+        items.into_iter().map(|(slot, r, _)| (slot, r)).collect(),
+    )
+    .await
+}
+
+/// Sets the flag when dropped: the fetch no longer wants the owners' answers.
+struct DoneOnDrop(Arc<AtomicBool>);
+
+impl Drop for DoneOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Puts an owner's read results into their slots.
+fn store_results(slots: &mut [Slot], answer: impl IntoIterator<Item = (usize, ReadResult)>) {
+    for (slot, r) in answer {
+        let out = &mut slots[slot].result;
+        out.error = r.error;
+        out.high_watermark = r.high_watermark;
+        out.last_stable_offset = r.high_watermark;
+        out.log_start_offset = r.log_start_offset;
+        out.records = r.records;
+    }
+}
+
+/// Whether the fetch can be answered before its wait is over: `min_bytes` (at least
+/// one) are ready, or a partition has an error to report.
+fn slots_satisfy(slots: &[Slot], min_bytes: usize) -> bool {
+    let mut bytes_ready = 0usize;
+    for s in slots.iter().filter(|s| s.target.is_some()) {
+        if s.result.error != ErrorCode::None {
+            return true;
+        }
+        bytes_ready += s.result.records.iter().map(Chunk::len).sum::<usize>();
+    }
+    bytes_ready >= min_bytes.max(1)
 }
 
 pub async fn handle(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcome {
@@ -172,55 +229,47 @@ pub async fn handle(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcom
             });
         }
     }
+    let read_request = |s: &Slot| ReadRequest {
+        key: s.target.expect("only slots with an owner are read").1,
+        offset: s.fetch_offset,
+        max_bytes: s.partition_max_bytes,
+    };
+    let reads = slots
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| s.target.map(|(owner, _)| (owner, i, read_request(s))));
+    let rounds = group_by_owner(reads)
+        .into_iter()
+        .map(|(owner, items)| shard.submit_to(owner, move |s| read_on_owner(s, items)));
+    for answer in futures::future::join_all(rounds).await {
+        store_results(&mut slots, answer.into_iter().flatten());
+    }
     loop {
-        let reads = slots.iter().enumerate().filter_map(|(i, s)| {
-            s.target.map(|(owner, key)| {
-                (
-                    owner,
-                    i,
-                    ReadRequest {
-                        key,
-                        offset: s.fetch_offset,
-                        max_bytes: s.partition_max_bytes,
-                    },
-                )
-            })
-        });
-        let rounds = group_by_owner(reads)
-            .into_iter()
-            .map(|(owner, items)| shard.submit_to(owner, move |s| read_on_owner(s, items)));
-        let mut bytes_ready = 0usize;
-        let mut any_error = false;
-        for (slot, r) in futures::future::join_all(rounds)
-            .await
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let out = &mut slots[slot].result;
-            out.error = r.error;
-            out.high_watermark = r.high_watermark;
-            out.last_stable_offset = r.high_watermark;
-            out.log_start_offset = r.log_start_offset;
-            bytes_ready += r.records.iter().map(Chunk::len).sum::<usize>();
-            any_error |= r.error != ErrorCode::None;
-            out.records = r.records;
-        }
         let now = Instant::now();
-        if bytes_ready >= min_bytes.max(1) || any_error || now >= deadline {
+        if slots_satisfy(&slots, min_bytes) || now >= deadline {
             break;
         }
-        let waits = slots.iter().filter_map(|s| {
-            s.target
-                .map(|(owner, key)| (owner, 0usize, (key, s.result.high_watermark)))
-        });
+        // Wait on every owner; the first to see an append (or its timeout) reads its
+        // partitions and answers, and the check above decides whether that is enough.
         let remaining = deadline - now;
+        let fetch_done = Arc::new(AtomicBool::new(false));
+        let _done_on_drop = DoneOnDrop(fetch_done.clone());
+        let waits = slots.iter().enumerate().filter_map(|(i, s)| {
+            s.target
+                .map(|(owner, _)| (owner, i, (read_request(s), s.result.high_watermark)))
+        });
         let waiting: Vec<_> = group_by_owner(waits)
             .into_iter()
             .map(|(owner, items)| {
-                let items: Vec<(PartitionKey, i64)> = items.into_iter().map(|(_, i)| i).collect();
+                let items: Vec<_> = items
+                    .into_iter()
+                    .map(|(i, (r, seen))| (i, r, seen))
+                    .collect();
+                let fetch_done = fetch_done.clone();
                 shard
-                    .submit_to(owner, move |s| wait_on_owner(s, items, remaining))
+                    .submit_to(owner, move |s| {
+                        wait_then_read_on_owner(s, items, remaining, fetch_done)
+                    })
                     .boxed_local()
             })
             .collect();
@@ -229,8 +278,13 @@ pub async fn handle(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcom
             break;
         }
         let timer = glommio::timer::sleep(remaining).boxed_local();
-        // An append arrived or time ran out: read again; the check above ends the loop.
-        let _ = select(select_all(waiting), timer).await;
+        match select(select_all(waiting), timer).await {
+            futures::future::Either::Left(((Ok(answer), _, _), _)) => {
+                store_results(&mut slots, answer)
+            }
+            // An owner is gone (shutting down) or time ran out: answer with what was read.
+            _ => break,
+        }
     }
     // Response-level max_bytes: later partitions give way once the budget is spent.
     let mut total = 0usize;

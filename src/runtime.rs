@@ -400,6 +400,7 @@ pub fn serve(config: Config) -> Result<(), StartError> {
                     shard = index,
                     sync_rounds = rounds,
                     sync_requests = requests,
+                    remote_jobs_sent = shard.remote_jobs_sent(),
                     faults_injected = crate::storage::fault::injected(),
                     "shard stopped"
                 );

@@ -89,6 +89,11 @@ impl Shard {
         })
     }
 
+    /// Jobs this shard has sent to other shards (each one a cross-shard round trip).
+    pub fn remote_jobs_sent(&self) -> u64 {
+        self.next_reply_id.get()
+    }
+
     /// Runs `f` on shard `target` and returns its result. Local work runs directly.
     ///
     /// The reply comes back over the mesh too, as a job that completes a oneshot on

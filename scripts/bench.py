@@ -261,6 +261,24 @@ def librdkafka_produce(broker, topic, o):
                         "mb_per_s": acked[0] * o["record"] / secs / 1e6}}
 
 
+def host_cpu_ticks():
+    """(steal, total) CPU ticks of the whole machine so far, from /proc/stat: the time
+    a hypervisor gave our vCPUs to someone else, against all time (None where absent)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    # user nice system idle iowait irq softirq steal [guest guest_nice: within user]
+    return (fields[7] if len(fields) > 7 else 0), sum(fields[:8])
+
+
+def steal_fraction(before, after):
+    if not before or not after or after[1] <= before[1]:
+        return None
+    return (after[0] - before[0]) / (after[1] - before[1])
+
+
 def run_workload(broker, name, kind, o, results, a):
     topic = f"bench-{name}-{os.getpid()}-{int(time.time())}"
     if "rate_of" in o:
@@ -276,6 +294,7 @@ def run_workload(broker, name, kind, o, results, a):
         fill = dict(o, acks=1, seconds=o["fill_seconds"])
         perf(["produce"] + topic_args(broker, topic, fill, a.topic_gb), timeout)
     cpu0 = broker.cpu_seconds()
+    host0 = host_cpu_ticks()
     if kind == "produce":
         r = perf(["produce"] + topic_args(broker, topic, o, a.topic_gb), timeout)
     elif kind == "consume":
@@ -297,6 +316,7 @@ def run_workload(broker, name, kind, o, results, a):
     else:
         r = librdkafka_produce(broker, topic, o)
     cpu1 = broker.cpu_seconds()
+    steal = steal_fraction(host0, host_cpu_ticks())
     rss, hwm = broker.rss_mb()
     if not a.keep_topics:
         delete_topic(broker, topic)
@@ -311,6 +331,8 @@ def run_workload(broker, name, kind, o, results, a):
         "broker_cpu_s_per_m_records": cpu / (main["records"] / 1e6) if cpu is not None and main["records"] else None,
         "broker_rss_mb": rss,
         "broker_peak_rss_mb": hwm,
+        # A VM's stolen time: a slow host, not a slow broker (0 on bare metal).
+        "host_steal_fraction": steal,
     }
     if kind == "e2e":
         row["consume_mb_per_s"] = r["consume"]["mb_per_s"]
@@ -347,6 +369,8 @@ def fmt_row(name, row):
         if disk and disk.get("count"):
             extra += (f"; the disk's own fdatasync meanwhile p50/p99 "
                       f"{disk['p50']/1000:.2f}/{disk['p99']/1000:.2f} ms")
+    if row.get("host_steal_fraction"):
+        extra += f"; host steal {row['host_steal_fraction'] * 100:.0f} %"
     return (f"{name:36} {n(main['records_per_s']):>12} {n(main['mb_per_s']):>8} "
             f"{n(row['broker_cpu_s_per_gb'], 2):>8} {n(row['broker_cpu_s_per_m_records'], 3):>8} "
             f"{n(row['broker_rss_mb']):>7} {lat_s:>24}{extra}")

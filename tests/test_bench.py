@@ -26,6 +26,8 @@ def test_a_quick_bench_run_reports_delivered_records(tmp_path):
     produced = rows["produce-1k-acks1-p8"]["result"]["produce"]
     assert produced["records"] > 0 and produced["failed_requests"] == 0
     assert rows["produce-1k-acks1-p8"]["broker_cpu_seconds"] > 0
+    # The host's stolen CPU time over the workload, a fraction of all CPU time.
+    assert 0 <= rows["produce-1k-acks1-p8"]["host_steal_fraction"] < 1
     consumed = rows["consume-1k-p8-cached"]["result"]["consume"]
     assert consumed["records"] > 0
     e2e = rows["latency-1k-p8-25pct"]["result"]

@@ -56,9 +56,10 @@ struct ReadResult {
 
 async fn read_on_owner(
     shard: Rc<Shard>,
-    items: Vec<(usize, ReadRequest)>,
+    items: impl IntoIterator<Item = (usize, ReadRequest)>,
 ) -> Vec<(usize, ReadResult)> {
-    let mut out = Vec::with_capacity(items.len());
+    let items = items.into_iter();
+    let mut out = Vec::with_capacity(items.size_hint().0);
     for (slot, r) in items {
         let result = match shard.log(&r.key) {
             None => ReadResult {
@@ -93,11 +94,11 @@ async fn read_on_owner(
     out
 }
 
-/// Returns when any of `items` (key, high watermark seen) grows past what was seen,
-/// or after `timeout`.
-async fn wait_on_owner(shard: &Shard, items: &[(usize, ReadRequest, i64)], timeout: Duration) {
+/// Returns when the high watermark of any of `items` (slot, (read, high watermark
+/// seen)) grows past what was seen, or after `timeout`.
+async fn wait_on_owner(shard: &Shard, items: &[(usize, (ReadRequest, i64))], timeout: Duration) {
     let mut waits = Vec::with_capacity(items.len());
-    for (_, r, seen) in items {
+    for (_, (r, seen)) in items {
         let Some(log) = shard.log(&r.key) else { return };
         if log.offsets().high_watermark > *seen {
             return;
@@ -117,7 +118,7 @@ async fn wait_on_owner(shard: &Shard, items: &[(usize, ReadRequest, i64)], timeo
 /// the fetch is done meanwhile (another owner answered first).
 async fn wait_then_read_on_owner(
     shard: Rc<Shard>,
-    items: Vec<(usize, ReadRequest, i64)>,
+    items: Vec<(usize, (ReadRequest, i64))>,
     timeout: Duration,
     fetch_done: Arc<AtomicBool>,
 ) -> Vec<(usize, ReadResult)> {
@@ -125,11 +126,7 @@ async fn wait_then_read_on_owner(
     if fetch_done.load(Ordering::Relaxed) {
         return Vec::new();
     }
-    read_on_owner(
-        shard,
-        items.into_iter().map(|(slot, r, _)| (slot, r)).collect(),
-    )
-    .await
+    read_on_owner(shard, items.into_iter().map(|(slot, (r, _))| (slot, r))).await
 }
 
 /// Sets the flag when dropped: the fetch no longer wants the owners' answers.
@@ -261,10 +258,6 @@ pub async fn handle(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcom
         let waiting: Vec<_> = group_by_owner(waits)
             .into_iter()
             .map(|(owner, items)| {
-                let items: Vec<_> = items
-                    .into_iter()
-                    .map(|(i, (r, seen))| (i, r, seen))
-                    .collect();
                 let fetch_done = fetch_done.clone();
                 shard
                     .submit_to(owner, move |s| {

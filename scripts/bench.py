@@ -73,6 +73,32 @@ def workloads(a):
 # --- a broker under test ----------------------------------------------------------
 
 
+def placement(a):
+    """(broker CPUs, load-generator CPUs), disjoint: the first half of the CPUs this
+    script may use (at least one) run the broker, the rest the load generators. On a
+    machine with few CPUs the two would otherwise preempt each other: on the 2-vCPU
+    development VM, a 2-shard broker beside an unpinned generator spent twice the CPU
+    per GB (cross-shard wake-ups) and its e2e p99 at 465 MB/s was 19-71 ms, against
+    1.0-2.3 ms for one shard on CPU 0 with the generator on CPU 1 (tuning/README.md).
+    None where CPUs are shared (--placement shared, one CPU, or --bootstrap)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if a.placement == "shared" or a.bootstrap or len(cpus) < 2:
+        return None
+    half = max(1, len(cpus) // 2)
+    return cpus[:half], cpus[half:]
+
+
+def cpu_list(cpus):
+    return ",".join(str(c) for c in cpus)
+
+
+def pinned_to(cpus):
+    """A Popen preexec_fn that moves the child onto `cpus` (None: leave it)."""
+    if not cpus:
+        return None
+    return lambda: os.sched_setaffinity(0, cpus)
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -139,10 +165,13 @@ def start_ringlog(a, mode=None):
            "--override", f"log.dirs={workdir}/data"]
     if mode:
         cmd += ["--override", f"ringlog.log.write.mode={mode}"]
+    if a.broker_cpus:
+        cmd += ["--override", f"ringlog.cpus={cpu_list(a.broker_cpus)}"]
     for o in a.override:
         cmd += ["--override", o]
     logf = open(os.path.join(workdir, "broker.log"), "w")
-    proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT,
+                            preexec_fn=pinned_to(a.broker_cpus))
     wait_for_port(port, proc)
     log(f"== ringlog started (pid {proc.pid}, {' '.join(cmd[2:])})")
     return Broker(f"ringlog-{mode}" if mode else "ringlog", f"127.0.0.1:{port}", proc=proc,
@@ -171,7 +200,8 @@ def start_tansu(a):
            "--storage-engine", storage]
     logf = open(os.path.join(workdir, "broker.log"), "w")
     proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, cwd=workdir,
-                            env=dict(os.environ, RUST_LOG="warn"))
+                            env=dict(os.environ, RUST_LOG="warn"),
+                            preexec_fn=pinned_to(a.broker_cpus))
     wait_for_port(port, proc)
     log(f"== tansu started (pid {proc.pid}, storage {storage})")
     return Broker(f"tansu-{a.peer_storage}", f"127.0.0.1:{port}", proc=proc, workdir=workdir)
@@ -380,8 +410,13 @@ HEADER = (f"{'workload':36} {'records/s':>12} {'MB/s':>8} {'CPU-s/GB':>8} {'CPU-
           f"{'RSS MB':>7} {'latency ms p50/p99/p99.9/max':>24}")
 
 
-def print_table(name, rows, probe):
+def print_table(name, rows, probe, a):
     print(f"\n## {name}")
+    if a.broker_cpus:
+        print(f"placement: broker on CPUs {cpu_list(a.broker_cpus)}, load generators on CPUs "
+              f"{cpu_list(a.load_cpus)}")
+    else:
+        print("placement: broker and load generators share every CPU")
     if probe:
         f = probe["fdatasync_us"]
         print(f"machine: loopback {n(probe['loopback_mb_per_s'])} MB/s, O_DIRECT 1 MiB writes "
@@ -494,11 +529,11 @@ class KeepAwake:
     without, under the same fsync workload) and every latency row measured worse
     (tuning/README.md)."""
 
-    def __init__(self):
-        self.procs = []
+    def __init__(self, cpus):
+        self.cpus, self.procs = cpus, []
 
     def __enter__(self):
-        for cpu in sorted(os.sched_getaffinity(0)):
+        for cpu in self.cpus:
             self.procs.append(subprocess.Popen(
                 ["chrt", "-i", "0", "taskset", "-c", str(cpu), "sh", "-c", "while :; do :; done"]))
         return self
@@ -531,6 +566,9 @@ def main():
     p.add_argument("--keep-awake", action="store_true",
                    help="run a SCHED_IDLE busy loop per CPU (see KeepAwake); off by default: "
                         "on this kind of VM it made the disk's fdatasync p99 several times worse")
+    p.add_argument("--placement", choices=["split", "shared"], default="split",
+                   help="split: brokers on the first half of the CPUs, load generators on "
+                        "the rest (see placement()); shared: everything on every CPU")
     p.add_argument("--workdir", default=None, help="where broker data goes (default: $TMPDIR)")
     p.add_argument("--json", default=None, help="where to write the results")
     a = p.parse_args()
@@ -546,7 +584,18 @@ def main():
     finally:
         shutil.rmtree(probe_dir, ignore_errors=True)
 
-    keep_awake = KeepAwake() if a.keep_awake else contextlib.nullcontext()
+    # After the probe, which measures every CPU: brokers started from here on run on
+    # their CPUs, and this process, the generators it starts and librdkafka's threads
+    # on the others.
+    every_cpu = sorted(os.sched_getaffinity(0))
+    split = placement(a)
+    a.broker_cpus, a.load_cpus = split if split else (None, None)
+    if a.load_cpus:
+        os.sched_setaffinity(0, a.load_cpus)
+        log(f"== placement: brokers on CPUs {cpu_list(a.broker_cpus)}, "
+            f"load generators on CPUs {cpu_list(a.load_cpus)}")
+
+    keep_awake = KeepAwake(every_cpu) if a.keep_awake else contextlib.nullcontext()
     with keep_awake:
         runs, zero_copy = run_brokers(a)
     report(a, started, probe, runs, zero_copy)
@@ -578,7 +627,7 @@ def run_brokers(a):
 
 def report(a, started, probe, runs, zero_copy):
     for name, rows in runs.items():
-        print_table(name, rows, probe)
+        print_table(name, rows, probe, a)
     if zero_copy:
         z, c = zero_copy["zero-copy"], zero_copy["copying"]
         print(f"\nfetch from the page cache, broker CPU-s per GB (3 rounds each, alternating): "
@@ -599,6 +648,7 @@ def report(a, started, probe, runs, zero_copy):
     with open(out, "w") as f:
         json.dump({"started": started.isoformat(), "command": sys.argv, "machine": machine(),
                    "cpus_kept_awake": a.keep_awake,
+                   "placement": {"broker_cpus": a.broker_cpus, "load_generator_cpus": a.load_cpus},
                    "probe": probe, "runs": runs, "zero_copy_check": zero_copy}, f, indent=1)
     print(f"results: {out}")
 

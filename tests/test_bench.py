@@ -2,6 +2,7 @@
 workloads must complete, and what the load generator says it produced must be what
 its consumers read back (so its throughput figures count real, delivered records)."""
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -22,6 +23,13 @@ def test_a_quick_bench_run_reports_delivered_records(tmp_path):
     probe = report["probe"]
     assert probe["loopback_mb_per_s"] > 0 and probe["disk_write_mb_per_s"] > 0
     assert probe["fdatasync_us"]["count"] == 500
+    # Broker and load generators on disjoint CPUs (the default placement), where
+    # there are two CPUs to split.
+    placement = report["placement"]
+    if len(os.sched_getaffinity(0)) > 1:
+        broker, load = set(placement["broker_cpus"]), set(placement["load_generator_cpus"])
+        assert broker and load and broker.isdisjoint(load)
+        assert "placement: broker on CPUs" in p.stdout
     rows = report["runs"]["ringlog-buffered"]
     produced = rows["produce-1k-acks1-p8"]["result"]["produce"]
     assert produced["records"] > 0 and produced["failed_requests"] == 0

@@ -73,15 +73,14 @@ def workloads(a):
 # --- a broker under test ----------------------------------------------------------
 
 
-def placement(a):
-    """(broker CPUs, load-generator CPUs), disjoint: the first half of the CPUs this
-    script may use (at least one) run the broker, the rest the load generators. On a
+def placement(a, cpus):
+    """(broker CPUs, load-generator CPUs), disjoint: the first half of `cpus` (those
+    this script may use; at least one) run the broker, the rest the load generators. On a
     machine with few CPUs the two would otherwise preempt each other: on the 2-vCPU
     development VM, a 2-shard broker beside an unpinned generator spent twice the CPU
     per GB (cross-shard wake-ups) and its e2e p99 at 465 MB/s was 19-71 ms, against
     1.0-2.3 ms for one shard on CPU 0 with the generator on CPU 1 (tuning/README.md).
     None where CPUs are shared (--placement shared, one CPU, or --bootstrap)."""
-    cpus = sorted(os.sched_getaffinity(0))
     if a.placement == "shared" or a.bootstrap or len(cpus) < 2:
         return None
     half = max(1, len(cpus) // 2)
@@ -90,6 +89,13 @@ def placement(a):
 
 def cpu_list(cpus):
     return ",".join(str(c) for c in cpus)
+
+
+def placement_text(a):
+    if a.broker_cpus:
+        return (f"broker on CPUs {cpu_list(a.broker_cpus)}, load generators on CPUs "
+                f"{cpu_list(a.load_cpus)}")
+    return "broker and load generators share every CPU"
 
 
 def pinned_to(cpus):
@@ -412,11 +418,7 @@ HEADER = (f"{'workload':36} {'records/s':>12} {'MB/s':>8} {'CPU-s/GB':>8} {'CPU-
 
 def print_table(name, rows, probe, a):
     print(f"\n## {name}")
-    if a.broker_cpus:
-        print(f"placement: broker on CPUs {cpu_list(a.broker_cpus)}, load generators on CPUs "
-              f"{cpu_list(a.load_cpus)}")
-    else:
-        print("placement: broker and load generators share every CPU")
+    print(f"placement: {placement_text(a)}")
     if probe:
         f = probe["fdatasync_us"]
         print(f"machine: loopback {n(probe['loopback_mb_per_s'])} MB/s, O_DIRECT 1 MiB writes "
@@ -588,12 +590,11 @@ def main():
     # their CPUs, and this process, the generators it starts and librdkafka's threads
     # on the others.
     every_cpu = sorted(os.sched_getaffinity(0))
-    split = placement(a)
+    split = placement(a, every_cpu)
     a.broker_cpus, a.load_cpus = split if split else (None, None)
     if a.load_cpus:
         os.sched_setaffinity(0, a.load_cpus)
-        log(f"== placement: brokers on CPUs {cpu_list(a.broker_cpus)}, "
-            f"load generators on CPUs {cpu_list(a.load_cpus)}")
+    log(f"== placement: {placement_text(a)}")
 
     keep_awake = KeepAwake(every_cpu) if a.keep_awake else contextlib.nullcontext()
     with keep_awake:

@@ -125,7 +125,9 @@ pub fn encode_request<Req: Encodable>(
     correlation: i32,
     request: &Req,
 ) -> io::Result<Vec<u8>> {
-    let mut buf = BytesMut::with_capacity(256);
+    // Sized once: a produce request carries up to a megabyte of batches.
+    let body_size = request.compute_size(version).unwrap_or(0);
+    let mut buf = BytesMut::with_capacity(256 + body_size);
     buf.put_i32(0);
     let header = RequestHeader::default()
         .with_request_api_key(key as i16)
@@ -138,7 +140,7 @@ pub fn encode_request<Req: Encodable>(
         .map_err(|e| other(format!("encoding {key:?} v{version}: {e}")))?;
     let size = (buf.len() - 4) as i32;
     buf[..4].copy_from_slice(&size.to_be_bytes());
-    Ok(buf.to_vec())
+    Ok(Vec::from(buf))
 }
 
 /// Puts a new correlation id into an encoded request frame.

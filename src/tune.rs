@@ -180,6 +180,46 @@ fn discard_check(log_dir: &Path) -> Check {
     }
 }
 
+/// virtio-balloon's feature bit for free page reporting (VIRTIO_BALLOON_F_REPORTING).
+const BALLOON_F_REPORTING: usize = 5;
+
+/// Whether a virtio device's `features` file (one '0'/'1' per feature bit, bit 0
+/// first) has free page reporting.
+fn reports_free_pages(features: &str) -> bool {
+    features.as_bytes().get(BALLOON_F_REPORTING) == Some(&b'1')
+}
+
+/// Free page reporting hands memory the guest frees back to the host, which then
+/// faults it in again on the next use. The page cache takes new pages for every
+/// buffered write, so each costs such a fault (measured on the development VM: `dd`
+/// into a new file at 0.9-1.4 GB/s from long-freed memory, 6.1 GB/s from pages freed
+/// just before).
+fn free_page_reporting_check() -> Check {
+    let balloons: Vec<String> = std::fs::read_dir("/sys/bus/virtio/devices")
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| {
+                    std::fs::read_link(e.path().join("driver"))
+                        .is_ok_and(|l| l.ends_with("virtio_balloon"))
+                })
+                .filter_map(|e| read(e.path().join("features")))
+                .collect()
+        })
+        .unwrap_or_default();
+    let on = balloons.iter().any(|f| reports_free_pages(f));
+    Check {
+        name: "virtio-balloon page reporting".into(),
+        current: match (balloons.is_empty(), on) {
+            (true, _) => "no balloon device".into(),
+            (false, true) => "on".into(),
+            (false, false) => "off".into(),
+        },
+        recommended: "off, or write mode direct".into(),
+        status: if on { Status::Off } else { Status::Ok },
+        why: "freed memory goes back to the host: every new page-cache page costs a host fault",
+    }
+}
+
 pub fn checks(log_dir: &Path) -> Vec<Check> {
     let mut out = Vec::new();
 
@@ -336,6 +376,8 @@ pub fn checks(log_dir: &Path) -> Vec<Check> {
 
     out.push(discard_check(log_dir));
 
+    out.push(free_page_reporting_check());
+
     out.push(equals(
         "clock source".into(),
         read("/sys/devices/system/clocksource/clocksource0/current_clocksource"),
@@ -398,6 +440,15 @@ mod tests {
 30 22 0:26 / /tmp rw,nosuid - tmpfs tmpfs rw,size=100k
 31 22 259:1 / /var/lib/ringlog rw,noatime shared:5 - xfs /dev/nvme0n1 rw,attr2
 ";
+
+    #[test]
+    fn free_page_reporting_is_feature_bit_5() {
+        // This development VM's balloon: stats queue, deflate on OOM, reporting.
+        assert!(reports_free_pages("0110010100000000"));
+        assert!(!reports_free_pages("0110000100000000"));
+        assert!(!reports_free_pages("01100"));
+        assert!(!reports_free_pages(""));
+    }
 
     #[test]
     fn the_longest_mount_point_holding_the_path_wins() {

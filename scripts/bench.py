@@ -421,9 +421,11 @@ def print_table(name, rows, probe, a):
     print(f"placement: {placement_text(a)}")
     if probe:
         f = probe["fdatasync_us"]
+        m = machine()
         print(f"machine: loopback {n(probe['loopback_mb_per_s'])} MB/s, O_DIRECT 1 MiB writes "
               f"{n(probe['disk_write_mb_per_s'])} MB/s, fdatasync p50/p99 "
-              f"{f['p50']/1000:.2f}/{f['p99']/1000:.2f} ms")
+              f"{f['p50']/1000:.2f}/{f['p99']/1000:.2f} ms; TCP {m['tcp_congestion_control']}, "
+              f"qdisc {m['default_qdisc']}")
         st = probe.get("cpu_stalls")
         if st:
             print(f"CPU stalls (a busy loop per CPU, {st['seconds_per_cpu']:.0f} s each): "
@@ -466,6 +468,14 @@ def machine():
             info["memory_gb"] = round(int(f.readline().split()[1]) / 1024 / 1024, 1)
     except OSError:
         pass
+    # TCP pacing changes what a fetch costs (tuning/README.md, "TCP pacing").
+    for key, path in (("tcp_congestion_control", "net/ipv4/tcp_congestion_control"),
+                      ("default_qdisc", "net/core/default_qdisc")):
+        try:
+            with open(f"/proc/sys/{path}") as f:
+                info[key] = f.read().strip()
+        except OSError:
+            info[key] = "unknown"
     return info
 
 

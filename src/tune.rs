@@ -220,6 +220,35 @@ fn free_page_reporting_check() -> Check {
     }
 }
 
+/// TCP congestion control: BBR paces each socket's sending, and without the `fq`
+/// qdisc (which paces for it) TCP paces itself with a high-resolution timer per burst.
+/// Measured on the development VM, a fetch from the page cache by sendfile cost 0.26-0.29
+/// broker CPU-s per GB with bbr against 0.124 with cubic (copying: 0.24-0.25 and 0.23).
+fn congestion_control_check() -> Check {
+    let cc = sysctl("net.ipv4.tcp_congestion_control");
+    let qdisc = sysctl("net.core.default_qdisc");
+    let status = congestion_status(cc.as_deref(), qdisc.as_deref());
+    Check {
+        name: "TCP congestion control".into(),
+        current: format!(
+            "{}, qdisc {}",
+            cc.as_deref().unwrap_or("unreadable"),
+            qdisc.as_deref().unwrap_or("unreadable")
+        ),
+        recommended: "cubic (or bbr with fq)".into(),
+        status,
+        why: "bbr without fq paces every socket with a kernel timer: fetches cost twice the CPU",
+    }
+}
+
+fn congestion_status(cc: Option<&str>, default_qdisc: Option<&str>) -> Status {
+    match (cc, default_qdisc) {
+        (None, _) => Status::Unknown,
+        (Some("bbr"), q) if q != Some("fq") => Status::Off,
+        _ => Status::Ok,
+    }
+}
+
 pub fn checks(log_dir: &Path) -> Vec<Check> {
     let mut out = Vec::new();
 
@@ -378,6 +407,8 @@ pub fn checks(log_dir: &Path) -> Vec<Check> {
 
     out.push(free_page_reporting_check());
 
+    out.push(congestion_control_check());
+
     out.push(equals(
         "clock source".into(),
         read("/sys/devices/system/clocksource/clocksource0/current_clocksource"),
@@ -440,6 +471,21 @@ mod tests {
 30 22 0:26 / /tmp rw,nosuid - tmpfs tmpfs rw,size=100k
 31 22 259:1 / /var/lib/ringlog rw,noatime shared:5 - xfs /dev/nvme0n1 rw,attr2
 ";
+
+    #[test]
+    fn bbr_is_off_unless_fq_paces_for_it() {
+        assert_eq!(
+            congestion_status(Some("bbr"), Some("pfifo_fast")),
+            Status::Off
+        );
+        assert_eq!(congestion_status(Some("bbr"), None), Status::Off);
+        assert_eq!(congestion_status(Some("bbr"), Some("fq")), Status::Ok);
+        assert_eq!(
+            congestion_status(Some("cubic"), Some("pfifo_fast")),
+            Status::Ok
+        );
+        assert_eq!(congestion_status(None, Some("fq")), Status::Unknown);
+    }
 
     #[test]
     fn free_page_reporting_is_feature_bit_5() {

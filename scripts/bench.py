@@ -416,16 +416,15 @@ HEADER = (f"{'workload':36} {'records/s':>12} {'MB/s':>8} {'CPU-s/GB':>8} {'CPU-
           f"{'RSS MB':>7} {'latency ms p50/p99/p99.9/max':>24}")
 
 
-def print_table(name, rows, probe, a):
+def print_table(name, rows, probe, facts, a):
     print(f"\n## {name}")
     print(f"placement: {placement_text(a)}")
     if probe:
         f = probe["fdatasync_us"]
-        m = machine()
         print(f"machine: loopback {n(probe['loopback_mb_per_s'])} MB/s, O_DIRECT 1 MiB writes "
               f"{n(probe['disk_write_mb_per_s'])} MB/s, fdatasync p50/p99 "
-              f"{f['p50']/1000:.2f}/{f['p99']/1000:.2f} ms; TCP {m['tcp_congestion_control']}, "
-              f"qdisc {m['default_qdisc']}")
+              f"{f['p50']/1000:.2f}/{f['p99']/1000:.2f} ms; TCP {facts['tcp_congestion_control']}, "
+              f"qdisc {facts['default_qdisc']}")
         st = probe.get("cpu_stalls")
         if st:
             print(f"CPU stalls (a busy loop per CPU, {st['seconds_per_cpu']:.0f} s each): "
@@ -637,8 +636,9 @@ def run_brokers(a):
 
 
 def report(a, started, probe, runs, zero_copy):
+    facts = machine()
     for name, rows in runs.items():
-        print_table(name, rows, probe, a)
+        print_table(name, rows, probe, facts, a)
     if zero_copy:
         z, c = zero_copy["zero-copy"], zero_copy["copying"]
         print(f"\nfetch from the page cache, broker CPU-s per GB (3 rounds each, alternating): "
@@ -657,7 +657,7 @@ def report(a, started, probe, runs, zero_copy):
                                  f"bench-{started.strftime('%Y%m%dT%H%M%SZ')}.json")
     os.makedirs(os.path.dirname(out), exist_ok=True)
     with open(out, "w") as f:
-        json.dump({"started": started.isoformat(), "command": sys.argv, "machine": machine(),
+        json.dump({"started": started.isoformat(), "command": sys.argv, "machine": facts,
                    "cpus_kept_awake": a.keep_awake,
                    "placement": {"broker_cpus": a.broker_cpus, "load_generator_cpus": a.load_cpus},
                    "probe": probe, "runs": runs, "zero_copy_check": zero_copy}, f, indent=1)

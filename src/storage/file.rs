@@ -13,8 +13,10 @@
 //!   the partial block at the end of the log is kept in memory and written again,
 //!   followed by the new bytes and zero padding, with the next append. The zero padding
 //!   past the logical end is never read as data (readers stop at the segment's size;
-//!   recovery cuts it). Space is preallocated in large steps so that appends rarely
-//!   allocate blocks.
+//!   recovery cuts it). Writes are aligned to the file system's block, and space is
+//!   preallocated in large steps *inside* the file's size, so that ext4 can issue an
+//!   append's write without blocking and io_uring need not hand it to a worker thread
+//!   (see `DirectFile::append`).
 //!
 //! In both modes sealing a segment (roll, shutdown) trims the file to its logical size,
 //! which frees the preallocated space past it; recovery's cut does the same.
@@ -40,6 +42,13 @@ use super::fault;
 /// quiet one (of thousands on a broker) holds at most twice its data, and 1 MiB more.
 const PREALLOCATE_STEP_MIN_BYTES: u64 = 1 << 20;
 const PREALLOCATE_STEP_MAX_BYTES: u64 = 32 << 20;
+
+/// The largest block a direct file aligns its writes to (a file system reporting a
+/// larger preferred size, such as a RAID stripe, gets the device's alignment instead).
+const MAX_BLOCK_BYTES: u64 = 64 << 10;
+
+/// Zero padding for the last block of a direct write.
+static ZEROS: [u8; MAX_BLOCK_BYTES as usize] = [0; MAX_BLOCK_BYTES as usize];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriteMode {
@@ -81,6 +90,12 @@ struct BufferedLog {
 
 struct DirectFile {
     file: DmaFile,
+    /// Writes start and end on multiples of this: the larger of the device's direct
+    /// I/O alignment (its logical block, often 512 bytes) and the file system's block.
+    /// A write that covers part of a file system block makes ext4 take the inode lock
+    /// exclusively and wait for the write to finish, and io_uring hands every such
+    /// write to a worker thread.
+    block: u64,
     /// Logical end: the bytes of the log. The file may extend past it (zero padding
     /// to the block, preallocated space).
     end: Cell<u64>,
@@ -104,17 +119,28 @@ impl LogFile {
                 file: options.buffered_open(path).await.map_err(to_io)?,
                 space: Preallocation::default(),
             }),
-            WriteMode::Direct => Inner::Direct(DirectFile {
-                file: {
-                    if let Some(dir) = path.parent() {
-                        prime_direct_io(dir).await?;
-                    }
-                    options.dma_open(path).await.map_err(to_io)?
-                },
-                end: Cell::new(0),
-                tail: RefCell::new(Vec::new()),
-                space: Preallocation::default(),
-            }),
+            WriteMode::Direct => {
+                if let Some(dir) = path.parent() {
+                    prime_direct_io(dir).await?;
+                }
+                let file = options.dma_open(path).await.map_err(to_io)?;
+                let fs_block = fs_block_size(file.as_raw_fd());
+                let block = if fs_block > file.alignment()
+                    && fs_block.is_multiple_of(file.alignment())
+                    && fs_block <= MAX_BLOCK_BYTES
+                {
+                    fs_block
+                } else {
+                    file.alignment()
+                };
+                Inner::Direct(DirectFile {
+                    file,
+                    block,
+                    end: Cell::new(0),
+                    tail: RefCell::new(Vec::new()),
+                    space: Preallocation::default(),
+                })
+            }
         };
         Ok(LogFile {
             inner,
@@ -211,7 +237,7 @@ impl LogFile {
             Inner::Direct(d) => {
                 d.file.truncate(size).await.map_err(to_io)?;
                 d.space.cut();
-                let block = d.file.align_down(size);
+                let block = d.align_down(size);
                 let tail = if size > block {
                     let read = d.file.read_at(block, (size - block) as usize).await;
                     let read = read.map_err(to_io)?;
@@ -259,6 +285,17 @@ impl LogFile {
     }
 }
 
+/// The file system's block size for `fd` (`st_blksize`), 0 if unknown.
+fn fs_block_size(fd: std::os::fd::RawFd) -> u64 {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat fills `st` on success; it is read only then.
+    if unsafe { libc::fstat(fd, st.as_mut_ptr()) } != 0 {
+        return 0;
+    }
+    let size = unsafe { st.assume_init() }.st_blksize;
+    u64::try_from(size).unwrap_or(0)
+}
+
 thread_local! {
     /// Devices on which this thread's glommio has already probed for polled I/O.
     static PRIMED_DEVICES: RefCell<std::collections::HashSet<u64>> = RefCell::default();
@@ -288,8 +325,9 @@ async fn prime_direct_io(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// How far a log file's space is allocated ahead of its appends (`fallocate` with
-/// `KEEP_SIZE`, a step at a time; see `PREALLOCATE_STEP_MIN_BYTES`). Only a hint for
+/// How far a log file's space is allocated ahead of its appends (`fallocate`, a step
+/// at a time; see `PREALLOCATE_STEP_MIN_BYTES`; buffered files keep their size,
+/// direct files grow to cover the space). Only a hint for
 /// speed: where `fallocate` fails (unsupported, or the disk is full) the appends still
 /// work, allocating as they go, and it is tried again one step later, not per append.
 #[derive(Default)]
@@ -303,14 +341,14 @@ impl Preallocation {
     /// by the append: a `fallocate` takes the inode's lock, which the append's write
     /// would wait for anyway (tried in a task of its own ahead of the appends: no
     /// better).
-    async fn cover<F>(&self, stop: u64, fallocate_keep_size: impl FnOnce(u64) -> F)
+    async fn cover<F>(&self, stop: u64, fallocate: impl FnOnce(u64) -> F)
     where
         F: std::future::Future<Output = glommio::Result<(), ()>>,
     {
         if stop > self.allocated.get() {
             let step = stop.clamp(PREALLOCATE_STEP_MIN_BYTES, PREALLOCATE_STEP_MAX_BYTES);
             let target = stop + step;
-            let _ = fallocate_keep_size(target).await;
+            let _ = fallocate(target).await;
             self.allocated.set(target);
         }
     }
@@ -323,6 +361,25 @@ impl Preallocation {
     fn used(&self) -> bool {
         self.allocated.get() > 0
     }
+}
+
+/// Copies `bytes` into `out`, whose buffers are taken as one run of bytes, from
+/// position `at` of that run on; returns the position after them.
+fn copy_across(out: &mut [&mut [u8]], at: usize, bytes: &[u8]) -> usize {
+    let (mut pos, mut rest, mut base) = (at, bytes, 0);
+    for o in out.iter_mut() {
+        let end = base + o.len();
+        if !rest.is_empty() && pos < end {
+            let from = pos - base;
+            let n = rest.len().min(o.len() - from);
+            o[from..from + n].copy_from_slice(&rest[..n]);
+            rest = &rest[n..];
+            pos += n;
+        }
+        base = end;
+    }
+    debug_assert!(rest.is_empty(), "bytes past the buffers");
+    pos
 }
 
 /// An owned copy of `parts` (concatenated) from byte `from` on.
@@ -384,6 +441,14 @@ pub async fn write_all_at(
 }
 
 impl DirectFile {
+    fn align_down(&self, v: u64) -> u64 {
+        v - v % self.block
+    }
+
+    fn align_up(&self, v: u64) -> u64 {
+        self.align_down(v + self.block - 1)
+    }
+
     async fn append(&self, pos: u64, parts: &[&[u8]]) -> io::Result<()> {
         if pos != self.end.get() {
             return Err(io::Error::other(format!(
@@ -392,30 +457,59 @@ impl DirectFile {
             )));
         }
         let len: u64 = parts.iter().map(|p| p.len() as u64).sum();
-        let start = self.file.align_down(pos);
-        let stop = self.file.align_up(pos + len);
+        let start = self.align_down(pos);
+        let stop = self.align_up(pos + len);
+        // Preallocated space is inside the file's size (no KEEP_SIZE): a write that
+        // extends the file makes ext4 take the inode lock exclusively and wait for
+        // the write, so io_uring would hand every append to a worker thread.
         self.space
-            .cover(stop, |target| self.file.pre_allocate(target, true))
+            .cover(stop, |target| self.file.pre_allocate(target, false))
             .await;
-        // The one copy on this path: request bytes into the aligned DMA buffer.
-        let mut buf = self.file.alloc_dma_buffer((stop - start) as usize);
-        {
-            let out = buf.as_bytes_mut();
-            let tail = self.tail.borrow();
-            let mut at = tail.len();
-            out[..at].copy_from_slice(&tail);
-            for p in parts {
-                out[at..at + p.len()].copy_from_slice(p);
-                at += p.len();
-            }
-            out[at..].fill(0);
+        // The block holding `pos` was written by the previous append, the blocks after
+        // it only preallocated (unwritten). ext4 issues a write without blocking only
+        // if all of it is one kind, so the two parts are written separately, at once.
+        let split = if start < pos && stop > start + self.block {
+            start + self.block
+        } else {
+            stop
+        };
+        // The one copy on this path: request bytes into the aligned DMA buffers.
+        let mut bufs = vec![self.file.alloc_dma_buffer((split - start) as usize)];
+        if split < stop {
+            bufs.push(self.file.alloc_dma_buffer((stop - split) as usize));
         }
-        let buf = Rc::new(buf);
-        self.write_blocks(&buf, start).await?;
+        {
+            let mut out: Vec<&mut [u8]> = bufs.iter_mut().map(|b| b.as_bytes_mut()).collect();
+            let tail = self.tail.borrow();
+            let mut at = 0;
+            for bytes in std::iter::once(&tail[..]).chain(parts.iter().copied()) {
+                at = copy_across(&mut out, at, bytes);
+            }
+            let total: usize = out.iter().map(|o| o.len()).sum();
+            copy_across(&mut out, at, &ZEROS[..total - at]);
+        }
+        let bufs: Vec<Rc<DmaBuffer>> = bufs.into_iter().map(Rc::new).collect();
+        match &bufs[..] {
+            [whole] => self.write_blocks(whole, start).await?,
+            [head, rest] => {
+                futures::future::try_join(
+                    self.write_blocks(head, start),
+                    self.write_blocks(rest, split),
+                )
+                .await?;
+            }
+            _ => unreachable!("one or two buffers"),
+        }
         let end = pos + len;
-        let block = self.file.align_down(end);
-        let bytes = buf.as_bytes();
-        *self.tail.borrow_mut() = bytes[(block - start) as usize..(end - start) as usize].to_vec();
+        let block = self.align_down(end);
+        let (holder, holder_start) = if block >= split {
+            (bufs.last().expect("a buffer"), split)
+        } else {
+            (&bufs[0], start)
+        };
+        let bytes = holder.as_bytes();
+        *self.tail.borrow_mut() =
+            bytes[(block - holder_start) as usize..(end - holder_start) as usize].to_vec();
         self.end.set(end);
         Ok(())
     }
@@ -426,7 +520,7 @@ impl DirectFile {
         let total = buf.len();
         let mut done = 0usize;
         while done < total {
-            let from = self.file.align_down(done as u64) as usize;
+            let from = self.align_down(done as u64) as usize;
             let remaining = total - from;
             let (want, failure) = match fault::before_write(remaining) {
                 fault::WriteFault::None => (remaining, None),
@@ -434,7 +528,7 @@ impl DirectFile {
                 fault::WriteFault::Fail { written, errno } => (written, Some(fault::error(errno))),
             };
             // Direct writes are whole blocks: a fault's cut rounds down to one.
-            let want = self.file.align_down(want as u64) as usize;
+            let want = self.align_down(want as u64) as usize;
             let written = if want == 0 {
                 0
             } else if from == 0 && want == total {
@@ -479,6 +573,16 @@ mod tests {
         assert_eq!(concat_from(&parts, 3), b"defg");
         assert_eq!(concat_from(&parts, 5), b"fg");
         assert_eq!(concat_from(&parts, 7), b"");
+    }
+
+    #[test]
+    fn copy_across_fills_buffers_as_one_run() {
+        let (mut a, mut b) = ([0u8; 3], [0u8; 4]);
+        let mut out: [&mut [u8]; 2] = [&mut a, &mut b];
+        let at = copy_across(&mut out, 0, b"ab");
+        let at = copy_across(&mut out, at, b"cde");
+        assert_eq!(copy_across(&mut out, at, b"fg"), 7);
+        assert_eq!((&a, &b), (b"abc", b"defg"));
     }
 
     /// Appends allocate space a step ahead (so that they take no block-allocation

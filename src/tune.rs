@@ -180,6 +180,81 @@ fn discard_check(log_dir: &Path) -> Check {
     }
 }
 
+/// ext2/3/4 superblock: where it starts on the device, and where its magic number and
+/// its compatible-feature flags lie within it.
+const EXT_SUPERBLOCK_AT: usize = 1024;
+const EXT_MAGIC_AT: usize = 0x38;
+const EXT_MAGIC: u16 = 0xEF53;
+const EXT_FEATURE_COMPAT_AT: usize = 0x5C;
+const EXT_FEATURE_COMPAT_HAS_JOURNAL: u32 = 0x4;
+
+/// Whether the ext2/3/4 file system whose first bytes are `device_start` has a
+/// journal; `None` if they hold no ext superblock.
+fn ext_has_journal(device_start: &[u8]) -> Option<bool> {
+    let sb = device_start.get(EXT_SUPERBLOCK_AT..)?;
+    let magic = u16::from_le_bytes(sb.get(EXT_MAGIC_AT..EXT_MAGIC_AT + 2)?.try_into().ok()?);
+    if magic != EXT_MAGIC {
+        return None;
+    }
+    let at = EXT_FEATURE_COMPAT_AT;
+    let compat = u32::from_le_bytes(sb.get(at..at + 4)?.try_into().ok()?);
+    Some(compat & EXT_FEATURE_COMPAT_HAS_JOURNAL != 0)
+}
+
+/// The kernel's name of the device (partition) holding `dir` (`vda`, `nvme0n1p1`).
+fn device_name_of(dir: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata(dir).ok()?.dev();
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    let uevent = read(format!("/sys/dev/block/{major}:{minor}/uevent"))?;
+    let name = uevent.lines().find_map(|l| l.strip_prefix("DEVNAME="))?;
+    Some(name.to_string())
+}
+
+/// Whether the ext file system on device `name` has a journal: from its superblock
+/// (needs read access to the device), else from the kernel's `journal_task`, which
+/// names the journal thread or reads `<none>`.
+fn ext_journal_of(name: &str) -> Option<bool> {
+    use std::io::Read;
+    let mut start = vec![0u8; 2048];
+    let from_superblock = std::fs::File::open(format!("/dev/{name}"))
+        .and_then(|mut f| f.read_exact(&mut start))
+        .ok()
+        .and_then(|()| ext_has_journal(&start));
+    from_superblock.or_else(|| {
+        read(format!("/sys/fs/ext4/{name}/journal_task"))
+            .filter(|t| !t.is_empty())
+            .map(|t| t != "<none>")
+    })
+}
+
+/// The log directory's file system keeps a journal. ext4 can be made without one
+/// (the development VM's root is): a power cut can then leave it needing `fsck` and
+/// lose segment files created shortly before, and every fdatasync after new blocks
+/// are written writes their metadata synchronously instead of through a journal commit.
+fn journal_check(log_dir: &Path) -> Check {
+    let existing = log_dir.ancestors().find(|p| p.exists()).unwrap_or(log_dir);
+    let path = std::fs::canonicalize(existing).unwrap_or_else(|_| existing.to_path_buf());
+    let mount = read("/proc/self/mountinfo").and_then(|m| mount_of(&m, &path));
+    let fstype = mount.map_or_else(|| "?".to_string(), |m| m.1);
+    let (current, status) = match fstype.as_str() {
+        "ext2" | "ext3" | "ext4" => match device_name_of(&path).and_then(|n| ext_journal_of(&n)) {
+            Some(true) => (format!("{fstype}, journal"), Status::Ok),
+            Some(false) => (format!("{fstype}, no journal"), Status::Off),
+            None => (format!("{fstype}, unreadable"), Status::Unknown),
+        },
+        "xfs" | "btrfs" | "zfs" => (fstype.clone(), Status::Ok),
+        _ => (fstype.clone(), Status::Unknown),
+    };
+    Check {
+        name: "file system journal".into(),
+        current,
+        recommended: "a journal (ext4 has_journal, or xfs)".into(),
+        status,
+        why: "without one a power cut can need fsck and lose new segment files",
+    }
+}
+
 /// virtio-balloon's feature bit for free page reporting (VIRTIO_BALLOON_F_REPORTING).
 const BALLOON_F_REPORTING: usize = 5;
 
@@ -404,6 +479,7 @@ pub fn checks(log_dir: &Path) -> Vec<Check> {
     }
 
     out.push(discard_check(log_dir));
+    out.push(journal_check(log_dir));
 
     out.push(free_page_reporting_check());
 
@@ -494,6 +570,20 @@ mod tests {
         assert!(!reports_free_pages("0110000100000000"));
         assert!(!reports_free_pages("01100"));
         assert!(!reports_free_pages(""));
+    }
+
+    #[test]
+    fn the_journal_flag_is_read_from_an_ext_superblock() {
+        let mut start = vec![0u8; 2048];
+        assert_eq!(ext_has_journal(&start), None, "no magic");
+        start[EXT_SUPERBLOCK_AT + EXT_MAGIC_AT..][..2].copy_from_slice(&EXT_MAGIC.to_le_bytes());
+        assert_eq!(ext_has_journal(&start), Some(false));
+        // has_journal among other compatible features (dir_index 0x20, ext_attr 0x8).
+        let compat: u32 = 0x20 | 0x8 | EXT_FEATURE_COMPAT_HAS_JOURNAL;
+        start[EXT_SUPERBLOCK_AT + EXT_FEATURE_COMPAT_AT..][..4]
+            .copy_from_slice(&compat.to_le_bytes());
+        assert_eq!(ext_has_journal(&start), Some(true));
+        assert_eq!(ext_has_journal(&start[..1100]), None, "cut short");
     }
 
     #[test]

@@ -474,38 +474,37 @@ impl DirectFile {
             stop
         };
         // The one copy on this path: request bytes into the aligned DMA buffers.
-        let mut bufs = vec![self.file.alloc_dma_buffer((split - start) as usize)];
-        if split < stop {
-            bufs.push(self.file.alloc_dma_buffer((stop - split) as usize));
-        }
+        let mut head = self.file.alloc_dma_buffer((split - start) as usize);
+        let mut rest = (split < stop).then(|| self.file.alloc_dma_buffer((stop - split) as usize));
         {
-            let mut out: Vec<&mut [u8]> = bufs.iter_mut().map(|b| b.as_bytes_mut()).collect();
+            let mut out: [&mut [u8]; 2] = [
+                head.as_bytes_mut(),
+                rest.as_mut().map_or(&mut [][..], |r| r.as_bytes_mut()),
+            ];
             let tail = self.tail.borrow();
             let mut at = 0;
             for bytes in std::iter::once(&tail[..]).chain(parts.iter().copied()) {
                 at = copy_across(&mut out, at, bytes);
             }
-            let total: usize = out.iter().map(|o| o.len()).sum();
-            copy_across(&mut out, at, &ZEROS[..total - at]);
+            copy_across(&mut out, at, &ZEROS[..(stop - start) as usize - at]);
         }
-        let bufs: Vec<Rc<DmaBuffer>> = bufs.into_iter().map(Rc::new).collect();
-        match &bufs[..] {
-            [whole] => self.write_blocks(whole, start).await?,
-            [head, rest] => {
+        let head = Rc::new(head);
+        let rest = rest.map(Rc::new);
+        match &rest {
+            None => self.write_blocks(&head, start).await?,
+            Some(rest) => {
                 futures::future::try_join(
-                    self.write_blocks(head, start),
+                    self.write_blocks(&head, start),
                     self.write_blocks(rest, split),
                 )
                 .await?;
             }
-            _ => unreachable!("one or two buffers"),
         }
         let end = pos + len;
         let block = self.align_down(end);
-        let (holder, holder_start) = if block >= split {
-            (bufs.last().expect("a buffer"), split)
-        } else {
-            (&bufs[0], start)
+        let (holder, holder_start) = match &rest {
+            Some(rest) if block >= split => (rest, split),
+            _ => (&head, start),
         };
         let bytes = holder.as_bytes();
         *self.tail.borrow_mut() =

@@ -150,10 +150,7 @@ fn mount_of(mountinfo: &str, path: &Path) -> Option<(String, String, String)> {
 /// The log directory's mount: online `discard` makes every freeing of blocks wait for
 /// the device (seen here: an extent conversion after writeback waited 129 ms in
 /// `blkdev_issue_discard`, holding the inode's block map).
-fn discard_check(log_dir: &Path) -> Check {
-    let existing = log_dir.ancestors().find(|p| p.exists()).unwrap_or(log_dir);
-    let path = std::fs::canonicalize(existing).unwrap_or_else(|_| existing.to_path_buf());
-    let mount = read("/proc/self/mountinfo").and_then(|m| mount_of(&m, &path));
+fn discard_check(mount: &Option<(String, String, String)>) -> Check {
     let name = format!(
         "discard on {}",
         mount.as_ref().map_or("?", |m| m.0.as_str())
@@ -232,13 +229,10 @@ fn ext_journal_of(name: &str) -> Option<bool> {
 /// (the development VM's root is): a power cut can then leave it needing `fsck` and
 /// lose segment files created shortly before, and every fdatasync after new blocks
 /// are written writes their metadata synchronously instead of through a journal commit.
-fn journal_check(log_dir: &Path) -> Check {
-    let existing = log_dir.ancestors().find(|p| p.exists()).unwrap_or(log_dir);
-    let path = std::fs::canonicalize(existing).unwrap_or_else(|_| existing.to_path_buf());
-    let mount = read("/proc/self/mountinfo").and_then(|m| mount_of(&m, &path));
-    let fstype = mount.map_or_else(|| "?".to_string(), |m| m.1);
+fn journal_check(path: &Path, mount: &Option<(String, String, String)>) -> Check {
+    let fstype = mount.as_ref().map_or("?", |m| m.1.as_str()).to_string();
     let (current, status) = match fstype.as_str() {
-        "ext2" | "ext3" | "ext4" => match device_name_of(&path).and_then(|n| ext_journal_of(&n)) {
+        "ext2" | "ext3" | "ext4" => match device_name_of(path).and_then(|n| ext_journal_of(&n)) {
             Some(true) => (format!("{fstype}, journal"), Status::Ok),
             Some(false) => (format!("{fstype}, no journal"), Status::Off),
             None => (format!("{fstype}, unreadable"), Status::Unknown),
@@ -478,8 +472,12 @@ pub fn checks(log_dir: &Path) -> Vec<Check> {
         }),
     }
 
-    out.push(discard_check(log_dir));
-    out.push(journal_check(log_dir));
+    // The log directory (or its nearest existing parent) and the mount holding it.
+    let existing = log_dir.ancestors().find(|p| p.exists()).unwrap_or(log_dir);
+    let path = std::fs::canonicalize(existing).unwrap_or_else(|_| existing.to_path_buf());
+    let mount = read("/proc/self/mountinfo").and_then(|m| mount_of(&m, &path));
+    out.push(discard_check(&mount));
+    out.push(journal_check(&path, &mount));
 
     out.push(free_page_reporting_check());
 

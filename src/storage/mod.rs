@@ -5,7 +5,6 @@
 pub mod atomic_file;
 pub mod fault;
 pub mod file;
-pub mod gate;
 pub mod log;
 pub mod producer_state;
 pub mod segment;

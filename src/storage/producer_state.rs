@@ -34,6 +34,12 @@ pub enum SequenceCheck {
     Reject(ErrorCode),
 }
 
+/// A producer's state before a write, to put back if the write fails.
+pub struct SavedProducer {
+    pid: i64,
+    entry: Option<ProducerEntry>,
+}
+
 #[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ProducerStates {
     producers: HashMap<i64, ProducerEntry>,
@@ -89,6 +95,28 @@ impl ProducerStates {
     }
 
     /// Records an appended batch (whose base offset is now assigned).
+    /// Saves (into `saved`) the state of `batch`'s producer as it is before `update`,
+    /// unless it is saved already: `restore` puts it back if the batches that updated
+    /// it did not land.
+    pub fn save_once(&self, batch: &BatchHeader<'_>, saved: &mut Vec<SavedProducer>) {
+        let pid = batch.producer_id();
+        if pid != NO_PRODUCER_ID && !saved.iter().any(|s| s.pid == pid) {
+            saved.push(SavedProducer {
+                pid,
+                entry: self.producers.get(&pid).cloned(),
+            });
+        }
+    }
+
+    pub fn restore(&mut self, saved: Vec<SavedProducer>) {
+        for s in saved {
+            match s.entry {
+                Some(entry) => self.producers.insert(s.pid, entry),
+                None => self.producers.remove(&s.pid),
+            };
+        }
+    }
+
     pub fn update(&mut self, batch: &BatchHeader<'_>) {
         let pid = batch.producer_id();
         if pid == NO_PRODUCER_ID {

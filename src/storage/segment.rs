@@ -418,9 +418,12 @@ impl Segment {
 
     /// True if another index entry would not fit in `segment.index.bytes`: the
     /// segment must roll first, as in Kafka.
-    pub fn index_full(&self, spec: &SegmentSpec) -> bool {
-        (self.index.len() as u64 + 1) * OFFSET_ENTRY_BYTES > spec.index_size_max_bytes
-            || (self.time_index.len() as u64 + 1) * TIME_ENTRY_BYTES > spec.index_size_max_bytes
+    /// Whether both indexes can take `entries` more entries.
+    pub fn index_has_room(&self, spec: &SegmentSpec, entries: usize) -> bool {
+        let entries = entries as u64;
+        (self.index.len() as u64 + entries) * OFFSET_ENTRY_BYTES <= spec.index_size_max_bytes
+            && (self.time_index.len() as u64 + entries) * TIME_ENTRY_BYTES
+                <= spec.index_size_max_bytes
     }
 
     /// Bookkeeping after a batch of `h` landed at `position`, index entries (in

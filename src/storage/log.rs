@@ -1670,23 +1670,12 @@ mod tests {
                 },
                 0,
             );
-            // Sequence 11 is next, not a duplicate.
-            assert_eq!(
-                log.append(idempotent_batch(11, 1))
-                    .await
-                    .unwrap()
-                    .base_offset,
-                11
-            );
-            assert_eq!(log.offsets().log_end, 12);
-            assert_eq!(
-                log.append(idempotent_batch(12, 1))
-                    .await
-                    .unwrap()
-                    .base_offset,
-                12
-            );
-            assert_eq!(log.offsets().log_end, 13);
+            // Sequence 11 is next, not a duplicate; the log goes on from offset 11.
+            for seq in [11, 12] {
+                let appended = log.append(idempotent_batch(seq, 1)).await.unwrap();
+                assert_eq!(appended.base_offset, seq as i64);
+                assert_eq!(log.offsets().log_end, seq as i64 + 1);
+            }
         });
     }
 

@@ -829,7 +829,7 @@ impl PartitionLog {
                 .values()
                 .next_back()
                 .expect("at least one segment");
-            let roll = active.size > 0 && self.must_roll(active, active.size, &first);
+            let roll = active.size > 0 && self.must_roll(active, active.size, &first, 0);
             (active.size, active.log.clone(), roll)
         };
         let (position, log_file) = if roll {
@@ -858,14 +858,15 @@ impl PartitionLog {
                 let header = BatchHeader::new(&append.batch).expect("validated");
                 if i > 0 {
                     let active = s.segments.values().next_back().expect("segment");
-                    if self.must_roll(active, end, &header)
-                        || !active.index_has_room(&self.config.segment, heads.len() + 1)
-                    {
+                    if self.must_roll(active, end, &header, heads.len()) {
                         break;
                     }
                 }
                 let answer = self.answer_without_write(&s, &header);
                 if answer.is_none() {
+                    // The broker's fields (base offset, leader epoch) go into the header
+                    // as it is copied into the buffer handed to the kernel: the one copy
+                    // on this path.
                     let mut head = [0u8; batch::HEADER_SIZE];
                     head.copy_from_slice(&append.batch[..batch::HEADER_SIZE]);
                     batch::assign(&mut head, next_offset, 0);
@@ -938,16 +939,23 @@ impl PartitionLog {
         }
     }
 
-    /// Whether a batch of `header` at `position` in `active` must go to a new segment:
-    /// it would pass the size limit, `segment.ms` has passed, or the index is full.
-    fn must_roll(&self, active: &Segment, position: u64, header: &BatchHeader<'_>) -> bool {
+    /// Whether a batch of `header` at `position` in `active`, after `planned` batches
+    /// not yet noted in its index, must go to a new segment: it would pass the size
+    /// limit, `segment.ms` has passed, or the index could be full.
+    fn must_roll(
+        &self,
+        active: &Segment,
+        position: u64,
+        header: &BatchHeader<'_>,
+        planned: usize,
+    ) -> bool {
         let by_time = self.config.roll_ms.is_some_and(|ms| {
             active.size > 0
                 && segment::waited_for_roll_ms(active, header.max_timestamp()) > ms as i64
         });
         position + header.total_size() as u64 > self.config.segment_size_max_bytes
             || by_time
-            || !active.index_has_room(&self.config.segment, 1)
+            || !active.index_has_room(&self.config.segment, planned + 1)
     }
 
     /// Bookkeeping for a batch that landed at `position` with the broker's `head`:

@@ -312,15 +312,39 @@ pub struct PartitionLog {
     /// The writer task runs (it exits once `pending` is empty), and who waits for it
     /// to.
     writing: Cell<bool>,
-    writer_idle: RefCell<Vec<oneshot::Sender<()>>>,
+    writer_idle: Wakers,
     /// Shutting down or deleted: new appends are refused.
     refusing: Cell<bool>,
-    waiters: RefCell<Vec<oneshot::Sender<()>>>,
+    /// Fetches waiting for the next append.
+    appended: Wakers,
     sync_group: Rc<SyncGroup>,
     /// Index entry writes under way (made by the appends once the writer has moved on, so that
     /// the next append need not wait for them), and who waits for none to be.
     index_writes: Cell<usize>,
-    index_writes_idle: RefCell<Vec<oneshot::Sender<()>>>,
+    index_writes_idle: Wakers,
+}
+
+/// Tasks waiting for something to happen: each `wait` is answered by the next
+/// `wake_all`. (One shard's, like the log itself.)
+#[derive(Default)]
+struct Wakers(RefCell<Vec<oneshot::Sender<()>>>);
+
+impl Wakers {
+    fn wait(&self) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        let mut waiting = self.0.borrow_mut();
+        // Waiters that gave up (a fetch whose wait timed out) are dropped here, so a
+        // quiet log does not collect them.
+        waiting.retain(|w| !w.is_canceled());
+        waiting.push(tx);
+        rx
+    }
+
+    fn wake_all(&self) {
+        for w in self.0.borrow_mut().drain(..) {
+            let _ = w.send(());
+        }
+    }
 }
 
 fn segment_bases(dir: &Path) -> io::Result<Vec<i64>> {
@@ -610,11 +634,11 @@ impl PartitionLog {
             }),
             pending: RefCell::new(VecDeque::new()),
             writing: Cell::new(false),
-            writer_idle: RefCell::new(Vec::new()),
+            writer_idle: Wakers::default(),
             refusing: Cell::new(false),
-            waiters: RefCell::new(Vec::new()),
+            appended: Wakers::default(),
             index_writes: Cell::new(0),
-            index_writes_idle: RefCell::new(Vec::new()),
+            index_writes_idle: Wakers::default(),
             sync_group,
         }))
     }
@@ -724,9 +748,7 @@ impl PartitionLog {
             }
         }
         self.writing.set(false);
-        for w in self.writer_idle.borrow_mut().drain(..) {
-            let _ = w.send(());
-        }
+        self.writer_idle.wake_all();
     }
 
     /// The next appends to write together: the oldest, and those behind it up to
@@ -748,9 +770,7 @@ impl PartitionLog {
     /// Waits until the writer has nothing queued or under way.
     async fn writer_done(&self) {
         while self.writing.get() {
-            let (tx, rx) = oneshot::channel();
-            self.writer_idle.borrow_mut().push(tx);
-            let _ = rx.await;
+            let _ = self.writer_idle.wait().await;
         }
     }
 
@@ -1035,18 +1055,14 @@ impl PartitionLog {
         }
         self.index_writes.set(self.index_writes.get() - 1);
         if self.index_writes.get() == 0 {
-            for w in self.index_writes_idle.borrow_mut().drain(..) {
-                let _ = w.send(());
-            }
+            self.index_writes_idle.wake_all();
         }
     }
 
     /// Returns once no index write is under way.
     async fn index_writes_done(&self) {
         while self.index_writes.get() > 0 {
-            let (tx, rx) = oneshot::channel();
-            self.index_writes_idle.borrow_mut().push(tx);
-            let _ = rx.await;
+            let _ = self.index_writes_idle.wait().await;
         }
     }
 
@@ -1083,18 +1099,12 @@ impl PartitionLog {
     }
 
     fn wake_waiters(&self) {
-        for w in self.waiters.borrow_mut().drain(..) {
-            let _ = w.send(());
-        }
+        self.appended.wake_all();
     }
 
     /// A receiver completed by the next append.
     pub fn wait_for_append(&self) -> oneshot::Receiver<()> {
-        let (tx, rx) = oneshot::channel();
-        let mut waiters = self.waiters.borrow_mut();
-        waiters.retain(|w| !w.is_canceled());
-        waiters.push(tx);
-        rx
+        self.appended.wait()
     }
 
     /// As `read`, for a fetch response: with `zero_copy`, batches in the page cache

@@ -7,10 +7,11 @@
 //! What `append` promises: when it returns `Ok`, the batch is written to the segment
 //! file through the page cache (it survives a crash of the process), its offsets are
 //! assigned and it is visible to readers. It is also durable (fdatasync'd, so it
-//! survives a crash of the host) if this append reached the flush policy's threshold
-//! (`flush.messages`, or `flush.ms` since the last flush): then `append` returns only
-//! after the shard's group commit has synced every file the log wrote since its last
-//! flush. With `flush.messages=1` every acknowledged batch is durable.
+//! survives a crash of the host) if this append reached `flush.messages` records since
+//! the last flush: then `append` returns only after the shard's group commit has synced
+//! every file the log wrote since its last flush. With `flush.messages=1` every
+//! acknowledged batch is durable. `flush.ms` is left to the shard's periodic flusher
+//! (`flush_if_due`), which no acknowledgement waits for.
 //!
 //! Readers see the log up to its high watermark. An append that must flush becomes
 //! visible only once its sync is done, and so does every append after it: as in
@@ -790,13 +791,17 @@ impl PartitionLog {
         self.wake_waiters();
     }
 
-    /// Takes the files to flush if the policy says a flush is due now.
-    fn take_due_flush(&self, s: &mut LogState) -> Option<Vec<Rc<LogFile>>> {
+    /// Takes the files to flush if the policy says a flush is due now: by count, and
+    /// with `by_time` by age too. Appends look at the count only: as in Kafka, whose
+    /// append flushes on `flush.messages` and leaves `flush.ms` to the periodic
+    /// flusher, an acknowledgement never waits for a flush by time.
+    fn take_due_flush(&self, s: &mut LogState, by_time: bool) -> Option<Vec<Rc<LogFile>>> {
         let by_count = s.unflushed_records >= self.config.flush_interval_messages;
-        let by_time = self
-            .config
-            .flush_interval_ms
-            .is_some_and(|ms| s.last_flush.elapsed().as_millis() as u64 >= ms);
+        let by_time = by_time
+            && self
+                .config
+                .flush_interval_ms
+                .is_some_and(|ms| s.last_flush.elapsed().as_millis() as u64 >= ms);
         if s.unflushed_records == 0 || !(by_count || by_time) {
             return None;
         }
@@ -810,7 +815,7 @@ impl PartitionLog {
     pub async fn flush_if_due(&self) -> io::Result<()> {
         let due = {
             let mut s = self.state.borrow_mut();
-            self.take_due_flush(&mut s)
+            self.take_due_flush(&mut s, true)
         };
         match due {
             Some(files) => self.sync_group.sync(files).await,
@@ -996,7 +1001,7 @@ impl PartitionLog {
             if !s.unflushed_files.iter().any(|f| Rc::ptr_eq(f, log_file)) {
                 s.unflushed_files.push(log_file.clone());
             }
-            let flush = self.take_due_flush(&mut s);
+            let flush = self.take_due_flush(&mut s, false);
             s.log_end_offset = header.last_offset() + 1;
             if flush.is_some() {
                 s.syncs_pending += 1;
@@ -1705,6 +1710,46 @@ mod tests {
             copied.iter().map(Bytes::len).sum(),
             chunks.iter().map(Chunk::len).sum(),
         )
+    }
+
+    /// `flush.ms` is the periodic flusher's business, as in Kafka: an append made when
+    /// a flush by time is due is acknowledged and visible without waiting for it.
+    #[test]
+    fn appends_do_not_wait_for_a_flush_by_time() {
+        on_executor_in_scratch_dir("flush-ms", |dir| async move {
+            let sync = Rc::new(SyncGroup::default());
+            let config = LogConfig {
+                flush_interval_ms: Some(0),
+                ..LogConfig::plain(WriteMode::Buffered)
+            };
+            let log = PartitionLog::open(dir.clone(), config, sync.clone(), false)
+                .await
+                .unwrap();
+            let (release, held) = oneshot::channel();
+            sync.hold_next_round(held);
+            let batch = Bytes::from(BatchTemplate::new(1, 100).batch(1, segment::now_ms(), None));
+            let appended = futures::FutureExt::boxed_local(log.append(batch));
+            let timeout = futures::FutureExt::boxed_local(glommio::timer::sleep(
+                std::time::Duration::from_secs(5),
+            ));
+            let futures::future::Either::Left((appended, _)) =
+                futures::future::select(appended, timeout).await
+            else {
+                panic!("the append waited for the held flush");
+            };
+            appended.unwrap();
+            assert_eq!(log.offsets().high_watermark, 1);
+            assert_eq!(sync.counts(), (0, 0), "no sync asked for by the append");
+
+            // The periodic flusher syncs it.
+            let flushing = glommio::spawn_local({
+                let log = log.clone();
+                async move { log.flush_if_due().await }
+            });
+            release.send(()).unwrap();
+            flushing.await.unwrap();
+            assert_eq!(sync.counts(), (1, 1));
+        });
     }
 
     /// An append that must flush is not visible (fetch, zero-copy fetch, tail cache,

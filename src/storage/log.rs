@@ -289,9 +289,22 @@ type IndexWrite = (IndexFiles, IndexEntries);
 /// The files an append must sync before it is acknowledged, and its end offset.
 type DueSync = (Vec<Rc<LogFile>>, i64);
 
+/// What a written append waits for before it is acknowledged.
+enum Durability {
+    /// Nothing (no flush was due).
+    Done,
+    /// Its flush: sync the files, then the log is durable up to the offset.
+    Sync(DueSync),
+    /// A duplicate is answered as its original would be: once the high watermark
+    /// (held back while the original's flush is under way) reaches the offset, or
+    /// with an error if the partition goes offline first (the original's flush
+    /// failed).
+    Visible(i64),
+}
+
 /// The writer's answer to an append: its offsets, and what the append still has to
 /// do before it is acknowledged.
-type Written = Result<(AppendInfo, Option<DueSync>, Option<IndexWrite>), AppendError>;
+type Written = Result<(AppendInfo, Durability, Option<IndexWrite>), AppendError>;
 
 /// A validated batch queued for the partition's writer.
 struct PendingAppend {
@@ -676,21 +689,43 @@ impl PartitionLog {
         let this = self.clone();
         async move {
             let written = queued?.await.map_err(|_| AppendError::Closed)?;
-            let (info, flush, index_write) = written?;
+            let (info, durability, index_write) = written?;
             // The writer goes on with later appends while this one writes its index
             // entries and waits for its sync: that is what lets appends share a round.
             if let Some((files, due)) = index_write {
                 this.write_index_entries(files, due).await;
             }
-            if let Some((files, end_offset)) = flush {
-                if let Err(e) = this.sync_group.sync(files).await {
-                    warn!(dir = %this.dir.display(), error = %e, "fdatasync failed; partition goes offline");
-                    this.state.borrow_mut().offline = true;
-                    return Err(AppendError::Io(e));
+            match durability {
+                Durability::Done => {}
+                Durability::Sync((files, end_offset)) => {
+                    if let Err(e) = this.sync_group.sync(files).await {
+                        warn!(dir = %this.dir.display(), error = %e, "fdatasync failed; partition goes offline");
+                        this.state.borrow_mut().offline = true;
+                        this.wake_waiters();
+                        return Err(AppendError::Io(e));
+                    }
+                    this.synced(end_offset);
                 }
-                this.synced(end_offset);
+                Durability::Visible(end_offset) => this.visible(end_offset).await?,
             }
             Ok(info)
+        }
+    }
+
+    /// Returns once the high watermark reaches `end_offset`; fails if the partition
+    /// goes offline first.
+    async fn visible(&self, end_offset: i64) -> Result<(), AppendError> {
+        loop {
+            {
+                let s = self.state.borrow();
+                if s.high_watermark >= end_offset {
+                    return Ok(());
+                }
+                if s.offline {
+                    return Err(AppendError::Offline);
+                }
+            }
+            let _ = self.wait_for_append().await;
         }
     }
 
@@ -920,6 +955,7 @@ impl PartitionLog {
                 // cut it so that the next append and recovery see a clean tail.
                 if log_file.truncate(position).await.is_err() {
                     self.state.borrow_mut().offline = true;
+                    self.wake_waiters();
                 }
                 self.state.borrow_mut().producers.restore(saved);
                 // Every batch taken fails, duplicates too (their original may be one
@@ -951,13 +987,12 @@ impl PartitionLog {
     fn answer_without_write(&self, s: &LogState, header: &BatchHeader<'_>) -> Option<Written> {
         match s.producers.check(header) {
             SequenceCheck::Append => None,
-            // A duplicate's original append took care of its own durability.
             SequenceCheck::Duplicate { base_offset } => Some(Ok((
                 AppendInfo {
                     base_offset,
                     log_start_offset: s.log_start_offset,
                 },
-                None,
+                Durability::Visible(base_offset + header.last_offset() - header.base_offset() + 1),
                 None,
             ))),
             SequenceCheck::Reject(code) => Some(Err(AppendError::Sequence(code))),
@@ -992,7 +1027,7 @@ impl PartitionLog {
         batch_bytes: &Bytes,
         position: u64,
         log_file: &Rc<LogFile>,
-    ) -> (AppendInfo, Option<DueSync>, Option<IndexWrite>) {
+    ) -> (AppendInfo, Durability, Option<IndexWrite>) {
         let header = BatchHeader::new(head).expect("validated");
         let base_offset = header.base_offset();
         let (index_write, log_start_offset, flush, visible) = {
@@ -1034,7 +1069,9 @@ impl PartitionLog {
                 .take_unwritten_index(segment::INDEX_ENTRIES_PER_WRITE)
                 .map(|entries| (active.index_files(), entries));
             let visible = s.high_watermark == s.log_end_offset;
-            let flush = flush.map(|files| (files, s.log_end_offset));
+            let flush = flush.map_or(Durability::Done, |files| {
+                Durability::Sync((files, s.log_end_offset))
+            });
             (index_write, s.log_start_offset, flush, visible)
         };
         if visible {
@@ -1618,6 +1655,56 @@ mod tests {
             })
             .collect();
         Bytes::from(batch::build::encode(&recs, Some((7, 0, seq))))
+    }
+
+    /// A retried batch (an idempotent duplicate) is acknowledged no sooner than its
+    /// original: while the original's flush is under way the duplicate waits for it.
+    #[test]
+    fn a_duplicate_waits_for_its_originals_flush() {
+        on_executor_in_scratch_dir("duplicate-flush", |dir| async move {
+            let sync = Rc::new(SyncGroup::default());
+            let log = PartitionLog::open(dir.clone(), config(0), sync.clone(), false)
+                .await
+                .unwrap();
+            // Two records: the original reaches flush.messages=2 and must flush.
+            let (release, held) = oneshot::channel();
+            sync.hold_next_round(held);
+            let original = glommio::spawn_local({
+                let log = log.clone();
+                async move {
+                    log.append(idempotent_batch(0, 2))
+                        .await
+                        .map(|i| i.base_offset)
+                }
+            });
+            for _ in 0..2000 {
+                if log.offsets().log_end == 2 {
+                    break;
+                }
+                glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            assert_eq!(log.offsets().log_end, 2, "the original was written");
+
+            let duplicate = glommio::spawn_local({
+                let log = log.clone();
+                async move {
+                    log.append(idempotent_batch(0, 2))
+                        .await
+                        .map(|i| i.base_offset)
+                }
+            });
+            let wait = glommio::timer::sleep(std::time::Duration::from_millis(200));
+            let duplicate = match futures::future::select(duplicate, Box::pin(wait)).await {
+                futures::future::Either::Left(_) => {
+                    panic!("the duplicate was answered before its original was durable")
+                }
+                futures::future::Either::Right((_, duplicate)) => duplicate,
+            };
+            release.send(()).unwrap();
+            assert_eq!(original.await.unwrap(), 0);
+            assert_eq!(duplicate.await.unwrap(), 0);
+            assert_eq!(log.offsets().log_end, 2, "the duplicate was not written");
+        });
     }
 
     /// Appends made while the writer is busy go together in one write, keep the order

@@ -1669,14 +1669,16 @@ mod tests {
             // Two records: the original reaches flush.messages=2 and must flush.
             let (release, held) = oneshot::channel();
             sync.hold_next_round(held);
-            let original = glommio::spawn_local({
+            // The same batch each time: the second is a retry, a duplicate.
+            let append = || {
                 let log = log.clone();
-                async move {
+                glommio::spawn_local(async move {
                     log.append(idempotent_batch(0, 2))
                         .await
                         .map(|i| i.base_offset)
-                }
-            });
+                })
+            };
+            let original = append();
             for _ in 0..2000 {
                 if log.offsets().log_end == 2 {
                     break;
@@ -1685,14 +1687,7 @@ mod tests {
             }
             assert_eq!(log.offsets().log_end, 2, "the original was written");
 
-            let duplicate = glommio::spawn_local({
-                let log = log.clone();
-                async move {
-                    log.append(idempotent_batch(0, 2))
-                        .await
-                        .map(|i| i.base_offset)
-                }
-            });
+            let duplicate = append();
             let wait = glommio::timer::sleep(std::time::Duration::from_millis(200));
             let duplicate = match futures::future::select(duplicate, Box::pin(wait)).await {
                 futures::future::Either::Left(_) => {

@@ -231,6 +231,7 @@ pub fn serve(config: Config) -> Result<(), StartError> {
     let connections = ConnectionCounts::new(config.max_connections, config.max_connections_per_ip);
     let config = Arc::new(config);
     let signals = block_signals();
+    crate::storage::log::start_reaper();
     let mesh = MeshBuilder::<Job, _>::full(shard_count, MESH_CHANNEL_CAPACITY);
     let go = Arc::new(Barrier::new(shard_count + 1));
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();

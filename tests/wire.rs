@@ -1433,13 +1433,60 @@ fn a_large_fetch_to_a_slow_reader_arrives_intact_with_and_without_zero_copy() {
     }
 }
 
+/// The thread that unlinks deleted files runs on any of the broker's CPUs, not pinned
+/// to the shard that deleted them (whose CPU it would take while it unlinks).
+#[test]
+fn the_reaper_thread_is_not_pinned_to_a_shard() {
+    let cpus_allowed = |status: &std::path::Path| -> String {
+        let status = std::fs::read_to_string(status).unwrap_or_default();
+        let cpus = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .unwrap_or_default();
+        cpus.trim().to_string()
+    };
+    let own_cpus = cpus_allowed("/proc/self/status".as_ref());
+    if !own_cpus.contains(['-', ',']) {
+        eprintln!("one CPU ({own_cpus}): nothing to tell apart, skipped");
+        return;
+    }
+    let b = Broker::start("reaper", &["ringlog.cpus=0"]);
+    let mut c = b.connect();
+    // A deletion, so that a reaper started on demand (by the shard) exists too.
+    create_topic(&mut c, "reaped", 1);
+    assert_eq!(produce(&mut c, "reaped", 0, batch(3, None)).0, 0);
+    assert_eq!(delete_topic(&mut c, "reaped"), 0);
+    let pid = b.pid().unwrap();
+    let threads: Vec<(String, String)> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+        .map(|task| {
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            (
+                comm.trim().to_string(),
+                cpus_allowed(&task.path().join("status")),
+            )
+        })
+        .collect();
+    let cpus_of = |name: &str| {
+        threads
+            .iter()
+            .find(|(comm, _)| comm.starts_with(name))
+            .map(|(_, cpus)| cpus.as_str())
+    };
+    assert_eq!(cpus_of("shard-0"), Some("0"), "{threads:?}");
+    assert_eq!(
+        cpus_of("ringlog-reaper"),
+        Some(own_cpus.as_str()),
+        "{threads:?}"
+    );
+}
+
 /// Deleting a topic renames its partition directories at once and removes them off
 /// the shard; a directory such a rename left behind (a crash before the removal) is
 /// removed at the next start.
 #[test]
 fn a_deleted_topic_leaves_no_directory_and_a_left_over_one_goes_at_start() {
-    use kafka_protocol::messages::delete_topics_request::{DeleteTopicState, DeleteTopicsRequest};
-    use kafka_protocol::messages::delete_topics_response::DeleteTopicsResponse;
     let mut b = Broker::start("deletetopic", &[]);
     let mut c = b.connect();
     create_topic(&mut c, "doomed", 2);
@@ -1448,13 +1495,7 @@ fn a_deleted_topic_leaves_no_directory_and_a_left_over_one_goes_at_start() {
     }
     let partition_dir = b.data_dir().join("doomed-1");
     assert!(partition_dir.is_dir());
-    let mut req = DeleteTopicsRequest::default();
-    let mut t = DeleteTopicState::default();
-    t.name = Some(name("doomed"));
-    req.topics = vec![t];
-    req.timeout_ms = 10_000;
-    let resp: DeleteTopicsResponse = c.call(ApiKey::DeleteTopics, 6, &req);
-    assert_eq!(resp.responses[0].error_code, 0);
+    assert_eq!(delete_topic(&mut c, "doomed"), 0);
     assert!(!partition_dir.exists());
     wait_for_retired_removal(&b.data_dir());
     let left = b.data_dir().join("doomed-0.1.deleted");

@@ -404,9 +404,25 @@ type Retired = (
 /// whole topic), which must stall neither a shard nor glommio's blocking thread (a
 /// roll's directory fsync waits for that one).
 fn remove_later(paths: Vec<PathBuf>, done: Option<oneshot::Sender<()>>) {
+    let due = std::time::Instant::now() + UNLINK_DELAY;
+    if let Err(std::sync::mpsc::SendError((_, paths, done))) = reaper().send((due, paths, done)) {
+        // No reaper thread: remove them here rather than never.
+        paths.iter().for_each(|p| remove_retired(p));
+        done.map(|d| d.send(()));
+    }
+}
+
+/// Starts the thread that removes retired files, if it is not running yet. The broker
+/// starts it before its shards, so that it runs on any of the process's CPUs: started
+/// by a shard, it would inherit that shard's pinning and take its CPU while it unlinks.
+pub fn start_reaper() {
+    reaper();
+}
+
+fn reaper() -> &'static std::sync::mpsc::Sender<Retired> {
     static REAPER: std::sync::OnceLock<std::sync::mpsc::Sender<Retired>> =
         std::sync::OnceLock::new();
-    let reaper = REAPER.get_or_init(|| {
+    REAPER.get_or_init(|| {
         let (tx, rx) = std::sync::mpsc::channel::<Retired>();
         let spawned = std::thread::Builder::new()
             .name("ringlog-reaper".into())
@@ -421,13 +437,7 @@ fn remove_later(paths: Vec<PathBuf>, done: Option<oneshot::Sender<()>>) {
             error!(error = %e, "starting the thread that removes retired files failed");
         }
         tx
-    });
-    let due = std::time::Instant::now() + UNLINK_DELAY;
-    if let Err(std::sync::mpsc::SendError((_, paths, done))) = reaper.send((due, paths, done)) {
-        // No reaper thread: remove them here rather than never.
-        paths.iter().for_each(|p| remove_retired(p));
-        done.map(|d| d.send(()));
-    }
+    })
 }
 
 fn remove_retired(path: &Path) {

@@ -43,6 +43,19 @@ pub fn batch(n: usize, producer: Option<(i64, i16, i32)>) -> Vec<u8> {
     encode(&recs, producer)
 }
 
+/// Deletes `topic` (DeleteTopics v6) and returns the topic's error code.
+pub fn delete_topic(c: &mut Client, topic: &str) -> i16 {
+    use kafka_protocol::messages::delete_topics_request::{DeleteTopicState, DeleteTopicsRequest};
+    use kafka_protocol::messages::delete_topics_response::DeleteTopicsResponse;
+    let mut req = DeleteTopicsRequest::default();
+    let mut t = DeleteTopicState::default();
+    t.name = Some(name(topic));
+    req.topics = vec![t];
+    req.timeout_ms = 10_000;
+    let resp: DeleteTopicsResponse = c.call(ApiKey::DeleteTopics, 6, &req);
+    resp.responses[0].error_code
+}
+
 pub fn create_topic(c: &mut Client, topic: &str, partitions: i32) {
     let mut t = CreatableTopic::default();
     t.name = name(topic);

@@ -109,12 +109,17 @@ fn rlimit(resource: libc::__rlimit_resource_t, name: &str, bound: u64, why: &'st
     }
 }
 
-/// The block device holding `dir`, as its /sys/block entry (a partition's disk).
-fn block_device_of(dir: &Path) -> Option<PathBuf> {
+/// `/sys/dev/block/MAJOR:MINOR` of the device holding `dir`.
+fn sys_dev_block(dir: &Path) -> Option<PathBuf> {
     use std::os::unix::fs::MetadataExt;
     let dev = std::fs::metadata(dir).ok()?.dev();
     let (major, minor) = (libc::major(dev), libc::minor(dev));
-    let sys = std::fs::canonicalize(format!("/sys/dev/block/{major}:{minor}")).ok()?;
+    Some(PathBuf::from(format!("/sys/dev/block/{major}:{minor}")))
+}
+
+/// The block device holding `dir`, as its /sys/block entry (a partition's disk).
+fn block_device_of(dir: &Path) -> Option<PathBuf> {
+    let sys = std::fs::canonicalize(sys_dev_block(dir)?).ok()?;
     if sys.join("queue").exists() {
         Some(sys)
     } else {
@@ -200,10 +205,7 @@ fn ext_has_journal(device_start: &[u8]) -> Option<bool> {
 
 /// The kernel's name of the device (partition) holding `dir` (`vda`, `nvme0n1p1`).
 fn device_name_of(dir: &Path) -> Option<String> {
-    use std::os::unix::fs::MetadataExt;
-    let dev = std::fs::metadata(dir).ok()?.dev();
-    let (major, minor) = (libc::major(dev), libc::minor(dev));
-    let uevent = read(format!("/sys/dev/block/{major}:{minor}/uevent"))?;
+    let uevent = read(sys_dev_block(dir)?.join("uevent"))?;
     let name = uevent.lines().find_map(|l| l.strip_prefix("DEVNAME="))?;
     Some(name.to_string())
 }

@@ -710,8 +710,7 @@ impl PartitionLog {
                 Durability::Sync((files, end_offset)) => {
                     if let Err(e) = this.sync_group.sync(files).await {
                         warn!(dir = %this.dir.display(), error = %e, "fdatasync failed; partition goes offline");
-                        this.state.borrow_mut().offline = true;
-                        this.wake_waiters();
+                        this.go_offline();
                         return Err(AppendError::Io(e));
                     }
                     this.synced(end_offset);
@@ -722,8 +721,15 @@ impl PartitionLog {
         }
     }
 
+    /// The partition can no longer serve. Waiters are woken to see it: fetches, and
+    /// duplicates waiting for their original (`visible`), which would wait forever.
+    fn go_offline(&self) {
+        self.state.borrow_mut().offline = true;
+        self.wake_waiters();
+    }
+
     /// Returns once the high watermark reaches `end_offset`; fails if the partition
-    /// goes offline first.
+    /// goes offline first (`go_offline` wakes it).
     async fn visible(&self, end_offset: i64) -> Result<(), AppendError> {
         loop {
             {
@@ -964,8 +970,7 @@ impl PartitionLog {
                 // Whatever reached the file past `position` is not part of the log;
                 // cut it so that the next append and recovery see a clean tail.
                 if log_file.truncate(position).await.is_err() {
-                    self.state.borrow_mut().offline = true;
-                    self.wake_waiters();
+                    self.go_offline();
                 }
                 self.state.borrow_mut().producers.restore(saved);
                 // Every batch taken fails, duplicates too (their original may be one
@@ -1002,7 +1007,7 @@ impl PartitionLog {
                     base_offset,
                     log_start_offset: s.log_start_offset,
                 },
-                Durability::Visible(base_offset + header.last_offset() - header.base_offset() + 1),
+                Durability::Visible(base_offset + header.last_offset_delta() as i64 + 1),
                 None,
             ))),
             SequenceCheck::Reject(code) => Some(Err(AppendError::Sequence(code))),

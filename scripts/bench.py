@@ -425,6 +425,10 @@ def print_table(name, rows, probe, facts, a):
               f"{n(probe['disk_write_mb_per_s'])} MB/s, fdatasync p50/p99 "
               f"{f['p50']/1000:.2f}/{f['p99']/1000:.2f} ms; TCP {facts['tcp_congestion_control']}, "
               f"qdisc {facts['default_qdisc']}")
+        if facts.get("free_page_reporting"):
+            print("memory: the host takes back what this guest frees (free page reporting): "
+                  "buffered rows that write past the recently freed memory (~4 GB here) "
+                  "pay a host fault per page (tuning/README.md)")
         st = probe.get("cpu_stalls")
         if st:
             print(f"CPU stalls (a busy loop per CPU, {st['seconds_per_cpu']:.0f} s each): "
@@ -467,6 +471,7 @@ def machine():
             info["memory_gb"] = round(int(f.readline().split()[1]) / 1024 / 1024, 1)
     except OSError:
         pass
+    info["free_page_reporting"] = free_page_reporting()
     # TCP pacing changes what a fetch costs (tuning/README.md, "TCP pacing").
     for key, path in (("tcp_congestion_control", "net/ipv4/tcp_congestion_control"),
                       ("default_qdisc", "net/core/default_qdisc")):
@@ -476,6 +481,28 @@ def machine():
         except OSError:
             info[key] = "unknown"
     return info
+
+
+def free_page_reporting():
+    """Whether a virtio balloon hands the memory this guest frees back to the host
+    (feature bit 5, as `ringlog tune --check` reads it): then buffered-mode rows pay
+    a host fault per new page-cache page once the recently freed memory is used up
+    (tuning/README.md, "What fresh memory costs on this VM")."""
+    root = "/sys/bus/virtio/devices"
+    try:
+        devices = os.listdir(root)
+    except OSError:
+        return False
+    for d in devices:
+        try:
+            if not os.readlink(f"{root}/{d}/driver").endswith("virtio_balloon"):
+                continue
+            with open(f"{root}/{d}/features") as f:
+                if f.read()[5:6] == "1":
+                    return True
+        except OSError:
+            continue
+    return False
 
 
 def run_all(broker, a):

@@ -286,15 +286,16 @@ struct ShutdownSnapshot {
 /// Index entries an append took to write, and the files they go to.
 type IndexWrite = (IndexFiles, IndexEntries);
 
-/// The files an append must sync before it is acknowledged, and its end offset.
-type DueSync = (Vec<Rc<LogFile>>, i64);
-
 /// What a written append waits for before it is acknowledged.
 enum Durability {
     /// Nothing (no flush was due).
     Done,
-    /// Its flush: sync the files, then the log is durable up to the offset.
-    Sync(DueSync),
+    /// Its flush: sync `files` (every file written since the last flush), then the
+    /// log is durable up to `end_offset`.
+    Sync {
+        files: Vec<Rc<LogFile>>,
+        end_offset: i64,
+    },
     /// A duplicate is answered as its original would be: once the high watermark
     /// (held back while the original's flush is under way) reaches the offset, or
     /// with an error if the partition goes offline first (the original's flush
@@ -707,7 +708,7 @@ impl PartitionLog {
             }
             match durability {
                 Durability::Done => {}
-                Durability::Sync((files, end_offset)) => {
+                Durability::Sync { files, end_offset } => {
                     if let Err(e) = this.sync_group.sync(files).await {
                         warn!(dir = %this.dir.display(), error = %e, "fdatasync failed; partition goes offline");
                         this.go_offline();
@@ -1084,8 +1085,9 @@ impl PartitionLog {
                 .take_unwritten_index(segment::INDEX_ENTRIES_PER_WRITE)
                 .map(|entries| (active.index_files(), entries));
             let visible = s.high_watermark == s.log_end_offset;
-            let flush = flush.map_or(Durability::Done, |files| {
-                Durability::Sync((files, s.log_end_offset))
+            let flush = flush.map_or(Durability::Done, |files| Durability::Sync {
+                files,
+                end_offset: s.log_end_offset,
             });
             (index_write, s.log_start_offset, flush, visible)
         };

@@ -49,6 +49,10 @@ def test_java_codecs_headers_timestamps_admin_and_list_offsets(broker, java_clas
     run_java(java_classpath, "codecs", broker.bootstrap)
 
 
+def test_java_admin_describes_topics_by_id(broker, java_classpath):
+    run_java(java_classpath, "topic-ids", broker.bootstrap)
+
+
 def test_java_consumer_group_shares_partitions_and_commits(broker_factory, java_classpath):
     from test_librdkafka import create_topic
     b = broker_factory(["group.initial.rebalance.delay.ms=0"])

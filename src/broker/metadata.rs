@@ -53,6 +53,50 @@ fn error_entry(name: Option<String>, id: uuid::Uuid, error: ErrorCode) -> Metada
     e
 }
 
+/// Topics asked for by name, auto-creating the missing ones where allowed.
+async fn by_name(
+    shard: &Rc<Shard>,
+    h: &RequestHeader,
+    allow_auto_topic_creation: bool,
+    names: Vec<String>,
+) -> Vec<MetadataResponseTopic> {
+    let config = &shard.config;
+    let node_id = config.node_id;
+    let mut snapshot = shard.metadata.load();
+    let allow_create =
+        config.auto_create_topics && (h.api_version < 4 || allow_auto_topic_creation);
+    let missing: Vec<String> = names
+        .iter()
+        .filter(|n| snapshot.topic(n).is_none() && validate_topic_name(n).is_ok())
+        .cloned()
+        .collect();
+    let created = if allow_create && !missing.is_empty() {
+        let created = auto_create(shard, missing).await;
+        snapshot = shard.metadata.load();
+        created
+    } else {
+        Default::default()
+    };
+    names
+        .into_iter()
+        .map(|name| match snapshot.topic(&name) {
+            Some(meta) => topic_entry(meta, node_id, h.api_version),
+            None if validate_topic_name(&name).is_err() => error_entry(
+                Some(name),
+                uuid::Uuid::nil(),
+                ErrorCode::InvalidTopicException,
+            ),
+            None => {
+                let code = match created.get(&name) {
+                    Some(Err(code)) => *code,
+                    _ => ErrorCode::UnknownTopicOrPartition,
+                };
+                error_entry(Some(name), uuid::Uuid::nil(), code)
+            }
+        })
+        .collect()
+}
+
 pub async fn handle(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcome {
     let req: MetadataRequest = match decode(body, h) {
         Ok(r) => r,
@@ -60,7 +104,7 @@ pub async fn handle(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcom
     };
     let config = &shard.config;
     let node_id = config.node_id;
-    let mut snapshot = shard.metadata.load();
+    let snapshot = shard.metadata.load();
     // v0: an empty list means all topics; v1+: null means all topics.
     let all = match &req.topics {
         None => true,
@@ -76,46 +120,33 @@ pub async fn handle(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcom
         );
     } else {
         let requested = req.topics.unwrap_or_default();
-        let allow_create =
-            config.auto_create_topics && (h.api_version < 4 || req.allow_auto_topic_creation);
-        let missing: Vec<String> = requested
+        // As Kafka (KafkaApis.handleTopicMetadataRequest): once any topic id is given,
+        // the request is by id and names are ignored (the Java admin client sends ""
+        // beside each id); ids are served from v12.
+        let ids: Vec<uuid::Uuid> = requested
             .iter()
-            .filter_map(|t| t.name.as_ref().map(|n| n.0.to_string()))
-            .filter(|n| snapshot.topic(n).is_none() && validate_topic_name(n).is_ok())
+            .map(|t| t.topic_id)
+            .filter(|id| !id.is_nil())
             .collect();
-        let created = if allow_create && !missing.is_empty() {
-            let created = auto_create(shard, missing).await;
-            snapshot = shard.metadata.load();
-            created
-        } else {
-            Default::default()
-        };
-        for t in requested {
-            let entry = match (&t.name, t.topic_id) {
-                (Some(name), _) => {
-                    let name = name.0.to_string();
-                    match snapshot.topic(&name) {
-                        Some(meta) => topic_entry(meta, node_id, h.api_version),
-                        None if validate_topic_name(&name).is_err() => error_entry(
-                            Some(name),
-                            uuid::Uuid::nil(),
-                            ErrorCode::InvalidTopicException,
-                        ),
-                        None => {
-                            let code = match created.get(&name) {
-                                Some(Err(code)) => *code,
-                                _ => ErrorCode::UnknownTopicOrPartition,
-                            };
-                            error_entry(Some(name), uuid::Uuid::nil(), code)
-                        }
-                    }
-                }
-                (None, id) => match snapshot.topic_by_id(&id) {
+        if !ids.is_empty() && h.api_version < 12 {
+            topics.extend(requested.iter().map(|t| {
+                let name = t.name.as_ref().map(|n| n.0.to_string()).unwrap_or_default();
+                error_entry(Some(name), t.topic_id, ErrorCode::InvalidRequest)
+            }));
+        } else if !ids.is_empty() {
+            let mut seen = std::collections::HashSet::new();
+            for id in ids.into_iter().filter(|id| seen.insert(*id)) {
+                topics.push(match snapshot.topic_by_id(&id) {
                     Some(meta) => topic_entry(meta, node_id, h.api_version),
                     None => error_entry(None, id, ErrorCode::UnknownTopicId),
-                },
-            };
-            topics.push(entry);
+                });
+            }
+        } else {
+            let names: Vec<String> = requested
+                .iter()
+                .filter_map(|t| t.name.as_ref().map(|n| n.0.to_string()))
+                .collect();
+            topics = by_name(shard, h, req.allow_auto_topic_creation, names).await;
         }
     }
     let mut broker = MetadataResponseBroker::default();

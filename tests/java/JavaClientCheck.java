@@ -2,6 +2,7 @@
 //   produce BOOTSTRAP TOPIC N     idempotent producer, acks=all, record i -> partition i % 8
 //   verify  BOOTSTRAP TOPIC N     consumes every partition from the beginning, checks bytes and order
 //   codecs  BOOTSTRAP             keys, headers, timestamps in every codec; admin and ListOffsets
+//   topic-ids BOOTSTRAP           the admin client describes topics by id (Metadata v12, null names)
 //   group   BOOTSTRAP TOPIC N PROTOCOL
 //                                 three consumers of one group (group.protocol=PROTOCOL) share
 //                                 TOPIC's 8 partitions, commit, survive one leaving; the admin
@@ -18,9 +19,12 @@ import java.util.concurrent.Future;
 import org.apache.kafka.clients.admin.*;
 import org.apache.kafka.clients.consumer.*;
 import org.apache.kafka.clients.producer.*;
+import org.apache.kafka.common.TopicCollection;
 import org.apache.kafka.common.TopicPartition;
+import org.apache.kafka.common.Uuid;
 import org.apache.kafka.common.errors.InvalidReplicationFactorException;
 import org.apache.kafka.common.errors.TopicExistsException;
+import org.apache.kafka.common.errors.UnknownTopicIdException;
 import org.apache.kafka.common.header.Header;
 import org.apache.kafka.common.serialization.ByteArrayDeserializer;
 import org.apache.kafka.common.serialization.ByteArraySerializer;
@@ -184,6 +188,41 @@ public class JavaClientCheck {
         }
     }
 
+    /** Describes topics by id, as describeTopics(TopicCollection.ofTopicIds(..)) asks. */
+    static void topicIds(String bootstrap) throws Exception {
+        try (Admin admin = Admin.create(base(bootstrap))) {
+            admin.createTopics(List.of(new NewTopic("java-by-id-a", 3, (short) 1),
+                                       new NewTopic("java-by-id-b", 1, (short) 1))).all().get();
+            Map<String, TopicDescription> byName = admin.describeTopics(List.of("java-by-id-a", "java-by-id-b")).allTopicNames().get();
+            Uuid a = byName.get("java-by-id-a").topicId();
+            Uuid b = byName.get("java-by-id-b").topicId();
+            check(!a.equals(Uuid.ZERO_UUID) && !b.equals(Uuid.ZERO_UUID) && !a.equals(b), "ids by name: " + a + ", " + b);
+            Map<Uuid, TopicDescription> byId = admin.describeTopics(TopicCollection.ofTopicIds(List.of(a, b))).allTopicIds().get();
+            TopicDescription da = byId.get(a);
+            TopicDescription db = byId.get(b);
+            check(da.name().equals("java-by-id-a") && da.topicId().equals(a), "by id a: " + da);
+            check(db.name().equals("java-by-id-b") && db.topicId().equals(b), "by id b: " + db);
+            check(da.partitions().size() == 3 && db.partitions().size() == 1, "partitions: " + da + ", " + db);
+            for (int i = 0; i < 3; i++) {
+                check(da.partitions().get(i).partition() == i && da.partitions().get(i).leader() != null, "partition " + i + ": " + da);
+            }
+            Uuid unknown = Uuid.randomUuid();
+            try {
+                admin.describeTopics(TopicCollection.ofTopicIds(List.of(unknown))).allTopicIds().get();
+                check(false, "an unknown topic id was described");
+            } catch (ExecutionException e) {
+                check(e.getCause() instanceof UnknownTopicIdException, "unknown id: " + e.getCause());
+            }
+            admin.deleteTopics(TopicCollection.ofTopicIds(List.of(b))).all().get();
+            try {
+                admin.describeTopics(TopicCollection.ofTopicIds(List.of(b))).allTopicIds().get();
+                check(false, "a deleted topic was described by id");
+            } catch (ExecutionException e) {
+                check(e.getCause() instanceof UnknownTopicIdException, "deleted id: " + e.getCause());
+            }
+        }
+    }
+
     /** One member of a group, polling on its own thread until told to stop. */
     static final class Member implements Runnable {
         final KafkaConsumer<byte[], byte[]> consumer;
@@ -295,6 +334,7 @@ public class JavaClientCheck {
             case "produce" -> produce(args[1], args[2], Integer.parseInt(args[3]));
             case "verify" -> verify(args[1], args[2], Integer.parseInt(args[3]));
             case "codecs" -> codecs(args[1]);
+            case "topic-ids" -> topicIds(args[1]);
             case "group" -> group(args[1], args[2], Integer.parseInt(args[3]), args[4]);
             default -> throw new IllegalArgumentException(args[0]);
         }

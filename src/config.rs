@@ -41,7 +41,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting { name: "log.dirs", aliases: &["log.dir"], default: "/tmp/ringlog-logs", doc: "Directory holding partition logs and metadata (one directory for now)." },
     Setting { name: "num.partitions", aliases: &[], default: "1", doc: "Partitions of an auto-created topic, and of CreateTopics with num_partitions -1." },
     Setting { name: "default.replication.factor", aliases: &[], default: "1", doc: "Replication factor of auto-created topics (a single broker serves only 1)." },
-    Setting { name: "auto.create.topics.enable", aliases: &[], default: "true", doc: "Create unknown topics on Metadata and Produce." },
+    Setting { name: "auto.create.topics.enable", aliases: &[], default: "true", doc: "Create a topic that a Metadata request names when the client allows it (every Metadata v0-v3 request does); Produce never creates topics, as in Kafka." },
     Setting { name: "message.max.bytes", aliases: &[], default: "1048588", doc: "Largest record batch accepted; larger → MESSAGE_TOO_LARGE." },
     Setting { name: "socket.request.max.bytes", aliases: &[], default: "104857600", doc: "Largest request frame; a larger size closes the connection." },
     Setting { name: "max.connections", aliases: &[], default: "2147483647", doc: "Most client connections open at once; a connection beyond it is closed as soon as it is accepted." },

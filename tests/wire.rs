@@ -189,6 +189,22 @@ fn malformed_and_oversized_frames_close_the_connection() {
     assert_serving(&b);
 }
 
+/// CRC-32 (IEEE), as a magic 0/1 message carries.
+fn crc32_ieee(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
 #[test]
 fn invalid_batches_get_kafka_error_codes_and_use_no_offsets() {
     let b = Broker::start(
@@ -203,8 +219,23 @@ fn invalid_batches_get_kafka_error_codes_and_use_no_offsets() {
     bad_crc[last] ^= 1;
     let mut two = good.clone();
     two.extend_from_slice(&good);
-    let mut magic1 = good.clone();
-    magic1[16] = 1;
+    // A real magic-1 message (Kafka 0.10's format): offset, length, crc, magic 1,
+    // attributes, timestamp, null key, value. Kafka answers INVALID_RECORD from
+    // Produce v3 on (ProduceRequest.validateRecords).
+    let mut magic1 = Vec::new();
+    magic1.extend_from_slice(&0i64.to_be_bytes());
+    magic1.extend_from_slice(&27i32.to_be_bytes());
+    let message = [
+        &[1u8, 0][..],
+        &0i64.to_be_bytes(),
+        &(-1i32).to_be_bytes(),
+        &5i32.to_be_bytes(),
+        b"hello",
+    ]
+    .concat();
+    magic1.extend_from_slice(&crc32_ieee(&message).to_be_bytes());
+    magic1.extend_from_slice(&message);
+    assert_eq!(magic1.len(), 39);
     let mut short = good.clone();
     short.truncate(40);
     let big = encode(
@@ -223,8 +254,8 @@ fn invalid_batches_get_kafka_error_codes_and_use_no_offsets() {
     for (what, records, code) in [
         ("crc mismatch", bad_crc, 2),
         ("two batches", two, 87),
-        ("magic 1", magic1, 43),
-        ("shorter than a header", short, 2),
+        ("magic 1", magic1, 87),
+        ("shorter than its length field", short, 87),
         ("over message.max.bytes", big, 10),
         ("record count lies", count_lies, 2),
     ] {
@@ -561,16 +592,94 @@ fn a_large_batch_round_trips_and_is_returned_whole_past_the_fetch_limit() {
     );
 }
 
+/// Metadata for `topic` by name (v`version`), with `allow_auto_topic_creation`.
+fn metadata_for(c: &mut Client, topic: &str, version: i16, allow: bool) -> MetadataResponse {
+    let mut req = MetadataRequest::default();
+    req.topics = Some(vec![{
+        let mut t = kafka_protocol::messages::metadata_request::MetadataRequestTopic::default();
+        t.name = Some(name(topic));
+        t
+    }]);
+    req.allow_auto_topic_creation = allow;
+    c.call(ApiKey::Metadata, version, &req)
+}
+
+fn listed_topics(c: &mut Client) -> Vec<String> {
+    let mut every = MetadataRequest::default();
+    every.topics = None;
+    let all: MetadataResponse = c.call(ApiKey::Metadata, 12, &every);
+    all.topics
+        .iter()
+        .filter_map(|t| t.name.as_ref().map(|n| n.0.to_string()))
+        .collect()
+}
+
+/// The sequence behind a deleted topic coming back (librdkafka producers and a regex
+/// consumer alive across DeleteTopics): as in Kafka, Produce never creates a topic
+/// (UNKNOWN_TOPIC_OR_PARTITION; KafkaApis.handleProduceRequest), nor does Metadata
+/// that does not allow it (consumers) or that lists all topics; Metadata by name that
+/// allows it (producers; every v0-v3 request) does, right after the delete, with a new
+/// id (KRaft's deletion is one record: no deletion stays in flight to refuse it).
 #[test]
-fn produce_auto_creates_a_topic_when_enabled() {
-    let b = Broker::start("produce-autocreate", &["num.partitions=2"]);
+fn a_deleted_topic_comes_back_only_through_metadata_that_allows_creation() {
+    let b = Broker::start("delete-recreate", &["num.partitions=2"]);
     let mut c = b.connect();
+    create_topic(&mut c, "gone", 3);
+    assert_eq!(produce(&mut c, "gone", 2, batch(2, None)), (0, 0));
+    let old_id = metadata_for(&mut c, "gone", 12, false).topics[0].topic_id;
+    assert_eq!(delete_topic(&mut c, "gone"), 0);
+
     assert_eq!(
-        produce(&mut c, "born-on-produce", 1, batch(2, None)),
-        (0, 0)
+        produce(&mut c, "gone", 2, batch(2, None)).0,
+        3,
+        "produce after delete"
     );
-    assert_eq!(latest_offset(&mut c, "born-on-produce", 1), 2);
-    assert_eq!(latest_offset(&mut c, "born-on-produce", 0), 0);
+    assert_eq!(
+        produce(&mut c, "never-was", 0, batch(2, None)).0,
+        3,
+        "produce, new name"
+    );
+    let consumer_view = metadata_for(&mut c, "gone", 12, false);
+    assert_eq!(
+        consumer_view.topics[0].error_code, 3,
+        "metadata, creation not allowed"
+    );
+    assert!(listed_topics(&mut c).is_empty(), "nothing re-created");
+
+    let producer_view = metadata_for(&mut c, "gone", 12, true);
+    let t = &producer_view.topics[0];
+    assert_eq!(t.error_code, 0);
+    assert_eq!(t.partitions.len(), 2, "re-created with num.partitions");
+    assert!(
+        !t.topic_id.is_nil() && t.topic_id != old_id,
+        "a new topic id"
+    );
+    assert_eq!(
+        latest_offset(&mut c, "gone", 1),
+        0,
+        "the new topic starts empty"
+    );
+    // Metadata v0-v3 has no allow flag: it always allows creation.
+    assert_eq!(
+        metadata_for(&mut c, "old-client", 3, true).topics[0].error_code,
+        0
+    );
+    assert_eq!(listed_topics(&mut c), ["gone", "old-client"]);
+    drop(c);
+
+    let d = Broker::start("delete-no-autocreate", &["auto.create.topics.enable=false"]);
+    let mut c = d.connect();
+    create_topic(&mut c, "gone", 1);
+    assert_eq!(delete_topic(&mut c, "gone"), 0);
+    assert_eq!(
+        metadata_for(&mut c, "gone", 12, true).topics[0].error_code,
+        3
+    );
+    assert_eq!(
+        metadata_for(&mut c, "gone", 3, true).topics[0].error_code,
+        3
+    );
+    assert!(listed_topics(&mut c).is_empty());
 }
 
 /// Sum of `sync_requests=N` over the shards' shutdown lines of the last run.

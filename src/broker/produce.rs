@@ -12,7 +12,7 @@ use kafka_protocol::messages::produce_response::{
     PartitionProduceResponse, ProduceResponse, TopicProduceResponse,
 };
 
-use super::routing::{auto_create, group_by_owner};
+use super::routing::group_by_owner;
 use super::{decode, encode_response, str_bytes, Outcome};
 use crate::protocol::api::key;
 use crate::protocol::header::RequestHeader;
@@ -28,22 +28,10 @@ pub async fn handle(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcom
         Err(o) => return o,
     };
     let acks = req.acks;
-    let mut snapshot = shard.metadata.load();
-    if shard.config.auto_create_topics {
-        let missing: Vec<String> = req
-            .topic_data
-            .iter()
-            .map(|t| t.name.0.to_string())
-            .filter(|n| {
-                snapshot.topic(n).is_none()
-                    && crate::cluster::metadata::validate_topic_name(n).is_ok()
-            })
-            .collect();
-        if !missing.is_empty() {
-            auto_create(shard, missing).await;
-            snapshot = shard.metadata.load();
-        }
-    }
+    // An unknown topic gets UNKNOWN_TOPIC_OR_PARTITION and is never auto-created, as
+    // in Kafka (KafkaApis.handleProduceRequest): only Metadata creates topics, so a
+    // Produce still in flight for a deleted topic cannot bring it back.
+    let snapshot = shard.metadata.load();
     // One slot per (topic, partition) in request order.
     let mut results: Vec<Option<PartitionResult>> = Vec::new();
     let mut work = Vec::new();

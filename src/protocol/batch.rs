@@ -26,8 +26,12 @@ pub enum BatchError {
     TooShort(usize),
     #[error("batch length field says {declared} bytes, {actual} present")]
     LengthMismatch { declared: i64, actual: usize },
-    #[error("magic {0} is not supported; only RecordBatch v2 (magic 2)")]
+    #[error(
+        "produce requests from v3 may only carry record batches with magic 2, found magic {0}"
+    )]
     OldMagic(i8),
+    #[error("no complete record batch: {actual} bytes, the length field asks for {declared}")]
+    NoBatch { declared: i64, actual: usize },
     #[error("unknown magic {0}")]
     BadMagic(i8),
     #[error("CRC-32C mismatch: header says {stored:#010x}, computed {computed:#010x}")]
@@ -54,8 +58,11 @@ impl BatchError {
         use super::error::ErrorCode;
         match self {
             BatchError::TooLarge { .. } => ErrorCode::MessageTooLarge,
-            BatchError::OldMagic(_) => ErrorCode::UnsupportedForMessageFormat,
-            BatchError::NotExactlyOne(_) => ErrorCode::InvalidRecord,
+            // As Kafka's ProduceRequest.validateRecords: INVALID_RECORD for a payload
+            // without one whole batch, a batch of magic 0/1, or more than one batch.
+            BatchError::OldMagic(_) | BatchError::NoBatch { .. } | BatchError::NotExactlyOne(_) => {
+                ErrorCode::InvalidRecord
+            }
             BatchError::TimestampOutOfRange { .. } => ErrorCode::InvalidTimestamp,
             _ => ErrorCode::CorruptMessage,
         }
@@ -238,24 +245,43 @@ pub fn check_timestamps(
 }
 
 /// Checks that a produce payload for one partition is exactly one batch, as Kafka
-/// requires from Produce v3 on, and validates it.
+/// requires from Produce v3 on, and validates it. The checks run in the order of
+/// Kafka's `ProduceRequest.validateRecords` (via its batch iterator), so the same
+/// payload gets the same error code: a length field below the smallest legacy message
+/// is corrupt; a payload that does not hold the batch its length field announces has
+/// no batch; then the magic, read before anything that depends on the v2 layout (a
+/// magic 0/1 message is shorter than a v2 header).
 pub fn validate_single(records: &Bytes, batch_size_max: usize) -> Result<(), BatchError> {
-    let header = BatchHeader::new(records).ok_or(BatchError::TooShort(records.len()))?;
-    let size = header.total_size();
-    if size < HEADER_SIZE as i64 {
+    /// Kafka's LegacyRecord.RECORD_OVERHEAD_V0: the smallest length field it accepts.
+    const LENGTH_MIN: i64 = 14;
+    let no_batch = |declared: i64| BatchError::NoBatch {
+        declared,
+        actual: records.len(),
+    };
+    let Some(length_field) = records.get(LENGTH_OFFSET..LOG_OVERHEAD) else {
+        return Err(no_batch(LOG_OVERHEAD as i64));
+    };
+    let length = i32::from_be_bytes(length_field.try_into().expect("4 bytes")) as i64;
+    if length < LENGTH_MIN {
         return Err(BatchError::LengthMismatch {
-            declared: size,
+            declared: length + LOG_OVERHEAD as i64,
             actual: records.len(),
         });
     }
-    if size as usize != records.len() {
-        if (size as usize) < records.len() {
-            return Err(BatchError::NotExactlyOne(2));
-        }
-        return Err(BatchError::LengthMismatch {
-            declared: size,
-            actual: records.len(),
-        });
+    let size = length + LOG_OVERHEAD as i64;
+    if records.len() <= MAGIC_OFFSET || (records.len() as i64) < size {
+        return Err(no_batch(size));
+    }
+    match records[MAGIC_OFFSET] as i8 {
+        2 => {}
+        m @ 0..=1 => return Err(BatchError::OldMagic(m)),
+        m => return Err(BatchError::BadMagic(m)),
+    }
+    if size < HEADER_SIZE as i64 {
+        return Err(BatchError::TooShort(size as usize));
+    }
+    if (records.len() as i64) > size {
+        return Err(BatchError::NotExactlyOne(2));
     }
     validate(records, batch_size_max).map(|_| ())
 }
@@ -425,14 +451,46 @@ mod tests {
     }
 
     #[test]
-    fn old_magic_maps_to_unsupported_for_message_format() {
-        let mut b = sample();
-        b[MAGIC_OFFSET] = 1;
-        let err = validate(&b, 1 << 20).unwrap_err();
-        assert_eq!(
-            err.error_code(),
-            crate::protocol::error::ErrorCode::UnsupportedForMessageFormat
-        );
+    fn produce_payload_errors_follow_kafka() {
+        use crate::protocol::error::ErrorCode;
+        let code = |b: &[u8]| {
+            validate_single(&Bytes::copy_from_slice(b), 1 << 20)
+                .unwrap_err()
+                .error_code()
+        };
+        let good = sample();
+        assert!(validate_single(&Bytes::copy_from_slice(&good), 1 << 20).is_ok());
+        // A magic-1 message (offset, length, crc, magic 1, attributes, timestamp,
+        // null key, 3-byte value): 37 bytes, shorter than a v2 header.
+        let mut v1 = Vec::new();
+        v1.extend_from_slice(&0i64.to_be_bytes());
+        v1.extend_from_slice(&25i32.to_be_bytes());
+        v1.extend_from_slice(&0u32.to_be_bytes());
+        v1.extend_from_slice(&[1, 0]);
+        v1.extend_from_slice(&0i64.to_be_bytes());
+        v1.extend_from_slice(&(-1i32).to_be_bytes());
+        v1.extend_from_slice(&3i32.to_be_bytes());
+        v1.extend_from_slice(b"abc");
+        assert_eq!(v1.len(), 37);
+        assert_eq!(code(&v1), ErrorCode::InvalidRecord);
+        let mut v0 = v1.clone();
+        v0[MAGIC_OFFSET] = 0;
+        assert_eq!(code(&v0), ErrorCode::InvalidRecord);
+        // Cut short: no whole batch, as Kafka's iterator finds none.
+        assert_eq!(code(&good[..40]), ErrorCode::InvalidRecord);
+        assert_eq!(code(&good[..10]), ErrorCode::InvalidRecord);
+        let mut two = good.clone();
+        two.extend_from_slice(&good);
+        assert_eq!(code(&two), ErrorCode::InvalidRecord);
+        let mut tiny_length = good.clone();
+        tiny_length[LENGTH_OFFSET..LOG_OVERHEAD].copy_from_slice(&13i32.to_be_bytes());
+        assert_eq!(code(&tiny_length), ErrorCode::CorruptMessage);
+        let mut magic9 = good.clone();
+        magic9[MAGIC_OFFSET] = 9;
+        assert_eq!(code(&magic9), ErrorCode::CorruptMessage);
+        let mut bad_crc = good.clone();
+        *bad_crc.last_mut().unwrap() ^= 1;
+        assert_eq!(code(&bad_crc), ErrorCode::CorruptMessage);
     }
 
     #[test]

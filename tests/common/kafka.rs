@@ -14,6 +14,8 @@ use kafka_protocol::messages::list_offsets_request::{
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsResponse,
 };
+use kafka_protocol::messages::metadata_request::{MetadataRequest, MetadataRequestTopic};
+use kafka_protocol::messages::metadata_response::MetadataResponse;
 use kafka_protocol::messages::produce_request::{
     PartitionProduceData, ProduceRequest, TopicProduceData,
 };
@@ -132,6 +134,15 @@ pub fn assert_serving(b: &Broker) {
     let mut c = b.connect();
     let resp: ApiVersionsResponse = c.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
     assert_eq!(resp.error_code, 0);
+    // As a producer does: Metadata that allows auto-creation, then Produce.
+    let mut req = MetadataRequest::default();
+    req.topics = Some(vec![{
+        let mut t = MetadataRequestTopic::default();
+        t.name = Some(name("still-serving"));
+        t
+    }]);
+    req.allow_auto_topic_creation = true;
+    let _: MetadataResponse = c.call(ApiKey::Metadata, 12, &req);
     let (code, _) = produce(&mut c, "still-serving", 0, batch(2, None));
     assert_eq!(code, 0);
     let resp: FetchResponse = c.call(

@@ -392,24 +392,23 @@ fn rename_retired(path: &Path, tag: &str) -> io::Result<PathBuf> {
     Ok(PathBuf::from(to))
 }
 
-/// When to remove what, and whom to tell once it is done.
-type Retired = (
-    std::time::Instant,
-    Vec<PathBuf>,
-    Option<oneshot::Sender<()>>,
-);
+/// When to remove what.
+type Retired = (std::time::Instant, Vec<PathBuf>);
 
 /// Removes retired segment files and deleted partitions' directories, `UNLINK_DELAY`
 /// after they were renamed, on a thread of its own: unlinking a file's last name
 /// frees its page cache and extents (some 27 ms per 512 MiB here; seconds for a
 /// whole topic), which must stall neither a shard nor glommio's blocking thread (a
 /// roll's directory fsync waits for that one).
-fn remove_later(paths: Vec<PathBuf>, done: Option<oneshot::Sender<()>>) {
+///
+/// Nobody waits for the removal: the reaper is a plain thread, and completing a
+/// shard's future from it would wake a glommio task from a foreign thread (see
+/// `shard::Shard::submit_to`). Files are renamed, and closed, before they get here.
+fn remove_later(paths: Vec<PathBuf>) {
     let due = std::time::Instant::now() + UNLINK_DELAY;
-    if let Err(std::sync::mpsc::SendError((_, paths, done))) = reaper().send((due, paths, done)) {
+    if let Err(std::sync::mpsc::SendError((_, paths))) = reaper().send((due, paths)) {
         // No reaper thread: remove them here rather than never.
         paths.iter().for_each(|p| remove_retired(p));
-        done.map(|d| d.send(()));
     }
 }
 
@@ -428,10 +427,9 @@ fn reaper() -> &'static std::sync::mpsc::Sender<Retired> {
         let spawned = std::thread::Builder::new()
             .name("ringlog-reaper".into())
             .spawn(move || {
-                for (due, paths, done) in rx {
+                for (due, paths) in rx {
                     std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
                     paths.iter().for_each(|p| remove_retired(p));
-                    done.map(|d| d.send(()));
                 }
             });
         if let Err(e) = spawned {
@@ -1553,7 +1551,7 @@ impl PartitionLog {
         let count = doomed.len();
         drop(doomed);
         if !retired.is_empty() {
-            remove_later(retired, None);
+            remove_later(retired);
         }
         count
     }
@@ -1613,8 +1611,8 @@ impl PartitionLog {
     /// Closes the log and removes its directory: renamed `*.deleted` at once (a topic
     /// created again under the name starts empty, and the start-up scan removes what a
     /// crash left), then removed off the shard, as retired segments are
-    /// (`remove_later`); returns once it is gone. Readers holding segment files keep
-    /// them readable until they finish.
+    /// (`remove_later`); returns once it is renamed. Readers holding segment files
+    /// keep them readable until they finish.
     pub async fn delete(&self) -> io::Result<()> {
         {
             let mut s = self.state.borrow_mut();
@@ -1637,10 +1635,10 @@ impl PartitionLog {
             .unwrap_or_default()
             .as_nanos();
         let doomed = rename_retired(&self.dir, &format!(".{unique}"))?;
-        // DeleteTopics answers once the data is gone (as when the shard removed it).
-        let (done, removed) = oneshot::channel();
-        remove_later(vec![doomed], Some(done));
-        let _ = removed.await;
+        // As Kafka (a deleted log is renamed, then removed `file.delete.delay.ms`
+        // later), the deletion is done once the directory is renamed: the name is free
+        // for a new topic, and the files go off the shard soon after.
+        remove_later(vec![doomed]);
         Ok(())
     }
 }

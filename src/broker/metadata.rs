@@ -71,7 +71,8 @@ async fn by_name(
         .cloned()
         .collect();
     let created = if allow_create && !missing.is_empty() {
-        let created = auto_create(shard, missing).await;
+        let client = h.client_id.as_deref().unwrap_or("");
+        let created = auto_create(shard, missing, client).await;
         snapshot = shard.metadata.load();
         created
     } else {

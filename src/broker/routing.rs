@@ -12,11 +12,13 @@ use crate::protocol::ErrorCode;
 use crate::shard::{PartitionKey, Shard, CONTROLLER_SHARD};
 use crate::storage::PartitionLog;
 
-/// Creates `names` with broker defaults through the controller (auto-creation).
-/// Results are by name; a topic someone else created meanwhile counts as success.
+/// Creates `names` with broker defaults through the controller (auto-creation, which
+/// only a Metadata request may ask for, as in Kafka); `client` names who asked, for the
+/// log. Results are by name; a topic someone else created meanwhile counts as success.
 pub async fn auto_create(
     shard: &Rc<Shard>,
     names: Vec<String>,
+    client: &str,
 ) -> BTreeMap<String, Result<Arc<TopicMeta>, ErrorCode>> {
     // Internal topics are created by their owners (the group coordinator), with their
     // own settings, never by a client's request.
@@ -24,6 +26,9 @@ pub async fn auto_create(
         .into_iter()
         .filter(|n| n != crate::group::offsets_topic::OFFSETS_TOPIC)
         .collect();
+    if !names.is_empty() {
+        tracing::info!(topics = ?names, client, "auto-creating topics a Metadata request names");
+    }
     let topics: Vec<NewTopic> = names
         .iter()
         .map(|n| NewTopic {

@@ -1,4 +1,4 @@
-//! CreateTopics (v2–v7), through the controller.
+//! CreateTopics (v0–v7), through the controller.
 
 use std::rc::Rc;
 
@@ -8,10 +8,11 @@ use kafka_protocol::messages::create_topics_response::{
     CreatableTopicResult, CreateTopicsResponse,
 };
 
-use super::{decode, encode_response, str_bytes, Outcome};
+use super::{decode, encode_response, respond_with, str_bytes, Outcome};
 use crate::cluster::controller::NewTopic;
 use crate::protocol::api::key;
 use crate::protocol::header::RequestHeader;
+use crate::protocol::old_versions;
 use crate::protocol::ErrorCode;
 use crate::shard::{Shard, CONTROLLER_SHARD};
 
@@ -85,6 +86,8 @@ pub async fn handle(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcom
         r.name = kafka_protocol::messages::TopicName(str_bytes(&t.name));
         match outcome {
             Ok(meta) => {
+                // Null, as Kafka answers a success (the schema's default is "").
+                r.error_message = None;
                 if h.api_version >= 7 {
                     r.topic_id = meta.id;
                 }
@@ -99,6 +102,13 @@ pub async fn handle(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcom
             }
         }
         resp.topics.push(r);
+    }
+    if h.api_version == 0 {
+        // Names and codes only: a layout no version the schema crate has.
+        return respond_with(key::CREATE_TOPICS, 0, h.correlation_id, |buf| {
+            old_versions::encode_create_topics_v0_response(&resp, buf);
+            Ok(())
+        });
     }
     encode_response(key::CREATE_TOPICS, h.api_version, h.correlation_id, &resp)
 }

@@ -1,4 +1,4 @@
-//! DeleteTopics (v1–v6): by name, or by topic id from v6, through the controller.
+//! DeleteTopics (v0–v6): by name, or by topic id from v6, through the controller.
 
 use std::rc::Rc;
 

@@ -1,6 +1,6 @@
-//! The group APIs: JoinGroup, SyncGroup, Heartbeat, LeaveGroup, OffsetCommit,
-//! OffsetFetch, ListGroups, DescribeGroups, DeleteGroups, OffsetDelete, and KIP-848's
-//! ConsumerGroupHeartbeat and ConsumerGroupDescribe. Each
+//! The group membership APIs: JoinGroup, SyncGroup, Heartbeat, LeaveGroup,
+//! ListGroups, DescribeGroups, DeleteGroups, and KIP-848's ConsumerGroupHeartbeat and
+//! ConsumerGroupDescribe (the offset APIs are in `group_offsets`). Each
 //! decodes its request, runs the group's part on the coordinating shard (`group`), and
 //! encodes the answer with the fields its version has.
 
@@ -31,35 +31,25 @@ use kafka_protocol::messages::leave_group_request::LeaveGroupRequest;
 use kafka_protocol::messages::leave_group_response::{LeaveGroupResponse, MemberResponse};
 use kafka_protocol::messages::list_groups_request::ListGroupsRequest;
 use kafka_protocol::messages::list_groups_response::{ListGroupsResponse, ListedGroup};
-use kafka_protocol::messages::offset_commit_request::OffsetCommitRequest;
-use kafka_protocol::messages::offset_commit_response::{
-    OffsetCommitResponse, OffsetCommitResponsePartition, OffsetCommitResponseTopic,
-};
-use kafka_protocol::messages::offset_delete_request::OffsetDeleteRequest;
-use kafka_protocol::messages::offset_delete_response::{
-    OffsetDeleteResponse, OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
-};
-use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequest;
-use kafka_protocol::messages::offset_fetch_response::{
-    OffsetFetchResponse, OffsetFetchResponseGroup, OffsetFetchResponsePartition,
-    OffsetFetchResponsePartitions, OffsetFetchResponseTopic, OffsetFetchResponseTopics,
-};
 use kafka_protocol::messages::sync_group_request::SyncGroupRequest;
 use kafka_protocol::messages::{GroupId, TopicName};
 
 use super::{decode, encode_response, str_bytes, Outcome};
 use crate::cluster::metadata::ShardId;
+use crate::group;
 use crate::group::consumer::{HeartbeatIn, Partitions};
-use crate::group::offsets_topic::CommittedOffset;
 use crate::group::state::{self, JoinRequest, SyncRequest};
-use crate::group::{self, FetchedOffsets};
 use crate::protocol::api::key;
 use crate::protocol::header::RequestHeader;
 use crate::protocol::ErrorCode;
 use crate::shard::Shard;
 
 /// Runs `f` on the shard coordinating `group`.
-async fn on_coordinator<R, F, Fut>(shard: &Rc<Shard>, group: &str, f: F) -> Result<R, ErrorCode>
+pub(super) async fn on_coordinator<R, F, Fut>(
+    shard: &Rc<Shard>,
+    group: &str,
+    f: F,
+) -> Result<R, ErrorCode>
 where
     R: Send + 'static,
     F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
@@ -72,7 +62,7 @@ where
         .map_err(|_| ErrorCode::CoordinatorNotAvailable)
 }
 
-fn text(s: &kafka_protocol::protocol::StrBytes) -> String {
+pub(super) fn text(s: &kafka_protocol::protocol::StrBytes) -> String {
     s.as_str().to_string()
 }
 
@@ -229,222 +219,6 @@ pub async fn leave_group(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> O
     encode_response(key::LEAVE_GROUP, h.api_version, h.correlation_id, &resp)
 }
 
-pub async fn offset_commit(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcome {
-    let req: OffsetCommitRequest = match decode(body, h) {
-        Ok(r) => r,
-        Err(o) => return o,
-    };
-    let group = text(&req.group_id);
-    let now = crate::storage::segment::now_ms();
-    let entries: Vec<(String, i32, CommittedOffset)> = req
-        .topics
-        .iter()
-        .flat_map(|t| {
-            t.partitions.iter().map(move |p| {
-                (
-                    text(&t.name),
-                    p.partition_index,
-                    CommittedOffset {
-                        offset: p.committed_offset,
-                        leader_epoch: p.committed_leader_epoch,
-                        metadata: p.committed_metadata.as_ref().map(text).unwrap_or_default(),
-                        commit_timestamp: now,
-                    },
-                )
-            })
-        })
-        .collect();
-    let count = entries.len();
-    let g = group.clone();
-    let member_id = text(&req.member_id);
-    let instance_id = req.group_instance_id.as_ref().map(text);
-    let generation = req.generation_id_or_member_epoch;
-    let committed = on_coordinator(shard, &group, move |s| async move {
-        let member = (member_id.as_str(), instance_id.as_deref(), generation);
-        s.groups.commit(&s, &g, member, entries).await
-    })
-    .await
-    .and_then(|r| r);
-    let codes = match committed {
-        Ok(codes) => codes,
-        Err(code) => vec![code; count],
-    };
-    let mut codes = codes.into_iter();
-    let mut resp = OffsetCommitResponse::default();
-    resp.topics = req_topics_with(&req, |_| codes.next().unwrap_or(ErrorCode::None));
-    encode_response(key::OFFSET_COMMIT, h.api_version, h.correlation_id, &resp)
-}
-
-/// The commit response mirrors the request's topics and partitions, in order.
-fn req_topics_with(
-    req: &OffsetCommitRequest,
-    mut code: impl FnMut(i32) -> ErrorCode,
-) -> Vec<OffsetCommitResponseTopic> {
-    req.topics
-        .iter()
-        .map(|t| {
-            let mut rt = OffsetCommitResponseTopic::default();
-            rt.name = t.name.clone();
-            rt.partitions = t
-                .partitions
-                .iter()
-                .map(|p| {
-                    let mut rp = OffsetCommitResponsePartition::default();
-                    rp.partition_index = p.partition_index;
-                    rp.error_code = code(p.partition_index).code();
-                    rp
-                })
-                .collect();
-            rt
-        })
-        .collect()
-}
-
-/// Fetches one group's committed offsets on its coordinator.
-async fn fetch_group_offsets(
-    shard: &Rc<Shard>,
-    group: String,
-    topics: Option<Vec<(String, Vec<i32>)>>,
-) -> Result<FetchedOffsets, ErrorCode> {
-    let g = group.clone();
-    on_coordinator(shard, &group, move |s| async move {
-        s.groups.fetch_offsets(&s, &g, topics)
-    })
-    .await
-    .and_then(|r| r)
-}
-
-pub async fn offset_fetch(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcome {
-    let req: OffsetFetchRequest = match decode(body, h) {
-        Ok(r) => r,
-        Err(o) => return o,
-    };
-    let v = h.api_version;
-    let mut resp = OffsetFetchResponse::default();
-    if v >= 8 {
-        // KIP-709: several groups per request.
-        for g in &req.groups {
-            let topics = g.topics.as_ref().map(|ts| {
-                ts.iter()
-                    .map(|t| (text(&t.name), t.partition_indexes.clone()))
-                    .collect()
-            });
-            let mut rg = OffsetFetchResponseGroup::default();
-            rg.group_id = g.group_id.clone();
-            match fetch_group_offsets(shard, text(&g.group_id), topics).await {
-                Err(code) => rg.error_code = code.code(),
-                Ok(found) => {
-                    rg.topics = found
-                        .into_iter()
-                        .map(|(name, parts)| {
-                            let mut t = OffsetFetchResponseTopics::default();
-                            t.name = TopicName(str_bytes(&name));
-                            t.partitions = parts
-                                .into_iter()
-                                .map(|(p, c)| {
-                                    let mut rp = OffsetFetchResponsePartitions::default();
-                                    rp.partition_index = p;
-                                    fill_fetched(
-                                        &c,
-                                        &mut rp.committed_offset,
-                                        &mut rp.committed_leader_epoch,
-                                        &mut rp.metadata,
-                                    );
-                                    rp
-                                })
-                                .collect();
-                            t
-                        })
-                        .collect();
-                }
-            }
-            resp.groups.push(rg);
-        }
-    } else {
-        let topics = req.topics.as_ref().map(|ts| {
-            ts.iter()
-                .map(|t| (text(&t.name), t.partition_indexes.clone()))
-                .collect()
-        });
-        match fetch_group_offsets(shard, text(&req.group_id), topics).await {
-            Err(code) if v >= 2 => resp.error_code = code.code(),
-            // v1 has no top-level error: every requested partition carries it.
-            Err(code) => {
-                resp.topics = req
-                    .topics
-                    .iter()
-                    .flatten()
-                    .map(|t| {
-                        let mut rt = OffsetFetchResponseTopic::default();
-                        rt.name = t.name.clone();
-                        rt.partitions = t
-                            .partition_indexes
-                            .iter()
-                            .map(|&p| {
-                                let mut rp = OffsetFetchResponsePartition::default();
-                                rp.partition_index = p;
-                                rp.committed_offset = -1;
-                                rp.error_code = code.code();
-                                rp
-                            })
-                            .collect();
-                        rt
-                    })
-                    .collect();
-            }
-            Ok(found) => {
-                resp.topics = found
-                    .into_iter()
-                    .map(|(name, parts)| {
-                        let mut t = OffsetFetchResponseTopic::default();
-                        t.name = TopicName(str_bytes(&name));
-                        t.partitions = parts
-                            .into_iter()
-                            .map(|(p, c)| {
-                                let mut rp = OffsetFetchResponsePartition::default();
-                                rp.partition_index = p;
-                                fill_fetched(
-                                    &c,
-                                    &mut rp.committed_offset,
-                                    &mut rp.committed_leader_epoch,
-                                    &mut rp.metadata,
-                                );
-                                if v < 5 {
-                                    rp.committed_leader_epoch = -1;
-                                }
-                                rp
-                            })
-                            .collect();
-                        t
-                    })
-                    .collect();
-            }
-        }
-    }
-    encode_response(key::OFFSET_FETCH, v, h.correlation_id, &resp)
-}
-
-/// A committed offset, or Kafka's "none": offset -1, empty metadata.
-fn fill_fetched(
-    c: &Option<CommittedOffset>,
-    offset: &mut i64,
-    leader_epoch: &mut i32,
-    metadata: &mut Option<kafka_protocol::protocol::StrBytes>,
-) {
-    match c {
-        Some(c) => {
-            *offset = c.offset;
-            *leader_epoch = c.leader_epoch;
-            *metadata = Some(str_bytes(&c.metadata));
-        }
-        None => {
-            *offset = -1;
-            *leader_epoch = -1;
-            *metadata = Some(str_bytes(""));
-        }
-    }
-}
-
 pub async fn list_groups(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcome {
     let req: ListGroupsRequest = match decode(body, h) {
         Ok(r) => r,
@@ -566,57 +340,6 @@ pub async fn delete_groups(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) ->
         resp.results.push(r);
     }
     encode_response(key::DELETE_GROUPS, h.api_version, h.correlation_id, &resp)
-}
-
-pub async fn offset_delete(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcome {
-    let req: OffsetDeleteRequest = match decode(body, h) {
-        Ok(r) => r,
-        Err(o) => return o,
-    };
-    let group = text(&req.group_id);
-    let partitions: Vec<(String, i32)> = req
-        .topics
-        .iter()
-        .flat_map(|t| {
-            t.partitions
-                .iter()
-                .map(|p| (text(&t.name), p.partition_index))
-        })
-        .collect();
-    let g = group.clone();
-    let asked = partitions.clone();
-    let deleted = on_coordinator(shard, &group, move |s| async move {
-        s.groups.delete_offsets(&s, &g, asked).await
-    })
-    .await
-    .and_then(|r| r);
-    let mut resp = OffsetDeleteResponse::default();
-    match deleted {
-        Err(code) => resp.error_code = code.code(),
-        Ok(codes) => {
-            let mut codes = codes.into_iter();
-            resp.topics = req
-                .topics
-                .iter()
-                .map(|t| {
-                    let mut rt = OffsetDeleteResponseTopic::default();
-                    rt.name = t.name.clone();
-                    rt.partitions = t
-                        .partitions
-                        .iter()
-                        .map(|p| {
-                            let mut rp = OffsetDeleteResponsePartition::default();
-                            rp.partition_index = p.partition_index;
-                            rp.error_code = codes.next().unwrap_or(ErrorCode::None).code();
-                            rp
-                        })
-                        .collect();
-                    rt
-                })
-                .collect();
-        }
-    }
-    encode_response(key::OFFSET_DELETE, h.api_version, h.correlation_id, &resp)
 }
 
 /// Partitions grouped by topic id, as the KIP-848 responses carry them.

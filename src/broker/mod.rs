@@ -12,6 +12,7 @@ use tracing::{debug, warn};
 use crate::protocol::api::{self, key};
 use crate::protocol::chunk::Chunk;
 use crate::protocol::header::{self, RequestHeader};
+use crate::protocol::old_versions;
 use crate::shard::Shard;
 
 mod api_versions;
@@ -20,6 +21,7 @@ mod delete_records;
 mod delete_topics;
 mod fetch;
 mod find_coordinator;
+mod group_offsets;
 mod groups;
 mod init_producer_id;
 mod list_offsets;
@@ -38,12 +40,35 @@ pub enum Outcome {
 }
 
 /// Encodes a response frame: size, response header (v0 or v1 by the API's rules),
-/// body.
+/// body. An old version the schema crate lacks is encoded as the later version with
+/// its layout (`old_versions::same_response_layout`).
 pub fn encode_response<R: Encodable>(
     api_key: i16,
     version: i16,
     correlation_id: i32,
     body: &R,
+) -> Outcome {
+    let (body_version, drop_throttle) =
+        old_versions::same_response_layout(api_key, version).unwrap_or((version, false));
+    respond_with(api_key, version, correlation_id, |buf| {
+        let start = buf.len();
+        body.encode(buf, body_version).map_err(|e| e.to_string())?;
+        if drop_throttle {
+            // throttle_time_ms leads the body of the version that added it.
+            let rest = buf.split_off(start + 4);
+            buf.truncate(start);
+            buf.unsplit(rest);
+        }
+        Ok(())
+    })
+}
+
+/// A response frame whose body `write_body` writes: size, response header, body.
+pub fn respond_with(
+    api_key: i16,
+    version: i16,
+    correlation_id: i32,
+    write_body: impl FnOnce(&mut BytesMut) -> Result<(), String>,
 ) -> Outcome {
     let header_version = ApiKey::try_from(api_key)
         .map(|k| k.response_header_version(version))
@@ -52,10 +77,11 @@ pub fn encode_response<R: Encodable>(
     buf.put_i32(0);
     let mut header = ResponseHeader::default();
     header.correlation_id = correlation_id;
-    if let Err(e) = header
+    let written = header
         .encode(&mut buf, header_version)
-        .and_then(|_| body.encode(&mut buf, version))
-    {
+        .map_err(|e| e.to_string())
+        .and_then(|_| write_body(&mut buf));
+    if let Err(e) = written {
         return Outcome::Close(format!("encoding response failed: {e}"));
     }
     let size = (buf.len() - 4) as i32;
@@ -63,9 +89,21 @@ pub fn encode_response<R: Encodable>(
     Outcome::Respond(vec![Chunk::Bytes(buf.freeze())])
 }
 
-/// Decodes a request body, or says why not (the connection is then closed).
+/// Decodes a request body, or says why not (the connection is then closed). An old
+/// version the schema crate lacks is decoded as the later version with its layout
+/// (`old_versions::same_request_layout`).
 pub fn decode<R: Decodable>(mut body: Bytes, h: &RequestHeader) -> Result<R, Outcome> {
-    R::decode(&mut body, h.api_version).map_err(|e| {
+    let mut version = h.api_version;
+    if let Some((as_version, tail)) = old_versions::same_request_layout(h.api_key, version) {
+        version = as_version;
+        if !tail.is_empty() {
+            let mut extended = BytesMut::with_capacity(body.len() + tail.len());
+            extended.extend_from_slice(&body);
+            extended.extend_from_slice(tail);
+            body = extended.freeze();
+        }
+    }
+    R::decode(&mut body, version).map_err(|e| {
         Outcome::Close(format!(
             "cannot decode api {} v{}: {e}",
             h.api_key, h.api_version
@@ -104,6 +142,8 @@ pub async fn handle(shard: Rc<Shard>, frame: Bytes, client_host: &str) -> Outcom
     if !spec.is_served(api_version) {
         return match api_key {
             key::PRODUCE => produce::unsupported_old_version(&h, body),
+            key::OFFSET_COMMIT => group_offsets::offset_commit_v0(&h, body),
+            key::OFFSET_FETCH => group_offsets::offset_fetch_v0(&h, body),
             _ => Outcome::Close(format!(
                 "unsupported version {api_version} of {}",
                 spec.name
@@ -125,12 +165,12 @@ pub async fn handle(shard: Rc<Shard>, frame: Bytes, client_host: &str) -> Outcom
         key::SYNC_GROUP => groups::sync_group(&shard, &h, body).await,
         key::HEARTBEAT => groups::heartbeat(&shard, &h, body).await,
         key::LEAVE_GROUP => groups::leave_group(&shard, &h, body).await,
-        key::OFFSET_COMMIT => groups::offset_commit(&shard, &h, body).await,
-        key::OFFSET_FETCH => groups::offset_fetch(&shard, &h, body).await,
+        key::OFFSET_COMMIT => group_offsets::offset_commit(&shard, &h, body).await,
+        key::OFFSET_FETCH => group_offsets::offset_fetch(&shard, &h, body).await,
         key::LIST_GROUPS => groups::list_groups(&shard, &h, body).await,
         key::DESCRIBE_GROUPS => groups::describe_groups(&shard, &h, body).await,
         key::DELETE_GROUPS => groups::delete_groups(&shard, &h, body).await,
-        key::OFFSET_DELETE => groups::offset_delete(&shard, &h, body).await,
+        key::OFFSET_DELETE => group_offsets::offset_delete(&shard, &h, body).await,
         key::CONSUMER_GROUP_HEARTBEAT => {
             groups::consumer_group_heartbeat(&shard, &h, body, client_host).await
         }

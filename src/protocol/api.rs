@@ -1,9 +1,13 @@
 //! The one table of supported APIs and versions. ApiVersions answers from it, dispatch
 //! checks requests against it, and the tests read it.
 //!
-//! Version floors follow Kafka 4.0 (KIP-896); maxima are what Kafka 3.9 serves. Produce
-//! is advertised from v0 because librdkafka relies on that, but v0–2 are answered with
-//! UNSUPPORTED_VERSION, as Kafka 4.0 does.
+//! Version floors are Kafka 3.9's, so that clients years old work unchanged, except
+//! where an old version needs the message formats 0/1 (Fetch v0–3; Produce v0–2,
+//! advertised because librdkafka relies on that and answered UNSUPPORTED_VERSION, as
+//! Kafka 4.0 and Redpanda do). OffsetCommit v0 and OffsetFetch v0 stored offsets in
+//! ZooKeeper: Kafka 3.9 in KRaft mode advertises them and answers UNSUPPORTED_VERSION
+//! per partition, and so does ringlog. Maxima are Kafka 4.x's where it is built. The
+//! versions Kafka 4.0 dropped (KIP-896) are read by `old_versions`.
 
 /// One supported API.
 #[derive(Debug, Clone, Copy)]
@@ -66,20 +70,34 @@ pub const SUPPORTED_APIS: &[ApiSpec] = &[
         flexible_from: 9,
     },
     spec(key::FETCH, "Fetch", 4, 17, 12),
-    spec(key::LIST_OFFSETS, "ListOffsets", 1, 9, 6),
+    spec(key::LIST_OFFSETS, "ListOffsets", 0, 9, 6),
     spec(key::METADATA, "Metadata", 0, 12, 9),
-    spec(key::OFFSET_COMMIT, "OffsetCommit", 2, 9, 8),
-    spec(key::OFFSET_FETCH, "OffsetFetch", 1, 9, 6),
+    ApiSpec {
+        key: key::OFFSET_COMMIT,
+        name: "OffsetCommit",
+        version_min: 0,
+        version_served_min: 1,
+        version_max: 9,
+        flexible_from: 8,
+    },
+    ApiSpec {
+        key: key::OFFSET_FETCH,
+        name: "OffsetFetch",
+        version_min: 0,
+        version_served_min: 1,
+        version_max: 9,
+        flexible_from: 6,
+    },
     spec(key::FIND_COORDINATOR, "FindCoordinator", 0, 6, 3),
-    spec(key::JOIN_GROUP, "JoinGroup", 2, 9, 6),
+    spec(key::JOIN_GROUP, "JoinGroup", 0, 9, 6),
     spec(key::HEARTBEAT, "Heartbeat", 0, 4, 4),
     spec(key::LEAVE_GROUP, "LeaveGroup", 0, 5, 4),
     spec(key::SYNC_GROUP, "SyncGroup", 0, 5, 4),
     spec(key::DESCRIBE_GROUPS, "DescribeGroups", 0, 5, 5),
     spec(key::LIST_GROUPS, "ListGroups", 0, 5, 3),
     spec(key::API_VERSIONS, "ApiVersions", 0, 4, 3),
-    spec(key::CREATE_TOPICS, "CreateTopics", 2, 7, 5),
-    spec(key::DELETE_TOPICS, "DeleteTopics", 1, 6, 4),
+    spec(key::CREATE_TOPICS, "CreateTopics", 0, 7, 5),
+    spec(key::DELETE_TOPICS, "DeleteTopics", 0, 6, 4),
     spec(key::DELETE_RECORDS, "DeleteRecords", 0, 2, 2),
     spec(key::INIT_PRODUCER_ID, "InitProducerId", 0, 5, 2),
     spec(key::DELETE_GROUPS, "DeleteGroups", 0, 2, 2),
@@ -127,18 +145,25 @@ mod tests {
             let api = ApiKey::try_from(spec.key).expect("known api key");
             let schema = api.valid_versions();
             assert!(
-                spec.version_served_min >= schema.min,
-                "{} floor below schema",
-                spec.name
-            );
-            assert!(
                 spec.version_max <= schema.max,
                 "{} max above schema",
                 spec.name
             );
             assert!(spec.version_min <= spec.version_served_min);
+            for v in spec.version_min..=spec.version_max {
+                // Versions the crate lacks are read by `old_versions`, but for
+                // Produce v0-2, which broker::produce reads far enough to refuse.
+                let produce_v0_2 = spec.key == key::PRODUCE && v < 3;
+                assert!(
+                    v >= schema.min
+                        || produce_v0_2
+                        || super::super::old_versions::reads(spec.key, v),
+                    "{} v{v}: neither the schema crate nor old_versions reads it",
+                    spec.name
+                );
+            }
             // The schema crate agrees on which versions use the flexible header.
-            for v in spec.version_served_min..=spec.version_max {
+            for v in schema.min.max(spec.version_served_min)..=spec.version_max {
                 assert_eq!(
                     api.request_header_version(v) == 2,
                     spec.is_flexible(v),
@@ -146,6 +171,81 @@ mod tests {
                     spec.name
                 );
             }
+        }
+    }
+
+    /// Kafka 3.9's request versions (validVersions of its message schemas, which a 3.9
+    /// broker advertises in full), against which the table is held.
+    const KAFKA_3_9: &[(i16, i16, i16)] = &[
+        (key::PRODUCE, 0, 11),
+        (key::FETCH, 0, 17),
+        (key::LIST_OFFSETS, 0, 9),
+        (key::METADATA, 0, 12),
+        (key::OFFSET_COMMIT, 0, 9),
+        (key::OFFSET_FETCH, 0, 9),
+        (key::FIND_COORDINATOR, 0, 6),
+        (key::JOIN_GROUP, 0, 9),
+        (key::HEARTBEAT, 0, 4),
+        (key::LEAVE_GROUP, 0, 5),
+        (key::SYNC_GROUP, 0, 5),
+        (key::DESCRIBE_GROUPS, 0, 5),
+        (key::LIST_GROUPS, 0, 5),
+        (key::API_VERSIONS, 0, 4),
+        (key::CREATE_TOPICS, 0, 7),
+        (key::DELETE_TOPICS, 0, 6),
+        (key::DELETE_RECORDS, 0, 2),
+        (key::INIT_PRODUCER_ID, 0, 5),
+        (key::DELETE_GROUPS, 0, 2),
+        (key::OFFSET_DELETE, 0, 0),
+        (key::CONSUMER_GROUP_HEARTBEAT, 0, 0),
+        (key::CONSUMER_GROUP_DESCRIBE, 0, 0),
+    ];
+
+    /// The documented exceptions: versions Kafka 3.9 advertised that need the message
+    /// formats 0/1, as (api, lowest version advertised, lowest served).
+    const MESSAGE_FORMAT_0_1: &[(i16, i16, i16)] = &[
+        // Produce v0-2 carry message sets v0/v1: advertised (librdkafka reads the
+        // floor), answered UNSUPPORTED_VERSION.
+        (key::PRODUCE, 0, 3),
+        // Fetch v0-3 answers must be down-converted to v0/v1: not advertised.
+        (key::FETCH, 4, 4),
+    ];
+
+    /// Versions Kafka 3.9 in KRaft mode advertised but answered UNSUPPORTED_VERSION:
+    /// ZooKeeper-stored offsets (KafkaApis: commitOffsetsToZookeeper,
+    /// handleOffsetFetchRequestFromZookeeper), as (api, lowest served).
+    const ZOOKEEPER_ONLY: &[(i16, i16)] = &[(key::OFFSET_COMMIT, 1), (key::OFFSET_FETCH, 1)];
+
+    #[test]
+    fn floors_are_kafka_3_9s_but_for_the_documented_exceptions() {
+        assert_eq!(KAFKA_3_9.len(), SUPPORTED_APIS.len());
+        for &(api, min, max) in KAFKA_3_9 {
+            let spec = find(api).expect("every 3.9 api of the table is supported");
+            let (advertised, served) = match MESSAGE_FORMAT_0_1.iter().find(|e| e.0 == api) {
+                Some(&(_, advertised, served)) => (advertised, served),
+                None => (
+                    min,
+                    ZOOKEEPER_ONLY
+                        .iter()
+                        .find(|e| e.0 == api)
+                        .map_or(min, |e| e.1),
+                ),
+            };
+            assert_eq!(
+                spec.version_min, advertised,
+                "{} advertised floor",
+                spec.name
+            );
+            assert_eq!(
+                spec.version_served_min, served,
+                "{} served floor",
+                spec.name
+            );
+            assert!(
+                spec.version_max >= max,
+                "{} below Kafka 3.9's max",
+                spec.name
+            );
         }
     }
 

@@ -9,6 +9,7 @@ pub mod error;
 pub mod fetch_writer;
 pub mod frame;
 pub mod header;
+pub mod old_versions;
 pub mod records;
 pub mod wire;
 

@@ -676,6 +676,24 @@ impl PartitionLog {
         self.state.borrow().offline
     }
 
+    /// Each segment's base offset and its log file's last modification time (ms since
+    /// the epoch; 0 if the file cannot be read), oldest first: what Kafka's ListOffsets
+    /// v0 answers from. One `stat` per segment, on the calling shard.
+    pub fn segment_modification_times(&self) -> Vec<(i64, i64)> {
+        let s = self.state.borrow();
+        s.segments
+            .keys()
+            .map(|&base| {
+                let modified = std::fs::metadata(segment::log_path(&self.dir, base))
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_millis() as i64);
+                (base, modified)
+            })
+            .collect()
+    }
+
     pub fn offsets(&self) -> Offsets {
         let s = self.state.borrow();
         Offsets {

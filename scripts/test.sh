@@ -13,6 +13,14 @@ if ! command -v kcat >/dev/null; then
     apt-get install -y -qq kcat >/dev/null
 fi
 
+# Sarama (Go, GOPATH mode, offline) for the old-client test: Debian's packages.
+if ! command -v go >/dev/null || [[ ! -d /usr/share/gocode/src/github.com/Shopify/sarama ]]; then
+    echo "== installing Go and Sarama"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq golang-go golang-github-shopify-sarama-dev >/dev/null
+fi
+
 venv=target/test-venv
 if [[ ! -x $venv/bin/python ]]; then
     echo "== creating $venv"

@@ -48,12 +48,6 @@ fn batch_bases(records: &Bytes) -> Vec<i64> {
         .collect()
 }
 
-fn latest_offset(c: &mut Client, topic: &str, partition: i32) -> i64 {
-    let p = list_offsets(c, topic, partition, -1);
-    assert_eq!(p.error_code, 0);
-    p.offset
-}
-
 #[test]
 fn api_versions_advertises_exactly_the_table() {
     let b = Broker::start("apiversions", &[]);

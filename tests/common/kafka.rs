@@ -196,3 +196,10 @@ pub fn list_offsets(
     let mut resp: ListOffsetsResponse = c.call(ApiKey::ListOffsets, 7, &req);
     resp.topics.remove(0).partitions.remove(0)
 }
+
+/// The partition's latest offset (ListOffsets v7, -1), which must have no error.
+pub fn latest_offset(c: &mut Client, topic: &str, partition: i32) -> i64 {
+    let p = list_offsets(c, topic, partition, -1);
+    assert_eq!(p.error_code, 0);
+    p.offset
+}

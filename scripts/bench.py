@@ -245,6 +245,9 @@ def topic_args(broker, topic, o, topic_gb):
     return args
 
 
+REMOVAL_WAIT_S = 120
+
+
 def delete_topic(broker, topic):
     try:
         from confluent_kafka.admin import AdminClient
@@ -253,6 +256,23 @@ def delete_topic(broker, topic):
             f.result(60)
     except Exception as e:  # the next workload uses a new topic anyway
         log(f"   (deleting {topic} failed: {e})")
+    wait_for_removal(broker)
+
+
+def wait_for_removal(broker):
+    """ringlog answers DeleteTopics once the topic's directories are renamed (as
+    Kafka does) and removes them soon after, off its shards; removing gigabytes
+    (freeing extents and page cache) would overlap the next workload. When the bench
+    started the broker, it waits until no renamed directory is left."""
+    data = os.path.join(broker.workdir, "data") if broker.workdir else None
+    if not data or not os.path.isdir(data):
+        return
+    deadline = time.time() + REMOVAL_WAIT_S
+    while any(e.endswith(".deleted") for e in os.listdir(data)):
+        if time.time() > deadline:
+            log(f"   (deleted data still in {data} after {REMOVAL_WAIT_S} s)")
+            return
+        time.sleep(0.05)
 
 
 def librdkafka_produce(broker, topic, o):

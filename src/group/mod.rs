@@ -1,14 +1,27 @@
-//! Consumer group coordination (Kafka's classic protocol) and committed offsets.
+//! Consumer group coordination (Kafka's classic protocol, and KIP-848's in `consumer`)
+//! and committed offsets.
 //!
-//! Placement is Kafka's: a group belongs to partition `abs(hash(group)) %
-//! offsets.topic.num.partitions` of the internal topic `__consumer_offsets`, and its
-//! coordinator is the shard owning that partition. Each shard's `Coordinator` holds
-//! the groups of the partitions it owns. Committed offsets are records of that
-//! partition (Kafka's record formats, `offsets_topic`), appended before the commit is
-//! acknowledged and replayed when the shard starts, so they survive restarts and
-//! SIGKILL. Group membership itself lives in memory: after a broker restart, members
-//! rejoin (their heartbeats get UNKNOWN_MEMBER_ID), as after a coordinator move in
-//! Kafka.
+//! Placement is Kafka's: a group belongs to partition `Utils.abs(hash(group)) %
+//! offsets.topic.num.partitions` of the internal topic `__consumer_offsets` (created
+//! through the controller on first use), and its coordinator is the shard owning that
+//! partition. Each shard's `Coordinator` holds the groups of the partitions it owns.
+//!
+//! What is stored, as records of the group's partition in Kafka's formats
+//! (`offsets_topic`), each appended before the request that caused it (if any) is
+//! answered and replayed (`load`) before the shard serves, so it survives restarts
+//! and SIGKILL:
+//! - committed offsets, and their tombstones (OffsetDelete, DeleteGroups, retention);
+//! - classic group metadata (generation, protocol, leader, members with subscription
+//!   and assignment), written when a rebalance completes (`store_pending`: the
+//!   leader's assignment is stored before any SyncGroup is answered with it) and when
+//!   a group empties, with a tombstone from DeleteGroups. Replay restores members with
+//!   their sessions starting at load, so they keep their generation across a restart.
+//!
+//! KIP-848 membership lives in memory only: after a restart those members get
+//! UNKNOWN_MEMBER_ID and rejoin with epoch 0 (their committed offsets are stored).
+//!
+//! Invariants: a group is only touched on its coordinator shard (other shards reach it
+//! with `submit_to`); `state` does no I/O, so every record is appended here.
 
 pub mod consumer;
 pub mod offsets_topic;

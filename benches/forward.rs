@@ -1,4 +1,4 @@
-//! Cross-shard forwarding: round trips through `Shard::submit_to` between two shards
+//! Cross-shard forwarding: round trips through `shard::submit_to` between two shards
 //! (two glommio executors, pinned where there are two CPUs, and the channel mesh the
 //! broker uses), one at a time and 64 in flight. A round trip is a job there and a
 //! reply job back, both over the mesh.
@@ -11,9 +11,10 @@ use std::time::{Duration, Instant};
 
 use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::{LocalExecutorBuilder, Placement};
-use ringlog::cluster::metadata::{ClusterMetadata, MetadataHandle, ShardId};
 use ringlog::config::Config;
-use ringlog::shard::{Shard, MESH_CHANNEL_CAPACITY};
+use ringlog::node::view::{MetadataView, ViewHandle};
+use ringlog::node::Core;
+use ringlog::shard::{serve_jobs, Mesh, ShardId, MESH_CHANNEL_CAPACITY};
 
 fn main() {
     let mut args = std::env::args().skip(1).filter(|a| a != "--bench");
@@ -25,10 +26,7 @@ fn main() {
     let (config, _) = Config::load(None, &[format!("log.dirs={}", dir.display())], &cpus)
         .expect("default config");
     let config = Arc::new(config);
-    let metadata = Arc::new(MetadataHandle::new(ClusterMetadata::new(
-        "bench".into(),
-        [],
-    )));
+    let metadata = Arc::new(ViewHandle::new(MetadataView::default()));
     let mesh = MeshBuilder::full(2, MESH_CHANNEL_CAPACITY);
     let done = Arc::new(AtomicBool::new(false));
     let executors: Vec<_> = (0..2usize)
@@ -44,8 +42,9 @@ fn main() {
                 .spin_before_park(Duration::from_micros(spin_us))
                 .spawn(move || async move {
                     let (senders, receivers) = mesh.join().await.expect("mesh");
-                    let shard = Shard::new(ShardId(i), 2, config, metadata, senders, None);
-                    shard.serve_jobs(receivers);
+                    let shard =
+                        Core::new(Mesh::new(ShardId(i), 2, senders), config, metadata, None);
+                    serve_jobs(&shard, receivers);
                     if i == 0 {
                         measure(&shard, round_trips).await;
                         done.store(true, Ordering::Relaxed);
@@ -64,7 +63,7 @@ fn main() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-async fn measure(shard: &std::rc::Rc<Shard>, round_trips: u64) {
+async fn measure(shard: &std::rc::Rc<Core>, round_trips: u64) {
     let target = ShardId(1);
     // Warm up.
     for _ in 0..1000 {

@@ -23,7 +23,8 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RINGLOG = os.path.join(ROOT, "target", "release", "ringlog")
+# RINGLOG_BIN: another build to measure (e.g. the previous commit's, for a before/after).
+RINGLOG = os.environ.get("RINGLOG_BIN") or os.path.join(ROOT, "target", "release", "ringlog")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 TANSU_VERSION = "0.6.0"

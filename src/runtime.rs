@@ -17,12 +17,16 @@ use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
 use tracing::{error, info, warn};
 
-use crate::cluster::controller::{open_partition, Controller, PRODUCER_ID_BLOCK};
-use crate::cluster::metadata::{place, ClusterMetadata, MetadataHandle, ShardId};
+use crate::cluster::controller::{Controller, TopicDefaults, PRODUCER_ID_BLOCK};
+use crate::cluster::metadata::{BrokerInfo, ClusterMetadata};
 use crate::cluster::store::{self, StoredMetadata};
 use crate::config::Config;
+use crate::ids::BrokerId;
 use crate::net::limits::ConnectionCounts;
-use crate::shard::{Job, Shard, CONTROLLER_SHARD, MESH_CHANNEL_CAPACITY};
+use crate::node::reconciler::open_missing;
+use crate::node::view::{MetadataView, ViewHandle};
+use crate::node::{Core, CONTROLLER_SHARD};
+use crate::shard::{serve_jobs, Job, Mesh, ShardId, MESH_CHANNEL_CAPACITY};
 
 /// Set by the signal thread; shards poll it.
 static SHUTDOWN: AtomicBool = AtomicBool::new(false);
@@ -97,31 +101,14 @@ fn raise_open_files_limit() {
     info!(open_files_max = limit.rlim_cur, "descriptor limit");
 }
 
-/// Loads durable metadata, re-places partitions whose shard no longer exists,
+/// Loads durable metadata with this broker registered in it (and as controller),
 /// reserves a block of producer ids and removes directories of deleted topics.
-fn prepare_metadata(
-    config: &Config,
-    shard_count: usize,
-) -> Result<(ClusterMetadata, i64, i64), std::io::Error> {
+fn prepare_metadata(config: &Config) -> Result<(ClusterMetadata, i64, i64), std::io::Error> {
     let dir = &config.log_dir;
+    let me = BrokerId(config.node_id);
     std::fs::create_dir_all(dir)?;
     let cluster_id = store::ensure_meta_properties(dir, config.node_id)?;
-    let mut stored = store::load(dir)?.unwrap_or_default();
-    let mut load = vec![0usize; shard_count];
-    for t in &stored.topics {
-        for s in t.placement.iter().filter(|s| s.0 < shard_count) {
-            load[s.0] += 1;
-        }
-    }
-    for t in &mut stored.topics {
-        for p in 0..t.placement.len() {
-            if t.placement[p].0 >= shard_count {
-                let moved = place(1, &mut load)[0];
-                info!(topic = %t.name, partition = p, from = t.placement[p].0, to = moved.0, "re-placing partition: fewer shards than before");
-                t.placement[p] = moved;
-            }
-        }
-    }
+    let stored = store::load(dir, me)?.unwrap_or_default();
     let producer_id_next = stored.producer_id_next_block;
     let producer_id_block_end = producer_id_next + PRODUCER_ID_BLOCK;
     let saved = StoredMetadata {
@@ -129,19 +116,38 @@ fn prepare_metadata(
         producer_id_next_block: producer_id_block_end,
     };
     store::save(dir, &saved)?;
-    remove_stale_partition_dirs(dir, &stored)?;
-    Ok((
-        ClusterMetadata::new(cluster_id, stored.topics),
-        producer_id_next,
-        producer_id_block_end,
-    ))
+    remove_stale_partition_dirs(dir, me, &stored)?;
+    let mut metadata = ClusterMetadata::new(cluster_id, stored.topics);
+    metadata.brokers.insert(
+        me,
+        BrokerInfo {
+            id: me,
+            host: config.advertised.host.clone(),
+            port: config.advertised.port,
+            rack: None,
+            epoch: 0,
+            fenced: false,
+        },
+    );
+    metadata.controller = Some(me);
+    Ok((metadata, producer_id_next, producer_id_block_end))
 }
 
-fn remove_stale_partition_dirs(dir: &Path, stored: &StoredMetadata) -> std::io::Result<()> {
+fn remove_stale_partition_dirs(
+    dir: &Path,
+    me: BrokerId,
+    stored: &StoredMetadata,
+) -> std::io::Result<()> {
     let expected: std::collections::HashSet<String> = stored
         .topics
         .iter()
-        .flat_map(|t| (0..t.placement.len()).map(move |p| format!("{}-{p}", t.name)))
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .enumerate()
+                .filter(move |(_, a)| a.replicas.contains(&me))
+                .map(move |(p, _)| format!("{}-{p}", t.name))
+        })
         .collect();
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
@@ -207,7 +213,7 @@ pub fn serve(config: Config) -> Result<(), StartError> {
     raise_open_files_limit();
     let shard_count = config.cpus.len();
     let (metadata, producer_id_next, producer_id_block_end) =
-        prepare_metadata(&config, shard_count).map_err(|source| StartError::LogDir {
+        prepare_metadata(&config).map_err(|source| StartError::LogDir {
             dir: config.log_dir.display().to_string(),
             source,
         })?;
@@ -227,12 +233,14 @@ pub fn serve(config: Config) -> Result<(), StartError> {
     if clean_shutdown {
         info!("the last shutdown was clean: partitions load their recorded state without a scan");
     }
-    let metadata = Arc::new(MetadataHandle::new(metadata));
+    let view =
+        MetadataView::default().next(Arc::new(metadata), BrokerId(config.node_id), shard_count);
+    let metadata = Arc::new(ViewHandle::new(view));
     let connections = ConnectionCounts::new(config.max_connections, config.max_connections_per_ip);
     let config = Arc::new(config);
     let signals = block_signals();
     crate::storage::log::start_reaper();
-    let mesh = MeshBuilder::<Job, _>::full(shard_count, MESH_CHANNEL_CAPACITY);
+    let mesh = MeshBuilder::<Job<Core>, _>::full(shard_count, MESH_CHANNEL_CAPACITY);
     let go = Arc::new(Barrier::new(shard_count + 1));
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
     let (done_tx, done_rx) = mpsc::channel::<bool>();
@@ -261,35 +269,28 @@ pub fn serve(config: Config) -> Result<(), StartError> {
                     }
                 };
                 let controller = (id == CONTROLLER_SHARD).then(|| {
+                    let defaults = TopicDefaults {
+                        partitions: config.num_partitions,
+                        replication_factor: config.default_replication_factor,
+                    };
                     Controller::new(
                         config.log_dir.clone(),
+                        defaults,
                         producer_id_next,
                         producer_id_block_end,
                     )
                 });
-                let shard = Shard::new(
-                    id,
-                    shard_count,
+                let shard = Core::new(
+                    Mesh::new(id, shard_count, senders),
                     config.clone(),
                     metadata.clone(),
-                    senders,
                     controller,
                 );
-                shard.serve_jobs(receivers);
+                serve_jobs(&shard, receivers);
                 let started: Result<TcpListener, String> = async {
-                    let snapshot = metadata.load();
-                    for t in snapshot.topics.values() {
-                        for (p, owner) in t.placement.iter().enumerate() {
-                            if *owner == id {
-                                open_partition(&shard, t, p as i32, clean_shutdown).await.map_err(|e| {
-                                    format!("shard {index}: opening {}-{p}: {e}", t.name)
-                                })?;
-                            }
-                        }
-                    }
-                    shard.groups.load(&shard).await.map_err(|e| {
-                        format!("shard {index}: loading committed offsets: {e}")
-                    })?;
+                    open_missing(&shard, &metadata.load(), clean_shutdown)
+                        .await
+                        .map_err(|e| format!("shard {index}: {e}"))?;
                     TcpListener::bind(addr)
                         .map_err(|e| format!("shard {index}: cannot listen on {addr}: {e}"))
                 }
@@ -333,10 +334,10 @@ pub fn serve(config: Config) -> Result<(), StartError> {
                     let mut last_expiry = std::time::Instant::now();
                     loop {
                         glommio::timer::sleep(crate::group::TICK_INTERVAL).await;
-                        coordinator.groups.tick(&coordinator).await;
+                        coordinator.groups.tick(&*coordinator).await;
                         if last_expiry.elapsed() >= every {
                             last_expiry = std::time::Instant::now();
-                            coordinator.groups.expire_offsets(&coordinator).await;
+                            coordinator.groups.expire_offsets(&*coordinator).await;
                         }
                     }
                 })
@@ -401,7 +402,7 @@ pub fn serve(config: Config) -> Result<(), StartError> {
                     shard = index,
                     sync_rounds = rounds,
                     sync_requests = requests,
-                    remote_jobs_sent = shard.remote_jobs_sent(),
+                    remote_jobs_sent = shard.mesh.remote_jobs_sent(),
                     faults_injected = crate::storage::fault::injected(),
                     "shard stopped"
                 );

@@ -10,43 +10,34 @@ use kafka_protocol::messages::create_topics_response::{
 
 use super::{decode, encode_response, respond_with, str_bytes, Outcome};
 use crate::cluster::controller::NewTopic;
+use crate::ids::BrokerId;
+use crate::node::{publisher, Core, CONTROLLER_SHARD};
 use crate::protocol::api::key;
 use crate::protocol::header::RequestHeader;
 use crate::protocol::old_versions;
 use crate::protocol::ErrorCode;
-use crate::shard::{Shard, CONTROLLER_SHARD};
 
-pub async fn handle(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcome {
+pub async fn handle(core: &Rc<Core>, h: &RequestHeader, body: Bytes) -> Outcome {
     let req: CreateTopicsRequest = match decode(body, h) {
         Ok(r) => r,
         Err(o) => return o,
     };
-    let mut early: Vec<Option<(ErrorCode, String)>> = Vec::new();
-    let mut topics = Vec::new();
-    for t in &req.topics {
-        // Explicit replica assignments name brokers; only this one exists.
-        let bad_assignment = t.assignments.iter().any(|a| {
-            a.broker_ids.iter().any(|b| b.0 != shard.config.node_id) || a.broker_ids.len() != 1
-        });
-        early.push(bad_assignment.then(|| {
-            (
-                ErrorCode::InvalidReplicaAssignment,
-                "Replica assignment names brokers other than this one.".to_string(),
-            )
-        }));
-        let partitions = if t.assignments.is_empty() {
-            t.num_partitions
-        } else {
-            t.assignments.len() as i32
-        };
-        topics.push(NewTopic {
+    let topics: Vec<NewTopic> = req
+        .topics
+        .iter()
+        .map(|t| NewTopic {
             name: t.name.0.to_string(),
-            partitions,
-            replication_factor: if t.assignments.is_empty() {
-                t.replication_factor
+            partitions: if t.assignments.is_empty() {
+                t.num_partitions
             } else {
-                -1
+                t.assignments.len() as i32
             },
+            replication_factor: t.replication_factor,
+            assignments: t
+                .assignments
+                .iter()
+                .map(|a| a.broker_ids.iter().map(|b| BrokerId(b.0)).collect())
+                .collect(),
             configs: t
                 .configs
                 .iter()
@@ -57,31 +48,23 @@ pub async fn handle(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcom
                     )
                 })
                 .collect(),
-        });
-    }
-    let valid: Vec<NewTopic> = topics
-        .iter()
-        .zip(&early)
-        .filter(|(_, e)| e.is_none())
-        .map(|(t, _)| t.clone())
+        })
         .collect();
+    let asked = topics.clone();
     let validate_only = req.validate_only;
-    let results = shard
-        .submit_to(CONTROLLER_SHARD, move |s| async move {
-            s.controller().create_topics(&s, valid, validate_only).await
+    let results = core
+        .submit_to(CONTROLLER_SHARD, move |c| async move {
+            publisher::create_topics(&c, asked, validate_only).await
         })
         .await
         .unwrap_or_default();
     let mut results = results.into_iter();
     let mut resp = CreateTopicsResponse::default();
-    for (t, early) in topics.iter().zip(early) {
-        let outcome = match early {
-            Some(e) => Err(e),
-            None => results.next().unwrap_or(Err((
-                ErrorCode::UnknownServerError,
-                "controller unavailable".into(),
-            ))),
-        };
+    for t in &topics {
+        let outcome = results.next().unwrap_or(Err((
+            ErrorCode::UnknownServerError,
+            "controller unavailable".into(),
+        )));
         let mut r = CreatableTopicResult::default();
         r.name = kafka_protocol::messages::TopicName(str_bytes(&t.name));
         match outcome {
@@ -93,7 +76,10 @@ pub async fn handle(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcom
                 }
                 if h.api_version >= 5 {
                     r.num_partitions = meta.partition_count();
-                    r.replication_factor = 1;
+                    r.replication_factor = meta
+                        .partitions
+                        .first()
+                        .map_or(0, |p| p.replicas.len() as i16);
                 }
             }
             Err((code, message)) => {

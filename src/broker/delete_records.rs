@@ -10,17 +10,17 @@ use kafka_protocol::messages::delete_records_response::{
 
 use super::routing::run_on_owners;
 use super::{decode, encode_response, Outcome};
+use crate::node::{Core, PartitionKey};
 use crate::protocol::api::key;
 use crate::protocol::header::RequestHeader;
 use crate::protocol::ErrorCode;
-use crate::shard::{PartitionKey, Shard};
 
-pub async fn handle(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcome {
+pub async fn handle(core: &Rc<Core>, h: &RequestHeader, body: Bytes) -> Outcome {
     let req: DeleteRecordsRequest = match decode(body, h) {
         Ok(r) => r,
         Err(o) => return o,
     };
-    let snapshot = shard.metadata.load();
+    let snapshot = core.metadata.load();
     let mut results: Vec<Result<i64, ErrorCode>> = Vec::new();
     let mut work = Vec::new();
     for t in &req.topics {
@@ -29,14 +29,14 @@ pub async fn handle(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcom
             let slot = results.len();
             results.push(Err(ErrorCode::UnknownTopicOrPartition));
             if let Some((owner, id)) =
-                topic.and_then(|t| t.owner(p.partition_index).map(|o| (o, t.id)))
+                topic.and_then(|t| snapshot.shard_of(t, p.partition_index).map(|o| (o, t.id)))
             {
                 let key: PartitionKey = (id, p.partition_index);
                 work.push((owner, slot, (key, p.offset)));
             }
         }
     }
-    run_on_owners(shard, work, &mut results, |log, offset| async move {
+    run_on_owners(core, work, &mut results, |log, offset| async move {
         log.delete_records_before(offset)
             .await
             .map_err(|e| e.error_code())

@@ -10,12 +10,12 @@ use kafka_protocol::messages::delete_topics_response::{
 use kafka_protocol::messages::TopicName;
 
 use super::{decode, encode_response, str_bytes, Outcome};
+use crate::node::{Core, CONTROLLER_SHARD};
 use crate::protocol::api::key;
 use crate::protocol::header::RequestHeader;
 use crate::protocol::ErrorCode;
-use crate::shard::{Shard, CONTROLLER_SHARD};
 
-pub async fn handle(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcome {
+pub async fn handle(core: &Rc<Core>, h: &RequestHeader, body: Bytes) -> Outcome {
     let req: DeleteTopicsRequest = match decode(body, h) {
         Ok(r) => r,
         Err(o) => return o,
@@ -32,9 +32,9 @@ pub async fn handle(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcom
             .collect()
     };
     let asked = targets.clone();
-    let results = shard
+    let results = core
         .submit_to(CONTROLLER_SHARD, move |s| async move {
-            s.controller().delete_topics(&s, targets).await
+            crate::node::publisher::delete_topics(&s, targets).await
         })
         .await
         .unwrap_or_default();

@@ -16,16 +16,16 @@ use futures::future::{select, select_all};
 use futures::FutureExt;
 use kafka_protocol::messages::fetch_request::FetchRequest;
 
-use super::routing::group_by_owner;
+use super::routing::{group_by_owner, leader_epoch_check};
 use super::{decode, Outcome};
-use crate::cluster::metadata::ShardId;
+use crate::node::{Core, PartitionKey};
 use crate::protocol::chunk::Chunk;
 use crate::protocol::fetch_writer::{
     write_fetch_response, FetchPartitionData, FetchTopicData, FETCH_TOPIC_IDS_FROM,
 };
 use crate::protocol::header::RequestHeader;
 use crate::protocol::ErrorCode;
-use crate::shard::{PartitionKey, Shard};
+use crate::shard::ShardId;
 
 /// Upper bound on how long one fetch may wait, whatever the client asks.
 pub const FETCH_WAIT_MAX: Duration = Duration::from_secs(60);
@@ -55,13 +55,13 @@ struct ReadResult {
 }
 
 async fn read_on_owner(
-    shard: Rc<Shard>,
+    core: Rc<Core>,
     items: impl IntoIterator<Item = (usize, ReadRequest)>,
 ) -> Vec<(usize, ReadResult)> {
     let items = items.into_iter();
     let mut out = Vec::with_capacity(items.size_hint().0);
     for (slot, r) in items {
-        let result = match shard.log(&r.key) {
+        let result = match core.log(&r.key) {
             None => ReadResult {
                 error: ErrorCode::UnknownTopicOrPartition,
                 high_watermark: -1,
@@ -71,7 +71,7 @@ async fn read_on_owner(
             Some(log) => {
                 let offsets = log.offsets();
                 match log
-                    .read_chunks(r.offset, r.max_bytes, true, shard.config.fetch_zero_copy)
+                    .read_chunks(r.offset, r.max_bytes, true, core.config.fetch_zero_copy)
                     .await
                 {
                     Ok(records) => ReadResult {
@@ -96,10 +96,10 @@ async fn read_on_owner(
 
 /// Returns when the high watermark of any of `items` (slot, (read, high watermark
 /// seen)) grows past what was seen, or after `timeout`.
-async fn wait_on_owner(shard: &Shard, items: &[(usize, (ReadRequest, i64))], timeout: Duration) {
+async fn wait_on_owner(core: &Core, items: &[(usize, (ReadRequest, i64))], timeout: Duration) {
     let mut waits = Vec::with_capacity(items.len());
     for (_, (r, seen)) in items {
-        let Some(log) = shard.log(&r.key) else { return };
+        let Some(log) = core.log(&r.key) else { return };
         if log.offsets().high_watermark > *seen {
             return;
         }
@@ -117,16 +117,16 @@ async fn wait_on_owner(shard: &Shard, items: &[(usize, (ReadRequest, i64))], tim
 /// cross-shard round trip instead of two (a wake-up, then a read). Skips the read if
 /// the fetch is done meanwhile (another owner answered first).
 async fn wait_then_read_on_owner(
-    shard: Rc<Shard>,
+    core: Rc<Core>,
     items: Vec<(usize, (ReadRequest, i64))>,
     timeout: Duration,
     fetch_done: Arc<AtomicBool>,
 ) -> Vec<(usize, ReadResult)> {
-    wait_on_owner(&shard, &items, timeout).await;
+    wait_on_owner(&core, &items, timeout).await;
     if fetch_done.load(Ordering::Relaxed) {
         return Vec::new();
     }
-    read_on_owner(shard, items.into_iter().map(|(slot, (r, _))| (slot, r))).await
+    read_on_owner(core, items.into_iter().map(|(slot, (r, _))| (slot, r))).await
 }
 
 /// Sets the flag when dropped: the fetch no longer wants the owners' answers.
@@ -163,7 +163,7 @@ fn slots_satisfy(slots: &[Slot], min_bytes: usize) -> bool {
     bytes_ready >= min_bytes.max(1)
 }
 
-pub async fn handle(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcome {
+pub async fn handle(core: &Rc<Core>, h: &RequestHeader, body: Bytes) -> Outcome {
     let req: FetchRequest = match decode(body, h) {
         Ok(r) => r,
         Err(o) => return o,
@@ -176,7 +176,7 @@ pub async fn handle(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcom
     } else {
         (req.max_bytes as usize).min(FETCH_BYTES_MAX)
     };
-    let snapshot = shard.metadata.load();
+    let snapshot = core.metadata.load();
     let by_id = h.api_version >= FETCH_TOPIC_IDS_FROM;
     let mut topics: Vec<(String, uuid::Uuid, usize)> = Vec::new();
     let mut slots: Vec<Slot> = Vec::new();
@@ -201,22 +201,29 @@ pub async fn handle(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcom
                 log_start_offset: -1,
                 records: Vec::new(),
             };
-            let target =
-                match meta.and_then(|m| m.owner(p.partition).map(|o| (o, (m.id, p.partition)))) {
-                    None => {
-                        result.error = if meta.is_some() {
-                            ErrorCode::UnknownTopicOrPartition
-                        } else {
-                            missing
-                        };
-                        None
+            let target = match meta.and_then(|m| {
+                snapshot
+                    .shard_of(m, p.partition)
+                    .map(|o| (o, (m.id, p.partition)))
+            }) {
+                None => {
+                    result.error = if meta.is_some() {
+                        ErrorCode::UnknownTopicOrPartition
+                    } else {
+                        missing
+                    };
+                    None
+                }
+                Some(found) => {
+                    match leader_epoch_check(meta, p.partition, p.current_leader_epoch) {
+                        Err(code) => {
+                            result.error = code;
+                            None
+                        }
+                        Ok(()) => Some(found),
                     }
-                    Some(_) if p.current_leader_epoch > 0 => {
-                        result.error = ErrorCode::UnknownLeaderEpoch;
-                        None
-                    }
-                    found => found,
-                };
+                }
+            };
             slots.push(Slot {
                 target,
                 fetch_offset: p.fetch_offset,
@@ -237,7 +244,7 @@ pub async fn handle(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcom
         .filter_map(|(i, s)| s.target.map(|(owner, _)| (owner, i, read_request(s))));
     let rounds = group_by_owner(reads)
         .into_iter()
-        .map(|(owner, items)| shard.submit_to(owner, move |s| read_on_owner(s, items)));
+        .map(|(owner, items)| core.submit_to(owner, move |s| read_on_owner(s, items)));
     for answer in futures::future::join_all(rounds).await {
         store_results(&mut slots, answer.into_iter().flatten());
     }
@@ -259,11 +266,10 @@ pub async fn handle(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcom
             .into_iter()
             .map(|(owner, items)| {
                 let fetch_done = fetch_done.clone();
-                shard
-                    .submit_to(owner, move |s| {
-                        wait_then_read_on_owner(s, items, remaining, fetch_done)
-                    })
-                    .boxed_local()
+                core.submit_to(owner, move |s| {
+                    wait_then_read_on_owner(s, items, remaining, fetch_done)
+                })
+                .boxed_local()
             })
             .collect();
         if waiting.is_empty() {

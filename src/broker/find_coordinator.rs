@@ -1,6 +1,6 @@
-//! FindCoordinator (v0–v6, batched keys from v4). A group's coordinator is this
-//! broker (the group lives on the shard owning its `__consumer_offsets` partition,
-//! which is created on first use, as in Kafka). Transactions have no coordinator yet:
+//! FindCoordinator (v0–v6, batched keys from v4). A group's coordinator is the broker
+//! leading its `__consumer_offsets` partition (created on first use, as in Kafka);
+//! there the group lives on the core holding that partition. Transactions have no coordinator yet:
 //! those keys get COORDINATOR_NOT_AVAILABLE.
 
 use std::rc::Rc;
@@ -11,47 +11,57 @@ use kafka_protocol::messages::find_coordinator_response::{Coordinator, FindCoord
 use kafka_protocol::messages::BrokerId;
 
 use super::{decode, encode_response, str_bytes, Outcome};
-use crate::group;
+use crate::cluster::metadata::BrokerInfo;
+use crate::node::Core;
 use crate::protocol::api::key;
 use crate::protocol::header::RequestHeader;
 use crate::protocol::ErrorCode;
-use crate::shard::Shard;
 
 const KEY_TYPE_GROUP: i8 = 0;
 const NO_TRANSACTIONS: &str =
     "The coordinator is not available: ringlog does not serve transactions yet.";
 
-/// The answer for one key: this broker, or an error with a message.
-async fn locate(shard: &Rc<Shard>, key_type: i8, key: &str) -> Result<(), (ErrorCode, String)> {
+/// The coordinator for one key: the broker leading the group's `__consumer_offsets`
+/// partition, or an error with a message.
+async fn locate(
+    core: &Rc<Core>,
+    key_type: i8,
+    key: &str,
+) -> Result<BrokerInfo, (ErrorCode, String)> {
     if key_type != KEY_TYPE_GROUP {
         return Err((ErrorCode::CoordinatorNotAvailable, NO_TRANSACTIONS.into()));
     }
     if key.is_empty() {
         return Err((ErrorCode::InvalidRequest, "The group id is empty.".into()));
     }
-    group::coordinator_of(shard, key)
+    let unavailable = |code| (code, format!("No coordinator for group {key} yet."));
+    let location = super::routing::coordinator_of(core, key)
         .await
-        .map(|_| ())
-        .map_err(|code| (code, format!("No coordinator for group {key} yet.")))
+        .map_err(unavailable)?;
+    core.metadata
+        .load()
+        .cluster
+        .live_brokers()
+        .find(|b| b.id == location.broker)
+        .cloned()
+        .ok_or_else(|| unavailable(ErrorCode::CoordinatorNotAvailable))
 }
 
-pub async fn handle(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcome {
+pub async fn handle(core: &Rc<Core>, h: &RequestHeader, body: Bytes) -> Outcome {
     let req: FindCoordinatorRequest = match decode(body, h) {
         Ok(r) => r,
         Err(o) => return o,
     };
-    let me = &shard.config.advertised;
-    let node_id = BrokerId(shard.config.node_id);
     let mut resp = FindCoordinatorResponse::default();
     if h.api_version >= 4 {
         for k in &req.coordinator_keys {
             let mut c = Coordinator::default();
             c.key = k.clone();
-            match locate(shard, req.key_type, k.as_str()).await {
-                Ok(()) => {
-                    c.node_id = node_id;
-                    c.host = str_bytes(&me.host);
-                    c.port = me.port as i32;
+            match locate(core, req.key_type, k.as_str()).await {
+                Ok(b) => {
+                    c.node_id = BrokerId(b.id.0);
+                    c.host = str_bytes(&b.host);
+                    c.port = b.port as i32;
                 }
                 Err((code, message)) => {
                     c.node_id = BrokerId(-1);
@@ -63,11 +73,11 @@ pub async fn handle(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcom
             resp.coordinators.push(c);
         }
     } else {
-        match locate(shard, req.key_type, req.key.as_str()).await {
-            Ok(()) => {
-                resp.node_id = node_id;
-                resp.host = str_bytes(&me.host);
-                resp.port = me.port as i32;
+        match locate(core, req.key_type, req.key.as_str()).await {
+            Ok(b) => {
+                resp.node_id = BrokerId(b.id.0);
+                resp.host = str_bytes(&b.host);
+                resp.port = b.port as i32;
             }
             Err((code, message)) => {
                 resp.error_code = code.code();

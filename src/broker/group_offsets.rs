@@ -26,11 +26,11 @@ use super::groups::{on_coordinator, text};
 use super::{decode, encode_response, str_bytes, Outcome};
 use crate::group::offsets_topic::CommittedOffset;
 use crate::group::FetchedOffsets;
+use crate::node::Core;
 use crate::protocol::api::key;
 use crate::protocol::header::RequestHeader;
 use crate::protocol::old_versions;
 use crate::protocol::ErrorCode;
-use crate::shard::Shard;
 
 /// Reads an OffsetCommit request of any served version, with each partition's
 /// commit timestamp (v1 may give one; -1 or a later version: none).
@@ -63,7 +63,7 @@ pub fn offset_commit_v0(h: &RequestHeader, body: Bytes) -> Outcome {
     encode_response(key::OFFSET_COMMIT, h.api_version, h.correlation_id, &resp)
 }
 
-pub async fn offset_commit(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcome {
+pub async fn offset_commit(core: &Rc<Core>, h: &RequestHeader, body: Bytes) -> Outcome {
     let (req, commit_timestamps) = match decode_offset_commit(body, h) {
         Ok(r) => r,
         Err(o) => return o,
@@ -98,9 +98,9 @@ pub async fn offset_commit(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) ->
     let member_id = text(&req.member_id);
     let instance_id = req.group_instance_id.as_ref().map(text);
     let generation = req.generation_id_or_member_epoch;
-    let committed = on_coordinator(shard, &group, move |s| async move {
+    let committed = on_coordinator(core, &group, move |s| async move {
         let member = (member_id.as_str(), instance_id.as_deref(), generation);
-        s.groups.commit(&s, &g, member, entries).await
+        s.groups.commit(&*s, &g, member, entries).await
     })
     .await
     .and_then(|r| r);
@@ -141,13 +141,13 @@ fn req_topics_with(
 
 /// Fetches one group's committed offsets on its coordinator.
 async fn fetch_group_offsets(
-    shard: &Rc<Shard>,
+    core: &Rc<Core>,
     group: String,
     topics: Option<Vec<(String, Vec<i32>)>>,
 ) -> Result<FetchedOffsets, ErrorCode> {
     let g = group.clone();
-    on_coordinator(shard, &group, move |s| async move {
-        s.groups.fetch_offsets(&s, &g, topics)
+    on_coordinator(core, &group, move |s| async move {
+        s.groups.fetch_offsets(&*s, &g, topics)
     })
     .await
     .and_then(|r| r)
@@ -190,7 +190,7 @@ pub fn offset_fetch_v0(h: &RequestHeader, body: Bytes) -> Outcome {
     encode_response(key::OFFSET_FETCH, h.api_version, h.correlation_id, &resp)
 }
 
-pub async fn offset_fetch(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcome {
+pub async fn offset_fetch(core: &Rc<Core>, h: &RequestHeader, body: Bytes) -> Outcome {
     let req: OffsetFetchRequest = match decode(body, h) {
         Ok(r) => r,
         Err(o) => return o,
@@ -207,7 +207,7 @@ pub async fn offset_fetch(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> 
             });
             let mut rg = OffsetFetchResponseGroup::default();
             rg.group_id = g.group_id.clone();
-            match fetch_group_offsets(shard, text(&g.group_id), topics).await {
+            match fetch_group_offsets(core, text(&g.group_id), topics).await {
                 Err(code) => rg.error_code = code.code(),
                 Ok(found) => {
                     rg.topics = found
@@ -242,7 +242,7 @@ pub async fn offset_fetch(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> 
                 .map(|t| (text(&t.name), t.partition_indexes.clone()))
                 .collect()
         });
-        match fetch_group_offsets(shard, text(&req.group_id), topics).await {
+        match fetch_group_offsets(core, text(&req.group_id), topics).await {
             Err(code) if v >= 2 => resp.error_code = code.code(),
             // v1 has no top-level error: every requested partition carries it.
             Err(code) => resp.topics = offset_fetch_errors(&req, code),
@@ -299,7 +299,7 @@ fn fill_fetched(
     }
 }
 
-pub async fn offset_delete(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcome {
+pub async fn offset_delete(core: &Rc<Core>, h: &RequestHeader, body: Bytes) -> Outcome {
     let req: OffsetDeleteRequest = match decode(body, h) {
         Ok(r) => r,
         Err(o) => return o,
@@ -316,8 +316,8 @@ pub async fn offset_delete(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) ->
         .collect();
     let g = group.clone();
     let asked = partitions.clone();
-    let deleted = on_coordinator(shard, &group, move |s| async move {
-        s.groups.delete_offsets(&s, &g, asked).await
+    let deleted = on_coordinator(core, &group, move |s| async move {
+        s.groups.delete_offsets(&*s, &g, asked).await
     })
     .await
     .and_then(|r| r);

@@ -35,29 +35,30 @@ use kafka_protocol::messages::sync_group_request::SyncGroupRequest;
 use kafka_protocol::messages::{GroupId, TopicName};
 
 use super::{decode, encode_response, str_bytes, Outcome};
-use crate::cluster::metadata::ShardId;
-use crate::group;
 use crate::group::consumer::{HeartbeatIn, Partitions};
 use crate::group::state::{self, JoinRequest, SyncRequest};
+use crate::node::Core;
 use crate::protocol::api::key;
 use crate::protocol::header::RequestHeader;
 use crate::protocol::ErrorCode;
-use crate::shard::Shard;
+use crate::shard::ShardId;
 
 /// Runs `f` on the shard coordinating `group`.
 pub(super) async fn on_coordinator<R, F, Fut>(
-    shard: &Rc<Shard>,
+    core: &Rc<Core>,
     group: &str,
     f: F,
 ) -> Result<R, ErrorCode>
 where
     R: Send + 'static,
-    F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
+    F: FnOnce(Rc<Core>) -> Fut + Send + 'static,
     Fut: Future<Output = R> + 'static,
 {
-    let owner = group::coordinator_of(shard, group).await?;
-    shard
-        .submit_to(owner, f)
+    let owner = super::routing::coordinator_of(core, group)
+        .await?
+        .local_shard
+        .ok_or(ErrorCode::NotCoordinator)?;
+    core.submit_to(owner, f)
         .await
         .map_err(|_| ErrorCode::CoordinatorNotAvailable)
 }
@@ -67,7 +68,7 @@ pub(super) fn text(s: &kafka_protocol::protocol::StrBytes) -> String {
 }
 
 pub async fn join_group(
-    shard: &Rc<Shard>,
+    core: &Rc<Core>,
     h: &RequestHeader,
     body: Bytes,
     client_host: &str,
@@ -99,8 +100,8 @@ pub async fn join_group(
         version: h.api_version,
     };
     let g = group.clone();
-    let joined = on_coordinator(shard, &group, move |s| async move {
-        s.groups.join(&s, g, join).await
+    let joined = on_coordinator(core, &group, move |s| async move {
+        s.groups.join(&*s, g, join).await
     })
     .await;
     let mut resp = joined.unwrap_or_else(|code| state::join_error(code, &member_id));
@@ -123,7 +124,7 @@ pub async fn join_group(
     encode_response(key::JOIN_GROUP, v, h.correlation_id, &resp)
 }
 
-pub async fn sync_group(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcome {
+pub async fn sync_group(core: &Rc<Core>, h: &RequestHeader, body: Bytes) -> Outcome {
     let req: SyncGroupRequest = match decode(body, h) {
         Ok(r) => r,
         Err(o) => return o,
@@ -142,8 +143,8 @@ pub async fn sync_group(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Ou
             .map(|a| (text(&a.member_id), a.assignment.clone()))
             .collect(),
     };
-    let synced = on_coordinator(shard, &group, move |s| async move {
-        s.groups.sync(&s, &g, sync).await
+    let synced = on_coordinator(core, &group, move |s| async move {
+        s.groups.sync(&*s, &g, sync).await
     })
     .await;
     let mut resp = synced.unwrap_or_else(state::sync_error);
@@ -154,16 +155,16 @@ pub async fn sync_group(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Ou
     encode_response(key::SYNC_GROUP, h.api_version, h.correlation_id, &resp)
 }
 
-pub async fn heartbeat(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcome {
+pub async fn heartbeat(core: &Rc<Core>, h: &RequestHeader, body: Bytes) -> Outcome {
     let req: HeartbeatRequest = match decode(body, h) {
         Ok(r) => r,
         Err(o) => return o,
     };
     let group = text(&req.group_id);
     let g = group.clone();
-    let code = on_coordinator(shard, &group, move |s| async move {
+    let code = on_coordinator(core, &group, move |s| async move {
         s.groups.heartbeat(
-            &s,
+            &*s,
             &g,
             req.member_id.as_str(),
             req.group_instance_id.as_deref(),
@@ -177,7 +178,7 @@ pub async fn heartbeat(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Out
     encode_response(key::HEARTBEAT, h.api_version, h.correlation_id, &resp)
 }
 
-pub async fn leave_group(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcome {
+pub async fn leave_group(core: &Rc<Core>, h: &RequestHeader, body: Bytes) -> Outcome {
     let req: LeaveGroupRequest = match decode(body, h) {
         Ok(r) => r,
         Err(o) => return o,
@@ -193,8 +194,8 @@ pub async fn leave_group(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> O
         vec![(text(&req.member_id), None)]
     };
     let (g, asked) = (group.clone(), members.clone());
-    let left = on_coordinator(shard, &group, move |s| async move {
-        s.groups.leave(&s, &g, &asked)
+    let left = on_coordinator(core, &group, move |s| async move {
+        s.groups.leave(&*s, &g, &asked)
     })
     .await
     .and_then(|r| r);
@@ -219,14 +220,14 @@ pub async fn leave_group(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> O
     encode_response(key::LEAVE_GROUP, h.api_version, h.correlation_id, &resp)
 }
 
-pub async fn list_groups(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcome {
+pub async fn list_groups(core: &Rc<Core>, h: &RequestHeader, body: Bytes) -> Outcome {
     let req: ListGroupsRequest = match decode(body, h) {
         Ok(r) => r,
         Err(o) => return o,
     };
     let v = h.api_version;
-    let asks = (0..shard.shard_count)
-        .map(|i| shard.submit_to(ShardId(i), |s| async move { s.groups.list() }));
+    let asks = (0..core.shard_count())
+        .map(|i| core.submit_to(ShardId(i), |s| async move { s.groups.list() }));
     let mut resp = ListGroupsResponse::default();
     for listed in futures::future::join_all(asks).await {
         let Ok(listed) = listed else {
@@ -263,7 +264,7 @@ pub async fn list_groups(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> O
     encode_response(key::LIST_GROUPS, v, h.correlation_id, &resp)
 }
 
-pub async fn describe_groups(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcome {
+pub async fn describe_groups(core: &Rc<Core>, h: &RequestHeader, body: Bytes) -> Outcome {
     let req: DescribeGroupsRequest = match decode(body, h) {
         Ok(r) => r,
         Err(o) => return o,
@@ -274,9 +275,9 @@ pub async fn describe_groups(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) 
         let group = text(id);
         let g = group.clone();
         let described = on_coordinator(
-            shard,
+            core,
             &group,
-            move |s| async move { s.groups.describe(&s, &g) },
+            move |s| async move { s.groups.describe(&*s, &g) },
         )
         .await
         .and_then(|r| r);
@@ -320,7 +321,7 @@ pub async fn describe_groups(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) 
     encode_response(key::DESCRIBE_GROUPS, v, h.correlation_id, &resp)
 }
 
-pub async fn delete_groups(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcome {
+pub async fn delete_groups(core: &Rc<Core>, h: &RequestHeader, body: Bytes) -> Outcome {
     let req: DeleteGroupsRequest = match decode(body, h) {
         Ok(r) => r,
         Err(o) => return o,
@@ -329,8 +330,8 @@ pub async fn delete_groups(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) ->
     for id in &req.groups_names {
         let group = text(id);
         let g = group.clone();
-        let code = on_coordinator(shard, &group, move |s| async move {
-            s.groups.delete(&s, &g).await
+        let code = on_coordinator(core, &group, move |s| async move {
+            s.groups.delete(&*s, &g).await
         })
         .await
         .unwrap_or_else(|code| code);
@@ -355,7 +356,7 @@ fn by_topic(parts: &Partitions) -> Vec<(uuid::Uuid, Vec<i32>)> {
 }
 
 pub async fn consumer_group_heartbeat(
-    shard: &Rc<Shard>,
+    core: &Rc<Core>,
     h: &RequestHeader,
     body: Bytes,
     client_host: &str,
@@ -392,8 +393,8 @@ pub async fn consumer_group_heartbeat(
     };
     let member_id = beat.member_id.clone();
     let g = group.clone();
-    let answered = on_coordinator(shard, &group, move |s| async move {
-        let out = s.groups.consumer_heartbeat(&s, &g, beat);
+    let answered = on_coordinator(core, &group, move |s| async move {
+        let out = s.groups.consumer_heartbeat(&*s, &g, beat);
         (out, s.groups.consumer_heartbeat_interval_ms)
     })
     .await;
@@ -433,7 +434,7 @@ pub async fn consumer_group_heartbeat(
     )
 }
 
-pub async fn consumer_group_describe(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcome {
+pub async fn consumer_group_describe(core: &Rc<Core>, h: &RequestHeader, body: Bytes) -> Outcome {
     let req: ConsumerGroupDescribeRequest = match decode(body, h) {
         Ok(r) => r,
         Err(o) => return o,
@@ -442,7 +443,7 @@ pub async fn consumer_group_describe(shard: &Rc<Shard>, h: &RequestHeader, body:
     for id in &req.group_ids {
         let group = text(id);
         let g = group.clone();
-        let described = on_coordinator(shard, &group, move |s| async move {
+        let described = on_coordinator(core, &group, move |s| async move {
             let snapshot = s.metadata.load();
             let name_of = |topic_id: &uuid::Uuid| {
                 snapshot
@@ -464,7 +465,7 @@ pub async fn consumer_group_describe(shard: &Rc<Shard>, h: &RequestHeader, body:
                     .collect();
                 a
             };
-            s.groups.consumer_describe(&s, &g, |cg, state| {
+            s.groups.consumer_describe(&*s, &g, |cg, state| {
                 let mut d = cgd::DescribedGroup::default();
                 d.group_state = str_bytes(state);
                 d.authorized_operations = i32::MIN;

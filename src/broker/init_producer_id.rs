@@ -9,12 +9,12 @@ use kafka_protocol::messages::init_producer_id_response::InitProducerIdResponse;
 use kafka_protocol::messages::ProducerId;
 
 use super::{decode, encode_response, Outcome};
+use crate::node::{publisher, Core, CONTROLLER_SHARD};
 use crate::protocol::api::key;
 use crate::protocol::header::RequestHeader;
 use crate::protocol::ErrorCode;
-use crate::shard::{Shard, CONTROLLER_SHARD};
 
-pub async fn handle(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcome {
+pub async fn handle(core: &Rc<Core>, h: &RequestHeader, body: Bytes) -> Outcome {
     let req: InitProducerIdRequest = match decode(body, h) {
         Ok(r) => r,
         Err(o) => return o,
@@ -32,10 +32,9 @@ pub async fn handle(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcom
     } else if req.transactional_id.is_some() {
         resp.error_code = ErrorCode::CoordinatorNotAvailable.code();
     } else {
-        let id = shard
-            .submit_to(CONTROLLER_SHARD, |s| async move {
-                s.controller()
-                    .allocate_producer_id(&s)
+        let id = core
+            .submit_to(CONTROLLER_SHARD, |c| async move {
+                publisher::allocate_producer_id(&c)
                     .await
                     .map_err(|e| e.to_string())
             })

@@ -10,13 +10,13 @@ use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsResponse, ListOffsetsTopicResponse,
 };
 
-use super::routing::run_on_owners;
+use super::routing::{leader_epoch_check, run_on_owners};
 use super::{decode, encode_response, respond_with, Outcome};
+use crate::node::{Core, PartitionKey};
 use crate::protocol::api::key;
 use crate::protocol::header::RequestHeader;
 use crate::protocol::old_versions::{self, OldStyleOffsets};
 use crate::protocol::ErrorCode;
-use crate::shard::{PartitionKey, Shard};
 use crate::storage::Offsets;
 use crate::storage::PartitionLog;
 
@@ -103,12 +103,12 @@ fn old_style_offsets(
 }
 
 /// ListOffsets v0 (Kafka 3.9's, which 4.0 dropped).
-async fn handle_v0(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcome {
+async fn handle_v0(core: &Rc<Core>, h: &RequestHeader, body: Bytes) -> Outcome {
     let old = match old_versions::decode_list_offsets_v0(body) {
         Ok(r) => r,
         Err(e) => return Outcome::Close(format!("cannot decode ListOffsets v0: {e}")),
     };
-    let snapshot = shard.metadata.load();
+    let snapshot = core.metadata.load();
     let from_consumer = old.request.replica_id.0 == CONSUMER_REPLICA_ID;
     let mut results: Vec<Result<Vec<i64>, ErrorCode>> = Vec::new();
     let mut work = Vec::new();
@@ -129,7 +129,7 @@ async fn handle_v0(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcome
                 continue;
             }
             if let Some((owner, id)) =
-                topic.and_then(|t| t.owner(p.partition_index).map(|o| (o, t.id)))
+                topic.and_then(|t| snapshot.shard_of(t, p.partition_index).map(|o| (o, t.id)))
             {
                 let key: PartitionKey = (id, p.partition_index);
                 work.push((
@@ -141,7 +141,7 @@ async fn handle_v0(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcome
         }
     }
     run_on_owners(
-        shard,
+        core,
         work,
         &mut results,
         |log, (ts, max, from_consumer)| async move {
@@ -192,15 +192,15 @@ async fn handle_v0(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcome
     })
 }
 
-pub async fn handle(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcome {
+pub async fn handle(core: &Rc<Core>, h: &RequestHeader, body: Bytes) -> Outcome {
     if h.api_version == 0 {
-        return handle_v0(shard, h, body).await;
+        return handle_v0(core, h, body).await;
     }
     let req: ListOffsetsRequest = match decode(body, h) {
         Ok(r) => r,
         Err(o) => return o,
     };
-    let snapshot = shard.metadata.load();
+    let snapshot = core.metadata.load();
     let mut results: Vec<Result<(i64, i64), ErrorCode>> = Vec::new();
     let mut work = Vec::new();
     for t in &req.topics {
@@ -208,19 +208,20 @@ pub async fn handle(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcom
         for p in &t.partitions {
             let slot = results.len();
             results.push(Err(ErrorCode::UnknownTopicOrPartition));
-            if p.current_leader_epoch > 0 {
-                results[slot] = Err(ErrorCode::UnknownLeaderEpoch);
+            if let Err(code) = leader_epoch_check(topic, p.partition_index, p.current_leader_epoch)
+            {
+                results[slot] = Err(code);
                 continue;
             }
             if let Some((owner, id)) =
-                topic.and_then(|t| t.owner(p.partition_index).map(|o| (o, t.id)))
+                topic.and_then(|t| snapshot.shard_of(t, p.partition_index).map(|o| (o, t.id)))
             {
                 let key: PartitionKey = (id, p.partition_index);
                 work.push((owner, slot, (key, p.timestamp)));
             }
         }
     }
-    run_on_owners(shard, work, &mut results, |log, ts| async move {
+    run_on_owners(core, work, &mut results, |log, ts| async move {
         lookup(&log, ts).await
     })
     .await;
@@ -237,7 +238,10 @@ pub async fn handle(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcom
                     pr.offset = offset;
                     pr.timestamp = timestamp;
                     if h.api_version >= 4 {
-                        pr.leader_epoch = 0;
+                        pr.leader_epoch = snapshot
+                            .topic(t.name.0.as_str())
+                            .and_then(|m| m.partition(p.partition_index))
+                            .map_or(-1, |a| a.leader_epoch.0);
                     }
                 }
                 Err(code) => {

@@ -14,30 +14,40 @@ use kafka_protocol::messages::{BrokerId, TopicName};
 use super::routing::auto_create;
 use super::{decode, encode_response, str_bytes, Outcome};
 use crate::cluster::metadata::{validate_topic_name, TopicMeta};
+use crate::node::Core;
 use crate::protocol::api::key;
 use crate::protocol::header::RequestHeader;
 use crate::protocol::ErrorCode;
-use crate::shard::Shard;
 
 /// Kafka's "authorized operations not requested" marker.
 const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 
-fn topic_entry(t: &TopicMeta, node_id: i32, version: i16) -> MetadataResponseTopic {
+fn topic_entry(t: &TopicMeta, version: i16) -> MetadataResponseTopic {
     let mut e = MetadataResponseTopic::default();
     e.name = Some(TopicName(str_bytes(&t.name)));
     e.topic_id = t.id;
     e.is_internal = t.is_internal();
     e.topic_authorized_operations = AUTHORIZED_OPERATIONS_OMITTED;
-    e.partitions = (0..t.partition_count())
-        .map(|p| {
+    let ids = |brokers: &[crate::ids::BrokerId]| brokers.iter().map(|b| BrokerId(b.0)).collect();
+    e.partitions = t
+        .partitions
+        .iter()
+        .enumerate()
+        .map(|(p, a)| {
             let mut part = MetadataResponsePartition::default();
-            part.partition_index = p;
-            part.leader_id = BrokerId(node_id);
-            if version >= 7 {
-                part.leader_epoch = 0;
+            part.partition_index = p as i32;
+            match a.leader {
+                Some(leader) => part.leader_id = BrokerId(leader.0),
+                None => {
+                    part.leader_id = BrokerId(-1);
+                    part.error_code = ErrorCode::LeaderNotAvailable.code();
+                }
             }
-            part.replica_nodes = vec![BrokerId(node_id)];
-            part.isr_nodes = vec![BrokerId(node_id)];
+            if version >= 7 {
+                part.leader_epoch = a.leader_epoch.0;
+            }
+            part.replica_nodes = ids(&a.replicas);
+            part.isr_nodes = ids(&a.isr);
             part
         })
         .collect();
@@ -55,14 +65,13 @@ fn error_entry(name: Option<String>, id: uuid::Uuid, error: ErrorCode) -> Metada
 
 /// Topics asked for by name, auto-creating the missing ones where allowed.
 async fn by_name(
-    shard: &Rc<Shard>,
+    core: &Rc<Core>,
     h: &RequestHeader,
     allow_auto_topic_creation: bool,
     names: Vec<String>,
 ) -> Vec<MetadataResponseTopic> {
-    let config = &shard.config;
-    let node_id = config.node_id;
-    let mut snapshot = shard.metadata.load();
+    let config = &core.config;
+    let mut snapshot = core.metadata.load();
     let allow_create =
         config.auto_create_topics && (h.api_version < 4 || allow_auto_topic_creation);
     let missing: Vec<String> = names
@@ -72,8 +81,8 @@ async fn by_name(
         .collect();
     let created = if allow_create && !missing.is_empty() {
         let client = h.client_id.as_deref().unwrap_or("");
-        let created = auto_create(shard, missing, client).await;
-        snapshot = shard.metadata.load();
+        let created = auto_create(core, missing, client).await;
+        snapshot = core.metadata.load();
         created
     } else {
         Default::default()
@@ -81,7 +90,7 @@ async fn by_name(
     names
         .into_iter()
         .map(|name| match snapshot.topic(&name) {
-            Some(meta) => topic_entry(meta, node_id, h.api_version),
+            Some(meta) => topic_entry(meta, h.api_version),
             None if validate_topic_name(&name).is_err() => error_entry(
                 Some(name),
                 uuid::Uuid::nil(),
@@ -98,14 +107,12 @@ async fn by_name(
         .collect()
 }
 
-pub async fn handle(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcome {
+pub async fn handle(core: &Rc<Core>, h: &RequestHeader, body: Bytes) -> Outcome {
     let req: MetadataRequest = match decode(body, h) {
         Ok(r) => r,
         Err(o) => return o,
     };
-    let config = &shard.config;
-    let node_id = config.node_id;
-    let snapshot = shard.metadata.load();
+    let snapshot = core.metadata.load();
     // v0: an empty list means all topics; v1+: null means all topics.
     let all = match &req.topics {
         None => true,
@@ -115,9 +122,10 @@ pub async fn handle(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcom
     if all {
         topics.extend(
             snapshot
+                .cluster
                 .topics
                 .values()
-                .map(|t| topic_entry(t, node_id, h.api_version)),
+                .map(|t| topic_entry(t, h.api_version)),
         );
     } else {
         let requested = req.topics.unwrap_or_default();
@@ -138,7 +146,7 @@ pub async fn handle(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcom
             let mut seen = std::collections::HashSet::new();
             for id in ids.into_iter().filter(|id| seen.insert(*id)) {
                 topics.push(match snapshot.topic_by_id(&id) {
-                    Some(meta) => topic_entry(meta, node_id, h.api_version),
+                    Some(meta) => topic_entry(meta, h.api_version),
                     None => error_entry(None, id, ErrorCode::UnknownTopicId),
                 });
             }
@@ -147,17 +155,24 @@ pub async fn handle(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcom
                 .iter()
                 .filter_map(|t| t.name.as_ref().map(|n| n.0.to_string()))
                 .collect();
-            topics = by_name(shard, h, req.allow_auto_topic_creation, names).await;
+            topics = by_name(core, h, req.allow_auto_topic_creation, names).await;
         }
     }
-    let mut broker = MetadataResponseBroker::default();
-    broker.node_id = BrokerId(node_id);
-    broker.host = str_bytes(&config.advertised.host);
-    broker.port = config.advertised.port as i32;
+    let cluster = &snapshot.cluster;
     let mut resp = MetadataResponse::default();
-    resp.brokers = vec![broker];
-    resp.cluster_id = Some(str_bytes(&snapshot.cluster_id));
-    resp.controller_id = BrokerId(node_id);
+    resp.brokers = cluster
+        .live_brokers()
+        .map(|b| {
+            let mut broker = MetadataResponseBroker::default();
+            broker.node_id = BrokerId(b.id.0);
+            broker.host = str_bytes(&b.host);
+            broker.port = b.port as i32;
+            broker.rack = b.rack.as_deref().map(str_bytes);
+            broker
+        })
+        .collect();
+    resp.cluster_id = Some(str_bytes(&cluster.cluster_id));
+    resp.controller_id = BrokerId(cluster.controller.map_or(-1, |c| c.0));
     resp.topics = topics;
     resp.cluster_authorized_operations = AUTHORIZED_OPERATIONS_OMITTED;
     encode_response(key::METADATA, h.api_version, h.correlation_id, &resp)

@@ -9,11 +9,11 @@ use kafka_protocol::messages::{ApiKey, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use tracing::{debug, warn};
 
+use crate::node::Core;
 use crate::protocol::api::{self, key};
 use crate::protocol::chunk::Chunk;
 use crate::protocol::header::{self, RequestHeader};
 use crate::protocol::old_versions;
-use crate::shard::Shard;
 
 mod api_versions;
 mod create_topics;
@@ -116,7 +116,7 @@ pub fn str_bytes(s: &str) -> StrBytes {
 }
 
 /// Handles one request frame from a client at `client_host` (Kafka's form: "/ip").
-pub async fn handle(shard: Rc<Shard>, frame: Bytes, client_host: &str) -> Outcome {
+pub async fn handle(core: Rc<Core>, frame: Bytes, client_host: &str) -> Outcome {
     let Some((api_key, api_version, correlation_id)) = header::peek_ids(&frame) else {
         return Outcome::Close("request shorter than a header".into());
     };
@@ -152,29 +152,29 @@ pub async fn handle(shard: Rc<Shard>, frame: Bytes, client_host: &str) -> Outcom
     }
     let outcome = match api_key {
         key::API_VERSIONS => api_versions::handle(&h),
-        key::METADATA => metadata::handle(&shard, &h, body).await,
-        key::PRODUCE => produce::handle(&shard, &h, body).await,
-        key::FETCH => fetch::handle(&shard, &h, body).await,
-        key::LIST_OFFSETS => list_offsets::handle(&shard, &h, body).await,
-        key::CREATE_TOPICS => create_topics::handle(&shard, &h, body).await,
-        key::DELETE_TOPICS => delete_topics::handle(&shard, &h, body).await,
-        key::DELETE_RECORDS => delete_records::handle(&shard, &h, body).await,
-        key::INIT_PRODUCER_ID => init_producer_id::handle(&shard, &h, body).await,
-        key::FIND_COORDINATOR => find_coordinator::handle(&shard, &h, body).await,
-        key::JOIN_GROUP => groups::join_group(&shard, &h, body, client_host).await,
-        key::SYNC_GROUP => groups::sync_group(&shard, &h, body).await,
-        key::HEARTBEAT => groups::heartbeat(&shard, &h, body).await,
-        key::LEAVE_GROUP => groups::leave_group(&shard, &h, body).await,
-        key::OFFSET_COMMIT => group_offsets::offset_commit(&shard, &h, body).await,
-        key::OFFSET_FETCH => group_offsets::offset_fetch(&shard, &h, body).await,
-        key::LIST_GROUPS => groups::list_groups(&shard, &h, body).await,
-        key::DESCRIBE_GROUPS => groups::describe_groups(&shard, &h, body).await,
-        key::DELETE_GROUPS => groups::delete_groups(&shard, &h, body).await,
-        key::OFFSET_DELETE => group_offsets::offset_delete(&shard, &h, body).await,
+        key::METADATA => metadata::handle(&core, &h, body).await,
+        key::PRODUCE => produce::handle(&core, &h, body).await,
+        key::FETCH => fetch::handle(&core, &h, body).await,
+        key::LIST_OFFSETS => list_offsets::handle(&core, &h, body).await,
+        key::CREATE_TOPICS => create_topics::handle(&core, &h, body).await,
+        key::DELETE_TOPICS => delete_topics::handle(&core, &h, body).await,
+        key::DELETE_RECORDS => delete_records::handle(&core, &h, body).await,
+        key::INIT_PRODUCER_ID => init_producer_id::handle(&core, &h, body).await,
+        key::FIND_COORDINATOR => find_coordinator::handle(&core, &h, body).await,
+        key::JOIN_GROUP => groups::join_group(&core, &h, body, client_host).await,
+        key::SYNC_GROUP => groups::sync_group(&core, &h, body).await,
+        key::HEARTBEAT => groups::heartbeat(&core, &h, body).await,
+        key::LEAVE_GROUP => groups::leave_group(&core, &h, body).await,
+        key::OFFSET_COMMIT => group_offsets::offset_commit(&core, &h, body).await,
+        key::OFFSET_FETCH => group_offsets::offset_fetch(&core, &h, body).await,
+        key::LIST_GROUPS => groups::list_groups(&core, &h, body).await,
+        key::DESCRIBE_GROUPS => groups::describe_groups(&core, &h, body).await,
+        key::DELETE_GROUPS => groups::delete_groups(&core, &h, body).await,
+        key::OFFSET_DELETE => group_offsets::offset_delete(&core, &h, body).await,
         key::CONSUMER_GROUP_HEARTBEAT => {
-            groups::consumer_group_heartbeat(&shard, &h, body, client_host).await
+            groups::consumer_group_heartbeat(&core, &h, body, client_host).await
         }
-        key::CONSUMER_GROUP_DESCRIBE => groups::consumer_group_describe(&shard, &h, body).await,
+        key::CONSUMER_GROUP_DESCRIBE => groups::consumer_group_describe(&core, &h, body).await,
         other => {
             warn!(api_key = other, "api in the table has no handler");
             Outcome::Close(format!("api {other} has no handler"))

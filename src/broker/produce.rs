@@ -14,15 +14,15 @@ use kafka_protocol::messages::produce_response::{
 
 use super::routing::group_by_owner;
 use super::{decode, encode_response, str_bytes, Outcome};
+use crate::node::{Core, PartitionKey};
 use crate::protocol::api::key;
 use crate::protocol::header::RequestHeader;
 use crate::protocol::ErrorCode;
-use crate::shard::{PartitionKey, Shard};
 use crate::storage::AppendInfo;
 
 type PartitionResult = Result<AppendInfo, (ErrorCode, Option<String>)>;
 
-pub async fn handle(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcome {
+pub async fn handle(core: &Rc<Core>, h: &RequestHeader, body: Bytes) -> Outcome {
     let req: ProduceRequest = match decode(body, h) {
         Ok(r) => r,
         Err(o) => return o,
@@ -31,7 +31,7 @@ pub async fn handle(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcom
     // An unknown topic gets UNKNOWN_TOPIC_OR_PARTITION and is never auto-created, as
     // in Kafka (KafkaApis.handleProduceRequest): only Metadata creates topics, so a
     // Produce still in flight for a deleted topic cannot bring it back.
-    let snapshot = shard.metadata.load();
+    let snapshot = core.metadata.load();
     // One slot per (topic, partition) in request order.
     let mut results: Vec<Option<PartitionResult>> = Vec::new();
     let mut work = Vec::new();
@@ -50,7 +50,7 @@ pub async fn handle(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcom
                 results[slot] = Some(Err((ErrorCode::InvalidTopicException, Some(why))));
                 continue;
             }
-            let owner = topic.and_then(|t| t.owner(p.index).map(|o| (o, t.id)));
+            let owner = topic.and_then(|t| snapshot.shard_of(t, p.index).map(|o| (o, t.id)));
             match (owner, &p.records) {
                 (None, _) => results[slot] = Some(Err((ErrorCode::UnknownTopicOrPartition, None))),
                 (Some(_), None) => {
@@ -64,7 +64,7 @@ pub async fn handle(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcom
         }
     }
     let appends = group_by_owner(work).into_iter().map(|(owner, items)| {
-        shard.submit_to(owner, move |s| async move {
+        core.submit_to(owner, move |s| async move {
             // Each append takes its place in its partition's line here, in request
             // order, before any of them is polled.
             let appends: Vec<_> = items
@@ -92,7 +92,7 @@ pub async fn handle(shard: &Rc<Shard>, h: &RequestHeader, body: Bytes) -> Outcom
                     results[slot] = Some(r);
                 }
             }
-            Err(gone) => tracing::warn!(error = %gone, "produce to a stopped shard"),
+            Err(gone) => tracing::warn!(error = %gone, "produce to a stopped core"),
         }
     }
     if acks == 0 {

@@ -1,4 +1,4 @@
-//! Shared lookups: topic by name or id, auto-creation, grouping work by owner shard.
+//! Shared lookups: auto-creation, a group's coordinator, grouping work by owner core.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -7,40 +7,35 @@ use std::sync::Arc;
 use std::future::Future;
 
 use crate::cluster::controller::NewTopic;
-use crate::cluster::metadata::{ShardId, TopicMeta};
+use crate::cluster::metadata::TopicMeta;
+use crate::group::offsets_topic::{self, OFFSETS_TOPIC};
+use crate::ids::{BrokerId, EpochMismatch};
+use crate::node::{publisher, Core, PartitionKey, CONTROLLER_SHARD};
 use crate::protocol::ErrorCode;
-use crate::shard::{PartitionKey, Shard, CONTROLLER_SHARD};
+use crate::shard::ShardId;
 use crate::storage::PartitionLog;
 
 /// Creates `names` with broker defaults through the controller (auto-creation, which
 /// only a Metadata request may ask for, as in Kafka); `client` names who asked, for the
 /// log. Results are by name; a topic someone else created meanwhile counts as success.
 pub async fn auto_create(
-    shard: &Rc<Shard>,
+    core: &Rc<Core>,
     names: Vec<String>,
     client: &str,
 ) -> BTreeMap<String, Result<Arc<TopicMeta>, ErrorCode>> {
     // Internal topics are created by their owners (the group coordinator), with their
     // own settings, never by a client's request.
-    let names: Vec<String> = names
-        .into_iter()
-        .filter(|n| n != crate::group::offsets_topic::OFFSETS_TOPIC)
-        .collect();
+    let names: Vec<String> = names.into_iter().filter(|n| n != OFFSETS_TOPIC).collect();
     if !names.is_empty() {
         tracing::info!(topics = ?names, client, "auto-creating topics a Metadata request names");
     }
     let topics: Vec<NewTopic> = names
         .iter()
-        .map(|n| NewTopic {
-            name: n.clone(),
-            partitions: -1,
-            replication_factor: -1,
-            configs: BTreeMap::new(),
-        })
+        .map(|n| NewTopic::with_defaults(n.clone()))
         .collect();
-    let results = shard
+    let results = core
         .submit_to(CONTROLLER_SHARD, move |s| async move {
-            s.controller().create_topics(&s, topics, false).await
+            crate::node::publisher::create_topics(&s, topics, false).await
         })
         .await;
     let mut out = BTreeMap::new();
@@ -51,7 +46,7 @@ pub async fn auto_create(
             }
         }
         Ok(results) => {
-            let snapshot = shard.metadata.load();
+            let snapshot = core.metadata.load();
             for (n, r) in names.into_iter().zip(results) {
                 let r = match r {
                     Ok(t) => Ok(t),
@@ -68,7 +63,95 @@ pub async fn auto_create(
     out
 }
 
-/// Work items grouped by owner shard, each remembering its slot in the response.
+/// The `__consumer_offsets` topic, created through the controller on first use (as
+/// Kafka creates it on the first FindCoordinator).
+async fn offsets_topic(core: &Rc<Core>) -> Result<Arc<TopicMeta>, ErrorCode> {
+    if let Some(t) = core.metadata.load().topic(OFFSETS_TOPIC) {
+        return Ok(t.clone());
+    }
+    let topic = NewTopic {
+        name: OFFSETS_TOPIC.to_string(),
+        partitions: core.config.offsets_topic_partitions,
+        replication_factor: 1,
+        assignments: Vec::new(),
+        configs: BTreeMap::from([
+            ("cleanup.policy".to_string(), "compact".to_string()),
+            (
+                "segment.bytes".to_string(),
+                core.config.offsets_topic_segment_bytes.to_string(),
+            ),
+        ]),
+    };
+    let created = core
+        .submit_to(CONTROLLER_SHARD, move |c| async move {
+            publisher::create_topics(&c, vec![topic], false).await
+        })
+        .await
+        .map_err(|_| ErrorCode::CoordinatorNotAvailable)?;
+    match created.into_iter().next() {
+        Some(Ok(t)) => Ok(t),
+        // Created meanwhile by another request.
+        _ => core
+            .metadata
+            .load()
+            .topic(OFFSETS_TOPIC)
+            .cloned()
+            .ok_or(ErrorCode::CoordinatorNotAvailable),
+    }
+}
+
+/// Where a group's coordinator is: the leader of its `__consumer_offsets` partition,
+/// and the core holding that partition if the leader is this broker.
+pub struct CoordinatorLocation {
+    pub broker: BrokerId,
+    pub local_shard: Option<ShardId>,
+}
+
+/// The coordinator of `group`. COORDINATOR_NOT_AVAILABLE while its partition has no
+/// leader.
+pub async fn coordinator_of(
+    core: &Rc<Core>,
+    group: &str,
+) -> Result<CoordinatorLocation, ErrorCode> {
+    let topic = offsets_topic(core).await?;
+    let partition = offsets_topic::partition_for(group, topic.partition_count());
+    let broker = topic
+        .partition(partition)
+        .and_then(|a| a.leader)
+        .ok_or(ErrorCode::CoordinatorNotAvailable)?;
+    let local_shard = if broker == core.node_id() {
+        let shard = core.metadata.load().shard_of(&topic, partition);
+        Some(shard.ok_or(ErrorCode::CoordinatorNotAvailable)?)
+    } else {
+        None
+    };
+    Ok(CoordinatorLocation {
+        broker,
+        local_shard,
+    })
+}
+
+/// Kafka's check of a request's `current_leader_epoch` for a partition this broker
+/// serves (`Partition.checkCurrentLeaderEpoch`); a topic or partition it does not
+/// know passes here and is answered by the caller.
+pub fn leader_epoch_check(
+    topic: Option<&Arc<TopicMeta>>,
+    partition: i32,
+    requested: i32,
+) -> Result<(), ErrorCode> {
+    let Some(assignment) = topic.and_then(|t| t.partition(partition)) else {
+        return Ok(());
+    };
+    assignment
+        .leader_epoch
+        .check_request(requested)
+        .map_err(|mismatch| match mismatch {
+            EpochMismatch::Fenced => ErrorCode::FencedLeaderEpoch,
+            EpochMismatch::Unknown => ErrorCode::UnknownLeaderEpoch,
+        })
+}
+
+/// Work items grouped by owner core, each remembering its slot in the response.
 pub fn group_by_owner<T>(
     items: impl IntoIterator<Item = (ShardId, usize, T)>,
 ) -> BTreeMap<ShardId, Vec<(usize, T)>> {
@@ -83,7 +166,7 @@ pub fn group_by_owner<T>(
 /// an owner's items run one after another) and stores each result in its slot of
 /// `results`. A partition without a log on its owner gets UNKNOWN_TOPIC_OR_PARTITION.
 pub async fn run_on_owners<T, R, F, Fut>(
-    shard: &Rc<Shard>,
+    core: &Rc<Core>,
     work: Vec<(ShardId, usize, (PartitionKey, T))>,
     results: &mut [Result<R, ErrorCode>],
     op: F,
@@ -94,7 +177,7 @@ pub async fn run_on_owners<T, R, F, Fut>(
     Fut: Future<Output = Result<R, ErrorCode>> + 'static,
 {
     let runs = group_by_owner(work).into_iter().map(|(owner, items)| {
-        shard.submit_to(owner, move |s| async move {
+        core.submit_to(owner, move |s| async move {
             let mut out = Vec::with_capacity(items.len());
             for (slot, (key, arg)) in items {
                 let r = match s.log(&key) {

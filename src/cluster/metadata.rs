@@ -1,36 +1,75 @@
-//! The cluster metadata snapshot: topics, their ids, partition counts, configs and the
-//! placement table (partition → owning shard). Immutable once published; changes build
-//! a new snapshot that is swapped in whole (`MetadataHandle`), so every shard reads a
-//! consistent view without locks.
+//! The cluster metadata image: brokers, topics with their ids and configs, and each
+//! partition's assignment (replicas, leader, leader epoch, ISR), as KRaft's metadata
+//! records describe them. Immutable once published; a change builds a new image with
+//! the next `version` that is swapped in whole, so every shard reads a consistent
+//! view without locks. Where a partition lives *inside* a broker (its shard) is not
+//! cluster metadata: each broker decides that itself (`node::view`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// Index of a shard (one per pinned core).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct ShardId(pub usize);
+use crate::ids::{BrokerId, LeaderEpoch};
+
+/// A broker as the cluster knows it (KRaft's RegisterBrokerRecord).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BrokerInfo {
+    pub id: BrokerId,
+    /// The advertised client listener.
+    pub host: String,
+    pub port: u16,
+    pub rack: Option<String>,
+    /// Bumped on each registration, so a restarted broker is told apart.
+    pub epoch: i64,
+    /// A fenced broker leads nothing and is not shown to clients.
+    pub fenced: bool,
+}
+
+/// One partition's replicas and leadership (KRaft's PartitionRecord).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PartitionAssignment {
+    /// Preferred leader first.
+    pub replicas: Vec<BrokerId>,
+    pub isr: Vec<BrokerId>,
+    /// `None`: offline (no live replica can lead).
+    pub leader: Option<BrokerId>,
+    pub leader_epoch: LeaderEpoch,
+    /// Bumped on every change of this assignment.
+    pub partition_epoch: i32,
+}
+
+impl PartitionAssignment {
+    /// A new partition on `replicas`, led by the first.
+    pub fn new(replicas: Vec<BrokerId>) -> PartitionAssignment {
+        PartitionAssignment {
+            isr: replicas.clone(),
+            leader: replicas.first().copied(),
+            replicas,
+            leader_epoch: LeaderEpoch(0),
+            partition_epoch: 0,
+        }
+    }
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TopicMeta {
     pub name: String,
     pub id: Uuid,
-    /// Placement table of this topic: entry `p` is the shard owning partition `p`.
-    pub placement: Vec<ShardId>,
+    /// Entry `p` is partition `p`.
+    pub partitions: Vec<PartitionAssignment>,
     pub configs: BTreeMap<String, String>,
 }
 
 impl TopicMeta {
     pub fn partition_count(&self) -> i32 {
-        self.placement.len() as i32
+        self.partitions.len() as i32
     }
-    pub fn owner(&self, partition: i32) -> Option<ShardId> {
+    pub fn partition(&self, partition: i32) -> Option<&PartitionAssignment> {
         usize::try_from(partition)
             .ok()
-            .and_then(|p| self.placement.get(p).copied())
+            .and_then(|p| self.partitions.get(p))
     }
     pub fn is_internal(&self) -> bool {
         self.name.starts_with("__")
@@ -40,6 +79,11 @@ impl TopicMeta {
 #[derive(Debug, Clone, Default)]
 pub struct ClusterMetadata {
     pub cluster_id: String,
+    /// Counts applied changes; a newer image has a larger version.
+    pub version: u64,
+    /// The active controller, as clients are told.
+    pub controller: Option<BrokerId>,
+    pub brokers: BTreeMap<BrokerId, BrokerInfo>,
     pub topics: BTreeMap<String, Arc<TopicMeta>>,
     topic_names_by_id: HashMap<Uuid, String>,
 }
@@ -72,49 +116,9 @@ impl ClusterMetadata {
         self.topic_names_by_id.remove(&t.id);
         Some(t)
     }
-    /// Number of partitions each shard owns.
-    pub fn shard_load(&self, shard_count: usize) -> Vec<usize> {
-        let mut load = vec![0; shard_count];
-        for t in self.topics.values() {
-            for s in &t.placement {
-                if s.0 < shard_count {
-                    load[s.0] += 1;
-                }
-            }
-        }
-        load
-    }
-}
-
-/// Places `count` new partitions on the least-loaded shards (ties to the lowest id),
-/// updating `load`. Placement is decided once, here, and recorded.
-pub fn place(count: usize, load: &mut [usize]) -> Vec<ShardId> {
-    assert!(!load.is_empty(), "at least one shard");
-    (0..count)
-        .map(|_| {
-            let (shard, _) = load
-                .iter()
-                .enumerate()
-                .min_by_key(|(i, l)| (**l, *i))
-                .expect("non-empty");
-            load[shard] += 1;
-            ShardId(shard)
-        })
-        .collect()
-}
-
-/// The published snapshot, swapped atomically.
-pub struct MetadataHandle(ArcSwap<ClusterMetadata>);
-
-impl MetadataHandle {
-    pub fn new(m: ClusterMetadata) -> Self {
-        MetadataHandle(ArcSwap::from_pointee(m))
-    }
-    pub fn load(&self) -> Arc<ClusterMetadata> {
-        self.0.load_full()
-    }
-    pub fn publish(&self, m: ClusterMetadata) {
-        self.0.store(Arc::new(m));
+    /// Brokers that may lead and hold new replicas.
+    pub fn live_brokers(&self) -> impl Iterator<Item = &BrokerInfo> {
+        self.brokers.values().filter(|b| !b.fenced)
     }
 }
 
@@ -145,22 +149,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn placement_balances_across_shards() {
-        let mut load = vec![0, 0];
-        assert_eq!(
-            place(3, &mut load),
-            vec![ShardId(0), ShardId(1), ShardId(0)]
-        );
-        assert_eq!(
-            place(3, &mut load),
-            vec![ShardId(1), ShardId(0), ShardId(1)]
-        );
-        assert_eq!(load, vec![3, 3]);
-        let mut skewed = vec![5, 0, 1];
-        assert_eq!(place(2, &mut skewed), vec![ShardId(1), ShardId(1)]);
-    }
-
-    #[test]
     fn lookup_by_name_and_id() {
         let id = Uuid::from_u128(9);
         let mut m = ClusterMetadata::new(
@@ -168,15 +156,16 @@ mod tests {
             [TopicMeta {
                 name: "t".into(),
                 id,
-                placement: vec![ShardId(1), ShardId(0)],
+                partitions: vec![PartitionAssignment::new(vec![BrokerId(1)]); 2],
                 configs: BTreeMap::new(),
             }],
         );
         assert_eq!(m.topic_by_id(&id).unwrap().name, "t");
-        assert_eq!(m.topic("t").unwrap().owner(1), Some(ShardId(0)));
-        assert_eq!(m.topic("t").unwrap().owner(2), None);
-        assert_eq!(m.topic("t").unwrap().owner(-1), None);
-        assert_eq!(m.shard_load(2), vec![1, 1]);
+        let t = m.topic("t").unwrap();
+        assert_eq!(t.partition(1).unwrap().leader, Some(BrokerId(1)));
+        assert_eq!(t.partition(1).unwrap().isr, vec![BrokerId(1)]);
+        assert!(t.partition(2).is_none());
+        assert!(t.partition(-1).is_none());
         m.remove("t");
         assert!(m.topic_by_id(&id).is_none());
     }

@@ -1,6 +1,7 @@
 //! Durable cluster metadata: `meta.properties` (cluster id, node id, as Kafka writes it)
-//! and `ringlog-metadata.json` (topics, placement, configs, producer-id block) in the
-//! log directory. Every write is atomic: temp file, fsync, rename, fsync of the
+//! and `ringlog-metadata.json` (topics with ids, configs and partition assignments,
+//! and the producer-id block) in the log directory. (The controller quorum's log will
+//! take the place of the second.) Every write is atomic: temp file, fsync, rename, fsync of the
 //! directory, so a crash leaves either the old or the new version.
 //!
 //! These are rare, small writes (topic creation and deletion, startup); they use
@@ -12,7 +13,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::metadata::TopicMeta;
+use super::metadata::{PartitionAssignment, TopicMeta};
+use crate::ids::BrokerId;
 
 pub const METADATA_FILE: &str = "ringlog-metadata.json";
 pub const META_PROPERTIES: &str = "meta.properties";
@@ -24,13 +26,57 @@ pub struct StoredMetadata {
     pub producer_id_next_block: i64,
 }
 
+/// The file as brokers before partition assignments wrote it: a topic had a shard
+/// per partition (`placement`) and no replicas.
+#[derive(Deserialize)]
+struct OldStoredMetadata {
+    topics: Vec<OldTopic>,
+    producer_id_next_block: i64,
+}
+
+#[derive(Deserialize)]
+struct OldTopic {
+    name: String,
+    id: uuid::Uuid,
+    placement: Vec<serde_json::Value>,
+    configs: std::collections::BTreeMap<String, String>,
+}
+
+impl OldStoredMetadata {
+    /// Every partition of an old single-broker file lived on this broker.
+    fn upgrade(self, node_id: BrokerId) -> StoredMetadata {
+        StoredMetadata {
+            topics: self
+                .topics
+                .into_iter()
+                .map(|t| TopicMeta {
+                    partitions: vec![PartitionAssignment::new(vec![node_id]); t.placement.len()],
+                    name: t.name,
+                    id: t.id,
+                    configs: t.configs,
+                })
+                .collect(),
+            producer_id_next_block: self.producer_id_next_block,
+        }
+    }
+}
+
 pub use crate::storage::atomic_file::write_atomic;
 
-pub fn load(dir: &Path) -> io::Result<Option<StoredMetadata>> {
+/// Reads the stored metadata; a file in the older single-broker layout is read as
+/// that broker's (`node_id`).
+pub fn load(dir: &Path, node_id: BrokerId) -> io::Result<Option<StoredMetadata>> {
     match std::fs::read(dir.join(METADATA_FILE)) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-            io::Error::new(io::ErrorKind::InvalidData, format!("{METADATA_FILE}: {e}"))
-        }),
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .or_else(|e| {
+                serde_json::from_slice::<OldStoredMetadata>(&bytes)
+                    .map(|old| old.upgrade(node_id))
+                    .map_err(|_| e)
+            })
+            .map(Some)
+            .map_err(|e| {
+                io::Error::new(io::ErrorKind::InvalidData, format!("{METADATA_FILE}: {e}"))
+            }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }
@@ -106,17 +152,43 @@ mod tests {
     fn metadata_round_trips_and_node_id_is_checked() {
         let dir = std::env::temp_dir().join(format!("ringlog-store-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        assert!(load(&dir).unwrap().is_none());
+        assert!(load(&dir, BrokerId(1)).unwrap().is_none());
         let m = StoredMetadata {
             topics: vec![],
             producer_id_next_block: 5000,
         };
         save(&dir, &m).unwrap();
-        assert_eq!(load(&dir).unwrap().unwrap().producer_id_next_block, 5000);
+        assert_eq!(
+            load(&dir, BrokerId(1))
+                .unwrap()
+                .unwrap()
+                .producer_id_next_block,
+            5000
+        );
         let id = ensure_meta_properties(&dir, 1).unwrap();
         assert_eq!(id.len(), 22);
         assert_eq!(ensure_meta_properties(&dir, 1).unwrap(), id);
         assert!(ensure_meta_properties(&dir, 2).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_file_from_before_assignments_is_read_as_this_brokers() {
+        let dir = std::env::temp_dir().join(format!("ringlog-store-old-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let old = r#"{"topics":[{"name":"t","id":"00000000-0000-0000-0000-000000000009",
+            "placement":[1,0,1],"configs":{"retention.ms":"5"}}],"producer_id_next_block":7}"#;
+        std::fs::write(dir.join(METADATA_FILE), old).unwrap();
+        let m = load(&dir, BrokerId(4)).unwrap().unwrap();
+        assert_eq!(m.producer_id_next_block, 7);
+        let t = &m.topics[0];
+        assert_eq!((t.name.as_str(), t.id.as_u128()), ("t", 9));
+        assert_eq!(t.configs["retention.ms"], "5");
+        assert_eq!(t.partitions.len(), 3);
+        assert!(t
+            .partitions
+            .iter()
+            .all(|p| p.replicas == vec![BrokerId(4)] && p.leader == Some(BrokerId(4))));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -3,13 +3,14 @@
 //!
 //! Placement is Kafka's: a group belongs to partition `Utils.abs(hash(group)) %
 //! offsets.topic.num.partitions` of the internal topic `__consumer_offsets` (created
-//! through the controller on first use), and its coordinator is the shard owning that
-//! partition. Each shard's `Coordinator` holds the groups of the partitions it owns.
+//! on first use, by the broker layer), and its coordinator is the core holding that
+//! partition. Each core's `Coordinator` holds the groups of the partitions it holds;
+//! it reaches the cluster image and its logs through `Host`.
 //!
 //! What is stored, as records of the group's partition in Kafka's formats
 //! (`offsets_topic`), each appended before the request that caused it (if any) is
-//! answered and replayed (`load`) before the shard serves, so it survives restarts
-//! and SIGKILL:
+//! answered, and replayed when a core gains the partition (`load_partition`, before
+//! it serves), so it survives restarts and SIGKILL:
 //! - committed offsets, and their tombstones (OffsetDelete, DeleteGroups, retention);
 //! - classic group metadata (generation, protocol, leader, members with subscription
 //!   and assignment), written when a rebalance completes (`store_pending`: the
@@ -37,15 +38,14 @@ use bytes::Bytes;
 use kafka_protocol::messages::join_group_response::JoinGroupResponse;
 use kafka_protocol::messages::sync_group_response::SyncGroupResponse;
 use tracing::{info, warn};
+use uuid::Uuid;
 
-use crate::cluster::controller::NewTopic;
-use crate::cluster::metadata::{ShardId, TopicMeta};
+use crate::cluster::metadata::ClusterMetadata;
 use crate::config::Config;
 use crate::protocol::batch::build::{encode, Record};
 use crate::protocol::batch::BatchHeader;
 use crate::protocol::records::for_each_record;
 use crate::protocol::ErrorCode;
-use crate::shard::{Shard, CONTROLLER_SHARD};
 use crate::storage::PartitionLog;
 use offsets_topic::{CommittedOffset, OffsetsRecord, StoredGroup, OFFSETS_TOPIC};
 use state::{join_error, Group, GroupConfig, GroupState, JoinRequest, Reply, SyncRequest};
@@ -74,49 +74,11 @@ pub struct Coordinator {
     pub consumer_heartbeat_interval_ms: i32,
 }
 
-/// The `__consumer_offsets` topic, created through the controller on first use (as
-/// Kafka creates it on the first FindCoordinator).
-pub async fn offsets_topic(shard: &Rc<Shard>) -> Result<Arc<TopicMeta>, ErrorCode> {
-    if let Some(t) = shard.metadata.load().topic(OFFSETS_TOPIC) {
-        return Ok(t.clone());
-    }
-    let topic = NewTopic {
-        name: OFFSETS_TOPIC.to_string(),
-        partitions: shard.config.offsets_topic_partitions,
-        replication_factor: 1,
-        configs: BTreeMap::from([
-            ("cleanup.policy".to_string(), "compact".to_string()),
-            (
-                "segment.bytes".to_string(),
-                shard.config.offsets_topic_segment_bytes.to_string(),
-            ),
-        ]),
-    };
-    let created = shard
-        .submit_to(CONTROLLER_SHARD, move |s| async move {
-            s.controller().create_topics(&s, vec![topic], false).await
-        })
-        .await
-        .map_err(|_| ErrorCode::CoordinatorNotAvailable)?;
-    match created.into_iter().next() {
-        Some(Ok(t)) => Ok(t),
-        // Created meanwhile by another request.
-        _ => shard
-            .metadata
-            .load()
-            .topic(OFFSETS_TOPIC)
-            .cloned()
-            .ok_or(ErrorCode::CoordinatorNotAvailable),
-    }
-}
-
-/// The shard coordinating `group`.
-pub async fn coordinator_of(shard: &Rc<Shard>, group: &str) -> Result<ShardId, ErrorCode> {
-    let topic = offsets_topic(shard).await?;
-    let partition = offsets_topic::partition_for(group, topic.partition_count());
-    topic
-        .owner(partition)
-        .ok_or(ErrorCode::CoordinatorNotAvailable)
+/// What a coordinator needs from the core it runs on: the cluster image and the
+/// partition logs open there. (The core implements it; this module does not know it.)
+pub trait Host {
+    fn cluster(&self) -> Arc<ClusterMetadata>;
+    fn local_log(&self, topic: Uuid, partition: i32) -> Option<Rc<PartitionLog>>;
 }
 
 impl Coordinator {
@@ -141,23 +103,27 @@ impl Coordinator {
     }
 
     /// The `__consumer_offsets` log holding `group`, if this shard coordinates it.
-    fn offsets_log(shard: &Shard, group: &str) -> Result<Rc<PartitionLog>, ErrorCode> {
-        let snapshot = shard.metadata.load();
+    fn offsets_log(host: &dyn Host, group: &str) -> Result<Rc<PartitionLog>, ErrorCode> {
+        let snapshot = host.cluster();
         let topic = snapshot
             .topic(OFFSETS_TOPIC)
             .ok_or(ErrorCode::CoordinatorNotAvailable)?;
         let partition = offsets_topic::partition_for(group, topic.partition_count());
-        shard
-            .log(&(topic.id, partition))
+        host.local_log(topic.id, partition)
             .ok_or(ErrorCode::NotCoordinator)
     }
 
-    pub async fn join(&self, shard: &Shard, group: String, req: JoinRequest) -> JoinGroupResponse {
+    pub async fn join(
+        &self,
+        host: &dyn Host,
+        group: String,
+        req: JoinRequest,
+    ) -> JoinGroupResponse {
         let member_id = req.member_id.clone();
         if group.is_empty() {
             return join_error(ErrorCode::InvalidGroupId, &member_id);
         }
-        if let Err(code) = Self::offsets_log(shard, &group) {
+        if let Err(code) = Self::offsets_log(host, &group) {
             return join_error(code, &member_id);
         }
         let reply = {
@@ -179,8 +145,8 @@ impl Coordinator {
         }
     }
 
-    pub async fn sync(&self, shard: &Shard, group: &str, req: SyncRequest) -> SyncGroupResponse {
-        if let Err(code) = Self::offsets_log(shard, group) {
+    pub async fn sync(&self, host: &dyn Host, group: &str, req: SyncRequest) -> SyncGroupResponse {
+        if let Err(code) = Self::offsets_log(host, group) {
             return state::sync_error(code);
         }
         let reply = match self.groups.borrow_mut().get_mut(group) {
@@ -188,7 +154,7 @@ impl Coordinator {
             Some(g) => g.sync(req, Instant::now()),
         };
         // The leader's assignment is stored before anyone gets it.
-        self.store_pending(shard).await;
+        self.store_pending(host).await;
         match reply {
             Reply::Now(r) => r,
             Reply::Later(rx) => rx
@@ -199,13 +165,13 @@ impl Coordinator {
 
     pub fn heartbeat(
         &self,
-        shard: &Shard,
+        host: &dyn Host,
         group: &str,
         member_id: &str,
         instance_id: Option<&str>,
         generation: i32,
     ) -> ErrorCode {
-        if let Err(code) = Self::offsets_log(shard, group) {
+        if let Err(code) = Self::offsets_log(host, group) {
             return code;
         }
         match self.groups.borrow_mut().get_mut(group) {
@@ -217,11 +183,11 @@ impl Coordinator {
     /// LeaveGroup: a result per member (member id, instance id).
     pub fn leave(
         &self,
-        shard: &Shard,
+        host: &dyn Host,
         group: &str,
         members: &[(String, Option<String>)],
     ) -> Result<Vec<ErrorCode>, ErrorCode> {
-        Self::offsets_log(shard, group)?;
+        Self::offsets_log(host, group)?;
         let mut groups = self.groups.borrow_mut();
         let g = groups.get_mut(group).ok_or(ErrorCode::UnknownMemberId)?;
         let now = Instant::now();
@@ -235,12 +201,12 @@ impl Coordinator {
     /// offsets are appended to `__consumer_offsets` before they take effect.
     pub async fn commit(
         &self,
-        shard: &Shard,
+        host: &dyn Host,
         group: &str,
         member: (&str, Option<&str>, i32),
         entries: Vec<(String, i32, CommittedOffset)>,
     ) -> Result<Vec<ErrorCode>, ErrorCode> {
-        let log = Self::offsets_log(shard, group)?;
+        let log = Self::offsets_log(host, group)?;
         let (member_id, instance_id, generation) = member;
         {
             let mut groups = self.groups.borrow_mut();
@@ -253,7 +219,7 @@ impl Coordinator {
                 None => return Err(ErrorCode::IllegalGeneration),
             }
         }
-        let snapshot = shard.metadata.load();
+        let snapshot = host.cluster();
         let mut results = Vec::with_capacity(entries.len());
         let mut accepted = Vec::new();
         for (topic, partition, c) in entries {
@@ -301,11 +267,11 @@ impl Coordinator {
     /// OffsetFetch for one group: `topics` `None` means every committed partition.
     pub fn fetch_offsets(
         &self,
-        shard: &Shard,
+        host: &dyn Host,
         group: &str,
         topics: Option<Vec<(String, Vec<i32>)>>,
     ) -> Result<FetchedOffsets, ErrorCode> {
-        Self::offsets_log(shard, group)?;
+        Self::offsets_log(host, group)?;
         let groups = self.groups.borrow();
         let offsets = groups.get(group).map(|g| &g.offsets);
         let lookup = |t: &str, p: i32| offsets.and_then(|o| o.get(&(t.to_string(), p)).cloned());
@@ -356,7 +322,7 @@ impl Coordinator {
     /// ConsumerGroupHeartbeat (KIP-848).
     pub fn consumer_heartbeat(
         &self,
-        shard: &Shard,
+        host: &dyn Host,
         group: &str,
         req: consumer::HeartbeatIn,
     ) -> consumer::HeartbeatOut {
@@ -365,10 +331,10 @@ impl Coordinator {
         if group.is_empty() {
             return fail(ErrorCode::InvalidGroupId, "the group id is empty");
         }
-        if let Err(code) = Self::offsets_log(shard, group) {
+        if let Err(code) = Self::offsets_log(host, group) {
             return fail(code, "not the coordinator");
         }
-        let snapshot = shard.metadata.load();
+        let snapshot = host.cluster();
         let topics = |name: &str| snapshot.topic(name).map(|t| (t.id, t.partition_count()));
         let mut groups = self.groups.borrow_mut();
         // Only a join creates a group. (After a broker restart a consumer-protocol
@@ -392,11 +358,11 @@ impl Coordinator {
     /// ConsumerGroupDescribe: the consumer-protocol view of one group.
     pub fn consumer_describe<R>(
         &self,
-        shard: &Shard,
+        host: &dyn Host,
         group: &str,
         f: impl FnOnce(Option<&consumer::ConsumerGroup>, &str) -> R,
     ) -> Result<R, ErrorCode> {
-        Self::offsets_log(shard, group)?;
+        Self::offsets_log(host, group)?;
         let groups = self.groups.borrow();
         Ok(match groups.get(group) {
             Some(g) if g.group_type() == "consumer" => f(Some(&g.consumer), g.state_name()),
@@ -405,8 +371,8 @@ impl Coordinator {
     }
 
     /// DescribeGroups for one group; an unknown group is "Dead", as in Kafka.
-    pub fn describe(&self, shard: &Shard, group: &str) -> Result<GroupDescription, ErrorCode> {
-        Self::offsets_log(shard, group)?;
+    pub fn describe(&self, host: &dyn Host, group: &str) -> Result<GroupDescription, ErrorCode> {
+        Self::offsets_log(host, group)?;
         let groups = self.groups.borrow();
         let Some(g) = groups.get(group) else {
             return Ok(GroupDescription {
@@ -445,8 +411,8 @@ impl Coordinator {
 
     /// DeleteGroups for one group: only an empty group can go; its offsets are
     /// deleted with tombstones first.
-    pub async fn delete(&self, shard: &Shard, group: &str) -> ErrorCode {
-        let log = match Self::offsets_log(shard, group) {
+    pub async fn delete(&self, host: &dyn Host, group: &str) -> ErrorCode {
+        let log = match Self::offsets_log(host, group) {
             Ok(log) => log,
             Err(code) => return code,
         };
@@ -478,11 +444,11 @@ impl Coordinator {
     /// subscribes to are refused.
     pub async fn delete_offsets(
         &self,
-        shard: &Shard,
+        host: &dyn Host,
         group: &str,
         partitions: Vec<(String, i32)>,
     ) -> Result<Vec<ErrorCode>, ErrorCode> {
-        let log = Self::offsets_log(shard, group)?;
+        let log = Self::offsets_log(host, group)?;
         let (results, doomed) = {
             let groups = self.groups.borrow();
             let g = groups.get(group).ok_or(ErrorCode::GroupIdNotFound)?;
@@ -516,18 +482,18 @@ impl Coordinator {
 
     /// Session expiry and rebalance deadlines, every `TICK_INTERVAL`; then stores
     /// what changed.
-    pub async fn tick(&self, shard: &Shard) {
+    pub async fn tick(&self, host: &dyn Host) {
         let now = Instant::now();
         for g in self.groups.borrow_mut().values_mut() {
             g.tick(&self.cfg, now);
         }
-        self.store_pending(shard).await;
+        self.store_pending(host).await;
     }
 
     /// Writes the membership of every group whose rebalance completed to
     /// `__consumer_offsets` (Kafka's group metadata record), then lets the group
     /// answer the SyncGroups waiting for it.
-    async fn store_pending(&self, shard: &Shard) {
+    async fn store_pending(&self, host: &dyn Host) {
         let due: Vec<(String, StoredGroup)> = self
             .groups
             .borrow_mut()
@@ -535,7 +501,7 @@ impl Coordinator {
             .filter_map(|g| g.take_store().map(|s| (g.id.clone(), s)))
             .collect();
         for (group, stored) in due {
-            let result = match Self::offsets_log(shard, &group) {
+            let result = match Self::offsets_log(host, &group) {
                 Ok(log) => {
                     let record = (
                         offsets_topic::group_key(&group),
@@ -553,7 +519,7 @@ impl Coordinator {
 
     /// Deletes offsets past `offsets.retention.minutes`, and empty groups left with no
     /// offsets (run every `offsets.retention.check.interval.ms`).
-    pub async fn expire_offsets(&self, shard: &Shard) {
+    pub async fn expire_offsets(&self, host: &dyn Host) {
         let now_ms = crate::storage::segment::now_ms();
         let expired: Vec<(String, Vec<(String, i32)>)> = self
             .groups
@@ -568,7 +534,7 @@ impl Coordinator {
             .filter(|(_, e)| !e.is_empty())
             .collect();
         for (group, keys) in expired {
-            let Ok(log) = Self::offsets_log(shard, &group) else {
+            let Ok(log) = Self::offsets_log(host, &group) else {
                 continue;
             };
             if delete_offsets(&log, &group, &keys).await.is_err() {
@@ -584,26 +550,10 @@ impl Coordinator {
         self.groups.borrow_mut().retain(|_, g| !g.is_idle());
     }
 
-    /// Replays the `__consumer_offsets` partitions this shard owns (at startup, before
-    /// any client is served).
-    pub async fn load(&self, shard: &Shard) -> std::io::Result<()> {
-        let snapshot = shard.metadata.load();
-        let Some(topic) = snapshot.topic(OFFSETS_TOPIC) else {
-            return Ok(());
-        };
-        for (p, owner) in topic.placement.iter().enumerate() {
-            if *owner != shard.id {
-                continue;
-            }
-            let Some(log) = shard.log(&(topic.id, p as i32)) else {
-                continue;
-            };
-            let records = self.replay(&log).await?;
-            if records > 0 {
-                info!(partition = p, records, "loaded committed offsets");
-            }
-        }
-        Ok(())
+    /// Replays a `__consumer_offsets` partition this core has gained (at startup,
+    /// before any client is served, or when it is created); the records applied.
+    pub async fn load_partition(&self, log: &PartitionLog) -> std::io::Result<u64> {
+        self.replay(log).await
     }
 
     async fn replay(&self, log: &PartitionLog) -> std::io::Result<u64> {

@@ -41,10 +41,10 @@ use tracing::{debug, info, trace, warn};
 
 use super::limits::ConnectionSlot;
 use crate::broker::{self, Outcome};
+use crate::node::Core;
 use crate::protocol::api::key;
 use crate::protocol::chunk::{Chunk, FileRange};
 use crate::protocol::frame::{peek_frame_size, split_frame};
-use crate::shard::Shard;
 
 /// Room made for each read, at least...
 const READ_CHUNK_BYTES: usize = 64 << 10;
@@ -74,7 +74,7 @@ impl ConnectionState {
     }
 }
 
-pub async fn serve(shard: Rc<Shard>, stream: TcpStream, _slot: ConnectionSlot) {
+pub async fn serve(core: Rc<Core>, stream: TcpStream, _slot: ConnectionSlot) {
     let peer_addr = stream.peer_addr().ok();
     let peer = peer_addr.map(|a| a.to_string()).unwrap_or_default();
     // Kafka shows a client's host as Java's InetAddress.toString: "/127.0.0.1".
@@ -92,7 +92,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, _slot: ConnectionSlot) {
             libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
         }
     }
-    let config = shard.config.clone();
+    let config = core.config.clone();
     let idle = Duration::from_millis(config.connections_max_idle_ms);
     let request_timeout = Duration::from_millis(config.request_read_timeout_ms);
     let state = Rc::new(ConnectionState {
@@ -102,7 +102,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, _slot: ConnectionSlot) {
     let (mut reader, writer) = stream.split();
     let (tx, rx) = local_channel::new_bounded::<Queued>(config.connection_requests_max);
     let writer_task = glommio::spawn_local(write_responses(
-        shard.clone(),
+        core.clone(),
         writer,
         rx,
         fd,
@@ -124,7 +124,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, _slot: ConnectionSlot) {
                 match peek_frame_size(&buf.bytes, frame_size_max) {
                     Ok(Some(size)) => {
                         let units = (size as u64 + 4).min(budget_bytes);
-                        match shard.request_budget.acquire_static_permit(units).await {
+                        match core.request_budget.acquire_static_permit(units).await {
                             Ok(p) => permit = Some(p),
                             Err(_) => break 'read,
                         }
@@ -147,7 +147,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, _slot: ConnectionSlot) {
                     } else {
                         Queued::Running(
                             glommio::spawn_local(handle_contained(
-                                shard.clone(),
+                                core.clone(),
                                 frame,
                                 client_host.clone(),
                                 Some(permit),
@@ -285,12 +285,12 @@ impl ReadBuffer {
 /// Runs a request, turning a panic into a closed connection instead of a dead shard.
 /// The request's share of the shard's byte budget is given back when it is done.
 async fn handle_contained(
-    shard: Rc<Shard>,
+    core: Rc<Core>,
     frame: Bytes,
     client_host: Rc<str>,
     permit: Option<StaticPermit>,
 ) -> Outcome {
-    let outcome = AssertUnwindSafe(broker::handle(shard, frame, &client_host))
+    let outcome = AssertUnwindSafe(broker::handle(core, frame, &client_host))
         .catch_unwind()
         .await;
     drop(permit);
@@ -301,7 +301,7 @@ async fn handle_contained(
 }
 
 async fn write_responses(
-    shard: Rc<Shard>,
+    core: Rc<Core>,
     mut writer: futures::io::WriteHalf<TcpStream>,
     rx: local_channel::LocalReceiver<Queued>,
     fd: i32,
@@ -309,14 +309,14 @@ async fn write_responses(
     client_host: Rc<str>,
     state: Rc<ConnectionState>,
 ) {
-    let idle = Duration::from_millis(shard.config.connections_max_idle_ms);
+    let idle = Duration::from_millis(core.config.connections_max_idle_ms);
     let mut pending: Vec<Chunk> = Vec::new();
     while let Some(queued) = rx.recv().await {
         let outcome = match queued {
             Queued::Running(task) => task.await,
-            Queued::Deferred(frame, permit) => Some(
-                handle_contained(shard.clone(), frame, client_host.clone(), Some(permit)).await,
-            ),
+            Queued::Deferred(frame, permit) => {
+                Some(handle_contained(core.clone(), frame, client_host.clone(), Some(permit)).await)
+            }
         };
         match outcome {
             Some(Outcome::Respond(chunks)) => pending.extend(chunks),

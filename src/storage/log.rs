@@ -33,6 +33,7 @@ use super::file::{LogFile, WriteMode};
 use super::producer_state::{ProducerStates, SequenceCheck};
 use super::segment::{self, IndexEntries, IndexFiles, Segment, SegmentSnapshot, SegmentSpec};
 use super::sync_group::SyncGroup;
+use crate::ids::LeaderEpoch;
 use crate::protocol::batch::{self, BatchError, BatchHeader};
 use crate::protocol::chunk::{Chunk, FileRange};
 use crate::protocol::records;
@@ -85,7 +86,7 @@ impl LogConfig {
     /// 1 GiB segments indexed every 4 KiB, 1 MiB batches, and nothing else: no tail
     /// cache, flush, time roll, retention or timestamp bounds. A starting point for
     /// benches, fuzzing and tests; brokers build theirs from the topic's configs
-    /// (`cluster::controller::log_config`).
+    /// (`node::reconciler::log_config`).
     pub fn plain(write_mode: WriteMode) -> LogConfig {
         LogConfig {
             segment_size_max_bytes: 1 << 30,
@@ -337,6 +338,9 @@ pub struct PartitionLog {
     /// the next append need not wait for them), and who waits for none to be.
     index_writes: Cell<usize>,
     index_writes_idle: Wakers,
+    /// Written into every batch this log appends (the leadership's epoch, set by the
+    /// broker from cluster metadata).
+    leader_epoch: Cell<LeaderEpoch>,
 }
 
 /// Tasks waiting for something to happen: each `wait` is answered by the next
@@ -403,7 +407,7 @@ type Retired = (std::time::Instant, Vec<PathBuf>);
 ///
 /// Nobody waits for the removal: the reaper is a plain thread, and completing a
 /// shard's future from it would wake a glommio task from a foreign thread (see
-/// `shard::Shard::submit_to`). Files are renamed, and closed, before they get here.
+/// `shard::submit_to`). Files are renamed, and closed, before they get here.
 fn remove_later(paths: Vec<PathBuf>) {
     let due = std::time::Instant::now() + UNLINK_DELAY;
     if let Err(std::sync::mpsc::SendError((_, paths))) = reaper().send((due, paths)) {
@@ -656,6 +660,7 @@ impl PartitionLog {
                 tail_cache: TailCache::default(),
             }),
             pending: RefCell::new(VecDeque::new()),
+            leader_epoch: Cell::new(LeaderEpoch(0)),
             writing: Cell::new(false),
             writer_idle: Wakers::default(),
             refusing: Cell::new(false),
@@ -664,6 +669,11 @@ impl PartitionLog {
             index_writes_idle: Wakers::default(),
             sync_group,
         }))
+    }
+
+    /// The epoch written into batches appended from now on.
+    pub fn set_leader_epoch(&self, epoch: LeaderEpoch) {
+        self.leader_epoch.set(epoch);
     }
 
     pub fn dir(&self) -> &Path {
@@ -962,7 +972,7 @@ impl PartitionLog {
                     // on this path.
                     let mut head = [0u8; batch::HEADER_SIZE];
                     head.copy_from_slice(&append.batch[..batch::HEADER_SIZE]);
-                    batch::assign(&mut head, next_offset, 0);
+                    batch::assign(&mut head, next_offset, self.leader_epoch.get().0);
                     let assigned = BatchHeader::new(&head).expect("validated");
                     s.producers.save_once(&assigned, &mut saved);
                     s.producers.update(&assigned);

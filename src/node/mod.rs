@@ -1,0 +1,147 @@
+//! This node's per-core context (`Core`): what one core owns and the services that run
+//! on it, beside the shard transport (`shard::Mesh`) that reaches the other cores.
+//!
+//! Control flow, as Redpanda's controller backend: the controller decides a change
+//! and commits it; `publisher` turns the new cluster image into a `MetadataView` (the
+//! cluster image plus where this node's replicas live) and swaps it in; each core's
+//! `reconciler` opens, configures and removes the partition logs the view places on
+//! it, and tells the services on that core (the group coordinator) what they gained.
+//! Nothing below this layer (`cluster`, `group`, `storage`) reaches up into it.
+//!
+//! Invariants: a `PartitionLog` is only touched on the thread of the core that owns
+//! it; the view is read-only and swapped whole; only the controller core changes it.
+
+pub mod publisher;
+pub mod reconciler;
+pub mod view;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::future::Future;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use crate::cluster::controller::Controller;
+use crate::cluster::metadata::ClusterMetadata;
+use crate::config::Config;
+use crate::ids::BrokerId;
+use crate::shard::{Mesh, ShardContext, ShardGone, ShardId};
+use crate::storage::sync_group::SyncGroup;
+use crate::storage::PartitionLog;
+use view::ViewHandle;
+
+/// A partition replica, by topic id so that a re-created topic never aliases the old.
+pub type PartitionKey = (Uuid, i32);
+
+/// The core the controller runs on: it serialises metadata changes.
+pub const CONTROLLER_SHARD: ShardId = ShardId(0);
+
+pub struct Core {
+    pub mesh: Mesh<Core>,
+    pub config: Arc<Config>,
+    /// The published metadata view, shared by every core of this node.
+    pub metadata: Arc<ViewHandle>,
+    logs: RefCell<HashMap<PartitionKey, Rc<PartitionLog>>>,
+    /// Present on the controller core only.
+    controller: Option<Controller>,
+    /// Group commit for every partition log on this core.
+    pub sync_group: Rc<SyncGroup>,
+    /// The consumer groups of the `__consumer_offsets` partitions on this core.
+    pub groups: crate::group::Coordinator,
+    /// Bytes of request frames this core's connections may hold at once
+    /// (`queued.max.request.bytes`): a frame takes its size before its body is read.
+    pub request_budget: Rc<glommio::sync::Semaphore>,
+    /// Serialises reconciliation on this core.
+    reconciling: glommio::sync::Semaphore,
+}
+
+impl ShardContext for Core {
+    fn mesh(&self) -> &Mesh<Core> {
+        &self.mesh
+    }
+}
+
+impl Core {
+    pub fn new(
+        mesh: Mesh<Core>,
+        config: Arc<Config>,
+        metadata: Arc<ViewHandle>,
+        controller: Option<Controller>,
+    ) -> Rc<Core> {
+        let request_budget = config.queued_max_request_bytes;
+        Rc::new(Core {
+            mesh,
+            groups: crate::group::Coordinator::new(&config),
+            config,
+            metadata,
+            logs: RefCell::new(HashMap::new()),
+            controller,
+            sync_group: Rc::new(SyncGroup::default()),
+            request_budget: Rc::new(glommio::sync::Semaphore::new(request_budget)),
+            reconciling: glommio::sync::Semaphore::new(1),
+        })
+    }
+
+    pub fn id(&self) -> ShardId {
+        self.mesh.id
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.mesh.shard_count
+    }
+
+    pub fn node_id(&self) -> BrokerId {
+        BrokerId(self.config.node_id)
+    }
+
+    /// Runs `f` on core `target` with that core's context (see `shard::submit_to`).
+    pub async fn submit_to<R, F, Fut>(
+        self: &Rc<Self>,
+        target: ShardId,
+        f: F,
+    ) -> Result<R, ShardGone>
+    where
+        R: Send + 'static,
+        F: FnOnce(Rc<Core>) -> Fut + Send + 'static,
+        Fut: Future<Output = R> + 'static,
+    {
+        crate::shard::submit_to(self, target, f).await
+    }
+
+    pub fn controller(&self) -> &Controller {
+        self.controller
+            .as_ref()
+            .expect("controller calls are routed to the controller core")
+    }
+
+    pub fn log(&self, key: &PartitionKey) -> Option<Rc<PartitionLog>> {
+        self.logs.borrow().get(key).cloned()
+    }
+
+    fn insert_log(&self, key: PartitionKey, log: Rc<PartitionLog>) {
+        self.logs.borrow_mut().insert(key, log);
+    }
+
+    fn remove_log(&self, key: &PartitionKey) -> Option<Rc<PartitionLog>> {
+        self.logs.borrow_mut().remove(key)
+    }
+
+    fn log_keys(&self) -> Vec<PartitionKey> {
+        self.logs.borrow().keys().copied().collect()
+    }
+
+    pub fn all_logs(&self) -> Vec<Rc<PartitionLog>> {
+        self.logs.borrow().values().cloned().collect()
+    }
+}
+
+impl crate::group::Host for Core {
+    fn cluster(&self) -> Arc<ClusterMetadata> {
+        self.metadata.load().cluster.clone()
+    }
+    fn local_log(&self, topic: Uuid, partition: i32) -> Option<Rc<PartitionLog>> {
+        self.log(&(topic, partition))
+    }
+}

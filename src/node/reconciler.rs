@@ -1,0 +1,153 @@
+//! The reconciler: makes the partition logs open on one core match what the
+//! published view places there. `open_missing` opens (recovering or creating) the
+//! replicas the view places on this core and sets their leader epochs; `remove_extra`
+//! closes and removes the logs of replicas it no longer places here. A gained
+//! `__consumer_offsets` partition is handed to the group coordinator, which loads it.
+//!
+//! Runs on the core it reconciles, one pass at a time (`Core::reconciling`).
+
+use std::rc::Rc;
+
+use tracing::{info, warn};
+
+use super::view::MetadataView;
+use super::Core;
+use crate::cluster::metadata::TopicMeta;
+use crate::cluster::store;
+use crate::group::offsets_topic::OFFSETS_TOPIC;
+use crate::storage::segment::SegmentSpec;
+use crate::storage::{LogConfig, PartitionLog};
+
+/// A topic override that may be -1 (Kafka's "unlimited").
+fn signed(topic: &TopicMeta, key: &str) -> Option<i64> {
+    topic.configs.get(key).and_then(|v| v.parse().ok())
+}
+
+/// Log settings of a partition, from broker defaults and topic overrides.
+pub fn log_config(config: &crate::config::Config, topic: &TopicMeta) -> LogConfig {
+    let get = |key: &str, default: u64| {
+        topic
+            .configs
+            .get(key)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    LogConfig {
+        segment_size_max_bytes: get("segment.bytes", config.segment_size_max_bytes),
+        segment: SegmentSpec {
+            write_mode: config.write_mode,
+            index_interval_bytes: get("index.interval.bytes", config.index_interval_bytes),
+            index_size_max_bytes: get("segment.index.bytes", config.index_size_max_bytes).max(12),
+        },
+        tail_cache_bytes: config.tail_cache_bytes,
+        batch_size_max_bytes: get("max.message.bytes", config.message_size_max_bytes as u64)
+            as usize,
+        flush_interval_messages: get("flush.messages", config.flush_interval_messages).max(1),
+        flush_interval_ms: topic
+            .configs
+            .get("flush.ms")
+            .and_then(|v| v.parse().ok())
+            .or(config.flush_interval_ms),
+        roll_ms: signed(topic, "segment.ms")
+            .map_or(config.roll_ms, |v| (v >= 0).then_some(v as u64)),
+        retention_ms: signed(topic, "retention.ms")
+            .map_or(config.retention_ms, |v| (v >= 0).then_some(v as u64)),
+        retention_bytes: signed(topic, "retention.bytes")
+            .map_or(config.retention_bytes, |v| (v >= 0).then_some(v as u64)),
+        timestamp_before_max_ms: signed(topic, "message.timestamp.before.max.ms")
+            .filter(|v| *v >= 0)
+            .unwrap_or(config.timestamp_before_max_ms),
+        timestamp_after_max_ms: signed(topic, "message.timestamp.after.max.ms")
+            .filter(|v| *v >= 0)
+            .unwrap_or(config.timestamp_after_max_ms),
+        check_records: config.produce_check_records,
+    }
+}
+
+/// Opens (recovering or creating) a partition's log on the current core and records
+/// the topic id beside it, as Kafka's `partition.metadata` does. `clean_shutdown`:
+/// the broker's clean-shutdown marker was found, so the log may skip its scan.
+async fn open_partition(
+    core: &Core,
+    topic: &TopicMeta,
+    partition: i32,
+    clean_shutdown: bool,
+) -> std::io::Result<Rc<PartitionLog>> {
+    let dir = store::partition_dir(&core.config.log_dir, &topic.name, partition);
+    let marker = dir.join("partition.metadata");
+    let expected = format!("version: 0\ntopic_id: {}\n", topic.id);
+    match std::fs::read_to_string(&marker) {
+        Ok(found) if found != expected => {
+            warn!(dir = %dir.display(), "directory belongs to an older topic of the same name; removing it");
+            std::fs::remove_dir_all(&dir)?;
+        }
+        _ => {}
+    }
+    let log = PartitionLog::open(
+        dir.clone(),
+        log_config(&core.config, topic),
+        core.sync_group.clone(),
+        clean_shutdown,
+    )
+    .await?;
+    if !marker.exists() {
+        // A new partition: its directory entry must be durable too.
+        store::write_atomic(&dir, "partition.metadata", expected.as_bytes())?;
+        std::fs::File::open(&core.config.log_dir)?.sync_all()?;
+    }
+    Ok(log)
+}
+
+/// Opens every replica `view` places on this core that is not open yet, and sets each
+/// one's leader epoch. Stops at the first that fails, with its name and the cause.
+pub async fn open_missing(
+    core: &Core,
+    view: &MetadataView,
+    clean_shutdown: bool,
+) -> Result<(), String> {
+    let _pass = core.reconciling.acquire_permit(1).await;
+    for (topic, p) in view.replicas_on(core.id()) {
+        let key = (topic.id, p);
+        let assignment = topic.partition(p).expect("placed partitions exist");
+        if let Some(log) = core.log(&key) {
+            log.set_leader_epoch(assignment.leader_epoch);
+            continue;
+        }
+        let log = open_partition(core, &topic, p, clean_shutdown)
+            .await
+            .map_err(|e| format!("opening {}-{p}: {e}", topic.name))?;
+        log.set_leader_epoch(assignment.leader_epoch);
+        if topic.name == OFFSETS_TOPIC {
+            let records = core
+                .groups
+                .load_partition(&log)
+                .await
+                .map_err(|e| format!("loading committed offsets of {}-{p}: {e}", topic.name))?;
+            if records > 0 {
+                info!(partition = p, records, "loaded committed offsets");
+            }
+        }
+        core.insert_log(key, log);
+    }
+    Ok(())
+}
+
+/// Closes and removes the logs of replicas `view` does not place on this core (their
+/// files go after a rename, see `PartitionLog::delete`).
+pub async fn remove_extra(core: &Core, view: &MetadataView) {
+    let _pass = core.reconciling.acquire_permit(1).await;
+    for key in core.log_keys() {
+        let kept = view
+            .topic_by_id(&key.0)
+            .and_then(|t| view.shard_of(t, key.1))
+            == Some(core.id());
+        if kept {
+            continue;
+        }
+        if let Some(log) = core.remove_log(&key) {
+            if let Err(e) = log.delete().await {
+                warn!(dir = %log.dir().display(), error = %e, "removing partition directory failed");
+            }
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! The metadata view every core of this node reads: the cluster image and where this
+//! node's replicas live (partition → core). Both are immutable; a change builds the
+//! next view and swaps it in whole (`ViewHandle`), so requests read a consistent view
+//! without locks.
+//!
+//! Placement inside a node is this node's own decision, not cluster metadata (as in
+//! Redpanda since node-local core assignment): a replica keeps its core for as long as
+//! the process runs; a new one goes to the core with the fewest; at start, replicas
+//! are dealt out over the cores in (topic, partition) order. Partition directories do
+//! not depend on the core, so a different core count at the next start needs nothing.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use uuid::Uuid;
+
+use crate::cluster::metadata::{ClusterMetadata, TopicMeta};
+use crate::ids::BrokerId;
+use crate::shard::ShardId;
+
+#[derive(Debug, Default)]
+pub struct MetadataView {
+    pub cluster: Arc<ClusterMetadata>,
+    /// This node's replicas: per topic id, the core of each partition (`None`: the
+    /// partition has no replica here).
+    placement: HashMap<Uuid, Vec<Option<ShardId>>>,
+}
+
+impl MetadataView {
+    pub fn topic(&self, name: &str) -> Option<&Arc<TopicMeta>> {
+        self.cluster.topic(name)
+    }
+
+    pub fn topic_by_id(&self, id: &Uuid) -> Option<&Arc<TopicMeta>> {
+        self.cluster.topic_by_id(id)
+    }
+
+    /// The core holding this node's replica of `partition`, if it has one.
+    pub fn shard_of(&self, topic: &TopicMeta, partition: i32) -> Option<ShardId> {
+        let shards = self.placement.get(&topic.id)?;
+        usize::try_from(partition)
+            .ok()
+            .and_then(|p| shards.get(p).copied().flatten())
+    }
+
+    /// The replicas this view places on `shard`.
+    pub fn replicas_on(&self, shard: ShardId) -> Vec<(Arc<TopicMeta>, i32)> {
+        let mut out = Vec::new();
+        for t in self.cluster.topics.values() {
+            if let Some(shards) = self.placement.get(&t.id) {
+                for (p, s) in shards.iter().enumerate() {
+                    if *s == Some(shard) {
+                        out.push((t.clone(), p as i32));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The next view: `cluster`, with this node's (`me`) replicas placed over
+    /// `shard_count` cores. Replicas already placed keep their core; new ones go to
+    /// the core with the fewest (ties to the lowest index).
+    pub fn next(&self, cluster: Arc<ClusterMetadata>, me: BrokerId, shard_count: usize) -> Self {
+        assert!(shard_count > 0, "at least one core");
+        let mut load = vec![0usize; shard_count];
+        let mut placement = HashMap::new();
+        let mut new = Vec::new();
+        for t in cluster.topics.values() {
+            let before = self.placement.get(&t.id);
+            let mut shards = vec![None; t.partitions.len()];
+            for (p, assignment) in t.partitions.iter().enumerate() {
+                if !assignment.replicas.contains(&me) {
+                    continue;
+                }
+                match before.and_then(|b| b.get(p).copied().flatten()) {
+                    Some(s) if s.0 < shard_count => {
+                        load[s.0] += 1;
+                        shards[p] = Some(s);
+                    }
+                    _ => new.push((t.id, p)),
+                }
+            }
+            placement.insert(t.id, shards);
+        }
+        for (id, p) in new {
+            let (least, _) = load
+                .iter()
+                .enumerate()
+                .min_by_key(|(i, l)| (**l, *i))
+                .expect("non-empty");
+            load[least] += 1;
+            placement.get_mut(&id).expect("placed above")[p] = Some(ShardId(least));
+        }
+        MetadataView { cluster, placement }
+    }
+}
+
+/// The published view, swapped atomically.
+pub struct ViewHandle(ArcSwap<MetadataView>);
+
+impl ViewHandle {
+    pub fn new(view: MetadataView) -> Self {
+        ViewHandle(ArcSwap::from_pointee(view))
+    }
+    pub fn load(&self) -> Arc<MetadataView> {
+        self.0.load_full()
+    }
+    pub fn publish(&self, view: Arc<MetadataView>) {
+        self.0.store(view);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::cluster::metadata::PartitionAssignment;
+
+    fn topic(name: &str, id: u128, replicas: &[&[i32]]) -> TopicMeta {
+        TopicMeta {
+            name: name.into(),
+            id: Uuid::from_u128(id),
+            partitions: replicas
+                .iter()
+                .map(|r| PartitionAssignment::new(r.iter().map(|b| BrokerId(*b)).collect()))
+                .collect(),
+            configs: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn replicas_spread_over_cores_and_keep_their_core() {
+        let me = BrokerId(1);
+        let a = topic("a", 1, &[&[1], &[1], &[1]]);
+        let first = Arc::new(ClusterMetadata::new("c".into(), [a.clone()]));
+        let v1 = MetadataView::default().next(first, me, 2);
+        let shards: Vec<_> = (0..3).map(|p| v1.shard_of(&a, p)).collect();
+        assert_eq!(
+            shards,
+            vec![Some(ShardId(0)), Some(ShardId(1)), Some(ShardId(0))]
+        );
+        // A new topic fills the emptier core first; old replicas stay put. Partitions
+        // without a replica here have no core.
+        let b = topic("b", 2, &[&[1], &[2], &[2, 1]]);
+        let second = Arc::new(ClusterMetadata::new("c".into(), [a.clone(), b.clone()]));
+        let v2 = v1.next(second, me, 2);
+        assert_eq!(v2.shard_of(&a, 1), Some(ShardId(1)));
+        assert_eq!(v2.shard_of(&b, 0), Some(ShardId(1)));
+        assert_eq!(v2.shard_of(&b, 1), None);
+        assert_eq!(v2.shard_of(&b, 2), Some(ShardId(0)));
+        assert_eq!(v2.shard_of(&b, 3), None);
+        assert_eq!(v2.shard_of(&b, -1), None);
+        assert_eq!(v2.replicas_on(ShardId(1)).len(), 2);
+        // Fewer cores at the next start: everything lands on what is there.
+        let v3 = v2.next(v2.cluster.clone(), me, 1);
+        assert_eq!(v3.replicas_on(ShardId(0)).len(), 5);
+    }
+}

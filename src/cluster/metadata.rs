@@ -85,6 +85,8 @@ pub struct ClusterMetadata {
     pub controller: Option<BrokerId>,
     pub brokers: BTreeMap<BrokerId, BrokerInfo>,
     pub topics: BTreeMap<String, Arc<TopicMeta>>,
+    /// Producer ids below this are handed out.
+    pub next_producer_id: i64,
     topic_names_by_id: HashMap<Uuid, String>,
 }
 

@@ -1,6 +1,10 @@
-//! Cluster metadata: the snapshot every shard reads, its durable store, and the
-//! controller that changes it. (Later: the Raft controller quorum, leader epochs.)
+//! Cluster metadata: the image every shard reads, the records that change it, the
+//! metadata quorum (Raft) that orders and persists them, and the controller that
+//! decides them.
 
 pub mod controller;
 pub mod metadata;
+pub mod quorum;
+pub mod raft_log;
+pub mod records;
 pub mod store;

@@ -1642,12 +1642,16 @@ impl PartitionLog {
     /// (`remove_later`); returns once it is renamed. Readers holding segment files
     /// keep them readable until they finish.
     pub async fn delete(&self) -> io::Result<()> {
+        // A write under way lands first (its appends are answered); taking the
+        // segments from under it would leave it nowhere to land.
+        self.refusing.set(true);
+        self.writer_done().await;
+        self.index_writes_done().await;
         {
             let mut s = self.state.borrow_mut();
             s.offline = true;
             s.closed = true;
         }
-        self.refusing.set(true);
         self.wake_waiters();
         // Close the files now, so that the removal frees their pages off the shard.
         let closed = {
@@ -1742,6 +1746,33 @@ mod tests {
             assert_eq!(original.await.unwrap(), 0);
             assert_eq!(duplicate.await.unwrap(), 0);
             assert_eq!(log.offsets().log_end, 2, "the duplicate was not written");
+        });
+    }
+
+    /// A partition deleted while appends are queued and under way: the write under
+    /// way lands, the rest are refused, and nothing panics.
+    #[test]
+    fn delete_waits_for_the_write_under_way() {
+        on_executor_in_scratch_dir("delete-under-append", |dir| async move {
+            let sync = Rc::new(SyncGroup::default());
+            let log = PartitionLog::open(dir.join("t-0"), config(0), sync, false)
+                .await
+                .unwrap();
+            let appends: Vec<_> = (0..8)
+                .map(|n| glommio::spawn_local(log.append(idempotent_batch(n * 2, 2))))
+                .collect();
+            log.delete().await.unwrap();
+            let mut landed = 0;
+            for a in appends {
+                match a.await {
+                    Ok(_) => landed += 1,
+                    Err(AppendError::Closed) => {}
+                    Err(e) => panic!("unexpected {e:?}"),
+                }
+            }
+            assert!(landed > 0, "the write under way was answered");
+            assert!(!dir.join("t-0").exists(), "the directory was renamed away");
+            assert!(log.append(idempotent_batch(16, 2)).await.is_err());
         });
     }
 

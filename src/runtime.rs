@@ -7,6 +7,7 @@
 //! process with the cause.
 
 use std::path::Path;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Barrier};
@@ -17,14 +18,18 @@ use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
 use tracing::{error, info, warn};
 
-use crate::cluster::controller::{Controller, TopicDefaults, PRODUCER_ID_BLOCK};
-use crate::cluster::metadata::{BrokerInfo, ClusterMetadata};
-use crate::cluster::store::{self, StoredMetadata};
+use crate::cluster::controller::{Controller, TopicDefaults};
+use crate::cluster::metadata::ClusterMetadata;
+use crate::cluster::quorum::{self, raft_id, Opened, QuorumSettings};
+use crate::cluster::records::MetadataRecord;
+use crate::cluster::store;
+use crate::cluster::transport;
 use crate::config::Config;
 use crate::ids::BrokerId;
 use crate::net::limits::ConnectionCounts;
 use crate::node::reconciler::open_missing;
 use crate::node::view::{MetadataView, ViewHandle};
+use crate::node::{active_controller, controller_client, publisher};
 use crate::node::{Core, CONTROLLER_SHARD};
 use crate::shard::{serve_jobs, Job, Mesh, ShardId, MESH_CHANNEL_CAPACITY};
 
@@ -101,46 +106,96 @@ fn raise_open_files_limit() {
     info!(open_files_max = limit.rlim_cur, "descriptor limit");
 }
 
-/// Loads durable metadata with this broker registered in it (and as controller),
-/// reserves a block of producer ids and removes directories of deleted topics.
-fn prepare_metadata(config: &Config) -> Result<(ClusterMetadata, i64, i64), std::io::Error> {
+/// The other voters' controller listeners, by raft id.
+fn quorum_peers(
+    config: &Config,
+) -> Result<std::collections::HashMap<u64, std::net::SocketAddr>, String> {
+    use std::net::ToSocketAddrs;
+    config
+        .cluster
+        .voters
+        .iter()
+        .filter(|v| v.id != config.node_id)
+        .map(|v| {
+            let addr = (v.host.as_str(), v.port)
+                .to_socket_addrs()
+                .ok()
+                .and_then(|mut a| a.next())
+                .ok_or_else(|| {
+                    format!(
+                        "controller.quorum.voters: cannot resolve {}:{}",
+                        v.host, v.port
+                    )
+                })?;
+            Ok((raft_id(BrokerId(v.id)), addr))
+        })
+        .collect()
+}
+
+/// How often the metadata quorum ticks; elections start after 10 ticks without a
+/// leader (randomised up to 20), and a leader heartbeats every 2.
+const QUORUM_TICK: Duration = Duration::from_millis(50);
+
+/// Opens the metadata quorum's log (formatting it on first start) and removes
+/// directories of deleted topics. A log directory from before the quorum
+/// (`ringlog-metadata.json`) is upgraded: its topics and producer ids become the new
+/// log's first snapshot, and the file is renamed `*.upgraded`.
+fn open_metadata(config: &Config) -> Result<(Opened, QuorumSettings, String), std::io::Error> {
     let dir = &config.log_dir;
     let me = BrokerId(config.node_id);
     std::fs::create_dir_all(dir)?;
     let cluster_id = store::ensure_meta_properties(dir, config.node_id)?;
-    let stored = store::load(dir, me)?.unwrap_or_default();
-    let producer_id_next = stored.producer_id_next_block;
-    let producer_id_block_end = producer_id_next + PRODUCER_ID_BLOCK;
-    let saved = StoredMetadata {
-        topics: stored.topics.clone(),
-        producer_id_next_block: producer_id_block_end,
-    };
-    store::save(dir, &saved)?;
-    remove_stale_partition_dirs(dir, me, &stored)?;
-    let mut metadata = ClusterMetadata::new(cluster_id, stored.topics);
-    metadata.brokers.insert(
-        me,
-        BrokerInfo {
-            id: me,
-            host: config.advertised.host.clone(),
-            port: config.advertised.port,
-            rack: None,
-            epoch: 0,
-            fenced: false,
+    let settings = QuorumSettings {
+        node_id: raft_id(me),
+        voters: if config.cluster.voters.is_empty() {
+            vec![raft_id(me)]
+        } else {
+            config
+                .cluster
+                .voters
+                .iter()
+                .map(|v| raft_id(BrokerId(v.id)))
+                .collect()
         },
-    );
-    metadata.controller = Some(me);
-    Ok((metadata, producer_id_next, producer_id_block_end))
+        tick: QUORUM_TICK,
+        election_ticks: 10,
+        heartbeat_ticks: 2,
+    };
+    let old = store::load(dir, me)?;
+    let opened = quorum::open(dir, &settings, || match &old {
+        Some(old) => {
+            info!(
+                topics = old.topics.len(),
+                "upgrading {} into the metadata log",
+                store::METADATA_FILE
+            );
+            let mut records = vec![MetadataRecord::ClusterId {
+                id: cluster_id.clone(),
+            }];
+            records.extend(old.records());
+            records
+        }
+        None => Vec::new(),
+    })?;
+    if old.is_some() {
+        let from = dir.join(store::METADATA_FILE);
+        std::fs::rename(
+            &from,
+            dir.join(format!("{}.upgraded", store::METADATA_FILE)),
+        )?;
+    }
+    remove_stale_partition_dirs(dir, me, &opened.image)?;
+    Ok((opened, settings, cluster_id))
 }
 
 fn remove_stale_partition_dirs(
     dir: &Path,
     me: BrokerId,
-    stored: &StoredMetadata,
+    image: &ClusterMetadata,
 ) -> std::io::Result<()> {
-    let expected: std::collections::HashSet<String> = stored
+    let expected: std::collections::HashSet<String> = image
         .topics
-        .iter()
+        .values()
         .flat_map(|t| {
             t.partitions
                 .iter()
@@ -156,6 +211,9 @@ fn remove_stale_partition_dirs(
             .rsplit_once('-')
             .is_some_and(|(_, p)| p.parse::<u32>().is_ok());
         let retired = name.ends_with(crate::storage::log::RETIRED_SUFFIX);
+        if name == crate::cluster::raft_log::DIR {
+            continue;
+        }
         if entry.file_type()?.is_dir()
             && (retired || looks_like_partition && !expected.contains(&name))
         {
@@ -212,11 +270,15 @@ pub fn serve(config: Config) -> Result<(), StartError> {
     raise_memlock_limit();
     raise_open_files_limit();
     let shard_count = config.cpus.len();
-    let (metadata, producer_id_next, producer_id_block_end) =
-        prepare_metadata(&config).map_err(|source| StartError::LogDir {
+    let (opened, quorum_settings, cluster_id) =
+        open_metadata(&config).map_err(|source| StartError::LogDir {
             dir: config.log_dir.display().to_string(),
             source,
         })?;
+    let metadata = opened.image.clone();
+    let peers = quorum_peers(&config).map_err(StartError::Shard)?;
+    // Taken by the controller core, which runs the quorum.
+    let opened = Arc::new(std::sync::Mutex::new(Some(opened)));
     let addr = config
         .bind_addr()
         .map_err(|e| StartError::Shard(format!("listeners: {e}")))?;
@@ -246,6 +308,12 @@ pub fn serve(config: Config) -> Result<(), StartError> {
     let (done_tx, done_rx) = mpsc::channel::<bool>();
     for (index, &cpu) in config.cpus.iter().enumerate() {
         let connections = connections.clone();
+        let (opened, quorum_settings, peers, cluster_id) = (
+            opened.clone(),
+            quorum_settings.clone(),
+            peers.clone(),
+            cluster_id.clone(),
+        );
         let (config, metadata, mesh, go, ready_tx, done_tx) = (
             config.clone(),
             metadata.clone(),
@@ -268,18 +336,41 @@ pub fn serve(config: Config) -> Result<(), StartError> {
                         return;
                     }
                 };
-                let controller = (id == CONTROLLER_SHARD).then(|| {
+                let mut published = None;
+                let mut controller_listener = None;
+                let controller = if id == CONTROLLER_SHARD {
+                    if let Some(l) = &config.cluster.controller_listener {
+                        let host = if l.host.is_empty() { "0.0.0.0" } else { l.host.as_str() };
+                        match TcpListener::bind((host, l.port)) {
+                            Ok(bound) => controller_listener = Some(bound),
+                            Err(e) => {
+                                let _ = ready_tx.send(Err(format!(
+                                    "cannot listen for the controller quorum on {host}:{}: {e}",
+                                    l.port
+                                )));
+                                return;
+                            }
+                        }
+                    }
                     let defaults = TopicDefaults {
                         partitions: config.num_partitions,
                         replication_factor: config.default_replication_factor,
                     };
-                    Controller::new(
-                        config.log_dir.clone(),
-                        defaults,
-                        producer_id_next,
-                        producer_id_block_end,
-                    )
-                });
+                    let opened = opened.lock().expect("not poisoned").take().expect("taken once");
+                    let send = transport::start_peers(peers.clone());
+                    match quorum::start(opened, quorum_settings, send) {
+                        Ok((quorum, applied)) => {
+                            published = Some(applied);
+                            Some(Controller::new(defaults, quorum, cluster_id.clone()))
+                        }
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(format!("metadata quorum: {e}")));
+                            return;
+                        }
+                    }
+                } else {
+                    None
+                };
                 let shard = Core::new(
                     Mesh::new(id, shard_count, senders),
                     config.clone(),
@@ -311,6 +402,22 @@ pub fn serve(config: Config) -> Result<(), StartError> {
                 // After recovery, so that only serving is faulted.
                 if let Some(rates) = faults {
                     crate::storage::fault::install(rates, index as u64);
+                }
+                if let Some(applied) = published.take() {
+                    glommio::spawn_local(publisher::run(shard.clone(), applied)).detach();
+                    glommio::spawn_local(controller_client::register_and_heartbeat(shard.clone()))
+                        .detach();
+                    glommio::spawn_local(active_controller::fence_expired_brokers(shard.clone()))
+                        .detach();
+                    if let Some(listener) = controller_listener.take() {
+                        let handler_core = shard.clone();
+                        let handler: transport::RpcHandler = Rc::new(move |request| {
+                            let core = handler_core.clone();
+                            Box::pin(async move { active_controller::handle(&core, request).await })
+                        });
+                        let quorum = shard.controller().quorum.clone();
+                        glommio::spawn_local(transport::serve(listener, quorum, handler)).detach();
+                    }
                 }
                 let retainer = shard.clone();
                 glommio::spawn_local(async move {
@@ -355,6 +462,9 @@ pub fn serve(config: Config) -> Result<(), StartError> {
                 })
                 .detach();
                 let accept = async {
+                    // Clients wait in the backlog until this broker is in the
+                    // metadata, as Kafka's brokers serve once registered.
+                    publisher::registered(&shard).await;
                     loop {
                         match listener.accept().await {
                             Ok(stream) => {
@@ -393,6 +503,9 @@ pub fn serve(config: Config) -> Result<(), StartError> {
                 };
                 futures::future::select(Box::pin(accept), Box::pin(shutdown_requested())).await;
                 drop(listener);
+                if let Some(controller) = shard.controller_here() {
+                    controller.quorum.stop().await;
+                }
                 let mut all_recorded = true;
                 for log in shard.all_logs() {
                     all_recorded &= log.quiesce().await;

@@ -11,7 +11,7 @@ use kafka_protocol::messages::create_topics_response::{
 use super::{decode, encode_response, respond_with, str_bytes, Outcome};
 use crate::cluster::controller::NewTopic;
 use crate::ids::BrokerId;
-use crate::node::{publisher, Core, CONTROLLER_SHARD};
+use crate::node::{controller_client, Core, CONTROLLER_SHARD};
 use crate::protocol::api::key;
 use crate::protocol::header::RequestHeader;
 use crate::protocol::old_versions;
@@ -54,7 +54,7 @@ pub async fn handle(core: &Rc<Core>, h: &RequestHeader, body: Bytes) -> Outcome 
     let validate_only = req.validate_only;
     let results = core
         .submit_to(CONTROLLER_SHARD, move |c| async move {
-            publisher::create_topics(&c, asked, validate_only).await
+            controller_client::create_topics(&c, asked, validate_only).await
         })
         .await
         .unwrap_or_default();

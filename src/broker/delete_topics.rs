@@ -34,7 +34,7 @@ pub async fn handle(core: &Rc<Core>, h: &RequestHeader, body: Bytes) -> Outcome 
     let asked = targets.clone();
     let results = core
         .submit_to(CONTROLLER_SHARD, move |s| async move {
-            crate::node::publisher::delete_topics(&s, targets).await
+            crate::node::controller_client::delete_topics(&s, targets).await
         })
         .await
         .unwrap_or_default();

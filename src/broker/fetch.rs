@@ -16,7 +16,7 @@ use futures::future::{select, select_all};
 use futures::FutureExt;
 use kafka_protocol::messages::fetch_request::FetchRequest;
 
-use super::routing::{group_by_owner, leader_epoch_check};
+use super::routing::{group_by_owner, leader_epoch_check, not_served};
 use super::{decode, Outcome};
 use crate::node::{Core, PartitionKey};
 use crate::protocol::chunk::Chunk;
@@ -201,20 +201,20 @@ pub async fn handle(core: &Rc<Core>, h: &RequestHeader, body: Bytes) -> Outcome 
                 log_start_offset: -1,
                 records: Vec::new(),
             };
-            let target = match meta.and_then(|m| {
+            let target = match meta.map(|m| {
                 snapshot
-                    .shard_of(m, p.partition)
+                    .leader_shard(m, p.partition)
                     .map(|o| (o, (m.id, p.partition)))
             }) {
                 None => {
-                    result.error = if meta.is_some() {
-                        ErrorCode::UnknownTopicOrPartition
-                    } else {
-                        missing
-                    };
+                    result.error = missing;
                     None
                 }
-                Some(found) => {
+                Some(Err(why)) => {
+                    result.error = not_served(why);
+                    None
+                }
+                Some(Ok(found)) => {
                     match leader_epoch_check(meta, p.partition, p.current_leader_epoch) {
                         Err(code) => {
                             result.error = code;

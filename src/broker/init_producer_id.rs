@@ -9,7 +9,7 @@ use kafka_protocol::messages::init_producer_id_response::InitProducerIdResponse;
 use kafka_protocol::messages::ProducerId;
 
 use super::{decode, encode_response, Outcome};
-use crate::node::{publisher, Core, CONTROLLER_SHARD};
+use crate::node::{controller_client, Core, CONTROLLER_SHARD};
 use crate::protocol::api::key;
 use crate::protocol::header::RequestHeader;
 use crate::protocol::ErrorCode;
@@ -34,7 +34,7 @@ pub async fn handle(core: &Rc<Core>, h: &RequestHeader, body: Bytes) -> Outcome 
     } else {
         let id = core
             .submit_to(CONTROLLER_SHARD, |c| async move {
-                publisher::allocate_producer_id(&c)
+                controller_client::allocate_producer_id(&c)
                     .await
                     .map_err(|e| e.to_string())
             })
@@ -44,7 +44,9 @@ pub async fn handle(core: &Rc<Core>, h: &RequestHeader, body: Bytes) -> Outcome 
                 resp.producer_id = ProducerId(id);
                 resp.producer_epoch = 0;
             }
-            _ => resp.error_code = ErrorCode::KafkaStorageError.code(),
+            // No block of ids yet (no active controller, or it failed): retriable,
+            // as Kafka's RPCProducerIdManager answers.
+            _ => resp.error_code = ErrorCode::CoordinatorLoadInProgress.code(),
         }
     }
     encode_response(

@@ -10,8 +10,9 @@ use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsResponse, ListOffsetsTopicResponse,
 };
 
-use super::routing::{leader_epoch_check, run_on_owners};
+use super::routing::{leader_epoch_check, not_served, run_on_owners};
 use super::{decode, encode_response, respond_with, Outcome};
+use crate::node::view::NotServed;
 use crate::node::{Core, PartitionKey};
 use crate::protocol::api::key;
 use crate::protocol::header::RequestHeader;
@@ -128,15 +129,20 @@ async fn handle_v0(core: &Rc<Core>, h: &RequestHeader, body: Bytes) -> Outcome {
                 results[slot] = Err(ErrorCode::UnknownServerError);
                 continue;
             }
-            if let Some((owner, id)) =
-                topic.and_then(|t| snapshot.shard_of(t, p.partition_index).map(|o| (o, t.id)))
-            {
-                let key: PartitionKey = (id, p.partition_index);
-                work.push((
-                    owner,
-                    slot,
-                    (key, (p.timestamp, max as usize, from_consumer)),
-                ));
+            match topic.ok_or(NotServed::Unknown).and_then(|t| {
+                snapshot
+                    .leader_shard(t, p.partition_index)
+                    .map(|o| (o, t.id))
+            }) {
+                Err(why) => results[slot] = Err(not_served(why)),
+                Ok((owner, id)) => {
+                    let key: PartitionKey = (id, p.partition_index);
+                    work.push((
+                        owner,
+                        slot,
+                        (key, (p.timestamp, max as usize, from_consumer)),
+                    ));
+                }
             }
         }
     }
@@ -213,11 +219,16 @@ pub async fn handle(core: &Rc<Core>, h: &RequestHeader, body: Bytes) -> Outcome 
                 results[slot] = Err(code);
                 continue;
             }
-            if let Some((owner, id)) =
-                topic.and_then(|t| snapshot.shard_of(t, p.partition_index).map(|o| (o, t.id)))
-            {
-                let key: PartitionKey = (id, p.partition_index);
-                work.push((owner, slot, (key, p.timestamp)));
+            match topic.ok_or(NotServed::Unknown).and_then(|t| {
+                snapshot
+                    .leader_shard(t, p.partition_index)
+                    .map(|o| (o, t.id))
+            }) {
+                Err(why) => results[slot] = Err(not_served(why)),
+                Ok((owner, id)) => {
+                    let key: PartitionKey = (id, p.partition_index);
+                    work.push((owner, slot, (key, p.timestamp)));
+                }
             }
         }
     }

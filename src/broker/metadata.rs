@@ -172,7 +172,16 @@ pub async fn handle(core: &Rc<Core>, h: &RequestHeader, body: Bytes) -> Outcome 
         })
         .collect();
     resp.cluster_id = Some(str_bytes(&cluster.cluster_id));
-    resp.controller_id = BrokerId(cluster.controller.map_or(-1, |c| c.0));
+    // As Kafka's KRaft brokers (KIP-590): clients are given a live broker as the
+    // controller, since every broker forwards controller requests to the active
+    // controller. This one, which the client just reached. (Naming the active
+    // controller would strand clients on it when it dies: librdkafka's admin waited
+    // for it until its timeout.)
+    resp.controller_id = if cluster.controller.is_some() {
+        BrokerId(core.node_id().0)
+    } else {
+        BrokerId(-1)
+    };
     resp.topics = topics;
     resp.cluster_authorized_operations = AUTHORIZED_OPERATIONS_OMITTED;
     encode_response(key::METADATA, h.api_version, h.correlation_id, &resp)

@@ -12,8 +12,9 @@ use kafka_protocol::messages::produce_response::{
     PartitionProduceResponse, ProduceResponse, TopicProduceResponse,
 };
 
-use super::routing::group_by_owner;
+use super::routing::{group_by_owner, not_served};
 use super::{decode, encode_response, str_bytes, Outcome};
+use crate::node::view::NotServed;
 use crate::node::{Core, PartitionKey};
 use crate::protocol::api::key;
 use crate::protocol::header::RequestHeader;
@@ -50,13 +51,15 @@ pub async fn handle(core: &Rc<Core>, h: &RequestHeader, body: Bytes) -> Outcome 
                 results[slot] = Some(Err((ErrorCode::InvalidTopicException, Some(why))));
                 continue;
             }
-            let owner = topic.and_then(|t| snapshot.shard_of(t, p.index).map(|o| (o, t.id)));
+            let owner = topic
+                .ok_or(NotServed::Unknown)
+                .and_then(|t| snapshot.leader_shard(t, p.index).map(|o| (o, t.id)));
             match (owner, &p.records) {
-                (None, _) => results[slot] = Some(Err((ErrorCode::UnknownTopicOrPartition, None))),
-                (Some(_), None) => {
+                (Err(why), _) => results[slot] = Some(Err((not_served(why), None))),
+                (Ok(_), None) => {
                     results[slot] = Some(Err((ErrorCode::InvalidRecord, Some("no records".into()))))
                 }
-                (Some((owner, id)), Some(records)) => {
+                (Ok((owner, id)), Some(records)) => {
                     let key: PartitionKey = (id, p.index);
                     work.push((owner, slot, (key, records.clone())));
                 }

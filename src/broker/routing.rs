@@ -10,8 +10,17 @@ use crate::cluster::controller::NewTopic;
 use crate::cluster::metadata::TopicMeta;
 use crate::group::offsets_topic::{self, OFFSETS_TOPIC};
 use crate::ids::{BrokerId, EpochMismatch};
-use crate::node::{publisher, Core, PartitionKey, CONTROLLER_SHARD};
+use crate::node::view::NotServed;
+use crate::node::{controller_client, Core, PartitionKey, CONTROLLER_SHARD};
 use crate::protocol::ErrorCode;
+
+/// The error a client gets for a partition this node does not serve.
+pub fn not_served(why: NotServed) -> ErrorCode {
+    match why {
+        NotServed::Unknown => ErrorCode::UnknownTopicOrPartition,
+        NotServed::NotLeader => ErrorCode::NotLeaderOrFollower,
+    }
+}
 use crate::shard::ShardId;
 use crate::storage::PartitionLog;
 
@@ -35,7 +44,7 @@ pub async fn auto_create(
         .collect();
     let results = core
         .submit_to(CONTROLLER_SHARD, move |s| async move {
-            crate::node::publisher::create_topics(&s, topics, false).await
+            crate::node::controller_client::create_topics(&s, topics, false).await
         })
         .await;
     let mut out = BTreeMap::new();
@@ -84,7 +93,7 @@ async fn offsets_topic(core: &Rc<Core>) -> Result<Arc<TopicMeta>, ErrorCode> {
     };
     let created = core
         .submit_to(CONTROLLER_SHARD, move |c| async move {
-            publisher::create_topics(&c, vec![topic], false).await
+            controller_client::create_topics(&c, vec![topic], false).await
         })
         .await
         .map_err(|_| ErrorCode::CoordinatorNotAvailable)?;

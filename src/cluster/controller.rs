@@ -1,27 +1,27 @@
 //! The controller: the one place that decides changes to cluster metadata (create and
-//! delete topics, hand out producer ids) and makes them durable. It runs on one shard
-//! (`node::CONTROLLER_SHARD`); what it decides reaches every shard through
-//! `node::publisher`, which opens and removes partition logs. The controller itself
-//! touches no partition and no shard: it turns the current image and a request into
-//! the next image (`plan_*`), and `commit`s it. Changes are serialised by a one-permit
-//! gate that the caller holds from plan to publish.
-//!
-//! (The Raft controller quorum will take the place of `commit`'s metadata file.)
+//! delete topics, register brokers, hand out producer ids). It runs on one core
+//! (`node::CONTROLLER_SHARD`) and writes what it decides as records to the metadata
+//! quorum (`quorum`), which replicates and applies them on every node; `node::publisher`
+//! then reconciles each core. The controller itself touches no partition and no core:
+//! it turns the current image and a request into records (`plan_*`). Changes are
+//! serialised by a one-permit gate that the caller holds from plan until the records
+//! are applied, so each plan sees the image its predecessor left.
 
-use std::cell::Cell;
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use glommio::sync::{Permit, Semaphore};
 use uuid::Uuid;
 
 use super::metadata::{validate_topic_name, ClusterMetadata, PartitionAssignment, TopicMeta};
-use super::store::{self, StoredMetadata};
+use super::quorum::Quorum;
+use super::records::{topic_records, LeaderChange, MetadataRecord};
 use crate::ids::BrokerId;
 use crate::protocol::ErrorCode;
 
-/// Producer ids are reserved on disk in blocks of this many.
+/// Producer ids are reserved in the quorum in blocks of this many.
 pub const PRODUCER_ID_BLOCK: i64 = 1_000_000;
 
 pub const TOPIC_CONFIGS: &[&str] = &[
@@ -52,7 +52,7 @@ pub const TOPIC_CONFIGS: &[&str] = &[
     "message.downconversion.enable",
 ];
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct NewTopic {
     pub name: String,
     /// -1: the broker default.
@@ -78,8 +78,7 @@ impl NewTopic {
     }
 }
 
-pub type TopicResult = Result<Arc<TopicMeta>, (ErrorCode, String)>;
-pub type DeleteResult = Result<(String, Uuid), (ErrorCode, String)>;
+pub use super::rpc::{DeleteResult, TopicResult};
 
 /// Broker defaults a topic takes when its request leaves them unset.
 #[derive(Debug, Clone, Copy)]
@@ -89,18 +88,23 @@ pub struct TopicDefaults {
 }
 
 pub struct Controller {
-    log_dir: PathBuf,
     defaults: TopicDefaults,
     gate: Semaphore,
+    pub quorum: Quorum,
+    /// This node's cluster id (`meta.properties`): the quorum's, if the quorum has
+    /// none yet when this node becomes its active controller.
+    cluster_id: RefCell<String>,
     producer_id_next: Cell<i64>,
     producer_id_block_end: Cell<i64>,
+    /// Last heartbeat per broker, kept by the active controller.
+    heartbeats: RefCell<HashMap<BrokerId, Instant>>,
 }
 
-/// A plan: one result per request entry, in order, and the image to commit if
-/// anything changed.
+/// A plan: one result per request entry, in order, and the records to append (none
+/// if nothing changes).
 pub struct Plan<R> {
     pub results: Vec<R>,
-    pub next: Option<ClusterMetadata>,
+    pub records: Vec<MetadataRecord>,
 }
 
 /// Replicas for `count` new partitions of `rf` copies each over `brokers` (sorted):
@@ -114,36 +118,29 @@ pub fn assign_replicas(brokers: &[BrokerId], count: usize, rf: usize) -> Vec<Vec
 }
 
 impl Controller {
-    pub fn new(
-        log_dir: PathBuf,
-        defaults: TopicDefaults,
-        producer_id_next: i64,
-        producer_id_block_end: i64,
-    ) -> Self {
+    pub fn new(defaults: TopicDefaults, quorum: Quorum, cluster_id: String) -> Self {
         Controller {
-            log_dir,
             defaults,
             gate: Semaphore::new(1),
-            producer_id_next: Cell::new(producer_id_next),
-            producer_id_block_end: Cell::new(producer_id_block_end),
+            quorum,
+            cluster_id: RefCell::new(cluster_id),
+            producer_id_next: Cell::new(0),
+            producer_id_block_end: Cell::new(0),
+            heartbeats: RefCell::new(HashMap::new()),
         }
+    }
+
+    pub fn cluster_id(&self) -> String {
+        self.cluster_id.borrow().clone()
+    }
+
+    pub fn set_cluster_id(&self, id: String) {
+        *self.cluster_id.borrow_mut() = id;
     }
 
     /// Serialises changes: hold the permit from plan through publish.
     pub async fn lock(&self) -> Option<Permit<'_>> {
         self.gate.acquire_permit(1).await.ok()
-    }
-
-    /// Makes `next` durable; a change is published only after this.
-    pub async fn commit(&self, next: &ClusterMetadata) -> std::io::Result<()> {
-        let stored = StoredMetadata {
-            topics: next.topics.values().map(|t| (**t).clone()).collect(),
-            producer_id_next_block: self.producer_id_block_end.get(),
-        };
-        let dir = self.log_dir.clone();
-        glommio::executor()
-            .spawn_blocking(move || store::save(&dir, &stored))
-            .await
     }
 
     fn check_new_topic(
@@ -210,29 +207,28 @@ impl Controller {
         topics: &[NewTopic],
         validate_only: bool,
     ) -> Plan<TopicResult> {
+        // Later entries are checked against the image with the earlier ones in it
+        // (the same name twice in one request: the second already exists).
         let mut next = current.clone();
-        let mut changed = false;
+        let mut records = Vec::new();
         let results = topics
             .iter()
             .map(|t| {
                 let replicas = self.check_new_topic(&next, t)?;
-                let meta = TopicMeta {
+                let meta = Arc::new(TopicMeta {
                     name: t.name.clone(),
                     id: Uuid::new_v4(),
                     partitions: replicas.into_iter().map(PartitionAssignment::new).collect(),
                     configs: t.configs.clone(),
-                };
+                });
                 if !validate_only {
-                    next.insert(meta.clone());
-                    changed = true;
+                    next.insert(TopicMeta::clone(&meta));
+                    records.extend(topic_records(&meta));
                 }
-                Ok(Arc::new(meta))
+                Ok(meta)
             })
             .collect();
-        Plan {
-            results,
-            next: changed.then(|| bump(next)),
-        }
+        Plan { results, records }
     }
 
     /// Plans the deletion of topics by name or id: one result per entry, in order.
@@ -242,7 +238,7 @@ impl Controller {
         topics: &[(Option<String>, Uuid)],
     ) -> Plan<DeleteResult> {
         let mut next = current.clone();
-        let mut changed = false;
+        let mut records = Vec::new();
         let results = topics
             .iter()
             .map(|(name, id)| {
@@ -261,38 +257,127 @@ impl Controller {
                     )),
                     Some(t) => {
                         next.remove(&t.name);
-                        changed = true;
+                        records.push(MetadataRecord::RemoveTopic { id: t.id });
                         Ok((t.name.clone(), t.id))
                     }
                 }
             })
             .collect();
-        Plan {
-            results,
-            next: changed.then(|| bump(next)),
-        }
+        Plan { results, records }
     }
 
-    /// Hands out a new producer id, reserving a new block on disk when one runs out.
-    pub async fn allocate_producer_id(&self, current: &ClusterMetadata) -> std::io::Result<i64> {
-        let _permit = self
-            .lock()
-            .await
-            .ok_or_else(|| std::io::Error::other("controller stopped"))?;
-        if self.producer_id_next.get() >= self.producer_id_block_end.get() {
-            self.producer_id_block_end
-                .set(self.producer_id_next.get() + PRODUCER_ID_BLOCK);
-            self.commit(current).await?;
-        }
+    /// The next producer id of this node's block, if one is left.
+    pub fn take_producer_id(&self) -> Option<i64> {
         let id = self.producer_id_next.get();
-        self.producer_id_next.set(id + 1);
-        Ok(id)
+        (id < self.producer_id_block_end.get()).then(|| {
+            self.producer_id_next.set(id + 1);
+            id
+        })
+    }
+
+    /// This node's block of producer ids is now `[next - PRODUCER_ID_BLOCK, next)`.
+    pub fn set_producer_id_block(&self, next: i64) {
+        self.producer_id_next.set(next - PRODUCER_ID_BLOCK);
+        self.producer_id_block_end.set(next);
+    }
+
+    /// When `id` last heartbeated (or registered), as the active controller saw it.
+    pub fn heard_from(&self, id: BrokerId, at: Instant) {
+        self.heartbeats.borrow_mut().insert(id, at);
+    }
+
+    /// Forgets heartbeats: a new active controller gives every broker a full
+    /// session from when it takes over.
+    pub fn reset_heartbeats(&self) {
+        self.heartbeats.borrow_mut().clear();
+    }
+
+    /// The unfenced brokers (other than `me`) not heard from within `timeout`.
+    pub fn expired(
+        &self,
+        current: &ClusterMetadata,
+        me: BrokerId,
+        now: Instant,
+        timeout: Duration,
+    ) -> Vec<BrokerId> {
+        let mut heard = self.heartbeats.borrow_mut();
+        current
+            .live_brokers()
+            .filter(|b| b.id != me)
+            .filter(|b| now.duration_since(*heard.entry(b.id).or_insert(now)) > timeout)
+            .map(|b| b.id)
+            .collect()
     }
 }
 
-fn bump(mut next: ClusterMetadata) -> ClusterMetadata {
-    next.version += 1;
-    next
+/// The block of producer ids for `broker` after the image's last one.
+pub fn plan_producer_ids(current: &ClusterMetadata, broker: BrokerId) -> (MetadataRecord, i64) {
+    let next = current.next_producer_id + PRODUCER_ID_BLOCK;
+    (MetadataRecord::ProducerIds { broker, next }, next)
+}
+
+/// Fences `broker`, as Kafka's controller does when its session expires: it leaves
+/// every ISR it is in, and the partitions it led get a new leader from the rest of
+/// the ISR, or none (offline) if no other in-sync replica is live.
+pub fn plan_fence(current: &ClusterMetadata, broker: BrokerId) -> Vec<MetadataRecord> {
+    let Some(info) = current.brokers.get(&broker) else {
+        return Vec::new();
+    };
+    let mut records = vec![MetadataRecord::FenceBroker {
+        id: broker,
+        epoch: info.epoch,
+    }];
+    let live = |b: &BrokerId| *b != broker && current.brokers.get(b).is_some_and(|i| !i.fenced);
+    for t in current.topics.values() {
+        for (p, a) in t.partitions.iter().enumerate() {
+            if !a.isr.contains(&broker) {
+                continue;
+            }
+            let rest: Vec<BrokerId> = a.isr.iter().copied().filter(|b| *b != broker).collect();
+            let change = if a.leader == Some(broker) {
+                match rest.iter().find(|b| live(b)) {
+                    Some(next) => (LeaderChange::To(*next), Some(rest)),
+                    // Nobody else in sync: the partition waits for this one, which
+                    // stays the last member of the ISR (as Kafka keeps it).
+                    None => (LeaderChange::Offline, None),
+                }
+            } else {
+                (LeaderChange::Keep, Some(rest))
+            };
+            records.push(MetadataRecord::PartitionChange {
+                topic_id: t.id,
+                partition: p as i32,
+                leader: change.0,
+                isr: change.1,
+            });
+        }
+    }
+    records
+}
+
+/// Unfences `broker` and gives it back the partitions that have no leader and
+/// whose ISR holds it (it was their last in-sync replica).
+pub fn plan_unfence(current: &ClusterMetadata, broker: BrokerId) -> Vec<MetadataRecord> {
+    let Some(info) = current.brokers.get(&broker) else {
+        return Vec::new();
+    };
+    let mut records = vec![MetadataRecord::UnfenceBroker {
+        id: broker,
+        epoch: info.epoch,
+    }];
+    for t in current.topics.values() {
+        for (p, a) in t.partitions.iter().enumerate() {
+            if a.leader.is_none() && a.isr.contains(&broker) {
+                records.push(MetadataRecord::PartitionChange {
+                    topic_id: t.id,
+                    partition: p as i32,
+                    leader: LeaderChange::To(broker),
+                    isr: None,
+                });
+            }
+        }
+    }
+    records
 }
 
 /// An explicit assignment must name registered brokers, each once per partition, the

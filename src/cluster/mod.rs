@@ -7,4 +7,6 @@ pub mod metadata;
 pub mod quorum;
 pub mod raft_log;
 pub mod records;
+pub mod rpc;
 pub mod store;
+pub mod transport;

@@ -4,9 +4,9 @@
 //! the cluster image. Every applied image goes to the node (`Applied`), which
 //! publishes it to its cores; nothing outside `cluster` sees raft-rs.
 //!
-//! Only the active controller proposes: the leader, once it has applied every entry
-//! of earlier terms (as KRaft's active controller waits for its own first record),
-//! so that what it plans against is the latest image.
+//! Only the active controller proposes: the leader, once the node has published
+//! every entry of earlier terms (as KRaft's active controller waits for its own
+//! first record), so that the image it plans against is the latest.
 
 use std::cell::Cell;
 use std::collections::VecDeque;
@@ -25,9 +25,20 @@ use tracing::{error, info, warn};
 use super::metadata::ClusterMetadata;
 use super::raft_log::{initial_snapshot, LogFiles, RaftLog};
 use super::records::MetadataRecord;
+use crate::ids::BrokerId;
 
 /// A snapshot is taken once this many entries follow the last one.
 const SNAPSHOT_EVERY: u64 = 1024;
+
+/// raft-rs reserves id 0 (no node); Kafka's node ids start at 0. A node's raft id is
+/// its node id + 1, here and nowhere else.
+pub fn raft_id(node: BrokerId) -> u64 {
+    node.0 as u64 + 1
+}
+
+pub fn node_of(raft_id: u64) -> BrokerId {
+    BrokerId(raft_id as i32 - 1)
+}
 
 #[derive(Debug, Clone)]
 pub struct QuorumSettings {
@@ -54,8 +65,8 @@ pub enum ProposeError {
 pub struct Status {
     pub leader: Option<u64>,
     pub term: u64,
-    /// The leader, with every entry of earlier terms applied: it may propose.
-    pub active: bool,
+    /// While this node leads: the index of its term's first entry.
+    pub term_start: Option<u64>,
 }
 
 /// A committed batch applied to the image (or a snapshot installed). The node
@@ -69,6 +80,9 @@ pub struct Applied {
 pub type Completion = oneshot::Sender<Result<(), ProposeError>>;
 
 enum Event {
+    /// Finish what is under way (a write on the blocking pool must not outlive the
+    /// executor) and stop; answered once stopped.
+    Stop(oneshot::Sender<()>),
     Message(Box<Message>),
     Propose {
         records: Vec<MetadataRecord>,
@@ -81,6 +95,8 @@ enum Event {
 pub struct Quorum {
     events: Rc<LocalSender<Event>>,
     status: Rc<Cell<Status>>,
+    /// The newest image version the node has published.
+    published: Rc<Cell<u64>>,
     node_id: u64,
 }
 
@@ -88,9 +104,30 @@ impl Quorum {
     pub fn status(&self) -> Status {
         self.status.get()
     }
+    /// This node leads and has published every entry of earlier terms: it may plan
+    /// and propose.
+    pub fn is_active(&self) -> bool {
+        self.status
+            .get()
+            .term_start
+            .is_some_and(|start| self.published.get() >= start)
+    }
+    /// The node published the image of `version`.
+    pub fn published(&self, version: u64) {
+        self.published.set(self.published.get().max(version));
+    }
     pub fn node_id(&self) -> u64 {
         self.node_id
     }
+    /// Stops the driver once any write under way is done: call before the executor
+    /// ends, at shutdown.
+    pub async fn stop(&self) {
+        let (done, stopped) = oneshot::channel();
+        if self.events.send(Event::Stop(done)).await.is_ok() {
+            let _ = stopped.await;
+        }
+    }
+
     /// Hands a peer's message to raft.
     pub fn step(&self, message: Message) {
         let _ = self.events.try_send(Event::Message(Box::new(message)));
@@ -98,7 +135,7 @@ impl Quorum {
     /// Appends `records` as one batch; resolves once it is applied and the node has
     /// published it.
     pub async fn propose(&self, records: Vec<MetadataRecord>) -> Result<(), ProposeError> {
-        if !self.status.get().active {
+        if !self.is_active() {
             return Err(ProposeError::NotController);
         }
         let (done, applied) = oneshot::channel();
@@ -230,6 +267,7 @@ pub fn start(
     let quorum = Quorum {
         events: Rc::new(events_tx),
         status: status.clone(),
+        published: Rc::new(Cell::new(opened.applied)),
         node_id: settings.node_id,
     };
     let driver = Driver {
@@ -240,6 +278,7 @@ pub fn start(
         pending: VecDeque::new(),
         term_start: 0,
         status,
+        published: quorum.published.clone(),
         send,
         applied: applied_tx,
     };
@@ -258,6 +297,7 @@ struct Driver {
     /// The index of the first entry of this leader's term.
     term_start: u64,
     status: Rc<Cell<Status>>,
+    published: Rc<Cell<u64>>,
     send: Send,
     applied: LocalSender<Applied>,
 }
@@ -267,6 +307,15 @@ impl Driver {
         self.snapshot_index = self.node.store().snapshot_ref().get_metadata().index;
         let mut next_tick = Instant::now() + tick;
         loop {
+            if let Err(e) = self.handle_ready().await {
+                // The log could not be made durable: this node must not go on voting
+                // or acknowledging. Stop the quorum here; the broker keeps serving
+                // the last image.
+                error!(error = %e, "the metadata log cannot be written; the quorum member stops");
+                self.fail_pending(ProposeError::Stopped);
+                self.status.set(Status::default());
+                return;
+            }
             let wait = next_tick.saturating_duration_since(Instant::now());
             let event = {
                 let recv = std::pin::pin!(events.recv());
@@ -278,6 +327,12 @@ impl Driver {
                 }
             };
             match event {
+                Some(Event::Stop(done)) => {
+                    self.fail_pending(ProposeError::Stopped);
+                    self.status.set(Status::default());
+                    let _ = done.send(());
+                    return;
+                }
                 Some(Event::Message(m)) => {
                     if let Err(e) = self.node.step(*m) {
                         warn!(error = %e, "a raft message was refused");
@@ -292,20 +347,16 @@ impl Driver {
                     }
                 }
             }
-            if let Err(e) = self.handle_ready().await {
-                // The log could not be made durable: this node must not go on voting
-                // or acknowledging. Stop the quorum here; the broker keeps serving
-                // the last image.
-                error!(error = %e, "the metadata log cannot be written; the quorum member stops");
-                self.fail_pending(ProposeError::Stopped);
-                self.status.set(Status::default());
-                return;
-            }
         }
     }
 
     fn propose(&mut self, records: Vec<MetadataRecord>, done: Completion) {
-        if !self.status.get().active {
+        let active = self
+            .status
+            .get()
+            .term_start
+            .is_some_and(|start| self.published.get() >= start);
+        if !active {
             let _ = done.send(Err(ProposeError::NotController));
             return;
         }
@@ -369,7 +420,6 @@ impl Driver {
             self.image = image_of(&snapshot)?;
             self.publish(Vec::new());
         }
-        self.apply(ready.take_committed_entries());
         if !ready.entries().is_empty() {
             let entries = ready.entries().clone();
             let first = self.node.store().first_index();
@@ -383,11 +433,17 @@ impl Driver {
             self.write(move |f| f.save_hard_state(&saved)).await?;
             self.node.mut_store().set_hard_state(hs);
         }
+        // Applied only once the commit index that covers them is durable: at start a
+        // node rebuilds its image from the log up to that index (and removes replica
+        // directories the image does not hold), so it must never have acted on more.
+        self.apply(ready.take_committed_entries());
         self.send_all(ready.take_persisted_messages());
         let mut light = self.node.advance(ready);
         if let Some(commit) = light.commit_index() {
             let mut hs = self.node.store().hard_state().clone();
             hs.commit = commit;
+            let saved = hs.clone();
+            self.write(move |f| f.save_hard_state(&saved)).await?;
             self.node.mut_store().set_hard_state(hs);
         }
         self.send_all(light.take_messages());
@@ -419,9 +475,7 @@ impl Driver {
         self.status.set(Status {
             leader,
             term: raft.term,
-            active: raft.state == StateRole::Leader
-                && raft.raft_log.applied >= self.term_start
-                && self.term_start > 0,
+            term_start: (raft.state == StateRole::Leader).then_some(self.term_start),
         });
     }
 
@@ -461,8 +515,7 @@ impl Driver {
 
     fn publish(&mut self, done: Vec<Completion>) {
         let leader = self.node.raft.leader_id;
-        self.image.controller =
-            (leader != raft::INVALID_ID).then_some(crate::ids::BrokerId(leader as i32));
+        self.image.controller = (leader != raft::INVALID_ID).then(|| node_of(leader));
         let applied = Applied {
             image: Arc::new(self.image.clone()),
             done,

@@ -19,6 +19,11 @@ use crate::ids::{BrokerId, LeaderEpoch};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum MetadataRecord {
+    /// The cluster's id, written once by the first active controller (Kafka formats
+    /// every node with it; here the quorum decides it).
+    ClusterId {
+        id: String,
+    },
     /// A broker (re)registers: a new incarnation, fenced until it catches up
     /// (RegisterBrokerRecord).
     RegisterBroker {
@@ -94,6 +99,15 @@ impl ClusterMetadata {
     pub fn apply(&mut self, record: &MetadataRecord) -> Result<(), ApplyError> {
         let missing = |what: String| Err(ApplyError(format!("{what} does not exist")));
         match record {
+            MetadataRecord::ClusterId { id } => {
+                if !self.cluster_id.is_empty() && self.cluster_id != *id {
+                    return Err(ApplyError(format!(
+                        "the cluster id is {}, not {id}",
+                        self.cluster_id
+                    )));
+                }
+                self.cluster_id = id.clone();
+            }
             MetadataRecord::RegisterBroker { broker } => {
                 self.brokers.insert(broker.id, broker.clone());
             }
@@ -182,11 +196,17 @@ impl ClusterMetadata {
 
     /// The records that build this image from an empty one (a snapshot's content).
     pub fn to_records(&self) -> Vec<MetadataRecord> {
-        let mut records: Vec<MetadataRecord> = self
-            .brokers
-            .values()
-            .map(|b| MetadataRecord::RegisterBroker { broker: b.clone() })
-            .collect();
+        let mut records: Vec<MetadataRecord> = Vec::new();
+        if !self.cluster_id.is_empty() {
+            records.push(MetadataRecord::ClusterId {
+                id: self.cluster_id.clone(),
+            });
+        }
+        records.extend(
+            self.brokers
+                .values()
+                .map(|b| MetadataRecord::RegisterBroker { broker: b.clone() }),
+        );
         for t in self.topics.values() {
             records.push(MetadataRecord::Topic {
                 name: t.name.clone(),
@@ -252,6 +272,7 @@ mod tests {
         let mut m = ClusterMetadata::default();
         let id = Uuid::from_u128(5);
         let records = vec![
+            MetadataRecord::ClusterId { id: "c1".into() },
             MetadataRecord::RegisterBroker { broker: broker(1) },
             MetadataRecord::RegisterBroker { broker: broker(2) },
             MetadataRecord::UnfenceBroker {
@@ -307,6 +328,7 @@ mod tests {
         assert_eq!(rebuilt.brokers, m.brokers);
         assert_eq!(rebuilt.topics, m.topics);
         assert_eq!(rebuilt.next_producer_id, 1000);
+        assert_eq!(rebuilt.cluster_id, "c1");
         assert_eq!(rebuilt.topic_by_id(&id).unwrap().name, "t");
 
         m.apply(&MetadataRecord::RemoveTopic { id }).unwrap();

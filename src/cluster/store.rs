@@ -1,12 +1,13 @@
-//! Durable cluster metadata: `meta.properties` (cluster id, node id, as Kafka writes it)
-//! and `ringlog-metadata.json` (topics with ids, configs and partition assignments,
-//! and the producer-id block) in the log directory. (The controller quorum's log will
-//! take the place of the second.) Every write is atomic: temp file, fsync, rename, fsync of the
-//! directory, so a crash leaves either the old or the new version.
+//! This node's identity on disk, and the cluster metadata file of brokers from before
+//! the metadata quorum.
 //!
-//! These are rare, small writes (topic creation and deletion, startup); they use
-//! blocking std I/O and must be called from a blocking pool, never on a shard's
-//! executor directly.
+//! - `meta.properties` holds the cluster id and node id, as Kafka writes it.
+//! - `ringlog-metadata.json` is read once, to upgrade a log directory into the
+//!   quorum's log (`records`). It held topics with ids, configs and partition
+//!   assignments, and the producer-id block.
+//!
+//! Writes are atomic: temp file, fsync, rename, fsync of the directory. These are
+//! blocking std I/O, for startup.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::metadata::{PartitionAssignment, TopicMeta};
+use super::records::{topic_records, MetadataRecord};
 use crate::ids::BrokerId;
 
 pub const METADATA_FILE: &str = "ringlog-metadata.json";
@@ -82,6 +84,24 @@ pub fn load(dir: &Path, node_id: BrokerId) -> io::Result<Option<StoredMetadata>>
     }
 }
 
+impl StoredMetadata {
+    /// The records of the metadata quorum that hold the same: its topics, and the
+    /// producer ids handed out (every id below the reserved block's end).
+    pub fn records(&self) -> Vec<MetadataRecord> {
+        let mut records: Vec<MetadataRecord> = self
+            .topics
+            .iter()
+            .flat_map(|t| topic_records(&std::sync::Arc::new(t.clone())))
+            .collect();
+        records.push(MetadataRecord::ProducerIds {
+            broker: BrokerId(-1),
+            next: self.producer_id_next_block,
+        });
+        records
+    }
+}
+
+#[cfg(test)]
 pub fn save(dir: &Path, m: &StoredMetadata) -> io::Result<()> {
     let bytes = serde_json::to_vec_pretty(m).map_err(io::Error::other)?;
     write_atomic(dir, METADATA_FILE, &bytes)
@@ -111,12 +131,16 @@ pub fn ensure_meta_properties(dir: &Path, node_id: i32) -> io::Result<String> {
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             let cluster_id = base64_url(uuid::Uuid::new_v4().as_bytes());
-            let text = format!("#ringlog\nversion=1\ncluster.id={cluster_id}\nnode.id={node_id}\n");
-            write_atomic(dir, META_PROPERTIES, text.as_bytes())?;
+            write_meta_properties(dir, &cluster_id, node_id)?;
             Ok(cluster_id)
         }
         Err(e) => Err(e),
     }
+}
+
+pub fn write_meta_properties(dir: &Path, cluster_id: &str, node_id: i32) -> io::Result<()> {
+    let text = format!("#ringlog\nversion=1\ncluster.id={cluster_id}\nnode.id={node_id}\n");
+    write_atomic(dir, META_PROPERTIES, text.as_bytes())
 }
 
 /// Kafka's cluster ids are 16 random bytes in URL-safe base64 without padding.
@@ -189,6 +213,13 @@ mod tests {
             .partitions
             .iter()
             .all(|p| p.replicas == vec![BrokerId(4)] && p.leader == Some(BrokerId(4))));
+        // Its records build the same topics in the quorum's image.
+        let mut image = crate::cluster::metadata::ClusterMetadata::default();
+        for r in m.records() {
+            image.apply(&r).unwrap();
+        }
+        assert_eq!(**image.topic("t").unwrap(), m.topics[0]);
+        assert_eq!(image.next_producer_id, 7);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -11,6 +11,8 @@
 //! Invariants: a `PartitionLog` is only touched on the thread of the core that owns
 //! it; the view is read-only and swapped whole; only the controller core changes it.
 
+pub mod active_controller;
+pub mod controller_client;
 pub mod publisher;
 pub mod reconciler;
 pub mod view;
@@ -108,6 +110,11 @@ impl Core {
         Fut: Future<Output = R> + 'static,
     {
         crate::shard::submit_to(self, target, f).await
+    }
+
+    /// The controller, on the controller core only.
+    pub fn controller_here(&self) -> Option<&Controller> {
+        self.controller.as_ref()
     }
 
     pub fn controller(&self) -> &Controller {

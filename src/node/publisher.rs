@@ -1,36 +1,35 @@
-//! How the controller's decisions reach every core of this node. Runs on the
-//! controller core, holding the controller's gate from plan to publish:
+//! How the metadata quorum's images reach every core of this node, and how the
+//! controller's decisions reach the quorum. Runs on the controller core.
 //!
-//! 1. the controller plans the next cluster image;
-//! 2. every core opens the replicas the next view places on it (`open_missing`), so
+//! Publishing (`run`), for each image the quorum applies, in log order:
+//! 1. every core opens the replicas the new view places on it (`open_missing`), so
 //!    that no client is ever shown a partition without an open log;
-//! 3. the controller commits the image (durable from here on);
-//! 4. the view is published (swapped for every core at once);
-//! 5. every core removes the logs the view no longer places on it (`remove_extra`).
+//! 2. the view is published (swapped for every core at once);
+//! 3. every core removes the logs the view no longer places on it (`remove_extra`);
+//! 4. the proposals of that batch are answered.
 //!
-//! If 2 or 3 fails, nothing is published and the logs opened in 2 are removed: the
-//! change fails whole, with KAFKA_STORAGE_ERROR.
+//! The records are committed before step 1, so a log that cannot be opened does not
+//! undo the change: that replica stays closed on this node (its requests fail with
+//! KAFKA_STORAGE_ERROR or UNKNOWN_TOPIC_OR_PARTITION) and the failure is logged.
+//!
+//! What is decided reaches the quorum through `active_controller` (on the node that
+//! leads it) and `controller_client` (on every node).
 
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::future::join_all;
-use tracing::{info, warn};
-use uuid::Uuid;
+use glommio::channels::local_channel::LocalReceiver;
+use tracing::{error, warn};
 
 use super::reconciler::{open_missing, remove_extra};
 use super::view::MetadataView;
 use super::Core;
-use crate::cluster::controller::{DeleteResult, NewTopic, TopicResult};
-use crate::cluster::metadata::ClusterMetadata;
-use crate::protocol::ErrorCode;
+use crate::cluster::quorum::Applied;
 use crate::shard::ShardId;
 
-fn controller_stopped<R>(n: usize) -> Vec<Result<R, (ErrorCode, String)>> {
-    (0..n)
-        .map(|_| Err((ErrorCode::UnknownServerError, "controller stopped".into())))
-        .collect()
-}
+const REGISTER_POLL: Duration = Duration::from_millis(5);
 
 /// Runs `job` with the view on every core of this node; the first error, if any.
 async fn on_every_core<F, Fut>(
@@ -52,100 +51,74 @@ where
     Ok(())
 }
 
-/// Steps 2–5 above for `next`, planned under the gate the caller holds.
-async fn apply(core: &Rc<Core>, next: ClusterMetadata) -> Result<(), (ErrorCode, String)> {
-    let current = core.metadata.load();
-    let view = Arc::new(current.next(Arc::new(next), core.node_id(), core.shard_count()));
-    let prepared = match on_every_core(core, &view, |c, v| async move {
-        open_missing(&c, &v, false).await
-    })
-    .await
-    {
-        Ok(()) => core
-            .controller()
-            .commit(&view.cluster)
-            .await
-            .map_err(|e| format!("persisting metadata: {e}")),
-        Err(e) => Err(e),
-    };
-    if let Err(e) = prepared {
-        warn!(error = %e, "a metadata change failed; undoing it");
-        let undone = on_every_core(core, &current, |c, v| async move {
+/// Publishes every image the quorum applies (steps 1–4 above), until the quorum stops.
+pub async fn run(core: Rc<Core>, applied: LocalReceiver<Applied>) {
+    while let Some(a) = applied.recv().await {
+        let current = core.metadata.load();
+        let version = a.image.version;
+        let view = Arc::new(current.next(a.image, core.node_id(), core.shard_count()));
+        if let Err(e) = on_every_core(&core, &view, |c, v| async move {
+            open_missing(&c, &v, false).await
+        })
+        .await
+        {
+            error!(error = %e, version, "a replica of the new metadata cannot be opened on this node");
+        }
+        core.metadata.publish(view.clone());
+        core.controller().quorum.published(version);
+        if let Err(e) = on_every_core(&core, &view, |c, v| async move {
             remove_extra(&c, &v).await;
             Ok(())
         })
-        .await;
-        if let Err(u) = undone {
-            warn!(error = %u, "undoing a failed metadata change failed");
-        }
-        return Err((ErrorCode::KafkaStorageError, e));
-    }
-    core.metadata.publish(view.clone());
-    let removed = on_every_core(core, &view, |c, v| async move {
-        remove_extra(&c, &v).await;
-        Ok(())
-    })
-    .await;
-    if let Err(e) = removed {
-        warn!(error = %e, "a core is gone while removing partitions");
-    }
-    Ok(())
-}
-
-/// Creates topics; one result per request entry, in order. Runs on the controller core.
-pub async fn create_topics(
-    core: &Rc<Core>,
-    topics: Vec<NewTopic>,
-    validate_only: bool,
-) -> Vec<TopicResult> {
-    let controller = core.controller();
-    let Some(_permit) = controller.lock().await else {
-        return controller_stopped(topics.len());
-    };
-    let current = core.metadata.load();
-    let plan = controller.plan_create(&current.cluster, &topics, validate_only);
-    let Some(next) = plan.next else {
-        return plan.results;
-    };
-    if let Err((code, message)) = apply(core, next).await {
-        let failed = |r: TopicResult| r.and_then(|_| Err((code, message.clone())));
-        return plan.results.into_iter().map(failed).collect();
-    }
-    for t in plan.results.iter().flatten() {
-        info!(topic = %t.name, id = %t.id, partitions = t.partitions.len(), "created topic");
-    }
-    plan.results
-}
-
-/// Deletes topics by name or id; one result per entry, in order. Runs on the
-/// controller core.
-pub async fn delete_topics(
-    core: &Rc<Core>,
-    topics: Vec<(Option<String>, Uuid)>,
-) -> Vec<DeleteResult> {
-    let controller = core.controller();
-    let Some(_permit) = controller.lock().await else {
-        return controller_stopped(topics.len());
-    };
-    let current = core.metadata.load();
-    let plan = controller.plan_delete(&current.cluster, &topics);
-    let Some(next) = plan.next else {
-        return plan.results;
-    };
-    if let Err((code, message)) = apply(core, next).await {
-        let failed = |r: DeleteResult| r.and_then(|_| Err((code, message.clone())));
-        return plan.results.into_iter().map(failed).collect();
-    }
-    for (name, id) in plan.results.iter().flatten() {
-        info!(topic = %name, id = %id, "deleted topic");
-    }
-    plan.results
-}
-
-/// Hands out a new producer id. Runs on the controller core.
-pub async fn allocate_producer_id(core: &Rc<Core>) -> std::io::Result<i64> {
-    let current = core.metadata.load();
-    core.controller()
-        .allocate_producer_id(&current.cluster)
         .await
+        {
+            warn!(error = %e, "a core is gone while removing partitions");
+        }
+        if !cluster_id_matches(&core, &view) {
+            record_cluster_id(&core, &view.cluster.cluster_id).await;
+        }
+        for done in a.done {
+            let _ = done.send(Ok(()));
+        }
+    }
+}
+
+/// Resolves once the published metadata holds this broker, unfenced, a controller
+/// and the cluster's id.
+pub async fn registered(core: &Rc<Core>) {
+    loop {
+        let view = core.metadata.load();
+        let me = view.cluster.brokers.get(&core.node_id());
+        if me.is_some_and(|b| !b.fenced)
+            && view.cluster.controller.is_some()
+            && !view.cluster.cluster_id.is_empty()
+        {
+            return;
+        }
+        glommio::timer::sleep(REGISTER_POLL).await;
+    }
+}
+
+fn cluster_id_matches(core: &Core, view: &MetadataView) -> bool {
+    view.cluster.cluster_id.is_empty() || core.controller().cluster_id() == view.cluster.cluster_id
+}
+
+/// The quorum names the cluster: `meta.properties` follows it (a node formatted on
+/// its own start holds an id of its own until it learns the cluster's).
+async fn record_cluster_id(core: &Core, id: &str) {
+    let (dir, node, id_owned) = (
+        core.config.log_dir.clone(),
+        core.config.node_id,
+        id.to_string(),
+    );
+    let written = glommio::executor()
+        .spawn_blocking(move || crate::cluster::store::write_meta_properties(&dir, &id_owned, node))
+        .await;
+    match written {
+        Ok(()) => {
+            core.controller().set_cluster_id(id.to_string());
+            tracing::info!(cluster_id = id, "this node joined the cluster");
+        }
+        Err(e) => error!(error = %e, "recording the cluster id in meta.properties failed"),
+    }
 }

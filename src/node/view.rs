@@ -25,6 +25,17 @@ pub struct MetadataView {
     /// This node's replicas: per topic id, the core of each partition (`None`: the
     /// partition has no replica here).
     placement: HashMap<Uuid, Vec<Option<ShardId>>>,
+    /// This node.
+    me: BrokerId,
+}
+
+/// Why this node cannot serve a partition's reads and writes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum NotServed {
+    /// No such topic or partition.
+    Unknown,
+    /// Another broker leads it, or none does (as Kafka: NOT_LEADER_OR_FOLLOWER).
+    NotLeader,
 }
 
 impl MetadataView {
@@ -42,6 +53,17 @@ impl MetadataView {
         usize::try_from(partition)
             .ok()
             .and_then(|p| shards.get(p).copied().flatten())
+    }
+
+    /// The core of this node's replica of `partition` if this node leads it: the
+    /// only replica that takes produce and serves consumers (followers do not, as
+    /// Kafka's without KIP-392 follower fetching).
+    pub fn leader_shard(&self, topic: &TopicMeta, partition: i32) -> Result<ShardId, NotServed> {
+        let assignment = topic.partition(partition).ok_or(NotServed::Unknown)?;
+        if assignment.leader != Some(self.me) {
+            return Err(NotServed::NotLeader);
+        }
+        self.shard_of(topic, partition).ok_or(NotServed::NotLeader)
     }
 
     /// The replicas this view places on `shard`.
@@ -93,7 +115,11 @@ impl MetadataView {
             load[least] += 1;
             placement.get_mut(&id).expect("placed above")[p] = Some(ShardId(least));
         }
-        MetadataView { cluster, placement }
+        MetadataView {
+            cluster,
+            placement,
+            me,
+        }
     }
 }
 
@@ -154,6 +180,11 @@ mod tests {
         assert_eq!(v2.shard_of(&b, 3), None);
         assert_eq!(v2.shard_of(&b, -1), None);
         assert_eq!(v2.replicas_on(ShardId(1)).len(), 2);
+        // Only the leader's replica serves: b-2 is led by 2, with a follower here.
+        assert_eq!(v2.leader_shard(&b, 0), Ok(ShardId(1)));
+        assert_eq!(v2.leader_shard(&b, 1), Err(NotServed::NotLeader));
+        assert_eq!(v2.leader_shard(&b, 2), Err(NotServed::NotLeader));
+        assert_eq!(v2.leader_shard(&b, 3), Err(NotServed::Unknown));
         // Fewer cores at the next start: everything lands on what is there.
         let v3 = v2.next(v2.cluster.clone(), me, 1);
         assert_eq!(v3.replicas_on(ShardId(0)).len(), 5);

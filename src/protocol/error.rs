@@ -4,7 +4,8 @@
 //! place at the boundary (`From` impls or a `code()` method), never ad hoc in handlers.
 
 /// A Kafka protocol error code. The numeric values are Kafka's and never change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// (Serde names the variant: controller RPCs between nodes carry results.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[repr(i16)]
 pub enum ErrorCode {
     UnknownServerError = -1,
@@ -37,6 +38,7 @@ pub enum ErrorCode {
     InvalidReplicationFactor = 38,
     InvalidReplicaAssignment = 39,
     InvalidConfig = 40,
+    NotController = 41,
     InvalidRequest = 42,
     UnsupportedForMessageFormat = 43,
     OutOfOrderSequenceNumber = 45,

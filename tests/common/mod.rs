@@ -25,7 +25,7 @@ pub struct Broker {
     starts: usize,
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -49,10 +49,15 @@ pub const WRITE_MODE_ENV: &str = "RINGLOG_TEST_WRITE_MODE";
 
 impl Broker {
     pub fn start(name: &str, overrides: &[&str]) -> Broker {
+        Broker::start_on(name, free_port(), overrides)
+    }
+
+    /// As `start`, with the client port given (a cluster's nodes name each other's).
+    pub fn start_on(name: &str, port: u16, overrides: &[&str]) -> Broker {
         let dir = scratch_dir(name);
         let mut b = Broker {
             child: None,
-            port: free_port(),
+            port,
             log: dir.join("broker.log"),
             dir,
             overrides: overrides.iter().map(|s| s.to_string()).collect(),

@@ -72,26 +72,26 @@ public class JavaClientCheck {
         return new KafkaConsumer<>(p, new ByteArrayDeserializer(), new ByteArrayDeserializer());
     }
 
-    static void produce(String bootstrap, String topic, int n) throws Exception {
+    static void produce(String bootstrap, String topic, int n, int partitions) throws Exception {
         try (KafkaProducer<byte[], byte[]> p = producer(bootstrap, "none")) {
             List<Future<RecordMetadata>> acks = new ArrayList<>();
             for (int i = 0; i < n; i++) {
-                acks.add(p.send(new ProducerRecord<>(topic, i % PARTITIONS, null, value(i))));
+                acks.add(p.send(new ProducerRecord<>(topic, i % partitions, null, value(i))));
             }
             p.flush();
             for (Future<RecordMetadata> f : acks) f.get();
         }
     }
 
-    static void verify(String bootstrap, String topic, int n) {
-        long[] nextIndex = new long[PARTITIONS];
-        long[] nextOffset = new long[PARTITIONS];
-        for (int q = 0; q < PARTITIONS; q++) nextIndex[q] = q;
+    static void verify(String bootstrap, String topic, int n, int partitions) {
+        long[] nextIndex = new long[partitions];
+        long[] nextOffset = new long[partitions];
+        for (int q = 0; q < partitions; q++) nextIndex[q] = q;
         long seen = 0;
         long deadline = System.currentTimeMillis() + 300_000;
         try (KafkaConsumer<byte[], byte[]> c = consumer(bootstrap)) {
             List<TopicPartition> parts = new ArrayList<>();
-            for (int q = 0; q < PARTITIONS; q++) parts.add(new TopicPartition(topic, q));
+            for (int q = 0; q < partitions; q++) parts.add(new TopicPartition(topic, q));
             c.assign(parts);
             c.seekToBeginning(parts);
             while (seen < n) {
@@ -100,7 +100,7 @@ public class JavaClientCheck {
                     int q = r.partition();
                     check(r.offset() == nextOffset[q], "partition " + q + ": offset " + r.offset() + ", expected " + nextOffset[q]);
                     check(Arrays.equals(r.value(), value(nextIndex[q])), "partition " + q + " offset " + r.offset() + ": wrong bytes");
-                    nextIndex[q] += PARTITIONS;
+                    nextIndex[q] += partitions;
                     nextOffset[q]++;
                     seen++;
                 }
@@ -329,10 +329,15 @@ public class JavaClientCheck {
         }
     }
 
+    static int partitionsArg(String[] args) {
+        return args.length > 4 ? Integer.parseInt(args[4]) : PARTITIONS;
+    }
+
     public static void main(String[] args) throws Exception {
         switch (args[0]) {
-            case "produce" -> produce(args[1], args[2], Integer.parseInt(args[3]));
-            case "verify" -> verify(args[1], args[2], Integer.parseInt(args[3]));
+            // An optional fifth argument: the topic's partition count (default 8).
+            case "produce" -> produce(args[1], args[2], Integer.parseInt(args[3]), partitionsArg(args));
+            case "verify" -> verify(args[1], args[2], Integer.parseInt(args[3]), partitionsArg(args));
             case "codecs" -> codecs(args[1]);
             case "topic-ids" -> topicIds(args[1]);
             case "group" -> group(args[1], args[2], Integer.parseInt(args[3]), args[4]);

@@ -4,9 +4,13 @@
 //! Every setting lives in `SETTINGS` with its default and documentation; the README's
 //! settings table is generated from the same list (`ringlog serve --help-settings`).
 
+pub mod cluster;
+
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
+
+use cluster::ClusterConfig;
 
 pub use crate::storage::file::WriteMode;
 
@@ -35,9 +39,16 @@ pub struct Setting {
 }
 
 pub const SETTINGS: &[Setting] = &[
-    Setting { name: "listeners", aliases: &[], default: "PLAINTEXT://:9092", doc: "Where to accept Kafka clients, `PLAINTEXT://host:port`. An empty host binds all interfaces." },
+    Setting { name: "listeners", aliases: &[], default: "PLAINTEXT://:9092", doc: "Where to accept Kafka clients, `PLAINTEXT://host:port`, and, in a cluster, the controller quorum: `PLAINTEXT://:9092,CONTROLLER://:9093`. An empty host binds all interfaces." },
     Setting { name: "advertised.listeners", aliases: &[], default: "", doc: "Address given to clients in Metadata; defaults to `listeners` (with this host's name if the host is empty or 0.0.0.0)." },
-    Setting { name: "node.id", aliases: &["broker.id"], default: "0", doc: "This broker's id." },
+    Setting { name: "node.id", aliases: &["broker.id"], default: "0", doc: "This node's id, unique in the cluster." },
+    Setting { name: "process.roles", aliases: &[], default: "broker,controller", doc: "`broker,controller`: the node serves clients and is a member of the controller quorum (KRaft's combined mode; the only one built so far)." },
+    Setting { name: "controller.quorum.voters", aliases: &[], default: "", doc: "The controller quorum, `id@host:port,...` (each one's CONTROLLER listener). Empty: this node is a one-node cluster." },
+    Setting { name: "controller.quorum.bootstrap.servers", aliases: &[], default: "", doc: "Not built (dynamic quorums, KIP-853): a node that sets it refuses to start. Use `controller.quorum.voters`." },
+    Setting { name: "controller.listener.names", aliases: &[], default: "CONTROLLER", doc: "The listener name(s) in `listeners` that serve the controller quorum." },
+    Setting { name: "broker.rack", aliases: &[], default: "", doc: "This broker's rack, as clients are told in Metadata." },
+    Setting { name: "broker.heartbeat.interval.ms", aliases: &[], default: "2000", doc: "How often a broker heartbeats to the active controller." },
+    Setting { name: "broker.session.timeout.ms", aliases: &[], default: "9000", doc: "A broker that has not heartbeated for this long is fenced: it leads nothing and clients are not sent to it." },
     Setting { name: "log.dirs", aliases: &["log.dir"], default: "/tmp/ringlog-logs", doc: "Directory holding partition logs and metadata (one directory for now)." },
     Setting { name: "num.partitions", aliases: &[], default: "1", doc: "Partitions of an auto-created topic, and of CreateTopics with num_partitions -1." },
     Setting { name: "default.replication.factor", aliases: &[], default: "1", doc: "Replication factor of auto-created topics (a single broker serves only 1)." },
@@ -93,6 +104,7 @@ pub struct Listener {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listener: Listener,
+    pub cluster: ClusterConfig,
     pub advertised: Listener,
     pub node_id: i32,
     pub log_dir: PathBuf,
@@ -179,26 +191,15 @@ fn invalid(key: &str, value: &str, reason: impl Into<String>) -> ConfigError {
     }
 }
 
-fn parse_listener(key: &str, value: &str) -> Result<Listener, ConfigError> {
-    let first = value.split(',').next().unwrap_or("").trim();
-    let rest = first.strip_prefix("PLAINTEXT://").ok_or_else(|| {
-        invalid(
-            key,
-            value,
-            "expected PLAINTEXT://host:port (only PLAINTEXT is supported)",
-        )
-    })?;
-    let (host, port) = rest
-        .rsplit_once(':')
-        .ok_or_else(|| invalid(key, value, "missing :port"))?;
-    let port: u16 = port
-        .parse()
-        .map_err(|_| invalid(key, value, "port must be 0-65535"))?;
-    let host = host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
-    Ok(Listener { host, port })
+/// The PLAINTEXT listener of `value` (the other one may be the controller's).
+fn client_listener(
+    key: &str,
+    value: &str,
+    controller_names: &str,
+) -> Result<Listener, ConfigError> {
+    cluster::parse_listeners(key, value, controller_names)?
+        .0
+        .ok_or_else(|| invalid(key, value, "expected PLAINTEXT://host:port for clients"))
 }
 
 fn parse_num<T: std::str::FromStr + PartialOrd + std::fmt::Display>(
@@ -324,12 +325,41 @@ impl Config {
                     .unwrap_or_default()
             })
         };
-        let listener = parse_listener("listeners", &get("listeners"))?;
+        let controller_names = get("controller.listener.names");
+        let listener = client_listener("listeners", &get("listeners"), &controller_names)?;
+        let (_, controller_listener) =
+            cluster::parse_listeners("listeners", &get("listeners"), &controller_names)?;
         let advertised_raw = get("advertised.listeners");
         let mut advertised = if advertised_raw.is_empty() {
             listener.clone()
         } else {
-            parse_listener("advertised.listeners", &advertised_raw)?
+            client_listener("advertised.listeners", &advertised_raw, &controller_names)?
+        };
+        if get("controller.quorum.bootstrap.servers").trim() != "" {
+            return Err(invalid(
+                "controller.quorum.bootstrap.servers",
+                &get("controller.quorum.bootstrap.servers"),
+                "dynamic quorums (KIP-853) are not built; list the voters in controller.quorum.voters",
+            ));
+        }
+        let rack = get("broker.rack");
+        let cluster = ClusterConfig {
+            roles: cluster::parse_roles(&get("process.roles"))?,
+            voters: cluster::parse_voters(&get("controller.quorum.voters"))?,
+            controller_listener,
+            rack: (!rack.trim().is_empty()).then(|| rack.trim().to_string()),
+            heartbeat_interval_ms: parse_num(
+                "broker.heartbeat.interval.ms",
+                &get("broker.heartbeat.interval.ms"),
+                1,
+                i64::MAX as u64 / 4,
+            )?,
+            session_timeout_ms: parse_num(
+                "broker.session.timeout.ms",
+                &get("broker.session.timeout.ms"),
+                1,
+                i64::MAX as u64 / 4,
+            )?,
         };
         if advertised.host.is_empty() || advertised.host == "0.0.0.0" || advertised.host == "::" {
             advertised.host = local_hostname();
@@ -362,10 +392,13 @@ impl Config {
                 .map_err(|e: String| {
                     invalid("ringlog.log.write.mode", &get("ringlog.log.write.mode"), e)
                 })?;
+        let node_id = parse_num("node.id", &get("node.id"), 0, i32::MAX)?;
+        cluster::check(&cluster, node_id)?;
         let config = Config {
             listener,
+            cluster,
             advertised,
-            node_id: parse_num("node.id", &get("node.id"), 0, i32::MAX)?,
+            node_id,
             log_dir: PathBuf::from(first),
             num_partitions: parse_num("num.partitions", &get("num.partitions"), 1, 100_000)?,
             default_replication_factor: parse_num(
@@ -640,7 +673,7 @@ mod tests {
 
     #[test]
     fn every_setting_is_documented_in_the_readme() {
-        let readme = include_str!("../README.md");
+        let readme = include_str!("../../README.md");
         for s in SETTINGS {
             assert!(
                 readme.contains(&format!("| `{}`", s.name)),

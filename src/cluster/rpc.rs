@@ -1,0 +1,60 @@
+//! What brokers ask the active controller over the controller listener (KRaft's
+//! BrokerRegistration, BrokerHeartbeat and AllocateProducerIds, and the CreateTopics
+//! and DeleteTopics that a broker forwards, as Kafka's brokers do). ringlog's own
+//! messages, as JSON: Kafka's controller RPCs are not meant for other vendors' nodes,
+//! and these are rare and small.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::controller::NewTopic;
+use super::metadata::{BrokerInfo, TopicMeta};
+use crate::ids::BrokerId;
+use crate::protocol::ErrorCode;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ControllerRequest {
+    /// A broker starts: a new incarnation (the controller picks its epoch).
+    Register {
+        broker: BrokerInfo,
+    },
+    Heartbeat {
+        id: BrokerId,
+        epoch: i64,
+    },
+    CreateTopics {
+        topics: Vec<NewTopic>,
+        validate_only: bool,
+    },
+    DeleteTopics {
+        topics: Vec<(Option<String>, Uuid)>,
+    },
+    AllocateProducerIds {
+        broker: BrokerId,
+    },
+}
+
+pub type TopicResult = Result<Arc<TopicMeta>, (ErrorCode, String)>;
+pub type DeleteResult = Result<(String, Uuid), (ErrorCode, String)>;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ControllerResponse {
+    /// Ask the leader instead (if this node knows one).
+    NotController,
+    Registered {
+        epoch: i64,
+    },
+    /// `stale`: the broker's epoch is not the registered one; it must register again.
+    Heartbeat {
+        stale: bool,
+    },
+    Created(Vec<TopicResult>),
+    Deleted(Vec<DeleteResult>),
+    /// This broker's block of producer ids is `[next - block, next)`.
+    ProducerIds {
+        next: i64,
+    },
+    Failed(String),
+}

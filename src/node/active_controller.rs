@@ -1,0 +1,266 @@
+//! What the active controller does, on the controller core of the node that leads
+//! the metadata quorum: it answers brokers' requests (its own node's directly, other
+//! nodes' over the controller listener) by planning records against the published
+//! image under the controller's gate, proposing them, and answering once they are
+//! published here. It also fences brokers whose heartbeats stop.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use super::Core;
+use crate::cluster::controller::{
+    plan_fence, plan_producer_ids, plan_unfence, DeleteResult, NewTopic, TopicResult,
+};
+use crate::cluster::metadata::BrokerInfo;
+use crate::cluster::quorum::ProposeError;
+use crate::cluster::records::MetadataRecord;
+use crate::cluster::rpc::{ControllerRequest, ControllerResponse};
+use crate::ids::BrokerId;
+use crate::protocol::ErrorCode;
+
+/// How often the active controller looks for expired broker sessions.
+const FENCE_CHECK: Duration = Duration::from_millis(250);
+
+fn refused<R>(n: usize, e: &ProposeError) -> Vec<Result<R, (ErrorCode, String)>> {
+    let code = match e {
+        ProposeError::NotController => ErrorCode::NotController,
+        ProposeError::Stopped => ErrorCode::UnknownServerError,
+    };
+    (0..n).map(|_| Err((code, e.to_string()))).collect()
+}
+
+fn with_failure<R>(
+    results: Vec<Result<R, (ErrorCode, String)>>,
+    e: &ProposeError,
+) -> Vec<Result<R, (ErrorCode, String)>> {
+    let failed = refused(results.len(), e);
+    results
+        .into_iter()
+        .zip(failed)
+        .map(|(r, f)| r.and(f))
+        .collect()
+}
+
+/// Answers a request from a broker (`ControllerResponse::NotController` unless this
+/// node is the active controller).
+pub async fn handle(core: &Rc<Core>, request: ControllerRequest) -> ControllerResponse {
+    if !core.controller().quorum.is_active() {
+        return ControllerResponse::NotController;
+    }
+    match request {
+        ControllerRequest::Register { broker } => match register(core, broker).await {
+            Ok(epoch) => ControllerResponse::Registered { epoch },
+            Err(e) => failure(e),
+        },
+        ControllerRequest::Heartbeat { id, epoch } => match heartbeat(core, id, epoch).await {
+            Ok(stale) => ControllerResponse::Heartbeat { stale },
+            Err(e) => failure(e),
+        },
+        ControllerRequest::CreateTopics {
+            topics,
+            validate_only,
+        } => ControllerResponse::Created(create_topics(core, topics, validate_only).await),
+        ControllerRequest::DeleteTopics { topics } => {
+            ControllerResponse::Deleted(delete_topics(core, topics).await)
+        }
+        ControllerRequest::AllocateProducerIds { broker } => {
+            match allocate_producer_ids(core, broker).await {
+                Ok(next) => ControllerResponse::ProducerIds { next },
+                Err(e) => failure(e),
+            }
+        }
+    }
+}
+
+fn failure(e: ProposeError) -> ControllerResponse {
+    match e {
+        ProposeError::NotController => ControllerResponse::NotController,
+        ProposeError::Stopped => ControllerResponse::Failed(e.to_string()),
+    }
+}
+
+/// Proposes what `plan` makes of the published image, under the gate.
+async fn decide<R>(
+    core: &Rc<Core>,
+    plan: impl FnOnce(&crate::cluster::metadata::ClusterMetadata) -> (Vec<MetadataRecord>, R),
+) -> Result<R, ProposeError> {
+    let controller = core.controller();
+    let _permit = controller.lock().await.ok_or(ProposeError::Stopped)?;
+    if !controller.quorum.is_active() {
+        return Err(ProposeError::NotController);
+    }
+    let image = core.metadata.load().cluster.clone();
+    let (mut records, result) = plan(&image);
+    if !records.is_empty() {
+        if image.cluster_id.is_empty() {
+            // The first change of a new cluster names it.
+            let id = controller.cluster_id();
+            records.insert(0, MetadataRecord::ClusterId { id });
+        }
+        controller.quorum.propose(records).await?;
+    }
+    Ok(result)
+}
+
+/// A broker starts: its new epoch (one past its last), unfenced.
+pub async fn register(core: &Rc<Core>, mut broker: BrokerInfo) -> Result<i64, ProposeError> {
+    let id = broker.id;
+    let epoch = decide(core, |image| {
+        broker.epoch = image.brokers.get(&broker.id).map_or(0, |b| b.epoch) + 1;
+        broker.fenced = false;
+        let epoch = broker.epoch;
+        let mut records = vec![MetadataRecord::RegisterBroker {
+            broker: broker.clone(),
+        }];
+        // Partitions left without a leader while it was away come back to it.
+        records.extend(
+            plan_unfence(&with_broker(image, &broker), id)
+                .into_iter()
+                .skip(1),
+        );
+        (records, epoch)
+    })
+    .await?;
+    core.controller().heard_from(id, Instant::now());
+    info!(broker = %id, epoch, "registered a broker");
+    Ok(epoch)
+}
+
+/// The image with `broker` registered (for planning what follows its registration).
+fn with_broker(
+    image: &crate::cluster::metadata::ClusterMetadata,
+    broker: &BrokerInfo,
+) -> crate::cluster::metadata::ClusterMetadata {
+    let mut next = image.clone();
+    next.brokers.insert(broker.id, broker.clone());
+    next
+}
+
+/// A broker's heartbeat; `Ok(true)` if its epoch is not the registered one. A fenced
+/// broker that heartbeats is unfenced.
+async fn heartbeat(core: &Rc<Core>, id: BrokerId, epoch: i64) -> Result<bool, ProposeError> {
+    let image = core.metadata.load().cluster.clone();
+    let Some(b) = image.brokers.get(&id).filter(|b| b.epoch == epoch) else {
+        return Ok(true);
+    };
+    core.controller().heard_from(id, Instant::now());
+    if b.fenced {
+        decide(core, |image| {
+            let fenced = image
+                .brokers
+                .get(&id)
+                .is_some_and(|b| b.fenced && b.epoch == epoch);
+            (
+                if fenced {
+                    plan_unfence(image, id)
+                } else {
+                    Vec::new()
+                },
+                (),
+            )
+        })
+        .await?;
+        info!(broker = %id, epoch, "unfenced a broker that heartbeats again");
+    }
+    Ok(false)
+}
+
+async fn allocate_producer_ids(core: &Rc<Core>, broker: BrokerId) -> Result<i64, ProposeError> {
+    decide(core, |image| {
+        let (record, next) = plan_producer_ids(image, broker);
+        (vec![record], next)
+    })
+    .await
+}
+
+/// Creates topics; one result per request entry, in order.
+pub async fn create_topics(
+    core: &Rc<Core>,
+    topics: Vec<NewTopic>,
+    validate_only: bool,
+) -> Vec<TopicResult> {
+    let n = topics.len();
+    let decided = decide(core, |image| {
+        let plan = core.controller().plan_create(image, &topics, validate_only);
+        (plan.records, plan.results)
+    })
+    .await;
+    match decided {
+        Ok(results) => {
+            if !validate_only {
+                for t in results.iter().flatten() {
+                    info!(topic = %t.name, id = %t.id, partitions = t.partitions.len(), "created topic");
+                }
+            }
+            results
+        }
+        Err(e) => refused(n, &e),
+    }
+}
+
+/// Deletes topics by name or id; one result per entry, in order.
+pub async fn delete_topics(
+    core: &Rc<Core>,
+    topics: Vec<(Option<String>, Uuid)>,
+) -> Vec<DeleteResult> {
+    let n = topics.len();
+    let mut planned = Vec::new();
+    let decided = decide(core, |image| {
+        let plan = core.controller().plan_delete(image, &topics);
+        planned = plan.results.clone();
+        (plan.records, plan.results)
+    })
+    .await;
+    match decided {
+        Ok(results) => {
+            for (name, id) in results.iter().flatten() {
+                info!(topic = %name, id = %id, "deleted topic");
+            }
+            results
+        }
+        Err(e) if planned.is_empty() => refused(n, &e),
+        Err(e) => with_failure(planned, &e),
+    }
+}
+
+/// While this node is the active controller: fences brokers whose session expired.
+/// Runs on the controller core for the life of the process.
+pub async fn fence_expired_brokers(core: Rc<Core>) {
+    let timeout = Duration::from_millis(core.config.cluster.session_timeout_ms);
+    let mut was_active = false;
+    loop {
+        glommio::timer::sleep(FENCE_CHECK).await;
+        let controller = core.controller();
+        let active = controller.quorum.is_active();
+        if active && !was_active {
+            // A new active controller gives every broker a full session.
+            controller.reset_heartbeats();
+        }
+        was_active = active;
+        if !active {
+            continue;
+        }
+        let image = core.metadata.load().cluster.clone();
+        for id in controller.expired(&image, core.node_id(), Instant::now(), timeout) {
+            let fenced = decide(&core, |image| {
+                let live = image.brokers.get(&id).is_some_and(|b| !b.fenced);
+                (
+                    if live {
+                        plan_fence(image, id)
+                    } else {
+                        Vec::new()
+                    },
+                    (),
+                )
+            })
+            .await;
+            match fenced {
+                Ok(()) => warn!(broker = %id, ?timeout, "fenced a broker whose heartbeats stopped"),
+                Err(e) => warn!(broker = %id, error = %e, "fencing a broker failed"),
+            }
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! How a broker reaches the active controller, from its controller core: directly
+//! when this node leads the quorum, else over the controller listener of the node
+//! that does (every node follows the quorum, so it knows the leader). A request
+//! that finds no active controller is retried until `ASK_DEADLINE`, as Kafka's
+//! brokers retry a controller that moved.
+//!
+//! Also the broker's side of its lifecycle: register once per process start, then
+//! heartbeat; register again if the controller no longer knows this incarnation.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use super::active_controller;
+use super::Core;
+use crate::cluster::controller::{DeleteResult, NewTopic, TopicResult};
+use crate::cluster::metadata::BrokerInfo;
+use crate::cluster::quorum::{node_of, ProposeError};
+use crate::cluster::rpc::{ControllerRequest, ControllerResponse};
+use crate::cluster::transport;
+use crate::ids::BrokerId;
+use crate::protocol::ErrorCode;
+
+/// How long a request looks for an active controller before it fails.
+const ASK_DEADLINE: Duration = Duration::from_secs(15);
+const ASK_RETRY: Duration = Duration::from_millis(50);
+
+/// The controller listener of voter `id`.
+fn voter_addr(core: &Core, id: BrokerId) -> Option<SocketAddr> {
+    let v = core.config.cluster.voters.iter().find(|v| v.id == id.0)?;
+    (v.host.as_str(), v.port).to_socket_addrs().ok()?.next()
+}
+
+/// Sends `request` to the active controller (this node's own, if it is); retries
+/// while there is none or it moves, until `ASK_DEADLINE`.
+pub async fn ask(core: &Rc<Core>, request: ControllerRequest) -> ControllerResponse {
+    let deadline = Instant::now() + ASK_DEADLINE;
+    loop {
+        let quorum = &core.controller().quorum;
+        let answer = if quorum.is_active() {
+            active_controller::handle(core, request.clone()).await
+        } else {
+            match quorum.status().leader.map(node_of) {
+                Some(leader) if leader != core.node_id() => match voter_addr(core, leader) {
+                    Some(addr) => transport::call(addr, &request)
+                        .await
+                        .unwrap_or(ControllerResponse::NotController),
+                    None => ControllerResponse::NotController,
+                },
+                // No leader yet, or this node leads but has not caught up.
+                _ => ControllerResponse::NotController,
+            }
+        };
+        match answer {
+            ControllerResponse::NotController if Instant::now() < deadline => {
+                glommio::timer::sleep(ASK_RETRY).await;
+            }
+            answer => return answer,
+        }
+    }
+}
+
+fn unexpected<R>(n: usize, answer: ControllerResponse) -> Vec<Result<R, (ErrorCode, String)>> {
+    let (code, message) = match answer {
+        ControllerResponse::NotController => (
+            ErrorCode::NotController,
+            ProposeError::NotController.to_string(),
+        ),
+        ControllerResponse::Failed(m) => (ErrorCode::UnknownServerError, m),
+        other => (
+            ErrorCode::UnknownServerError,
+            format!("unexpected {other:?}"),
+        ),
+    };
+    (0..n).map(|_| Err((code, message.clone()))).collect()
+}
+
+/// Creates topics; one result per request entry, in order. Runs on the controller
+/// core.
+pub async fn create_topics(
+    core: &Rc<Core>,
+    topics: Vec<NewTopic>,
+    validate_only: bool,
+) -> Vec<TopicResult> {
+    let n = topics.len();
+    let request = ControllerRequest::CreateTopics {
+        topics,
+        validate_only,
+    };
+    match ask(core, request).await {
+        ControllerResponse::Created(results) if results.len() == n => results,
+        other => unexpected(n, other),
+    }
+}
+
+/// Deletes topics by name or id; one result per entry, in order. Runs on the
+/// controller core.
+pub async fn delete_topics(
+    core: &Rc<Core>,
+    topics: Vec<(Option<String>, Uuid)>,
+) -> Vec<DeleteResult> {
+    let n = topics.len();
+    match ask(core, ControllerRequest::DeleteTopics { topics }).await {
+        ControllerResponse::Deleted(results) if results.len() == n => results,
+        other => unexpected(n, other),
+    }
+}
+
+/// Hands out a new producer id from this node's block, asking the controller for a
+/// new block when it runs out. Runs on the controller core.
+pub async fn allocate_producer_id(core: &Rc<Core>) -> Result<i64, String> {
+    let controller = core.controller();
+    if let Some(id) = controller.take_producer_id() {
+        return Ok(id);
+    }
+    let request = ControllerRequest::AllocateProducerIds {
+        broker: core.node_id(),
+    };
+    match ask(core, request).await {
+        ControllerResponse::ProducerIds { next } => {
+            // Another allocation may have taken a block meanwhile; the newer wins,
+            // and ids of the older are simply never used.
+            controller.set_producer_id_block(next);
+            controller
+                .take_producer_id()
+                .ok_or_else(|| "an empty block of producer ids".to_string())
+        }
+        other => Err(format!("no producer ids: {other:?}")),
+    }
+}
+
+/// Registers this broker (a new incarnation), then heartbeats for the life of the
+/// process. Runs on the controller core.
+pub async fn register_and_heartbeat(core: Rc<Core>) {
+    let every = Duration::from_millis(core.config.cluster.heartbeat_interval_ms);
+    let mut epoch = None;
+    loop {
+        match epoch {
+            None => {
+                let broker = BrokerInfo {
+                    id: core.node_id(),
+                    host: core.config.advertised.host.clone(),
+                    port: core.config.advertised.port,
+                    rack: core.config.cluster.rack.clone(),
+                    epoch: 0,
+                    fenced: false,
+                };
+                match ask(&core, ControllerRequest::Register { broker }).await {
+                    ControllerResponse::Registered { epoch: e } => {
+                        info!(broker = %core.node_id(), epoch = e, "registered with the controller");
+                        epoch = Some(e);
+                    }
+                    other => warn!(answer = ?other, "registering this broker failed; retrying"),
+                }
+            }
+            Some(e) => {
+                let request = ControllerRequest::Heartbeat {
+                    id: core.node_id(),
+                    epoch: e,
+                };
+                match ask(&core, request).await {
+                    ControllerResponse::Heartbeat { stale: false } => {}
+                    ControllerResponse::Heartbeat { stale: true } => {
+                        warn!(
+                            epoch = e,
+                            "the controller does not know this incarnation; registering again"
+                        );
+                        epoch = None;
+                        continue;
+                    }
+                    other => warn!(answer = ?other, "a heartbeat failed"),
+                }
+            }
+        }
+        glommio::timer::sleep(if epoch.is_some() { every } else { ASK_RETRY }).await;
+    }
+}

@@ -1,0 +1,113 @@
+//! Three ringlog nodes as one cluster, byte for byte on the wire: every broker tells
+//! the same metadata, and only a partition's leader takes its produce, fetch and list
+//! offsets; the others answer NOT_LEADER_OR_FOLLOWER (6), as Kafka's brokers do.
+//! (The client tests in tests/test_cluster.py cover the clients and failures.)
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::kafka::*;
+use common::{free_port, Broker};
+use kafka_protocol::messages::fetch_response::FetchResponse;
+use kafka_protocol::messages::metadata_request::MetadataRequest;
+use kafka_protocol::messages::metadata_response::MetadataResponse;
+use kafka_protocol::messages::ApiKey;
+
+const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+
+fn start_cluster(name: &str, n: usize) -> Vec<Broker> {
+    let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+    let controller_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+    let voters = controller_ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!("{i}@127.0.0.1:{p}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    (0..n)
+        .map(|i| {
+            let overrides = [
+                format!("node.id={i}"),
+                format!(
+                    "listeners=PLAINTEXT://127.0.0.1:{},CONTROLLER://127.0.0.1:{}",
+                    ports[i], controller_ports[i]
+                ),
+                format!("controller.quorum.voters={voters}"),
+                format!("ringlog.cpus={}", i % 2),
+            ];
+            let overrides: Vec<&str> = overrides.iter().map(String::as_str).collect();
+            Broker::start_on(&format!("{name}-{i}"), ports[i], &overrides)
+        })
+        .collect()
+}
+
+fn metadata(b: &Broker) -> MetadataResponse {
+    let mut req = MetadataRequest::default();
+    req.topics = None;
+    b.connect().call(ApiKey::Metadata, 12, &req)
+}
+
+#[test]
+fn only_the_leader_serves_a_partition_and_every_broker_says_which() {
+    let nodes = start_cluster("cluster-wire", 3);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while nodes.iter().any(|b| metadata(b).brokers.len() != 3) {
+        assert!(
+            Instant::now() < deadline,
+            "the brokers did not all register"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    create_topic(&mut nodes[0].connect(), "led", 3);
+    let md = metadata(&nodes[1]);
+    let topic = md
+        .topics
+        .iter()
+        .find(|t| t.name.as_ref().map(|n| n.as_str()) == Some("led"))
+        .expect("the topic");
+    let mut leaders: Vec<(i32, i32)> = topic
+        .partitions
+        .iter()
+        .map(|p| (p.partition_index, p.leader_id.0))
+        .collect();
+    leaders.sort();
+    // Striped: partition p led by broker p (of 0, 1, 2).
+    assert_eq!(leaders, vec![(0, 0), (1, 1), (2, 2)]);
+    for (i, b) in nodes.iter().enumerate() {
+        let other = metadata(b);
+        // Each broker names itself (it forwards controller requests), as Kafka's do.
+        assert_eq!(other.controller_id.0, i as i32);
+        assert_eq!(other.cluster_id, md.cluster_id);
+    }
+
+    let mut c = nodes[0].connect();
+    // Partition 0 is led here; 1 and 2 are not.
+    assert_eq!(produce(&mut c, "led", 0, batch(3, None)), (0, 0));
+    assert_eq!(
+        produce(&mut c, "led", 1, batch(3, None)).0,
+        NOT_LEADER_OR_FOLLOWER
+    );
+    let fetched: FetchResponse = c.call(
+        ApiKey::Fetch,
+        FETCH_V,
+        &fetch_request("led", &[(0, 0), (2, 0)], 0),
+    );
+    let errors: Vec<(i32, i16)> = fetched.responses[0]
+        .partitions
+        .iter()
+        .map(|p| (p.partition_index, p.error_code))
+        .collect();
+    assert_eq!(errors, vec![(0, 0), (2, NOT_LEADER_OR_FOLLOWER)]);
+    assert_eq!(
+        list_offsets(&mut c, "led", 2, -1).error_code,
+        NOT_LEADER_OR_FOLLOWER
+    );
+    // The leader of partition 1 takes it.
+    assert_eq!(
+        produce(&mut nodes[1].connect(), "led", 1, batch(3, None)),
+        (0, 0)
+    );
+    // A partition that does not exist is unknown everywhere.
+    assert_eq!(produce(&mut c, "led", 3, batch(1, None)).0, 3);
+}

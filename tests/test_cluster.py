@@ -7,7 +7,7 @@ import time
 
 import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicCollection, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
 
 from cluster import SESSION_MS, Cluster, partition_view, wait_until
 from test_java_client import java_classpath, run_java  # noqa: F401 (a fixture)
@@ -101,6 +101,7 @@ def test_three_nodes_serve_one_topic_from_any_broker(cluster_factory, java_class
     create(c.bootstrap(2), "spread-java", 12)
     run_java(java_classpath, "produce", c.bootstrap(1), "spread-java", "24000", "12")
     run_java(java_classpath, "verify", c.bootstrap(2), "spread-java", "24000", "12")
+    run_java(java_classpath, "admin-cluster", c.bootstrap(0), "java-grow", "3")
 
     # kafka-python: through node 2, read back through node 0.
     from kafka import KafkaConsumer, KafkaProducer
@@ -123,6 +124,20 @@ def test_three_nodes_serve_one_topic_from_any_broker(cluster_factory, java_class
     assert len(got) == 1200
     for i in range(1200):
         assert got[(i % 12, i // 12)] == value("spread-kp", i)
+
+    # CreatePartitions through a broker that is not the active controller (it
+    # forwards); the old partitions' data stays readable. DescribeCluster everywhere.
+    ctl = c.active_controller()
+    other = next(i for i in range(3) if i != ctl)
+    grower = AdminClient({"bootstrap.servers": c.bootstrap(other)})
+    grower.create_partitions([NewPartitions("spread", 15)])["spread"].result(timeout=30)
+    view = partition_view(c.metadata(ctl), "spread")
+    assert len(view) == 15 and {view[q][0] for q in (12, 13, 14)} == {0, 1, 2}, view
+    consume_partitions(c.bootstrap(ctl), "spread", 2400, 12)
+    for i in range(3):
+        describer = AdminClient({"bootstrap.servers": c.bootstrap(i)})
+        d = describer.describe_cluster().result(30)
+        assert sorted(n.id for n in d.nodes) == [0, 1, 2] and d.controller.id == i
 
 
 def test_killed_active_controller_is_replaced(cluster_factory):

@@ -67,3 +67,7 @@ def test_java_consumer_group_with_the_kip_848_protocol(broker_factory, java_clas
     create_topic(b.bootstrap, "java-848", 8)
     run_java(java_classpath, "produce", b.bootstrap, "java-848", "20000")
     run_java(java_classpath, "group", b.bootstrap, "java-848", "20000", "consumer")
+
+
+def test_java_admin_creates_partitions_and_describes_the_cluster(broker, java_classpath):
+    run_java(java_classpath, "admin-cluster", broker.bootstrap, "java-grow", "1")

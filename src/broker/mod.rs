@@ -16,9 +16,11 @@ use crate::protocol::header::{self, RequestHeader};
 use crate::protocol::old_versions;
 
 mod api_versions;
+mod create_partitions;
 mod create_topics;
 mod delete_records;
 mod delete_topics;
+mod describe_cluster;
 mod fetch;
 mod find_coordinator;
 mod group_offsets;
@@ -160,6 +162,8 @@ pub async fn handle(core: Rc<Core>, frame: Bytes, client_host: &str) -> Outcome 
         key::DELETE_TOPICS => delete_topics::handle(&core, &h, body).await,
         key::DELETE_RECORDS => delete_records::handle(&core, &h, body).await,
         key::INIT_PRODUCER_ID => init_producer_id::handle(&core, &h, body).await,
+        key::CREATE_PARTITIONS => create_partitions::handle(&core, &h, body).await,
+        key::DESCRIBE_CLUSTER => describe_cluster::handle(&core, &h, body).await,
         key::FIND_COORDINATOR => find_coordinator::handle(&core, &h, body).await,
         key::JOIN_GROUP => groups::join_group(&core, &h, body, client_host).await,
         key::SYNC_GROUP => groups::sync_group(&core, &h, body).await,

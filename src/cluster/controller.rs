@@ -78,7 +78,7 @@ impl NewTopic {
     }
 }
 
-pub use super::rpc::{DeleteResult, TopicResult};
+pub use super::rpc::{DeleteResult, NewPartitions, PartitionsResult, TopicResult};
 
 /// Broker defaults a topic takes when its request leaves them unset.
 #[derive(Debug, Clone, Copy)]
@@ -111,8 +111,19 @@ pub struct Plan<R> {
 /// striped, so partition `p`'s preferred leader is broker `p % n` and leadership
 /// spreads evenly, as Kafka's StripedReplicaPlacer does without racks.
 pub fn assign_replicas(brokers: &[BrokerId], count: usize, rf: usize) -> Vec<Vec<BrokerId>> {
+    assign_replicas_from(brokers, 0, count, rf)
+}
+
+/// As `assign_replicas`, for partitions `first..first + count` (CreatePartitions adds
+/// to the stripe where it ended).
+pub fn assign_replicas_from(
+    brokers: &[BrokerId],
+    first: usize,
+    count: usize,
+    rf: usize,
+) -> Vec<Vec<BrokerId>> {
     assert!(rf <= brokers.len(), "replication factor within the brokers");
-    (0..count)
+    (first..first + count)
         .map(|p| (0..rf).map(|i| brokers[(p + i) % brokers.len()]).collect())
         .collect()
 }
@@ -310,6 +321,88 @@ impl Controller {
     }
 }
 
+/// Plans CreatePartitions: one result per entry, in order, with Kafka's
+/// (ReplicationControlManager.createPartitions) errors and messages.
+pub fn plan_create_partitions(
+    current: &ClusterMetadata,
+    topics: &[NewPartitions],
+    validate_only: bool,
+) -> Plan<PartitionsResult> {
+    let mut records = Vec::new();
+    let mut seen = BTreeSet::new();
+    let duplicated: BTreeSet<&str> = topics
+        .iter()
+        .filter(|t| !seen.insert(t.name.as_str()))
+        .map(|t| t.name.as_str())
+        .collect();
+    let results = topics
+        .iter()
+        .map(|t| {
+            if duplicated.contains(t.name.as_str()) {
+                return Err((ErrorCode::InvalidRequest, Some("Duplicate topic in request.".into())));
+            }
+            let Some(topic) = current.topic(&t.name) else {
+                return Err((ErrorCode::UnknownTopicOrPartition, None));
+            };
+            let have = topic.partitions.len();
+            let want = usize::try_from(t.count).unwrap_or(0);
+            if want < have {
+                return Err((
+                    ErrorCode::InvalidPartitions,
+                    Some(format!(
+                        "The topic {} currently has {have} partition(s); {} would not be an increase.",
+                        t.name, t.count
+                    )),
+                ));
+            }
+            if want == have {
+                return Err((
+                    ErrorCode::InvalidPartitions,
+                    Some(format!("Topic already has {have} partition(s).")),
+                ));
+            }
+            let added = want - have;
+            let rf = topic.partitions.first().map_or(1, |a| a.replicas.len());
+            let replicas = match &t.assignments {
+                Some(given) => {
+                    if given.len() != added {
+                        return Err((
+                            ErrorCode::InvalidReplicaAssignment,
+                            Some(format!("Attempted to add {added} additional partition(s), but only {} assignment(s) were specified.", given.len())),
+                        ));
+                    }
+                    let mut all: Vec<Vec<BrokerId>> =
+                        topic.partitions.iter().map(|a| a.replicas.clone()).collect();
+                    all.extend(given.iter().cloned());
+                    check_assignments(current, &all).map_err(|(c, m)| (c, Some(m)))?;
+                    given.clone()
+                }
+                None => {
+                    let live: Vec<BrokerId> = current.live_brokers().map(|b| b.id).collect();
+                    if rf > live.len() {
+                        return Err((
+                            ErrorCode::InvalidReplicationFactor,
+                            Some(format!("Unable to replicate the partition {rf} time(s): The target replication factor of {rf} cannot be reached because only {} broker(s) are registered.", live.len())),
+                        ));
+                    }
+                    assign_replicas_from(&live, have, added, rf)
+                }
+            };
+            if !validate_only {
+                records.extend(replicas.into_iter().enumerate().map(|(i, r)| {
+                    MetadataRecord::Partition {
+                        topic_id: topic.id,
+                        partition: (have + i) as i32,
+                        assignment: PartitionAssignment::new(r),
+                    }
+                }));
+            }
+            Ok(())
+        })
+        .collect();
+    Plan { results, records }
+}
+
 /// The block of producer ids for `broker` after the image's last one.
 pub fn plan_producer_ids(current: &ClusterMetadata, broker: BrokerId) -> (MetadataRecord, i64) {
     let next = current.next_producer_id + PRODUCER_ID_BLOCK;
@@ -414,6 +507,115 @@ fn check_assignments(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn image_with(brokers: &[i32], topic: &str, replicas: &[&[i32]]) -> ClusterMetadata {
+        let mut m = ClusterMetadata::default();
+        for &b in brokers {
+            m.brokers.insert(
+                BrokerId(b),
+                super::super::metadata::BrokerInfo {
+                    id: BrokerId(b),
+                    host: "h".into(),
+                    port: 1,
+                    rack: None,
+                    epoch: 1,
+                    fenced: false,
+                },
+            );
+        }
+        m.insert(TopicMeta {
+            name: topic.into(),
+            id: Uuid::from_u128(1),
+            partitions: replicas
+                .iter()
+                .map(|r| PartitionAssignment::new(r.iter().map(|b| BrokerId(*b)).collect()))
+                .collect(),
+            configs: BTreeMap::new(),
+        });
+        m
+    }
+
+    #[test]
+    fn create_partitions_answers_as_kafka_and_extends_the_stripe() {
+        let image = image_with(&[1, 2, 3], "t", &[&[1, 2], &[2, 3]]);
+        let ask = |name: &str, count: i32, assignments: Option<Vec<Vec<i32>>>| NewPartitions {
+            name: name.into(),
+            count,
+            assignments: assignments.map(|a| {
+                a.into_iter()
+                    .map(|r| r.into_iter().map(BrokerId).collect())
+                    .collect()
+            }),
+        };
+        let plan =
+            plan_create_partitions(&image, &[ask("t", 4, None), ask("missing", 2, None)], false);
+        assert_eq!(plan.results[0], Ok(()));
+        assert_eq!(
+            plan.results[1],
+            Err((ErrorCode::UnknownTopicOrPartition, None))
+        );
+        let added: Vec<(i32, Vec<BrokerId>)> = plan
+            .records
+            .iter()
+            .map(|r| match r {
+                MetadataRecord::Partition {
+                    partition,
+                    assignment,
+                    ..
+                } => (*partition, assignment.replicas.clone()),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        // Two more, RF 2 as partition 0, continuing the stripe.
+        assert_eq!(
+            added,
+            vec![
+                (2, vec![BrokerId(3), BrokerId(1)]),
+                (3, vec![BrokerId(1), BrokerId(2)])
+            ]
+        );
+        let refusals =
+            plan_create_partitions(&image, &[ask("t", 1, None), ask("t", 2, None)], false);
+        assert_eq!(
+            refusals.results[0].as_ref().unwrap_err().0,
+            ErrorCode::InvalidRequest
+        );
+        let one = |a| {
+            plan_create_partitions(&image, &[a], false)
+                .results
+                .remove(0)
+        };
+        assert_eq!(
+            one(ask("t", 1, None)),
+            Err((
+                ErrorCode::InvalidPartitions,
+                Some(
+                    "The topic t currently has 2 partition(s); 1 would not be an increase.".into()
+                )
+            ))
+        );
+        assert_eq!(
+            one(ask("t", 2, None)),
+            Err((
+                ErrorCode::InvalidPartitions,
+                Some("Topic already has 2 partition(s).".into())
+            ))
+        );
+        assert_eq!(
+            one(ask("t", 4, Some(vec![vec![1, 2]]))),
+            Err((ErrorCode::InvalidReplicaAssignment, Some("Attempted to add 2 additional partition(s), but only 1 assignment(s) were specified.".into())))
+        );
+        assert_eq!(
+            one(ask("t", 3, Some(vec![vec![1, 9]]))).unwrap_err().0,
+            ErrorCode::InvalidReplicaAssignment
+        );
+        assert_eq!(
+            one(ask("t", 3, Some(vec![vec![3]]))).unwrap_err().0,
+            ErrorCode::InvalidReplicaAssignment
+        );
+        let validated = plan_create_partitions(&image, &[ask("t", 3, None)], true);
+        assert!(validated.results[0].is_ok() && validated.records.is_empty());
+    }
 
     #[test]
     fn replicas_are_striped_so_leaders_spread() {

@@ -31,10 +31,26 @@ pub enum ControllerRequest {
     DeleteTopics {
         topics: Vec<(Option<String>, Uuid)>,
     },
+    CreatePartitions {
+        topics: Vec<NewPartitions>,
+        validate_only: bool,
+    },
     AllocateProducerIds {
         broker: BrokerId,
     },
 }
+
+/// One topic of a CreatePartitions request: grow `name` to `count` partitions, on
+/// `assignments` if given (one replica list per new partition).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NewPartitions {
+    pub name: String,
+    pub count: i32,
+    pub assignments: Option<Vec<Vec<BrokerId>>>,
+}
+
+/// Kafka leaves some of these messages null.
+pub type PartitionsResult = Result<(), (ErrorCode, Option<String>)>;
 
 pub type TopicResult = Result<Arc<TopicMeta>, (ErrorCode, String)>;
 pub type DeleteResult = Result<(String, Uuid), (ErrorCode, String)>;
@@ -52,6 +68,7 @@ pub enum ControllerResponse {
     },
     Created(Vec<TopicResult>),
     Deleted(Vec<DeleteResult>),
+    Partitioned(Vec<PartitionsResult>),
     /// This broker's block of producer ids is `[next - block, next)`.
     ProducerIds {
         next: i64,

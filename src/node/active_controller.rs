@@ -12,7 +12,8 @@ use uuid::Uuid;
 
 use super::Core;
 use crate::cluster::controller::{
-    plan_fence, plan_producer_ids, plan_unfence, DeleteResult, NewTopic, TopicResult,
+    plan_create_partitions, plan_fence, plan_producer_ids, plan_unfence, DeleteResult, NewTopic,
+    TopicResult,
 };
 use crate::cluster::metadata::BrokerInfo;
 use crate::cluster::quorum::ProposeError;
@@ -65,6 +66,33 @@ pub async fn handle(core: &Rc<Core>, request: ControllerRequest) -> ControllerRe
         } => ControllerResponse::Created(create_topics(core, topics, validate_only).await),
         ControllerRequest::DeleteTopics { topics } => {
             ControllerResponse::Deleted(delete_topics(core, topics).await)
+        }
+        ControllerRequest::CreatePartitions {
+            topics,
+            validate_only,
+        } => {
+            let n = topics.len();
+            let decided = decide(core, |image| {
+                let plan = plan_create_partitions(image, &topics, validate_only);
+                (plan.records, plan.results)
+            })
+            .await;
+            match decided {
+                Ok(results) => {
+                    for (t, r) in topics.iter().zip(&results) {
+                        if r.is_ok() && !validate_only {
+                            info!(topic = %t.name, partitions = t.count, "created partitions");
+                        }
+                    }
+                    ControllerResponse::Partitioned(results)
+                }
+                Err(e) => ControllerResponse::Partitioned(
+                    refused(n, &e)
+                        .into_iter()
+                        .map(|r| r.map_err(|(c, m)| (c, Some(m))))
+                        .collect(),
+                ),
+            }
         }
         ControllerRequest::AllocateProducerIds { broker } => {
             match allocate_producer_ids(core, broker).await {

@@ -16,7 +16,9 @@ use uuid::Uuid;
 
 use super::active_controller;
 use super::Core;
-use crate::cluster::controller::{DeleteResult, NewTopic, TopicResult};
+use crate::cluster::controller::{
+    DeleteResult, NewPartitions, NewTopic, PartitionsResult, TopicResult,
+};
 use crate::cluster::metadata::BrokerInfo;
 use crate::cluster::quorum::{node_of, ProposeError};
 use crate::cluster::rpc::{ControllerRequest, ControllerResponse};
@@ -106,6 +108,27 @@ pub async fn delete_topics(
     match ask(core, ControllerRequest::DeleteTopics { topics }).await {
         ControllerResponse::Deleted(results) if results.len() == n => results,
         other => unexpected(n, other),
+    }
+}
+
+/// Adds partitions to topics; one result per request entry, in order. Runs on the
+/// controller core.
+pub async fn create_partitions(
+    core: &Rc<Core>,
+    topics: Vec<NewPartitions>,
+    validate_only: bool,
+) -> Vec<PartitionsResult> {
+    let n = topics.len();
+    let request = ControllerRequest::CreatePartitions {
+        topics,
+        validate_only,
+    };
+    match ask(core, request).await {
+        ControllerResponse::Partitioned(results) if results.len() == n => results,
+        other => unexpected(n, other)
+            .into_iter()
+            .map(|r: Result<(), _>| r.map_err(|(c, m)| (c, Some(m))))
+            .collect(),
     }
 }
 

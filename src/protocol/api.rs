@@ -43,8 +43,10 @@ pub mod key {
     pub const DELETE_TOPICS: i16 = 20;
     pub const DELETE_RECORDS: i16 = 21;
     pub const INIT_PRODUCER_ID: i16 = 22;
+    pub const CREATE_PARTITIONS: i16 = 37;
     pub const DELETE_GROUPS: i16 = 42;
     pub const OFFSET_DELETE: i16 = 47;
+    pub const DESCRIBE_CLUSTER: i16 = 60;
     pub const CONSUMER_GROUP_HEARTBEAT: i16 = 68;
     pub const CONSUMER_GROUP_DESCRIBE: i16 = 69;
 }
@@ -100,8 +102,10 @@ pub const SUPPORTED_APIS: &[ApiSpec] = &[
     spec(key::DELETE_TOPICS, "DeleteTopics", 0, 6, 4),
     spec(key::DELETE_RECORDS, "DeleteRecords", 0, 2, 2),
     spec(key::INIT_PRODUCER_ID, "InitProducerId", 0, 5, 2),
+    spec(key::CREATE_PARTITIONS, "CreatePartitions", 0, 3, 2),
     spec(key::DELETE_GROUPS, "DeleteGroups", 0, 2, 2),
     spec(key::OFFSET_DELETE, "OffsetDelete", 0, 0, 99),
+    spec(key::DESCRIBE_CLUSTER, "DescribeCluster", 0, 2, 0),
     spec(
         key::CONSUMER_GROUP_HEARTBEAT,
         "ConsumerGroupHeartbeat",
@@ -195,8 +199,11 @@ mod tests {
         (key::DELETE_TOPICS, 0, 6),
         (key::DELETE_RECORDS, 0, 2),
         (key::INIT_PRODUCER_ID, 0, 5),
+        (key::CREATE_PARTITIONS, 0, 3),
         (key::DELETE_GROUPS, 0, 2),
         (key::OFFSET_DELETE, 0, 0),
+        // Kafka 4.x adds v2 (KIP-1073, fenced brokers).
+        (key::DESCRIBE_CLUSTER, 0, 1),
         (key::CONSUMER_GROUP_HEARTBEAT, 0, 0),
         (key::CONSUMER_GROUP_DESCRIBE, 0, 0),
     ];

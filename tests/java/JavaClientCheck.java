@@ -329,6 +329,34 @@ public class JavaClientCheck {
         }
     }
 
+    /// CreatePartitions and DescribeCluster through the admin client: `brokers` is how
+    /// many the cluster has (the one bootstrapped names itself as the controller).
+    static void adminCluster(String bootstrap, String topic, int brokers) throws Exception {
+        try (Admin admin = Admin.create(base(bootstrap))) {
+            admin.createTopics(List.of(new NewTopic(topic, 2, (short) 1))).all().get();
+            try (KafkaProducer<byte[], byte[]> p = producer(bootstrap, "none")) {
+                for (int i = 0; i < 10; i++) p.send(new ProducerRecord<>(topic, i % 2, null, value(i))).get();
+            }
+            admin.createPartitions(Map.of(topic, NewPartitions.increaseTo(4))).all().get();
+            TopicDescription d = admin.describeTopics(List.of(topic)).allTopicNames().get().get(topic);
+            check(d.partitions().size() == 4, "partitions after increaseTo(4): " + d);
+            try {
+                admin.createPartitions(Map.of(topic, NewPartitions.increaseTo(3))).all().get();
+                check(false, "a decrease was accepted");
+            } catch (ExecutionException e) {
+                check(e.getCause() instanceof org.apache.kafka.common.errors.InvalidPartitionsException
+                    && e.getCause().getMessage().equals("The topic " + topic + " currently has 4 partition(s); 3 would not be an increase."),
+                    "decrease: " + e.getCause());
+            }
+            DescribeClusterResult cluster = admin.describeCluster();
+            check(cluster.nodes().get().size() == brokers, "nodes: " + cluster.nodes().get());
+            check(cluster.controller().get() != null, "no controller");
+            check(cluster.clusterId().get().length() == 22, "cluster id: " + cluster.clusterId().get());
+        }
+        // The old partitions' records are still there.
+        verify(bootstrap, topic, 10, 2);
+    }
+
     static int partitionsArg(String[] args) {
         return args.length > 4 ? Integer.parseInt(args[4]) : PARTITIONS;
     }
@@ -336,6 +364,7 @@ public class JavaClientCheck {
     public static void main(String[] args) throws Exception {
         switch (args[0]) {
             // An optional fifth argument: the topic's partition count (default 8).
+            case "admin-cluster" -> adminCluster(args[1], args[2], Integer.parseInt(args[3]));
             case "produce" -> produce(args[1], args[2], Integer.parseInt(args[3]), partitionsArg(args));
             case "verify" -> verify(args[1], args[2], Integer.parseInt(args[3]), partitionsArg(args));
             case "codecs" -> codecs(args[1]);

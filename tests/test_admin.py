@@ -1,0 +1,80 @@
+"""Admin APIs that change or describe the cluster, through confluent-kafka's
+AdminClient (librdkafka), on one node: CreatePartitions and DescribeCluster. (Three
+nodes: tests/test_cluster.py.)"""
+import pytest
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
+
+
+def grow(admin, topic, count, validate_only=False):
+    f = admin.create_partitions([NewPartitions(topic, count)], validate_only=validate_only)[topic]
+    return f.result(timeout=30)
+
+
+def refusal(admin, topic, count):
+    with pytest.raises(KafkaException) as e:
+        grow(admin, topic, count)
+    err = e.value.args[0]
+    return err.name(), err.str()
+
+
+def read_all(bootstrap, topic, partitions, expected):
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"read-{topic}",
+                  "enable.auto.commit": False})
+    c.assign([TopicPartition(topic, q, 0) for q in partitions])
+    got = []
+    for _ in range(200):
+        m = c.poll(0.2)
+        if m is not None and m.error() is None:
+            got.append((m.partition(), m.value()))
+        if len(got) == expected:
+            break
+    c.close()
+    return sorted(got)
+
+
+def test_create_partitions_keeps_existing_data_and_answers_as_kafka(broker):
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    for f in admin.create_topics([NewTopic("grow", 2, 1)]).values():
+        f.result(timeout=30)
+    p = Producer({"bootstrap.servers": broker.bootstrap})
+    for i in range(20):
+        p.produce("grow", b"old-%d" % i, partition=i % 2)
+    assert p.flush(30) == 0
+
+    grow(admin, "grow", 3, validate_only=True)
+    assert len(admin.list_topics("grow", timeout=10).topics["grow"].partitions) == 2
+    grow(admin, "grow", 5)
+    assert len(admin.list_topics("grow", timeout=10).topics["grow"].partitions) == 5
+    # The old partitions' records are all there, byte for byte.
+    assert read_all(broker.bootstrap, "grow", [0, 1], 20) == sorted(
+        (i % 2, b"old-%d" % i) for i in range(20))
+    # The new ones take records (a new producer: the old one's metadata knows 2).
+    p = Producer({"bootstrap.servers": broker.bootstrap})
+    p.produce("grow", b"new", partition=4)
+    assert p.flush(30) == 0
+    assert read_all(broker.bootstrap, "grow", [4], 1) == [(4, b"new")]
+
+    # Kafka's errors and messages (ReplicationControlManager.createPartitions).
+    assert refusal(admin, "grow", 3) == (
+        "INVALID_PARTITIONS", "The topic grow currently has 5 partition(s); 3 would not be an increase.")
+    assert refusal(admin, "grow", 5) == ("INVALID_PARTITIONS", "Topic already has 5 partition(s).")
+    # (librdkafka names error 3 UNKNOWN_TOPIC_OR_PART.)
+    assert refusal(admin, "no-such-topic", 2)[0] == "UNKNOWN_TOPIC_OR_PART"
+    with pytest.raises(KafkaException) as e:
+        admin.create_partitions([NewPartitions("grow", 7, [[0]])])["grow"].result(timeout=30)
+    assert e.value.args[0].str() == (
+        "Attempted to add 2 additional partition(s), but only 1 assignment(s) were specified.")
+    # Still there after a restart (the partitions are quorum records).
+    broker.restart(__import__("signal").SIGTERM)
+    assert len(admin.list_topics("grow", timeout=10).topics["grow"].partitions) == 5
+
+
+def test_describe_cluster_names_the_cluster_and_its_broker(broker):
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    described = admin.describe_cluster().result(timeout=30)
+    md = admin.list_topics(timeout=10)
+    assert described.cluster_id == md.cluster_id and len(described.cluster_id) == 22
+    assert [n.id for n in described.nodes] == [0]
+    assert (described.nodes[0].host, described.nodes[0].port) == ("127.0.0.1", broker.port)
+    assert described.controller.id == 0

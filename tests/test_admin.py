@@ -78,3 +78,42 @@ def test_describe_cluster_names_the_cluster_and_its_broker(broker):
     assert [n.id for n in described.nodes] == [0]
     assert (described.nodes[0].host, described.nodes[0].port) == ("127.0.0.1", broker.port)
     assert described.controller.id == 0
+
+
+def test_describe_configs_reports_values_sources_and_synonyms(broker_factory):
+    from confluent_kafka.admin import ConfigResource, ConfigSource, ResourceType
+    b = broker_factory(["log.retention.hours=1"])
+    admin = AdminClient({"bootstrap.servers": b.bootstrap})
+    for f in admin.create_topics([NewTopic("configured", 1, 1,
+                                           config={"retention.bytes": "12345"})]).values():
+        f.result(timeout=30)
+    topic = ConfigResource(ResourceType.TOPIC, "configured")
+    # (librdkafka always asks for synonyms.)
+    entries = admin.describe_configs([topic])[topic].result(timeout=30)
+    assert len(entries) == 25 and "segment.bytes" in entries and "min.insync.replicas" in entries
+    own = entries["retention.bytes"]
+    assert (own.value, own.source, own.is_default) == (
+        "12345", ConfigSource.DYNAMIC_TOPIC_CONFIG.value, False)
+    assert [(s.name, s.value, s.source) for s in own.synonyms.values()] == [
+        ("retention.bytes", "12345", ConfigSource.DYNAMIC_TOPIC_CONFIG.value),
+        ("log.retention.bytes", "-1", ConfigSource.DEFAULT_CONFIG.value)]
+    # From the broker's setting, as the value it takes effect as.
+    broker_set = entries["retention.ms"]
+    assert (broker_set.value, broker_set.source) == (
+        "3600000", ConfigSource.STATIC_BROKER_CONFIG.value)
+    assert [s.name for s in broker_set.synonyms.values()] == ["log.retention.hours", "log.retention.ms"]
+    default = entries["cleanup.policy"]
+    assert (default.value, default.source, default.is_default) == (
+        "delete", ConfigSource.DEFAULT_CONFIG.value, True)
+
+    broker = ConfigResource(ResourceType.BROKER, "0")
+    settings = admin.describe_configs([broker])[broker].result(timeout=30)
+    hours = settings["log.retention.hours"]
+    assert (hours.value, hours.source, hours.is_read_only) == (
+        "1", ConfigSource.STATIC_BROKER_CONFIG.value, True)
+    assert settings["num.partitions"].source == ConfigSource.DEFAULT_CONFIG.value
+
+    missing = ConfigResource(ResourceType.TOPIC, "no-such-topic")
+    with pytest.raises(KafkaException) as e:
+        admin.describe_configs([missing])[missing].result(timeout=30)
+    assert e.value.args[0].name() == "UNKNOWN_TOPIC_OR_PART"

@@ -21,6 +21,7 @@ mod create_topics;
 mod delete_records;
 mod delete_topics;
 mod describe_cluster;
+mod describe_configs;
 mod fetch;
 mod find_coordinator;
 mod group_offsets;
@@ -164,6 +165,7 @@ pub async fn handle(core: Rc<Core>, frame: Bytes, client_host: &str) -> Outcome 
         key::INIT_PRODUCER_ID => init_producer_id::handle(&core, &h, body).await,
         key::CREATE_PARTITIONS => create_partitions::handle(&core, &h, body).await,
         key::DESCRIBE_CLUSTER => describe_cluster::handle(&core, &h, body).await,
+        key::DESCRIBE_CONFIGS => describe_configs::handle(&core, &h, body).await,
         key::FIND_COORDINATOR => find_coordinator::handle(&core, &h, body).await,
         key::JOIN_GROUP => groups::join_group(&core, &h, body, client_host).await,
         key::SYNC_GROUP => groups::sync_group(&core, &h, body).await,

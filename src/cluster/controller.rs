@@ -24,34 +24,6 @@ use crate::protocol::ErrorCode;
 /// Producer ids are reserved in the quorum in blocks of this many.
 pub const PRODUCER_ID_BLOCK: i64 = 1_000_000;
 
-pub const TOPIC_CONFIGS: &[&str] = &[
-    "cleanup.policy",
-    "compression.type",
-    "delete.retention.ms",
-    "file.delete.delay.ms",
-    "flush.messages",
-    "flush.ms",
-    "index.interval.bytes",
-    "max.message.bytes",
-    "message.timestamp.type",
-    "message.timestamp.difference.max.ms",
-    "message.timestamp.before.max.ms",
-    "message.timestamp.after.max.ms",
-    "min.cleanable.dirty.ratio",
-    "min.compaction.lag.ms",
-    "max.compaction.lag.ms",
-    "min.insync.replicas",
-    "preallocate",
-    "retention.bytes",
-    "retention.ms",
-    "segment.bytes",
-    "segment.index.bytes",
-    "segment.jitter.ms",
-    "segment.ms",
-    "unclean.leader.election.enable",
-    "message.downconversion.enable",
-];
-
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct NewTopic {
     pub name: String,
@@ -169,7 +141,7 @@ impl Controller {
         if let Some(key) = t
             .configs
             .keys()
-            .find(|k| !TOPIC_CONFIGS.contains(&k.as_str()))
+            .find(|k| crate::config::topic::find(k).is_none())
         {
             return Err((
                 ErrorCode::InvalidConfig,

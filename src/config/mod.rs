@@ -5,6 +5,7 @@
 //! settings table is generated from the same list (`ringlog serve --help-settings`).
 
 pub mod cluster;
+pub mod topic;
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -103,6 +104,9 @@ pub struct Listener {
 
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The settings given (file and overrides), by canonical name: DescribeConfigs
+    /// reports them as STATIC_BROKER_CONFIG.
+    pub given: BTreeMap<&'static str, String>,
     pub listener: Listener,
     pub cluster: ClusterConfig,
     pub advertised: Listener,
@@ -395,6 +399,7 @@ impl Config {
         let node_id = parse_num("node.id", &get("node.id"), 0, i32::MAX)?;
         cluster::check(&cluster, node_id)?;
         let config = Config {
+            given: values.clone(),
             listener,
             cluster,
             advertised,

@@ -352,6 +352,20 @@ public class JavaClientCheck {
             check(cluster.nodes().get().size() == brokers, "nodes: " + cluster.nodes().get());
             check(cluster.controller().get() != null, "no controller");
             check(cluster.clusterId().get().length() == 22, "cluster id: " + cluster.clusterId().get());
+            // Topic configs with sources; every broker's settings (each describes itself).
+            org.apache.kafka.common.config.ConfigResource res = new org.apache.kafka.common.config.ConfigResource(
+                org.apache.kafka.common.config.ConfigResource.Type.TOPIC, topic);
+            Config configs = admin.describeConfigs(List.of(res)).all().get().get(res);
+            check(configs.entries().size() == 25, "topic configs: " + configs.entries().size());
+            ConfigEntry policy = configs.get("cleanup.policy");
+            check(policy.value().equals("delete") && policy.source() == ConfigEntry.ConfigSource.DEFAULT_CONFIG
+                && policy.type() == ConfigEntry.ConfigType.LIST, "cleanup.policy: " + policy);
+            for (org.apache.kafka.common.Node n : cluster.nodes().get()) {
+                org.apache.kafka.common.config.ConfigResource b = new org.apache.kafka.common.config.ConfigResource(
+                    org.apache.kafka.common.config.ConfigResource.Type.BROKER, n.idString());
+                ConfigEntry id = admin.describeConfigs(List.of(b)).all().get().get(b).get("node.id");
+                check(id != null && id.value().equals(n.idString()) && id.isReadOnly(), "broker " + n.id() + " node.id: " + id);
+            }
         }
         // The old partitions' records are still there.
         verify(bootstrap, topic, 10, 2);

@@ -1,0 +1,338 @@
+//! The topic configs ringlog accepts, as Kafka's LogConfig defines them: each one's
+//! type, its broker-level synonyms (most specific first: the broker setting that
+//! supplies a topic's value when the topic sets none) and Kafka's default. What
+//! DescribeConfigs reports for a topic, and what CreateTopics accepts, come from here.
+
+use super::Config;
+
+/// DescribeConfigs' config types (Kafka's ConfigType).
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[repr(i8)]
+pub enum ConfigType {
+    Boolean = 1,
+    String = 2,
+    Int = 3,
+    Long = 5,
+    Double = 6,
+    List = 7,
+}
+
+pub struct TopicConfig {
+    pub name: &'static str,
+    pub kind: ConfigType,
+    /// Broker settings that set this config's default, most specific first.
+    pub broker: &'static [&'static str],
+    /// Kafka's default, where ringlog has no setting of its own for it.
+    pub default: &'static str,
+    /// The value this broker uses by default, if it has a setting for it.
+    pub effective: fn(&Config) -> Option<String>,
+}
+
+const MAX: &str = "9223372036854775807";
+
+fn none(_: &Config) -> Option<String> {
+    None
+}
+
+fn or_max(v: Option<u64>) -> Option<String> {
+    Some(v.map_or(MAX.to_string(), |v| v.to_string()))
+}
+
+fn or_minus_one(v: Option<u64>) -> Option<String> {
+    Some(v.map_or("-1".to_string(), |v| v.to_string()))
+}
+
+/// Every topic config ringlog accepts, sorted by name (as Kafka lists them).
+pub const TOPIC_CONFIGS: &[TopicConfig] = &[
+    TopicConfig {
+        name: "cleanup.policy",
+        kind: ConfigType::List,
+        broker: &["log.cleanup.policy"],
+        default: "delete",
+        effective: none,
+    },
+    TopicConfig {
+        name: "compression.type",
+        kind: ConfigType::String,
+        broker: &["compression.type"],
+        default: "producer",
+        effective: none,
+    },
+    TopicConfig {
+        name: "delete.retention.ms",
+        kind: ConfigType::Long,
+        broker: &["log.cleaner.delete.retention.ms"],
+        default: "86400000",
+        effective: none,
+    },
+    TopicConfig {
+        name: "file.delete.delay.ms",
+        kind: ConfigType::Long,
+        broker: &["log.segment.delete.delay.ms"],
+        default: "60000",
+        effective: none,
+    },
+    TopicConfig {
+        name: "flush.messages",
+        kind: ConfigType::Long,
+        broker: &["log.flush.interval.messages"],
+        default: MAX,
+        effective: |c| Some(c.flush_interval_messages.to_string()),
+    },
+    TopicConfig {
+        name: "flush.ms",
+        kind: ConfigType::Long,
+        broker: &["log.flush.interval.ms"],
+        default: MAX,
+        effective: |c| or_max(c.flush_interval_ms),
+    },
+    TopicConfig {
+        name: "index.interval.bytes",
+        kind: ConfigType::Int,
+        broker: &["log.index.interval.bytes"],
+        default: "4096",
+        effective: |c| Some(c.index_interval_bytes.to_string()),
+    },
+    TopicConfig {
+        name: "max.compaction.lag.ms",
+        kind: ConfigType::Long,
+        broker: &["log.cleaner.max.compaction.lag.ms"],
+        default: MAX,
+        effective: none,
+    },
+    TopicConfig {
+        name: "max.message.bytes",
+        kind: ConfigType::Int,
+        broker: &["message.max.bytes"],
+        default: "1048588",
+        effective: |c| Some(c.message_size_max_bytes.to_string()),
+    },
+    TopicConfig {
+        name: "message.downconversion.enable",
+        kind: ConfigType::Boolean,
+        broker: &["log.message.downconversion.enable"],
+        default: "true",
+        effective: none,
+    },
+    TopicConfig {
+        name: "message.timestamp.after.max.ms",
+        kind: ConfigType::Long,
+        broker: &["log.message.timestamp.after.max.ms"],
+        default: "3600000",
+        effective: |c| Some(c.timestamp_after_max_ms.to_string()),
+    },
+    TopicConfig {
+        name: "message.timestamp.before.max.ms",
+        kind: ConfigType::Long,
+        broker: &["log.message.timestamp.before.max.ms"],
+        default: MAX,
+        effective: |c| Some(c.timestamp_before_max_ms.to_string()),
+    },
+    TopicConfig {
+        name: "message.timestamp.difference.max.ms",
+        kind: ConfigType::Long,
+        broker: &["log.message.timestamp.difference.max.ms"],
+        default: MAX,
+        effective: none,
+    },
+    TopicConfig {
+        name: "message.timestamp.type",
+        kind: ConfigType::String,
+        broker: &["log.message.timestamp.type"],
+        default: "CreateTime",
+        effective: none,
+    },
+    TopicConfig {
+        name: "min.cleanable.dirty.ratio",
+        kind: ConfigType::Double,
+        broker: &["log.cleaner.min.cleanable.ratio"],
+        default: "0.5",
+        effective: none,
+    },
+    TopicConfig {
+        name: "min.compaction.lag.ms",
+        kind: ConfigType::Long,
+        broker: &["log.cleaner.min.compaction.lag.ms"],
+        default: "0",
+        effective: none,
+    },
+    TopicConfig {
+        name: "min.insync.replicas",
+        kind: ConfigType::Int,
+        broker: &["min.insync.replicas"],
+        default: "1",
+        effective: none,
+    },
+    TopicConfig {
+        name: "preallocate",
+        kind: ConfigType::Boolean,
+        broker: &["log.preallocate"],
+        default: "false",
+        effective: none,
+    },
+    TopicConfig {
+        name: "retention.bytes",
+        kind: ConfigType::Long,
+        broker: &["log.retention.bytes"],
+        default: "-1",
+        effective: |c| or_minus_one(c.retention_bytes),
+    },
+    TopicConfig {
+        name: "retention.ms",
+        kind: ConfigType::Long,
+        broker: &[
+            "log.retention.ms",
+            "log.retention.minutes",
+            "log.retention.hours",
+        ],
+        default: "604800000",
+        effective: |c| or_minus_one(c.retention_ms),
+    },
+    TopicConfig {
+        name: "segment.bytes",
+        kind: ConfigType::Int,
+        broker: &["log.segment.bytes"],
+        default: "1073741824",
+        effective: |c| Some(c.segment_size_max_bytes.to_string()),
+    },
+    TopicConfig {
+        name: "segment.index.bytes",
+        kind: ConfigType::Int,
+        broker: &["log.index.size.max.bytes"],
+        default: "10485760",
+        effective: |c| Some(c.index_size_max_bytes.to_string()),
+    },
+    TopicConfig {
+        name: "segment.jitter.ms",
+        kind: ConfigType::Long,
+        broker: &["log.roll.jitter.ms", "log.roll.jitter.hours"],
+        default: "0",
+        effective: none,
+    },
+    TopicConfig {
+        name: "segment.ms",
+        kind: ConfigType::Long,
+        broker: &["log.roll.ms", "log.roll.hours"],
+        default: "604800000",
+        effective: |c| or_max(c.roll_ms),
+    },
+    TopicConfig {
+        name: "unclean.leader.election.enable",
+        kind: ConfigType::Boolean,
+        broker: &["unclean.leader.election.enable"],
+        default: "false",
+        effective: none,
+    },
+];
+
+pub fn find(name: &str) -> Option<&'static TopicConfig> {
+    TOPIC_CONFIGS.iter().find(|c| c.name == name)
+}
+
+/// Where a config's value comes from (DescribeConfigs' ConfigSource).
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[repr(i8)]
+pub enum Source {
+    Topic = 1,
+    StaticBroker = 4,
+    Default = 5,
+}
+
+/// One link of a config's synonym chain: the name, its value, where it comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Synonym {
+    pub name: String,
+    pub value: String,
+    pub source: Source,
+}
+
+impl TopicConfig {
+    /// The chain of values for this config, most specific first: the topic's own
+    /// (`set`), each broker synonym given in the broker's settings, Kafka's default.
+    /// The first is the config's value. A broker setting ringlog uses itself reports
+    /// the value it uses (`log.retention.hours=1` is `retention.ms` 3600000).
+    pub fn synonyms(&self, config: &Config, set: Option<&str>) -> Vec<Synonym> {
+        let mut chain = Vec::new();
+        if let Some(v) = set {
+            chain.push(Synonym {
+                name: self.name.to_string(),
+                value: v.to_string(),
+                source: Source::Topic,
+            });
+        }
+        for b in self.broker {
+            if let Some(v) = config.given.get(b) {
+                chain.push(Synonym {
+                    name: b.to_string(),
+                    value: v.clone(),
+                    source: Source::StaticBroker,
+                });
+            }
+        }
+        let effective = (self.effective)(config);
+        let default = self.broker.first().copied().unwrap_or(self.name);
+        chain.push(Synonym {
+            name: default.to_string(),
+            value: self.default.to_string(),
+            source: Source::Default,
+        });
+        // A broker setting takes effect as the value ringlog computed from it.
+        if let (Some(first), Some(value)) = (chain.first_mut(), effective) {
+            if first.source == Source::StaticBroker {
+                first.value = value;
+            }
+        }
+        chain
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(pairs: &[&str]) -> Config {
+        let overrides: Vec<String> = pairs.iter().map(|s| s.to_string()).collect();
+        Config::load(None, &overrides, &[0]).unwrap().0
+    }
+
+    #[test]
+    fn a_topic_value_then_broker_settings_then_kafkas_default() {
+        assert!(
+            TOPIC_CONFIGS.windows(2).all(|w| w[0].name < w[1].name),
+            "sorted"
+        );
+        let c = config(&["log.retention.hours=1"]);
+        let retention = find("retention.ms").unwrap();
+        let chain = retention.synonyms(&c, None);
+        assert_eq!(
+            chain,
+            vec![
+                Synonym {
+                    name: "log.retention.hours".into(),
+                    value: "3600000".into(),
+                    source: Source::StaticBroker
+                },
+                Synonym {
+                    name: "log.retention.ms".into(),
+                    value: "604800000".into(),
+                    source: Source::Default
+                },
+            ]
+        );
+        let chain = retention.synonyms(&c, Some("5"));
+        assert_eq!(
+            (chain[0].value.as_str(), chain[0].source),
+            ("5", Source::Topic)
+        );
+        assert_eq!(chain.len(), 3);
+        let plain = find("cleanup.policy").unwrap().synonyms(&config(&[]), None);
+        assert_eq!(
+            plain,
+            vec![Synonym {
+                name: "log.cleanup.policy".into(),
+                value: "delete".into(),
+                source: Source::Default
+            }]
+        );
+    }
+}

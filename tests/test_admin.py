@@ -117,3 +117,72 @@ def test_describe_configs_reports_values_sources_and_synonyms(broker_factory):
     with pytest.raises(KafkaException) as e:
         admin.describe_configs([missing])[missing].result(timeout=30)
     assert e.value.args[0].name() == "UNKNOWN_TOPIC_OR_PART"
+
+
+def test_incremental_alter_configs_each_op_takes_effect_and_survives_a_restart(broker):
+    import signal
+
+    from confluent_kafka.admin import (AlterConfigOpType, ConfigEntry, ConfigResource,
+                                       ConfigSource, ResourceType)
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    for f in admin.create_topics([NewTopic("tuned", 1, 1,
+                                           config={"retention.ms": "86400000"})]).values():
+        f.result(timeout=30)
+    res = ConfigResource(ResourceType.TOPIC, "tuned")
+
+    def alter(*ops, validate_only=False):
+        r = ConfigResource(ResourceType.TOPIC, "tuned", incremental_configs=[
+            ConfigEntry(name, value, incremental_operation=op) for name, value, op in ops])
+        return admin.incremental_alter_configs([r], validate_only=validate_only)[r].result(30)
+
+    def described():
+        return admin.describe_configs([res])[res].result(timeout=30)
+
+    alter(("max.message.bytes", "2000", AlterConfigOpType.SET),
+          ("retention.ms", None, AlterConfigOpType.DELETE),
+          ("cleanup.policy", "compact", AlterConfigOpType.APPEND))
+    d = described()
+    assert (d["max.message.bytes"].value, d["max.message.bytes"].source) == (
+        "2000", ConfigSource.DYNAMIC_TOPIC_CONFIG.value)
+    assert d["retention.ms"].source == ConfigSource.DEFAULT_CONFIG.value
+    assert d["cleanup.policy"].value == "delete,compact"
+    alter(("cleanup.policy", "delete", AlterConfigOpType.SUBTRACT))
+    assert described()["cleanup.policy"].value == "compact"
+    alter(("segment.ms", "1000", AlterConfigOpType.SET), validate_only=True)
+    assert described()["segment.ms"].source != ConfigSource.DYNAMIC_TOPIC_CONFIG.value
+
+    # Refusals, as Kafka words them.
+    for ops, message in [
+        ((("retention.ms", "5", AlterConfigOpType.APPEND),),
+         "Config value append is not allowed for config key: retention.ms"),
+        ((("retention.ms", "soon", AlterConfigOpType.SET),),
+         "Invalid value soon for configuration retention.ms: Not a number of type LONG"),
+        ((("no.such.config", "1", AlterConfigOpType.SET),), "Unknown topic config name: no.such.config"),
+    ]:
+        with pytest.raises(KafkaException) as e:
+            alter(*ops)
+        assert (e.value.args[0].name(), e.value.args[0].str()) == ("INVALID_CONFIG", message)
+
+    # In effect at once: the open log now refuses batches over 2000 bytes.
+    p = Producer({"bootstrap.servers": broker.bootstrap, "message.max.bytes": 1_000_000})
+    failed = []
+    p.produce("tuned", b"x" * 5000, on_delivery=lambda err, _m: failed.append(err))
+    p.flush(30)
+    assert failed and failed[0] is not None and failed[0].name() == "MSG_SIZE_TOO_LARGE", failed
+
+    # AlterConfigs (not incremental) replaces the whole set.
+    legacy = ConfigResource(ResourceType.TOPIC, "tuned", set_config={"flush.ms": "10"})
+    admin.alter_configs([legacy])[legacy].result(timeout=30)
+    d = described()
+    assert d["flush.ms"].value == "10" and d["max.message.bytes"].value == "1048588"
+
+    # Broker settings are static.
+    b = ConfigResource(ResourceType.BROKER, "0", incremental_configs=[
+        ConfigEntry("num.partitions", "3", incremental_operation=AlterConfigOpType.SET)])
+    with pytest.raises(KafkaException) as e:
+        admin.incremental_alter_configs([b])[b].result(30)
+    assert e.value.args[0].name() == "INVALID_REQUEST"
+
+    broker.restart(signal.SIGTERM)
+    d = described()
+    assert (d["flush.ms"].value, d["flush.ms"].source) == ("10", ConfigSource.DYNAMIC_TOPIC_CONFIG.value)

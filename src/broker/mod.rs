@@ -15,6 +15,7 @@ use crate::protocol::chunk::Chunk;
 use crate::protocol::header::{self, RequestHeader};
 use crate::protocol::old_versions;
 
+mod alter_configs;
 mod api_versions;
 mod create_partitions;
 mod create_topics;
@@ -166,6 +167,8 @@ pub async fn handle(core: Rc<Core>, frame: Bytes, client_host: &str) -> Outcome 
         key::CREATE_PARTITIONS => create_partitions::handle(&core, &h, body).await,
         key::DESCRIBE_CLUSTER => describe_cluster::handle(&core, &h, body).await,
         key::DESCRIBE_CONFIGS => describe_configs::handle(&core, &h, body).await,
+        key::ALTER_CONFIGS => alter_configs::legacy(&core, &h, body).await,
+        key::INCREMENTAL_ALTER_CONFIGS => alter_configs::incremental(&core, &h, body).await,
         key::FIND_COORDINATOR => find_coordinator::handle(&core, &h, body).await,
         key::JOIN_GROUP => groups::join_group(&core, &h, body, client_host).await,
         key::SYNC_GROUP => groups::sync_group(&core, &h, body).await,

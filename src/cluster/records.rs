@@ -60,6 +60,13 @@ pub enum MetadataRecord {
         leader: LeaderChange,
         isr: Option<Vec<BrokerId>>,
     },
+    /// A topic config set, or removed (`None`: back to the broker's default)
+    /// (ConfigRecord).
+    TopicConfig {
+        topic_id: Uuid,
+        name: String,
+        value: Option<String>,
+    },
     /// RemoveTopicRecord.
     RemoveTopic {
         id: Uuid,
@@ -173,6 +180,20 @@ impl ClusterMetadata {
                     a.isr = isr.clone();
                 }
                 a.partition_epoch += 1;
+                self.insert(t);
+            }
+            MetadataRecord::TopicConfig {
+                topic_id,
+                name,
+                value,
+            } => {
+                let Some(mut t) = self.topic_by_id(topic_id).map(|t| TopicMeta::clone(t)) else {
+                    return missing(format!("topic {topic_id}"));
+                };
+                match value {
+                    Some(v) => t.configs.insert(name.clone(), v.clone()),
+                    None => t.configs.remove(name),
+                };
                 self.insert(t);
             }
             MetadataRecord::RemoveTopic { id } => {
@@ -330,6 +351,20 @@ mod tests {
         assert_eq!(rebuilt.next_producer_id, 1000);
         assert_eq!(rebuilt.cluster_id, "c1");
         assert_eq!(rebuilt.topic_by_id(&id).unwrap().name, "t");
+
+        let set = |name: &str, value: Option<&str>| MetadataRecord::TopicConfig {
+            topic_id: id,
+            name: name.into(),
+            value: value.map(String::from),
+        };
+        m.apply(&set("segment.bytes", Some("1000"))).unwrap();
+        m.apply(&set("retention.ms", None)).unwrap();
+        let configs = &m.topic("t").unwrap().configs;
+        assert_eq!(
+            configs.get("segment.bytes").map(String::as_str),
+            Some("1000")
+        );
+        assert!(!configs.contains_key("retention.ms"));
 
         m.apply(&MetadataRecord::RemoveTopic { id }).unwrap();
         assert!(m.topic("t").is_none() && m.topic_by_id(&id).is_none());

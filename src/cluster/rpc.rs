@@ -35,6 +35,11 @@ pub enum ControllerRequest {
         topics: Vec<NewPartitions>,
         validate_only: bool,
     },
+    AlterTopicConfigs {
+        topics: Vec<AlterTopicConfigs>,
+        incremental: bool,
+        validate_only: bool,
+    },
     AllocateProducerIds {
         broker: BrokerId,
     },
@@ -50,7 +55,24 @@ pub struct NewPartitions {
 }
 
 /// Kafka leaves some of these messages null.
-pub type PartitionsResult = Result<(), (ErrorCode, Option<String>)>;
+pub type AdminResult = Result<(), (ErrorCode, Option<String>)>;
+pub type PartitionsResult = AdminResult;
+
+/// What an (Incremental)AlterConfigs entry does (Kafka's AlterConfigOp.OpType).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum AlterOp {
+    Set,
+    Delete,
+    Append,
+    Subtract,
+}
+
+/// One topic's config changes. AlterConfigs (not incremental) sets exactly these.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AlterTopicConfigs {
+    pub topic: String,
+    pub ops: Vec<(String, AlterOp, Option<String>)>,
+}
 
 pub type TopicResult = Result<Arc<TopicMeta>, (ErrorCode, String)>;
 pub type DeleteResult = Result<(String, Uuid), (ErrorCode, String)>;
@@ -69,6 +91,7 @@ pub enum ControllerResponse {
     Created(Vec<TopicResult>),
     Deleted(Vec<DeleteResult>),
     Partitioned(Vec<PartitionsResult>),
+    Altered(Vec<AdminResult>),
     /// This broker's block of producer ids is `[next - block, next)`.
     ProducerIds {
         next: i64,

@@ -225,6 +225,58 @@ pub const TOPIC_CONFIGS: &[TopicConfig] = &[
     },
 ];
 
+/// Checks a value for `config`, with Kafka's messages (ConfigDef's parse and
+/// validators).
+pub fn validate(config: &TopicConfig, value: &str) -> Result<(), String> {
+    let invalid = |why: &str| {
+        Err(format!(
+            "Invalid value {value} for configuration {}: {why}",
+            config.name
+        ))
+    };
+    let one_of = |allowed: &[&str], v: &str| allowed.contains(&v);
+    match config.kind {
+        ConfigType::Int if value.trim().parse::<i32>().is_err() => {
+            invalid("Not a number of type INT")
+        }
+        ConfigType::Long if value.trim().parse::<i64>().is_err() => {
+            invalid("Not a number of type LONG")
+        }
+        ConfigType::Double if value.trim().parse::<f64>().is_err() => {
+            invalid("Not a number of type DOUBLE")
+        }
+        ConfigType::Boolean
+            if !value.trim().eq_ignore_ascii_case("true")
+                && !value.trim().eq_ignore_ascii_case("false") =>
+        {
+            invalid("Expected value to be either true or false")
+        }
+        _ => match config.name {
+            "cleanup.policy"
+                if !value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .all(|p| one_of(&["compact", "delete"], p)) =>
+            {
+                invalid("String must be one of: compact, delete")
+            }
+            "compression.type"
+                if !one_of(
+                    &["uncompressed", "zstd", "lz4", "snappy", "gzip", "producer"],
+                    value,
+                ) =>
+            {
+                invalid("String must be one of: uncompressed, zstd, lz4, snappy, gzip, producer")
+            }
+            "message.timestamp.type" if !one_of(&["CreateTime", "LogAppendTime"], value) => {
+                invalid("String must be one of: CreateTime, LogAppendTime")
+            }
+            _ => Ok(()),
+        },
+    }
+}
+
 pub fn find(name: &str) -> Option<&'static TopicConfig> {
     TOPIC_CONFIGS.iter().find(|c| c.name == name)
 }
@@ -289,6 +341,27 @@ impl TopicConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_are_checked_with_kafkas_messages() {
+        let check = |name: &str, value: &str| validate(find(name).unwrap(), value);
+        assert!(check("retention.ms", "-1").is_ok());
+        assert_eq!(
+            check("retention.ms", "soon"),
+            Err(
+                "Invalid value soon for configuration retention.ms: Not a number of type LONG"
+                    .into()
+            )
+        );
+        assert!(check("segment.bytes", "9999999999").is_err(), "past INT");
+        assert!(check("preallocate", "TRUE").is_ok() && check("preallocate", "yes").is_err());
+        assert!(check("cleanup.policy", "compact,delete").is_ok());
+        assert!(check("cleanup.policy", "shred").is_err());
+        assert!(
+            check("compression.type", "zstd").is_ok() && check("compression.type", "xz").is_err()
+        );
+        assert!(check("min.cleanable.dirty.ratio", "0.3").is_ok());
+    }
 
     fn config(pairs: &[&str]) -> Config {
         let overrides: Vec<String> = pairs.iter().map(|s| s.to_string()).collect();

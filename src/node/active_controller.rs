@@ -12,10 +12,12 @@ use uuid::Uuid;
 
 use super::Core;
 use crate::cluster::controller::{
-    plan_create_partitions, plan_fence, plan_producer_ids, plan_unfence, DeleteResult, NewTopic,
-    TopicResult,
+    plan_alter_topic_configs, plan_create_partitions, plan_fence, plan_producer_ids, plan_unfence,
+    DeleteResult, NewTopic, TopicResult,
 };
+use crate::cluster::controller::{AdminResult, Plan};
 use crate::cluster::metadata::BrokerInfo;
+use crate::cluster::metadata::ClusterMetadata;
 use crate::cluster::quorum::ProposeError;
 use crate::cluster::records::MetadataRecord;
 use crate::cluster::rpc::{ControllerRequest, ControllerResponse};
@@ -71,28 +73,32 @@ pub async fn handle(core: &Rc<Core>, request: ControllerRequest) -> ControllerRe
             topics,
             validate_only,
         } => {
-            let n = topics.len();
-            let decided = decide(core, |image| {
-                let plan = plan_create_partitions(image, &topics, validate_only);
-                (plan.records, plan.results)
+            let results = decide_each(core, topics.len(), |image| {
+                plan_create_partitions(image, &topics, validate_only)
             })
             .await;
-            match decided {
-                Ok(results) => {
-                    for (t, r) in topics.iter().zip(&results) {
-                        if r.is_ok() && !validate_only {
-                            info!(topic = %t.name, partitions = t.count, "created partitions");
-                        }
-                    }
-                    ControllerResponse::Partitioned(results)
+            for (t, r) in topics.iter().zip(&results) {
+                if r.is_ok() && !validate_only {
+                    info!(topic = %t.name, partitions = t.count, "created partitions");
                 }
-                Err(e) => ControllerResponse::Partitioned(
-                    refused(n, &e)
-                        .into_iter()
-                        .map(|r| r.map_err(|(c, m)| (c, Some(m))))
-                        .collect(),
-                ),
             }
+            ControllerResponse::Partitioned(results)
+        }
+        ControllerRequest::AlterTopicConfigs {
+            topics,
+            incremental,
+            validate_only,
+        } => {
+            let results = decide_each(core, topics.len(), |image| {
+                plan_alter_topic_configs(image, &topics, incremental, validate_only)
+            })
+            .await;
+            for (t, r) in topics.iter().zip(&results) {
+                if r.is_ok() && !validate_only {
+                    info!(topic = %t.topic, ops = t.ops.len(), "altered topic configs");
+                }
+            }
+            ControllerResponse::Altered(results)
         }
         ControllerRequest::AllocateProducerIds { broker } => {
             match allocate_producer_ids(core, broker).await {
@@ -131,6 +137,26 @@ async fn decide<R>(
         controller.quorum.propose(records).await?;
     }
     Ok(result)
+}
+
+/// Decides a change planned per entry (`plan`): one result per entry, all refused if
+/// the records cannot be committed.
+async fn decide_each(
+    core: &Rc<Core>,
+    n: usize,
+    plan: impl FnOnce(&ClusterMetadata) -> Plan<AdminResult>,
+) -> Vec<AdminResult> {
+    let decided = decide(core, |image| {
+        let plan = plan(image);
+        (plan.records, plan.results)
+    })
+    .await;
+    decided.unwrap_or_else(|e| {
+        refused(n, &e)
+            .into_iter()
+            .map(|r| r.map_err(|(c, m)| (c, Some(m))))
+            .collect()
+    })
 }
 
 /// A broker starts: its new epoch (one past its last), unfenced.

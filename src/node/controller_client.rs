@@ -17,7 +17,8 @@ use uuid::Uuid;
 use super::active_controller;
 use super::Core;
 use crate::cluster::controller::{
-    DeleteResult, NewPartitions, NewTopic, PartitionsResult, TopicResult,
+    AdminResult, AlterTopicConfigs, DeleteResult, NewPartitions, NewTopic, PartitionsResult,
+    TopicResult,
 };
 use crate::cluster::metadata::BrokerInfo;
 use crate::cluster::quorum::{node_of, ProposeError};
@@ -125,6 +126,29 @@ pub async fn create_partitions(
     };
     match ask(core, request).await {
         ControllerResponse::Partitioned(results) if results.len() == n => results,
+        other => unexpected(n, other)
+            .into_iter()
+            .map(|r: Result<(), _>| r.map_err(|(c, m)| (c, Some(m))))
+            .collect(),
+    }
+}
+
+/// Alters topics' configs; one result per request entry, in order. Runs on the
+/// controller core.
+pub async fn alter_topic_configs(
+    core: &Rc<Core>,
+    topics: Vec<AlterTopicConfigs>,
+    incremental: bool,
+    validate_only: bool,
+) -> Vec<AdminResult> {
+    let n = topics.len();
+    let request = ControllerRequest::AlterTopicConfigs {
+        topics,
+        incremental,
+        validate_only,
+    };
+    match ask(core, request).await {
+        ControllerResponse::Altered(results) if results.len() == n => results,
         other => unexpected(n, other)
             .into_iter()
             .map(|r: Result<(), _>| r.map_err(|(c, m)| (c, Some(m))))

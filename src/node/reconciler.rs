@@ -99,7 +99,7 @@ async fn open_partition(
 }
 
 /// Opens every replica `view` places on this core that is not open yet, and sets each
-/// one's leader epoch. Stops at the first that fails, with its name and the cause.
+/// one's leader epoch and configs. Stops at the first that fails, with its name and the cause.
 pub async fn open_missing(
     core: &Core,
     view: &MetadataView,
@@ -111,6 +111,8 @@ pub async fn open_missing(
         let assignment = topic.partition(p).expect("placed partitions exist");
         if let Some(log) = core.log(&key) {
             log.set_leader_epoch(assignment.leader_epoch);
+            // Topic config changes (IncrementalAlterConfigs) take effect here.
+            log.set_config(log_config(&core.config, &topic));
             continue;
         }
         let log = open_partition(core, &topic, p, clean_shutdown)

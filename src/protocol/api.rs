@@ -43,9 +43,11 @@ pub mod key {
     pub const DELETE_TOPICS: i16 = 20;
     pub const DELETE_RECORDS: i16 = 21;
     pub const DESCRIBE_CONFIGS: i16 = 32;
+    pub const ALTER_CONFIGS: i16 = 33;
     pub const INIT_PRODUCER_ID: i16 = 22;
     pub const CREATE_PARTITIONS: i16 = 37;
     pub const DELETE_GROUPS: i16 = 42;
+    pub const INCREMENTAL_ALTER_CONFIGS: i16 = 44;
     pub const OFFSET_DELETE: i16 = 47;
     pub const DESCRIBE_CLUSTER: i16 = 60;
     pub const CONSUMER_GROUP_HEARTBEAT: i16 = 68;
@@ -104,6 +106,14 @@ pub const SUPPORTED_APIS: &[ApiSpec] = &[
     spec(key::DELETE_RECORDS, "DeleteRecords", 0, 2, 2),
     spec(key::INIT_PRODUCER_ID, "InitProducerId", 0, 5, 2),
     spec(key::DESCRIBE_CONFIGS, "DescribeConfigs", 1, 4, 4),
+    spec(key::ALTER_CONFIGS, "AlterConfigs", 0, 2, 2),
+    spec(
+        key::INCREMENTAL_ALTER_CONFIGS,
+        "IncrementalAlterConfigs",
+        0,
+        1,
+        1,
+    ),
     spec(key::CREATE_PARTITIONS, "CreatePartitions", 0, 3, 2),
     spec(key::DELETE_GROUPS, "DeleteGroups", 0, 2, 2),
     spec(key::OFFSET_DELETE, "OffsetDelete", 0, 0, 99),
@@ -202,6 +212,8 @@ mod tests {
         (key::DELETE_RECORDS, 0, 2),
         (key::INIT_PRODUCER_ID, 0, 5),
         (key::DESCRIBE_CONFIGS, 0, 4),
+        (key::ALTER_CONFIGS, 0, 2),
+        (key::INCREMENTAL_ALTER_CONFIGS, 0, 1),
         (key::CREATE_PARTITIONS, 0, 3),
         (key::DELETE_GROUPS, 0, 2),
         (key::OFFSET_DELETE, 0, 0),

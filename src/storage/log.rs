@@ -57,7 +57,7 @@ pub const RETIRED_SUFFIX: &str = ".deleted";
 /// cycle), so that the removal, not a close on the shard, frees the file's pages.
 const UNLINK_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct LogConfig {
     pub segment_size_max_bytes: u64,
     pub segment: SegmentSpec,
@@ -321,7 +321,8 @@ const GROUP_BYTES_MAX: usize = 512 << 10;
 
 pub struct PartitionLog {
     dir: PathBuf,
-    config: LogConfig,
+    /// Replaced when the topic's configs change (`set_config`).
+    config: Cell<LogConfig>,
     state: RefCell<LogState>,
     /// Validated appends waiting for the writer, in the order they were made.
     pending: RefCell<VecDeque<PendingAppend>>,
@@ -643,7 +644,7 @@ impl PartitionLog {
         }
         Ok(Rc::new(PartitionLog {
             dir,
-            config,
+            config: Cell::new(config),
             state: RefCell::new(LogState {
                 segments,
                 log_start_offset,
@@ -669,6 +670,12 @@ impl PartitionLog {
             index_writes_idle: Wakers::default(),
             sync_group,
         }))
+    }
+
+    /// The topic's configs changed: appends, rolls, flushes and retention from now on
+    /// follow `config` (segments already written keep their index size).
+    pub fn set_config(&self, config: LogConfig) {
+        self.config.set(config);
     }
 
     /// The epoch written into batches appended from now on.
@@ -774,14 +781,14 @@ impl PartitionLog {
 
     /// What can be checked of a batch without the log's state.
     fn check_batch(&self, batch: &Bytes) -> Result<(), AppendError> {
-        batch::validate_single(batch, self.config.batch_size_max_bytes)?;
+        batch::validate_single(batch, self.config.get().batch_size_max_bytes)?;
         batch::check_timestamps(
             &BatchHeader::new(batch).expect("validated"),
             crate::storage::segment::now_ms(),
-            self.config.timestamp_before_max_ms,
-            self.config.timestamp_after_max_ms,
+            self.config.get().timestamp_before_max_ms,
+            self.config.get().timestamp_after_max_ms,
         )?;
-        if self.config.check_records {
+        if self.config.get().check_records {
             crate::protocol::records::check_records(batch)?;
         }
         Ok(())
@@ -874,10 +881,11 @@ impl PartitionLog {
     /// append flushes on `flush.messages` and leaves `flush.ms` to the periodic
     /// flusher, an acknowledgement never waits for a flush by time.
     fn take_due_flush(&self, s: &mut LogState, by_time: bool) -> Option<Vec<Rc<LogFile>>> {
-        let by_count = s.unflushed_records >= self.config.flush_interval_messages;
+        let by_count = s.unflushed_records >= self.config.get().flush_interval_messages;
         let by_time = by_time
             && self
                 .config
+                .get()
                 .flush_interval_ms
                 .is_some_and(|ms| s.last_flush.elapsed().as_millis() as u64 >= ms);
         if s.unflushed_records == 0 || !(by_count || by_time) {
@@ -1051,13 +1059,13 @@ impl PartitionLog {
         header: &BatchHeader<'_>,
         planned: usize,
     ) -> bool {
-        let by_time = self.config.roll_ms.is_some_and(|ms| {
+        let by_time = self.config.get().roll_ms.is_some_and(|ms| {
             active.size > 0
                 && segment::waited_for_roll_ms(active, header.max_timestamp()) > ms as i64
         });
-        position + header.total_size() as u64 > self.config.segment_size_max_bytes
+        position + header.total_size() as u64 > self.config.get().segment_size_max_bytes
             || by_time
-            || !active.index_has_room(&self.config.segment, planned + 1)
+            || !active.index_has_room(&self.config.get().segment, planned + 1)
     }
 
     /// Bookkeeping for a batch that landed at `position` with the broker's `head`:
@@ -1096,17 +1104,22 @@ impl PartitionLog {
                     size: batch_bytes.len(),
                 });
             }
-            if self.config.tail_cache_bytes > 0 {
+            if self.config.get().tail_cache_bytes > 0 {
                 let cached = CachedBatch {
                     base_offset,
                     last_offset: header.last_offset(),
                     head: Bytes::copy_from_slice(head),
                     body: batch_bytes.slice(batch::HEADER_SIZE..),
                 };
-                s.tail_cache.push(cached, self.config.tail_cache_bytes);
+                s.tail_cache
+                    .push(cached, self.config.get().tail_cache_bytes);
             }
             let active = s.segments.values_mut().next_back().expect("segment");
-            active.note_append(&header, position, self.config.segment.index_interval_bytes);
+            active.note_append(
+                &header,
+                position,
+                self.config.get().segment.index_interval_bytes,
+            );
             let index_write = active
                 .take_unwritten_index(segment::INDEX_ENTRIES_PER_WRITE)
                 .map(|entries| (active.index_files(), entries));
@@ -1152,7 +1165,7 @@ impl PartitionLog {
     }
 
     async fn roll(&self, base_offset: i64) -> io::Result<(u64, Rc<LogFile>)> {
-        let seg = Segment::create(&self.dir, base_offset, &self.config.segment).await?;
+        let seg = Segment::create(&self.dir, base_offset, &self.config.get().segment).await?;
         // The new file's directory entry must be durable before data in it can be.
         let dir = self.dir.clone();
         let started = std::time::Instant::now();
@@ -1472,8 +1485,8 @@ impl PartitionLog {
     /// Readers already holding a deleted segment's file keep reading it: the file is
     /// unlinked, and closed when the last reader drops it.
     pub fn apply_retention(&self, now_ms: i64) -> usize {
-        let retention_ms = self.config.retention_ms;
-        let retention_bytes = self.config.retention_bytes;
+        let retention_ms = self.config.get().retention_ms;
+        let retention_bytes = self.config.get().retention_bytes;
         self.retire_oldest(|oldest, log_bytes| {
             let expired = retention_ms.is_some_and(|ms| {
                 oldest.max_timestamp >= 0 && oldest.max_timestamp < now_ms.saturating_sub(ms as i64)

@@ -357,6 +357,17 @@ public class JavaClientCheck {
                 org.apache.kafka.common.config.ConfigResource.Type.TOPIC, topic);
             Config configs = admin.describeConfigs(List.of(res)).all().get().get(res);
             check(configs.entries().size() == 25, "topic configs: " + configs.entries().size());
+            admin.incrementalAlterConfigs(Map.of(res, List.of(
+                new AlterConfigOp(new ConfigEntry("retention.ms", "3600000"), AlterConfigOp.OpType.SET),
+                new AlterConfigOp(new ConfigEntry("cleanup.policy", "compact"), AlterConfigOp.OpType.APPEND)))).all().get();
+            configs = admin.describeConfigs(List.of(res)).all().get().get(res);
+            ConfigEntry retention = configs.get("retention.ms");
+            check(retention.value().equals("3600000") && retention.source() == ConfigEntry.ConfigSource.DYNAMIC_TOPIC_CONFIG,
+                "retention.ms after SET: " + retention);
+            check(configs.get("cleanup.policy").value().equals("delete,compact"), "after APPEND: " + configs.get("cleanup.policy"));
+            admin.incrementalAlterConfigs(Map.of(res, List.of(
+                new AlterConfigOp(new ConfigEntry("cleanup.policy", ""), AlterConfigOp.OpType.DELETE)))).all().get();
+            configs = admin.describeConfigs(List.of(res)).all().get().get(res);
             ConfigEntry policy = configs.get("cleanup.policy");
             check(policy.value().equals("delete") && policy.source() == ConfigEntry.ConfigSource.DEFAULT_CONFIG
                 && policy.type() == ConfigEntry.ConfigType.LIST, "cleanup.policy: " + policy);

@@ -16,7 +16,7 @@ HEARTBEAT_MS = 500
 
 
 class Cluster:
-    def __init__(self, root, n, overrides=()):
+    def __init__(self, root, n, overrides=(), racks=None):
         self.ports = [free_port() for _ in range(n)]
         self.controller_ports = [free_port() for _ in range(n)]
         voters = ",".join(f"{i}@127.0.0.1:{p}" for i, p in enumerate(self.controller_ports))
@@ -32,6 +32,7 @@ class Cluster:
                 f"ringlog.cpus={i % cpus}",
                 f"broker.session.timeout.ms={SESSION_MS}",
                 f"broker.heartbeat.interval.ms={HEARTBEAT_MS}",
+                *([f"broker.rack={racks[i]}"] if racks else []),
                 *overrides,
             ])
             b.port = self.ports[i]

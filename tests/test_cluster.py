@@ -17,8 +17,8 @@ from test_java_client import java_classpath, run_java  # noqa: F401 (a fixture)
 def cluster_factory(tmp_path):
     clusters = []
 
-    def make(n, overrides=()):
-        c = Cluster(tmp_path / f"cluster-{len(clusters)}", n, overrides)
+    def make(n, overrides=(), racks=None):
+        c = Cluster(tmp_path / f"cluster-{len(clusters)}", n, overrides, racks)
         clusters.append(c)
         c.start()
         return c
@@ -150,7 +150,15 @@ def test_three_nodes_serve_one_topic_from_any_broker(cluster_factory, java_class
 
 
 def test_killed_active_controller_is_replaced(cluster_factory):
-    c = cluster_factory(3)
+    racks = ["east", "west", "west"]
+    c = cluster_factory(3, racks=racks)
+    # Rack-aware placement: every partition's two replicas span both racks.
+    create(c.bootstrap(0), "racked", 6, rf=2, cluster=c)
+    for q, (leader, replicas, _, _) in partition_view(c.metadata(0), "racked").items():
+        assert {racks[b] for b in replicas} == {"east", "west"}, (q, replicas)
+    described = AdminClient({"bootstrap.servers": c.bootstrap(1)})
+    nodes = described.describe_cluster().result(30).nodes
+    assert sorted((n.id, n.rack) for n in nodes) == [(0, "east"), (1, "west"), (2, "west")]
     controller = c.active_controller()
     survivor = next(i for i in range(3) if i != controller)
     killed_at = time.time()

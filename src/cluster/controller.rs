@@ -82,24 +82,53 @@ pub struct Plan<R> {
     pub records: Vec<MetadataRecord>,
 }
 
-/// Replicas for `count` new partitions of `rf` copies each over `brokers` (sorted):
-/// striped, so partition `p`'s preferred leader is broker `p % n` and leadership
-/// spreads evenly, as Kafka's StripedReplicaPlacer does without racks.
+/// Replicas for `count` new partitions of `rf` copies each over `brokers` (sorted),
+/// with no racks: striped, so partition `p`'s preferred leader is broker `p % n` and
+/// leadership spreads evenly, as Kafka's StripedReplicaPlacer does without racks.
 pub fn assign_replicas(brokers: &[BrokerId], count: usize, rf: usize) -> Vec<Vec<BrokerId>> {
-    assign_replicas_from(brokers, 0, count, rf)
+    assign_replicas_from(&[brokers.to_vec()], 0, count, rf)
 }
 
-/// As `assign_replicas`, for partitions `first..first + count` (CreatePartitions adds
-/// to the stripe where it ended).
+/// The live brokers grouped by rack (`broker.rack`; brokers without one are one
+/// rack), racks by name and brokers by id.
+pub fn racks_of(current: &ClusterMetadata) -> Vec<Vec<BrokerId>> {
+    let mut racks: BTreeMap<Option<&str>, Vec<BrokerId>> = BTreeMap::new();
+    for b in current.live_brokers() {
+        racks.entry(b.rack.as_deref()).or_default().push(b.id);
+    }
+    racks.into_values().collect()
+}
+
+/// Replicas for partitions `first..first + count` (CreatePartitions continues the
+/// stripe where it ended), `rf` copies each. Partition `p` starts at rack `p % R`
+/// and takes each next replica from the next rack, so its replicas span as many
+/// racks as there are (as Kafka's StripedReplicaPlacer); within a rack, brokers take
+/// turns by partition. With one rack this is the plain stripe: broker `(p + i) % n`.
 pub fn assign_replicas_from(
-    brokers: &[BrokerId],
+    racks: &[Vec<BrokerId>],
     first: usize,
     count: usize,
     rf: usize,
 ) -> Vec<Vec<BrokerId>> {
-    assert!(rf <= brokers.len(), "replication factor within the brokers");
+    let all: Vec<BrokerId> = racks.iter().flatten().copied().collect();
+    assert!(rf <= all.len(), "replication factor within the brokers");
+    let r = racks.len();
     (first..first + count)
-        .map(|p| (0..rf).map(|i| brokers[(p + i) % brokers.len()]).collect())
+        .map(|p| {
+            let mut replicas: Vec<BrokerId> = Vec::with_capacity(rf);
+            for i in 0..rf {
+                let rack = &racks[(p + i) % r];
+                let round = (p + i) / r;
+                // A small rack may come round again: the next broker not yet taken.
+                let pick = (0..rack.len())
+                    .map(|k| rack[(round + k) % rack.len()])
+                    .chain(all.iter().copied())
+                    .find(|b| !replicas.contains(b))
+                    .expect("rf within the brokers");
+                replicas.push(pick);
+            }
+            replicas
+        })
         .collect()
 }
 
@@ -176,14 +205,20 @@ impl Controller {
                 "Replication factor must be larger than 0.".into(),
             ));
         }
-        let live: Vec<BrokerId> = current.live_brokers().map(|b| b.id).collect();
-        if rf as usize > live.len() {
+        let racks = racks_of(current);
+        let live: usize = racks.iter().map(Vec::len).sum();
+        if rf as usize > live {
             return Err((
                 ErrorCode::InvalidReplicationFactor,
-                format!("Unable to replicate the partition {rf} time(s): The target replication factor of {rf} cannot be reached because only {} broker(s) are registered.", live.len()),
+                format!("Unable to replicate the partition {rf} time(s): The target replication factor of {rf} cannot be reached because only {live} broker(s) are registered."),
             ));
         }
-        Ok(assign_replicas(&live, partitions as usize, rf as usize))
+        Ok(assign_replicas_from(
+            &racks,
+            0,
+            partitions as usize,
+            rf as usize,
+        ))
     }
 
     /// Plans the creation of `topics`: one result per entry, in order.
@@ -353,14 +388,15 @@ pub fn plan_create_partitions(
                     given.clone()
                 }
                 None => {
-                    let live: Vec<BrokerId> = current.live_brokers().map(|b| b.id).collect();
-                    if rf > live.len() {
+                    let racks = racks_of(current);
+                    let live: usize = racks.iter().map(Vec::len).sum();
+                    if rf > live {
                         return Err((
                             ErrorCode::InvalidReplicationFactor,
-                            Some(format!("Unable to replicate the partition {rf} time(s): The target replication factor of {rf} cannot be reached because only {} broker(s) are registered.", live.len())),
+                            Some(format!("Unable to replicate the partition {rf} time(s): The target replication factor of {rf} cannot be reached because only {live} broker(s) are registered.")),
                         ));
                     }
-                    assign_replicas_from(&live, have, added, rf)
+                    assign_replicas_from(&racks, have, added, rf)
                 }
             };
             if !validate_only {
@@ -775,6 +811,37 @@ mod tests {
         assert_eq!(
             plan.results[0].as_ref().unwrap_err().0,
             ErrorCode::UnknownTopicOrPartition
+        );
+    }
+
+    #[test]
+    fn with_racks_every_partition_spans_the_racks() {
+        let mut image = image_with(&[1, 2, 3], "t", &[&[1]]);
+        for (id, rack) in [(1, "east"), (2, "west"), (3, "west")] {
+            image.brokers.get_mut(&BrokerId(id)).unwrap().rack = Some(rack.into());
+        }
+        let racks = racks_of(&image);
+        assert_eq!(
+            racks,
+            vec![vec![BrokerId(1)], vec![BrokerId(2), BrokerId(3)]]
+        );
+        let rack = |b: &BrokerId| image.brokers[b].rack.clone();
+        let assigned = assign_replicas_from(&racks, 0, 6, 2);
+        for replicas in &assigned {
+            assert_ne!(rack(&replicas[0]), rack(&replicas[1]), "{assigned:?}");
+        }
+        // Every broker leads some partition.
+        let leaders: BTreeSet<BrokerId> = assigned.iter().map(|r| r[0]).collect();
+        assert_eq!(leaders.len(), 3, "{assigned:?}");
+        // RF 3 over two racks: all three brokers, no broker twice.
+        for replicas in assign_replicas_from(&racks, 0, 4, 3) {
+            assert_eq!(replicas.iter().collect::<BTreeSet<_>>().len(), 3);
+        }
+        // Without racks: the plain stripe, by id.
+        let plain = image_with(&[3, 1, 2], "t", &[&[1]]);
+        assert_eq!(
+            assign_replicas_from(&racks_of(&plain), 0, 3, 2),
+            assign_replicas(&[BrokerId(1), BrokerId(2), BrokerId(3)], 3, 2)
         );
     }
 

@@ -12,6 +12,7 @@ use common::{free_port, Broker};
 use kafka_protocol::messages::fetch_response::FetchResponse;
 use kafka_protocol::messages::metadata_request::MetadataRequest;
 use kafka_protocol::messages::metadata_response::MetadataResponse;
+use kafka_protocol::messages::produce_response::ProduceResponse;
 use kafka_protocol::messages::ApiKey;
 
 const NOT_LEADER_OR_FOLLOWER: i16 = 6;
@@ -103,6 +104,24 @@ fn only_the_leader_serves_a_partition_and_every_broker_says_which() {
         list_offsets(&mut c, "led", 2, -1).error_code,
         NOT_LEADER_OR_FOLLOWER
     );
+    // KIP-951: from v10 the answer says who leads now, and where to reach it.
+    let answer: ProduceResponse = c.call(
+        ApiKey::Produce,
+        11,
+        &produce_request("led", 1, batch(1, None), -1),
+    );
+    let p = &answer.responses[0].partition_responses[0];
+    assert_eq!(p.error_code, NOT_LEADER_OR_FOLLOWER);
+    assert_eq!(
+        (p.current_leader.leader_id.0, p.current_leader.leader_epoch),
+        (1, 0)
+    );
+    let endpoints: Vec<(i32, i32)> = answer
+        .node_endpoints
+        .iter()
+        .map(|e| (e.node_id.0, e.port))
+        .collect();
+    assert_eq!(endpoints, vec![(1, nodes[1].port as i32)]);
     // The leader of partition 1 takes it.
     assert_eq!(
         produce(&mut nodes[1].connect(), "led", 1, batch(3, None)),

@@ -9,8 +9,9 @@ use std::rc::Rc;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::produce_request::ProduceRequest;
 use kafka_protocol::messages::produce_response::{
-    PartitionProduceResponse, ProduceResponse, TopicProduceResponse,
+    NodeEndpoint, PartitionProduceResponse, ProduceResponse, TopicProduceResponse,
 };
+use kafka_protocol::messages::BrokerId;
 
 use super::routing::{group_by_owner, not_served};
 use super::{decode, encode_response, str_bytes, Outcome};
@@ -103,6 +104,7 @@ pub async fn handle(core: &Rc<Core>, h: &RequestHeader, body: Bytes) -> Outcome 
     }
     let mut results = results.into_iter();
     let mut resp = ProduceResponse::default();
+    let mut leaders = std::collections::BTreeSet::new();
     for t in &req.topic_data {
         let mut tr = TopicProduceResponse::default();
         tr.name = t.name.clone();
@@ -127,12 +129,36 @@ pub async fn handle(core: &Rc<Core>, h: &RequestHeader, body: Bytes) -> Outcome 
                     if h.api_version >= 8 {
                         pr.error_message = message.map(|m| str_bytes(&m));
                     }
+                    if code == ErrorCode::NotLeaderOrFollower && h.api_version >= 10 {
+                        // KIP-951: where the partition is led now, so the client
+                        // need not refresh its metadata first.
+                        let leader = snapshot
+                            .topic(t.name.0.as_str())
+                            .and_then(|topic| topic.partition(p.index));
+                        pr.current_leader.leader_id =
+                            BrokerId(leader.and_then(|a| a.leader).map_or(-1, |b| b.0));
+                        pr.current_leader.leader_epoch = leader.map_or(-1, |a| a.leader_epoch.0);
+                        leaders.extend(leader.and_then(|a| a.leader));
+                    }
                 }
             }
             tr.partition_responses.push(pr);
         }
         resp.responses.push(tr);
     }
+    resp.node_endpoints = leaders
+        .iter()
+        .filter_map(|id| snapshot.cluster.brokers.get(id))
+        .filter(|b| !b.fenced)
+        .map(|b| {
+            let mut e = NodeEndpoint::default();
+            e.node_id = BrokerId(b.id.0);
+            e.host = str_bytes(&b.host);
+            e.port = b.port as i32;
+            e.rack = b.rack.as_deref().map(str_bytes);
+            e
+        })
+        .collect();
     encode_response(key::PRODUCE, h.api_version, h.correlation_id, &resp)
 }
 

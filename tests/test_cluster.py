@@ -140,8 +140,10 @@ def test_three_nodes_serve_one_topic_from_any_broker(cluster_factory, java_class
     other = next(i for i in range(3) if i != ctl)
     grower = AdminClient({"bootstrap.servers": c.bootstrap(other)})
     grower.create_partitions([NewPartitions("spread", 15)])["spread"].result(timeout=30)
+    wait_until("every node to know 15 partitions", lambda: all(
+        len(partition_view(c.metadata(i), "spread")) == 15 for i in range(3)), 30)
     view = partition_view(c.metadata(ctl), "spread")
-    assert len(view) == 15 and {view[q][0] for q in (12, 13, 14)} == {0, 1, 2}, view
+    assert {view[q][0] for q in (12, 13, 14)} == {0, 1, 2}, view
     consume_partitions(c.bootstrap(ctl), "spread", 2400, 12)
     for i in range(3):
         describer = AdminClient({"bootstrap.servers": c.bootstrap(i)})

@@ -338,8 +338,13 @@ public class JavaClientCheck {
                 for (int i = 0; i < 10; i++) p.send(new ProducerRecord<>(topic, i % 2, null, value(i))).get();
             }
             admin.createPartitions(Map.of(topic, NewPartitions.increaseTo(4))).all().get();
-            TopicDescription d = admin.describeTopics(List.of(topic)).allTopicNames().get().get(topic);
-            check(d.partitions().size() == 4, "partitions after increaseTo(4): " + d);
+            waitFor("4 partitions to be described", () -> {
+                try {
+                    return admin.describeTopics(List.of(topic)).allTopicNames().get().get(topic).partitions().size() == 4;
+                } catch (Exception e) {
+                    throw new RuntimeException(e);
+                }
+            });
             try {
                 admin.createPartitions(Map.of(topic, NewPartitions.increaseTo(3))).all().get();
                 check(false, "a decrease was accepted");
@@ -360,14 +365,20 @@ public class JavaClientCheck {
             admin.incrementalAlterConfigs(Map.of(res, List.of(
                 new AlterConfigOp(new ConfigEntry("retention.ms", "3600000"), AlterConfigOp.OpType.SET),
                 new AlterConfigOp(new ConfigEntry("cleanup.policy", "compact"), AlterConfigOp.OpType.APPEND)))).all().get();
-            configs = admin.describeConfigs(List.of(res)).all().get().get(res);
-            ConfigEntry retention = configs.get("retention.ms");
-            check(retention.value().equals("3600000") && retention.source() == ConfigEntry.ConfigSource.DYNAMIC_TOPIC_CONFIG,
-                "retention.ms after SET: " + retention);
-            check(configs.get("cleanup.policy").value().equals("delete,compact"), "after APPEND: " + configs.get("cleanup.policy"));
+            // Each broker applies the change on its own, soon after the controller
+            // answers (as Kafka's), and describeConfigs may ask any of them.
+            waitFor("SET and APPEND to be described", () -> {
+                Config c = describe(admin, res);
+                ConfigEntry retention = c.get("retention.ms");
+                return retention.value().equals("3600000")
+                    && retention.source() == ConfigEntry.ConfigSource.DYNAMIC_TOPIC_CONFIG
+                    && c.get("cleanup.policy").value().equals("delete,compact");
+            });
             admin.incrementalAlterConfigs(Map.of(res, List.of(
                 new AlterConfigOp(new ConfigEntry("cleanup.policy", ""), AlterConfigOp.OpType.DELETE)))).all().get();
-            configs = admin.describeConfigs(List.of(res)).all().get().get(res);
+            waitFor("DELETE to be described", () ->
+                describe(admin, res).get("cleanup.policy").source() == ConfigEntry.ConfigSource.DEFAULT_CONFIG);
+            configs = describe(admin, res);
             ConfigEntry policy = configs.get("cleanup.policy");
             check(policy.value().equals("delete") && policy.source() == ConfigEntry.ConfigSource.DEFAULT_CONFIG
                 && policy.type() == ConfigEntry.ConfigType.LIST, "cleanup.policy: " + policy);
@@ -380,6 +391,14 @@ public class JavaClientCheck {
         }
         // The old partitions' records are still there.
         verify(bootstrap, topic, 10, 2);
+    }
+
+    static Config describe(Admin admin, org.apache.kafka.common.config.ConfigResource res) {
+        try {
+            return admin.describeConfigs(List.of(res)).all().get().get(res);
+        } catch (Exception e) {
+            throw new RuntimeException(e);
+        }
     }
 
     static int partitionsArg(String[] args) {

@@ -9,6 +9,8 @@
 # and its controller port PORT + 10000 + i. Extra `--override key=value` arguments
 # after N apply to every node.
 set -euo pipefail
+# A RINGLOG_BIN given relative to the caller's folder still names the same file below.
+if [[ -n ${RINGLOG_BIN:-} ]]; then RINGLOG_BIN=$(realpath "$RINGLOG_BIN"); fi
 cd "$(dirname "$0")/.."
 dir=${RINGLOG_CLUSTER_DIR:-target/cluster}
 base=${RINGLOG_CLUSTER_PORT:-9092}

@@ -8,10 +8,9 @@ use kafka_protocol::messages::delete_records_response::{
     DeleteRecordsPartitionResult, DeleteRecordsResponse, DeleteRecordsTopicResult,
 };
 
-use super::routing::{not_served, run_on_owners};
+use super::routing::{leader_here, run_on_owners};
 use super::{decode, encode_response, Outcome};
-use crate::node::view::NotServed;
-use crate::node::{Core, PartitionKey};
+use crate::node::Core;
 use crate::protocol::api::key;
 use crate::protocol::header::RequestHeader;
 use crate::protocol::ErrorCode;
@@ -29,14 +28,9 @@ pub async fn handle(core: &Rc<Core>, h: &RequestHeader, body: Bytes) -> Outcome 
         for p in &t.partitions {
             let slot = results.len();
             results.push(Err(ErrorCode::UnknownTopicOrPartition));
-            match topic.ok_or(NotServed::Unknown).and_then(|t| {
-                snapshot
-                    .leader_shard(t, p.partition_index)
-                    .map(|o| (o, t.id))
-            }) {
-                Err(why) => results[slot] = Err(not_served(why)),
-                Ok((owner, id)) => {
-                    let key: PartitionKey = (id, p.partition_index);
+            match leader_here(&snapshot, topic, p.partition_index) {
+                Err(code) => results[slot] = Err(code),
+                Ok((owner, key)) => {
                     work.push((owner, slot, (key, p.offset)));
                 }
             }

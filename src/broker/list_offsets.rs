@@ -10,10 +10,9 @@ use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsResponse, ListOffsetsTopicResponse,
 };
 
-use super::routing::{leader_epoch_check, not_served, run_on_owners};
+use super::routing::{leader_epoch_check, leader_here, run_on_owners};
 use super::{decode, encode_response, respond_with, Outcome};
-use crate::node::view::NotServed;
-use crate::node::{Core, PartitionKey};
+use crate::node::Core;
 use crate::protocol::api::key;
 use crate::protocol::header::RequestHeader;
 use crate::protocol::old_versions::{self, OldStyleOffsets};
@@ -129,14 +128,9 @@ async fn handle_v0(core: &Rc<Core>, h: &RequestHeader, body: Bytes) -> Outcome {
                 results[slot] = Err(ErrorCode::UnknownServerError);
                 continue;
             }
-            match topic.ok_or(NotServed::Unknown).and_then(|t| {
-                snapshot
-                    .leader_shard(t, p.partition_index)
-                    .map(|o| (o, t.id))
-            }) {
-                Err(why) => results[slot] = Err(not_served(why)),
-                Ok((owner, id)) => {
-                    let key: PartitionKey = (id, p.partition_index);
+            match leader_here(&snapshot, topic, p.partition_index) {
+                Err(code) => results[slot] = Err(code),
+                Ok((owner, key)) => {
                     work.push((
                         owner,
                         slot,
@@ -219,14 +213,9 @@ pub async fn handle(core: &Rc<Core>, h: &RequestHeader, body: Bytes) -> Outcome 
                 results[slot] = Err(code);
                 continue;
             }
-            match topic.ok_or(NotServed::Unknown).and_then(|t| {
-                snapshot
-                    .leader_shard(t, p.partition_index)
-                    .map(|o| (o, t.id))
-            }) {
-                Err(why) => results[slot] = Err(not_served(why)),
-                Ok((owner, id)) => {
-                    let key: PartitionKey = (id, p.partition_index);
+            match leader_here(&snapshot, topic, p.partition_index) {
+                Err(code) => results[slot] = Err(code),
+                Ok((owner, key)) => {
                     work.push((owner, slot, (key, p.timestamp)));
                 }
             }

@@ -13,10 +13,9 @@ use kafka_protocol::messages::produce_response::{
 };
 use kafka_protocol::messages::BrokerId;
 
-use super::routing::{group_by_owner, not_served};
+use super::routing::{group_by_owner, leader_here};
 use super::{decode, encode_response, str_bytes, Outcome};
-use crate::node::view::NotServed;
-use crate::node::{Core, PartitionKey};
+use crate::node::Core;
 use crate::protocol::api::key;
 use crate::protocol::header::RequestHeader;
 use crate::protocol::ErrorCode;
@@ -52,16 +51,12 @@ pub async fn handle(core: &Rc<Core>, h: &RequestHeader, body: Bytes) -> Outcome 
                 results[slot] = Some(Err((ErrorCode::InvalidTopicException, Some(why))));
                 continue;
             }
-            let owner = topic
-                .ok_or(NotServed::Unknown)
-                .and_then(|t| snapshot.leader_shard(t, p.index).map(|o| (o, t.id)));
-            match (owner, &p.records) {
-                (Err(why), _) => results[slot] = Some(Err((not_served(why), None))),
+            match (leader_here(&snapshot, topic, p.index), &p.records) {
+                (Err(code), _) => results[slot] = Some(Err((code, None))),
                 (Ok(_), None) => {
                     results[slot] = Some(Err((ErrorCode::InvalidRecord, Some("no records".into()))))
                 }
-                (Ok((owner, id)), Some(records)) => {
-                    let key: PartitionKey = (id, p.index);
+                (Ok((owner, key)), Some(records)) => {
                     work.push((owner, slot, (key, records.clone())));
                 }
             }

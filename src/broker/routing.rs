@@ -10,7 +10,7 @@ use crate::cluster::controller::NewTopic;
 use crate::cluster::metadata::TopicMeta;
 use crate::group::offsets_topic::{self, OFFSETS_TOPIC};
 use crate::ids::{BrokerId, EpochMismatch};
-use crate::node::view::NotServed;
+use crate::node::view::{MetadataView, NotServed};
 use crate::node::{controller_client, Core, PartitionKey, CONTROLLER_SHARD};
 use crate::protocol::ErrorCode;
 
@@ -20,6 +20,19 @@ pub fn not_served(why: NotServed) -> ErrorCode {
         NotServed::Unknown => ErrorCode::UnknownTopicOrPartition,
         NotServed::NotLeader => ErrorCode::NotLeaderOrFollower,
     }
+}
+
+/// Where a request for `partition` of `topic` (if the topic exists) goes: the core
+/// of this node's leading replica and its key, or the error the client gets.
+pub fn leader_here(
+    view: &MetadataView,
+    topic: Option<&Arc<TopicMeta>>,
+    partition: i32,
+) -> Result<(ShardId, PartitionKey), ErrorCode> {
+    let topic = topic.ok_or(ErrorCode::UnknownTopicOrPartition)?;
+    view.leader_shard(topic, partition)
+        .map(|owner| (owner, (topic.id, partition)))
+        .map_err(not_served)
 }
 use crate::shard::ShardId;
 use crate::storage::PartitionLog;

@@ -64,9 +64,16 @@ pub enum ProposeError {
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Status {
     pub leader: Option<u64>,
-    pub term: u64,
     /// While this node leads: the index of its term's first entry.
     pub term_start: Option<u64>,
+}
+
+impl Status {
+    /// This node leads and has published (`published`) every entry of earlier terms:
+    /// it may plan and propose.
+    pub fn is_active(&self, published: u64) -> bool {
+        self.term_start.is_some_and(|start| published >= start)
+    }
 }
 
 /// A committed batch applied to the image (or a snapshot installed). The node
@@ -97,7 +104,6 @@ pub struct Quorum {
     status: Rc<Cell<Status>>,
     /// The newest image version the node has published.
     published: Rc<Cell<u64>>,
-    node_id: u64,
 }
 
 impl Quorum {
@@ -107,17 +113,11 @@ impl Quorum {
     /// This node leads and has published every entry of earlier terms: it may plan
     /// and propose.
     pub fn is_active(&self) -> bool {
-        self.status
-            .get()
-            .term_start
-            .is_some_and(|start| self.published.get() >= start)
+        self.status.get().is_active(self.published.get())
     }
     /// The node published the image of `version`.
     pub fn published(&self, version: u64) {
         self.published.set(self.published.get().max(version));
-    }
-    pub fn node_id(&self) -> u64 {
-        self.node_id
     }
     /// Stops the driver once any write under way is done: call before the executor
     /// ends, at shutdown.
@@ -268,13 +268,11 @@ pub fn start(
         events: Rc::new(events_tx),
         status: status.clone(),
         published: Rc::new(Cell::new(opened.applied)),
-        node_id: settings.node_id,
     };
     let driver = Driver {
         node,
         files: Some(opened.files),
         image: opened.image,
-        snapshot_index: 0,
         pending: VecDeque::new(),
         term_start: 0,
         status,
@@ -291,7 +289,6 @@ struct Driver {
     /// Out while a write runs on the blocking pool.
     files: Option<LogFiles>,
     image: ClusterMetadata,
-    snapshot_index: u64,
     /// Proposals in log order: (index, term, completion).
     pending: VecDeque<(u64, u64, Completion)>,
     /// The index of the first entry of this leader's term.
@@ -304,7 +301,6 @@ struct Driver {
 
 impl Driver {
     async fn run(mut self, events: LocalReceiver<Event>, tick: Duration) {
-        self.snapshot_index = self.node.store().snapshot_ref().get_metadata().index;
         let mut next_tick = Instant::now() + tick;
         loop {
             if let Err(e) = self.handle_ready().await {
@@ -351,12 +347,7 @@ impl Driver {
     }
 
     fn propose(&mut self, records: Vec<MetadataRecord>, done: Completion) {
-        let active = self
-            .status
-            .get()
-            .term_start
-            .is_some_and(|start| self.published.get() >= start);
-        if !active {
+        if !self.status.get().is_active(self.published.get()) {
             let _ = done.send(Err(ProposeError::NotController));
             return;
         }
@@ -416,7 +407,6 @@ impl Driver {
             self.write(move |f| f.save_snapshot(&saved, &[])).await?;
             self.node.mut_store().set_snapshot(snapshot.clone());
             self.node.mut_store().clear_entries();
-            self.snapshot_index = snapshot.get_metadata().index;
             self.image = image_of(&snapshot)?;
             self.publish(Vec::new());
         }
@@ -474,7 +464,6 @@ impl Driver {
         let leader = (raft.leader_id != raft::INVALID_ID).then_some(raft.leader_id);
         self.status.set(Status {
             leader,
-            term: raft.term,
             term_start: (raft.state == StateRole::Leader).then_some(self.term_start),
         });
     }
@@ -526,7 +515,8 @@ impl Driver {
     /// Compacts the log behind a snapshot of the image every `SNAPSHOT_EVERY` entries.
     async fn maybe_snapshot(&mut self) -> std::io::Result<()> {
         let applied = self.node.raft.raft_log.applied;
-        if applied < self.snapshot_index + SNAPSHOT_EVERY || self.image.version != applied {
+        let snapshot_index = self.node.store().snapshot_ref().get_metadata().index;
+        if applied < snapshot_index + SNAPSHOT_EVERY || self.image.version != applied {
             return Ok(());
         }
         let term = self.node.raft.raft_log.term(applied).unwrap_or(0);
@@ -542,7 +532,6 @@ impl Driver {
         };
         self.write(move |f| f.save_snapshot(&snapshot, &rest))
             .await?;
-        self.snapshot_index = applied;
         Ok(())
     }
 }

@@ -26,7 +26,7 @@ fn main() {
     let (config, _) = Config::load(None, &[format!("log.dirs={}", dir.display())], &cpus)
         .expect("default config");
     let config = Arc::new(config);
-    let metadata = Arc::new(ViewHandle::new(MetadataView::default()));
+    let metadata = Arc::new(ViewHandle::new(MetadataView::empty(config.clone())));
     let mesh = MeshBuilder::full(2, MESH_CHANNEL_CAPACITY);
     let done = Arc::new(AtomicBool::new(false));
     let executors: Vec<_> = (0..2usize)

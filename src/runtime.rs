@@ -295,11 +295,10 @@ pub fn serve(config: Config) -> Result<(), StartError> {
     if clean_shutdown {
         info!("the last shutdown was clean: partitions load their recorded state without a scan");
     }
-    let view =
-        MetadataView::default().next(Arc::new(metadata), BrokerId(config.node_id), shard_count);
-    let metadata = Arc::new(ViewHandle::new(view));
     let connections = ConnectionCounts::new(config.max_connections, config.max_connections_per_ip);
     let config = Arc::new(config);
+    let view = MetadataView::empty(config.clone()).next(Arc::new(metadata), shard_count);
+    let metadata = Arc::new(ViewHandle::new(view));
     let signals = block_signals();
     crate::storage::log::start_reaper();
     let mesh = MeshBuilder::<Job<Core>, _>::full(shard_count, MESH_CHANNEL_CAPACITY);

@@ -1,5 +1,6 @@
 """Admin APIs that change or describe the cluster, through confluent-kafka's
-AdminClient (librdkafka), on one node: CreatePartitions and DescribeCluster. (Three
+AdminClient (librdkafka), on one node: CreatePartitions, DescribeCluster, and
+describing and altering topic and dynamic broker configs. (Three
 nodes: tests/test_cluster.py.)"""
 import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
@@ -110,8 +111,9 @@ def test_describe_configs_reports_values_sources_and_synonyms(broker_factory):
     settings = admin.describe_configs([broker])[broker].result(timeout=30)
     hours = settings["log.retention.hours"]
     assert (hours.value, hours.source, hours.is_read_only) == (
-        "1", ConfigSource.STATIC_BROKER_CONFIG.value, True)
-    assert settings["num.partitions"].source == ConfigSource.DEFAULT_CONFIG.value
+        "1", ConfigSource.STATIC_BROKER_CONFIG.value, False)
+    partitions = settings["num.partitions"]
+    assert (partitions.source, partitions.is_read_only) == (ConfigSource.DEFAULT_CONFIG.value, True)
 
     missing = ConfigResource(ResourceType.TOPIC, "no-such-topic")
     with pytest.raises(KafkaException) as e:
@@ -154,7 +156,7 @@ def test_incremental_alter_configs_each_op_takes_effect_and_survives_a_restart(b
     # Refusals, as Kafka words them.
     for ops, message in [
         ((("retention.ms", "5", AlterConfigOpType.APPEND),),
-         "Config value append is not allowed for config key: retention.ms"),
+         "Can't APPEND to key retention.ms because its type is not LIST."),
         ((("retention.ms", "soon", AlterConfigOpType.SET),),
          "Invalid value soon for configuration retention.ms: Not a number of type LONG"),
         ((("no.such.config", "1", AlterConfigOpType.SET),), "Unknown topic config name: no.such.config"),
@@ -176,13 +178,76 @@ def test_incremental_alter_configs_each_op_takes_effect_and_survives_a_restart(b
     d = described()
     assert d["flush.ms"].value == "10" and d["max.message.bytes"].value == "1048588"
 
-    # Broker settings are static.
-    b = ConfigResource(ResourceType.BROKER, "0", incremental_configs=[
-        ConfigEntry("num.partitions", "3", incremental_operation=AlterConfigOpType.SET)])
-    with pytest.raises(KafkaException) as e:
-        admin.incremental_alter_configs([b])[b].result(30)
-    assert e.value.args[0].name() == "INVALID_REQUEST"
-
     broker.restart(signal.SIGTERM)
     d = described()
     assert (d["flush.ms"].value, d["flush.ms"].source) == ("10", ConfigSource.DYNAMIC_TOPIC_CONFIG.value)
+
+
+def test_dynamic_broker_configs_take_effect_at_once_and_survive_a_restart(broker_factory):
+    import signal
+
+    from confluent_kafka.admin import (AlterConfigOpType, ConfigEntry, ConfigResource,
+                                       ConfigSource, ResourceType)
+    b = broker_factory(["message.max.bytes=100000"])
+    admin = AdminClient({"bootstrap.servers": b.bootstrap})
+    for f in admin.create_topics([NewTopic("plain", 1, 1)]).values():
+        f.result(timeout=30)
+    me = ConfigResource(ResourceType.BROKER, "0")
+    topic = ConfigResource(ResourceType.TOPIC, "plain")
+
+    def alter(name, *ops):
+        r = ConfigResource(ResourceType.BROKER, name, incremental_configs=[
+            ConfigEntry(k, v, incremental_operation=op) for k, v, op in ops])
+        return admin.incremental_alter_configs([r])[r].result(30)
+
+    def describe(res):
+        return admin.describe_configs([res])[res].result(timeout=30)
+
+    def produce(size):
+        p = Producer({"bootstrap.servers": b.bootstrap, "message.max.bytes": 1_000_000})
+        errors = []
+        p.produce("plain", b"x" * size, on_delivery=lambda err, _m: errors.append(err))
+        p.flush(30)
+        return errors[0].name() if errors[0] else "OK"
+
+    before = describe(me)
+    assert (before["message.max.bytes"].is_read_only, before["num.partitions"].is_read_only) == (
+        False, True)
+    assert produce(5000) == "OK"
+
+    # This broker's own value (the cluster-wide defaults, resource "", are checked
+    # through the Java client in test_java_admin_dynamic_broker_configs: librdkafka and
+    # kafka-python refuse an empty broker name).
+    alter("0", ("message.max.bytes", "2000", AlterConfigOpType.SET))
+    assert produce(5000) == "MSG_SIZE_TOO_LARGE"
+    d = describe(me)["message.max.bytes"]
+    assert (d.value, d.source) == ("2000", ConfigSource.DYNAMIC_BROKER_CONFIG.value)
+    t = describe(topic)["max.message.bytes"]
+    assert (t.value, t.source) == ("2000", ConfigSource.DYNAMIC_BROKER_CONFIG.value)
+    alter("0", ("message.max.bytes", "20000", AlterConfigOpType.SET))
+    assert produce(5000) == "OK"
+
+    # Refusals, as Kafka's brokers answer them; nothing is applied.
+    for name, ops, expected in [
+        ("0", [("num.partitions", "3", AlterConfigOpType.SET)],
+         ("INVALID_REQUEST", "Cannot update these configs dynamically: Set(num.partitions)")),
+        ("0", [("message.max.bytes", "big", AlterConfigOpType.SET)], ("INVALID_REQUEST", None)),
+        ("0", [("num.io.threads", "4", AlterConfigOpType.SET)],
+         ("INVALID_CONFIG", "Unknown broker config name: num.io.threads")),
+    ]:
+        with pytest.raises(KafkaException) as e:
+            alter(name, *ops)
+        err = e.value.args[0]
+        assert err.name() == expected[0], err
+        assert expected[1] is None or err.str() == expected[1], err
+    assert describe(me)["message.max.bytes"].value == "20000"
+
+    # Kept across a restart (they are quorum records); DELETE goes back to the static one.
+    b.restart(signal.SIGTERM)
+    assert describe(me)["message.max.bytes"].value == "20000"
+    alter("0", ("message.max.bytes", "3000", AlterConfigOpType.SET))
+    assert produce(5000) == "MSG_SIZE_TOO_LARGE"
+    alter("0", ("message.max.bytes", None, AlterConfigOpType.DELETE))
+    assert produce(5000) == "OK"
+    d = describe(me)["message.max.bytes"]
+    assert (d.value, d.source) == ("100000", ConfigSource.STATIC_BROKER_CONFIG.value)

@@ -111,6 +111,7 @@ def test_three_nodes_serve_one_topic_from_any_broker(cluster_factory, java_class
     run_java(java_classpath, "produce", c.bootstrap(1), "spread-java", "24000", "12")
     run_java(java_classpath, "verify", c.bootstrap(2), "spread-java", "24000", "12")
     run_java(java_classpath, "admin-cluster", c.bootstrap(0), "java-grow", "3")
+    run_java(java_classpath, "broker-configs", c.bootstrap(1), "java-dynamic")
 
     # kafka-python: through node 2, read back through node 0.
     from kafka import KafkaConsumer, KafkaProducer

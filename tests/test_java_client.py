@@ -71,3 +71,7 @@ def test_java_consumer_group_with_the_kip_848_protocol(broker_factory, java_clas
 
 def test_java_admin_creates_partitions_and_describes_the_cluster(broker, java_classpath):
     run_java(java_classpath, "admin-cluster", broker.bootstrap, "java-grow", "1")
+
+
+def test_java_admin_dynamic_broker_configs(broker, java_classpath):
+    run_java(java_classpath, "broker-configs", broker.bootstrap, "java-dynamic")

@@ -1,8 +1,9 @@
-//! IncrementalAlterConfigs (v0–v1) and AlterConfigs (v0–v2) of topics, through the
-//! active controller (forwarded, as Kafka's brokers forward them): the changes are
-//! TopicConfig records, so they survive restarts, and every node applies them to the
-//! open logs when it publishes them. Broker settings are all static: changing one is
-//! refused, as Kafka refuses a config it cannot update dynamically.
+//! IncrementalAlterConfigs (v0–v1) and AlterConfigs (v0–v2) of topics and of dynamic
+//! broker configs (`config::dynamic`), through the active controller (forwarded, as
+//! Kafka's brokers forward them): the changes are TopicConfig and BrokerConfig
+//! records, so they survive restarts, and every node applies them to its open logs
+//! when it publishes them. A broker resource names this broker (clients send it to
+//! the broker it names) or "" (the cluster-wide defaults, from any broker).
 
 use std::rc::Rc;
 
@@ -16,7 +17,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::describe_configs::{BROKER, TOPIC};
 use super::{decode, encode_response, str_bytes, Outcome};
-use crate::cluster::controller::{AdminResult, AlterOp, AlterTopicConfigs};
+use crate::cluster::controller::{AdminResult, AlterConfigs, AlterOp, ConfigResource};
 use crate::node::{controller_client, Core, CONTROLLER_SHARD};
 use crate::protocol::api::key;
 use crate::protocol::header::RequestHeader;
@@ -47,7 +48,8 @@ struct Entry {
     ops: Result<Vec<(String, AlterOp, Option<String>)>, i8>,
 }
 
-/// Answers every entry: topics through the controller, the rest here.
+/// Answers every entry: those this broker can check here, the rest through the
+/// controller.
 async fn alter(
     core: &Rc<Core>,
     entries: &[Entry],
@@ -55,42 +57,41 @@ async fn alter(
     validate_only: bool,
 ) -> Vec<AdminResult> {
     let mut results: Vec<Option<AdminResult>> = Vec::with_capacity(entries.len());
-    let mut topics = Vec::new();
+    let mut forwarded = Vec::new();
+    let me = core.node_id().0.to_string();
     for e in entries {
-        let result = match (&e.ops, e.resource_type) {
-            (Err(op), _) => Some(Err((
-                ErrorCode::InvalidRequest,
-                Some(format!("Unknown config operation {op}")),
-            ))),
-            (Ok(ops), TOPIC) => {
-                topics.push(AlterTopicConfigs {
-                    topic: e.resource_name.to_string(),
+        let name = e.resource_name.to_string();
+        let forward = match (&e.ops, e.resource_type) {
+            (Err(op), _) => Err(format!("Unknown config operation {op}")),
+            (Ok(ops), TOPIC) => Ok((ConfigResource::Topic(name), ops)),
+            (Ok(ops), BROKER) if name.is_empty() || name == me => {
+                Ok((ConfigResource::Broker(name), ops))
+            }
+            // As Kafka's brokers (ConfigAdminManager): a broker alters only itself.
+            (Ok(_), BROKER) if name.parse::<i32>().is_err() => {
+                Err(format!("Node id must be an integer, but it is: {name}"))
+            }
+            (Ok(_), BROKER) => Err(format!(
+                "Unexpected broker id, expected {me}, but received {name}"
+            )),
+            (Ok(_), other) => Err(format!("Unsupported resource type {other}")),
+        };
+        match forward {
+            Ok((resource, ops)) => {
+                forwarded.push(AlterConfigs {
+                    resource,
                     ops: ops.clone(),
                 });
-                None
+                results.push(None);
             }
-            (Ok(ops), BROKER) => {
-                let names: Vec<&str> = ops.iter().map(|(n, _, _)| n.as_str()).collect();
-                Some(Err((
-                    ErrorCode::InvalidRequest,
-                    Some(format!(
-                        "Cannot update these configs dynamically: {}",
-                        names.join(", ")
-                    )),
-                )))
-            }
-            (Ok(_), other) => Some(Err((
-                ErrorCode::InvalidRequest,
-                Some(format!("Unsupported resource type {other}")),
-            ))),
-        };
-        results.push(result);
+            Err(m) => results.push(Some(Err((ErrorCode::InvalidRequest, Some(m))))),
+        }
     }
-    let mut altered = if topics.is_empty() {
+    let mut altered = if forwarded.is_empty() {
         Vec::new()
     } else {
         core.submit_to(CONTROLLER_SHARD, move |c| async move {
-            controller_client::alter_topic_configs(&c, topics, incremental, validate_only).await
+            controller_client::alter_configs(&c, forwarded, incremental, validate_only).await
         })
         .await
         .unwrap_or_default()

@@ -1,6 +1,7 @@
 //! DescribeConfigs (v1–v4): a topic's configs (its own, then the broker settings and
 //! Kafka defaults they fall back to, with sources and synonyms, as Kafka's
-//! ConfigHelper answers), and this broker's settings (all static: read-only).
+//! ConfigHelper answers), this broker's settings (read-only but for the dynamic ones,
+//! `config::dynamic`) and the cluster-wide dynamic defaults that are set.
 //! v0 (is_default instead of a source) is not served; Kafka 4.0 dropped it too.
 
 use std::rc::Rc;
@@ -14,7 +15,7 @@ use kafka_protocol::messages::describe_configs_response::{
 
 use super::{decode, encode_response, str_bytes, Outcome};
 use crate::config::topic::{ConfigType, Source, TOPIC_CONFIGS};
-use crate::config::SETTINGS;
+use crate::config::{dynamic, SETTINGS};
 use crate::node::Core;
 use crate::protocol::api::key;
 use crate::protocol::header::RequestHeader;
@@ -40,13 +41,44 @@ fn broker_type(default: &str) -> ConfigType {
     }
 }
 
+fn synonym(name: &str, value: &str, source: Source) -> DescribeConfigsSynonym {
+    let mut y = DescribeConfigsSynonym::default();
+    y.name = str_bytes(name);
+    y.value = Some(str_bytes(value));
+    y.source = source as i8;
+    y
+}
+
+/// A broker setting's entry. `chain`: its values, most specific first (not empty).
+fn broker_entry(
+    name: &str,
+    chain: &[(Source, String)],
+    req: &DescribeConfigsRequest,
+) -> DescribeConfigsResourceResult {
+    let setting = SETTINGS.iter().find(|s| s.name == name);
+    let mut e = DescribeConfigsResourceResult::default();
+    e.name = str_bytes(name);
+    e.value = chain.first().map(|(_, v)| str_bytes(v));
+    e.config_source = chain.first().map_or(Source::Default, |(s, _)| *s) as i8;
+    e.read_only = !dynamic::is_dynamic(name);
+    e.config_type = broker_type(setting.map_or("", |s| s.default)) as i8;
+    if req.include_documentation {
+        e.documentation = setting.map(|s| str_bytes(s.doc));
+    }
+    if req.include_synonyms {
+        e.synonyms = chain.iter().map(|(s, v)| synonym(name, v, *s)).collect();
+    }
+    e
+}
+
 pub async fn handle(core: &Rc<Core>, h: &RequestHeader, body: Bytes) -> Outcome {
     let req: DescribeConfigsRequest = match decode(body, h) {
         Ok(r) => r,
         Err(o) => return o,
     };
-    let cluster = core.metadata.load().cluster.clone();
-    let config = &core.config;
+    let view = core.metadata.load();
+    let cluster = &view.cluster;
+    let layers = cluster.dynamic_configs(core.node_id());
     let mut resp = DescribeConfigsResponse::default();
     for r in &req.resources {
         let mut result = DescribeConfigsResult::default();
@@ -65,61 +97,49 @@ pub async fn handle(core: &Rc<Core>, h: &RequestHeader, body: Bytes) -> Outcome 
                         .iter()
                         .filter(|c| wanted(&r.configuration_keys, c.name))
                     {
-                        let chain =
-                            c.synonyms(config, topic.configs.get(c.name).map(String::as_str));
+                        let chain = c.synonyms(
+                            &view.config,
+                            layers,
+                            topic.configs.get(c.name).map(String::as_str),
+                        );
                         let mut e = DescribeConfigsResourceResult::default();
                         e.name = str_bytes(c.name);
-                        e.value = Some(str_bytes(&chain[0].value));
+                        e.value = Some(str_bytes(&c.value(&view.config, &chain)));
                         e.config_source = chain[0].source as i8;
                         e.config_type = c.kind as i8;
                         if req.include_synonyms {
                             e.synonyms = chain
                                 .iter()
-                                .map(|s| {
-                                    let mut y = DescribeConfigsSynonym::default();
-                                    y.name = str_bytes(&s.name);
-                                    y.value = Some(str_bytes(&s.value));
-                                    y.source = s.source as i8;
-                                    y
-                                })
+                                .map(|s| synonym(&s.name, &s.value, s.source))
                                 .collect();
                         }
                         result.configs.push(e);
                     }
                 }
             },
-            // The cluster-wide dynamic defaults (name ""): none are set.
-            BROKER if name.is_empty() => {}
+            // The cluster-wide dynamic defaults: those set, as Kafka lists them.
+            BROKER if name.is_empty() => {
+                let defaults = cluster.broker_configs.get("");
+                for key in defaults
+                    .into_iter()
+                    .flat_map(|m| m.keys())
+                    .filter(|k| wanted(&r.configuration_keys, k))
+                {
+                    let defaults_only = dynamic::DynamicLayers {
+                        broker: None,
+                        ..layers
+                    };
+                    let chain = defaults_only.chain(&core.config, key);
+                    result.configs.push(broker_entry(key, &chain, &req));
+                }
+            }
             BROKER if name == core.node_id().0.to_string() => {
                 for s in SETTINGS
                     .iter()
                     .filter(|s| wanted(&r.configuration_keys, s.name))
                 {
-                    let given = config.given.get(s.name);
-                    let source = if given.is_some() {
-                        Source::StaticBroker
-                    } else {
-                        Source::Default
-                    };
-                    let value = given.map_or(s.default, String::as_str);
-                    let mut e = DescribeConfigsResourceResult::default();
-                    e.name = str_bytes(s.name);
-                    e.value = Some(str_bytes(value));
-                    // Nothing is dynamic yet: every broker setting needs a restart.
-                    e.read_only = true;
-                    e.config_source = source as i8;
-                    e.config_type = broker_type(s.default) as i8;
-                    if req.include_documentation {
-                        e.documentation = Some(str_bytes(s.doc));
-                    }
-                    if req.include_synonyms {
-                        let mut y = DescribeConfigsSynonym::default();
-                        y.name = str_bytes(s.name);
-                        y.value = Some(str_bytes(value));
-                        y.source = source as i8;
-                        e.synonyms = vec![y];
-                    }
-                    result.configs.push(e);
+                    let chain = layers.chain(&core.config, s.name);
+                    result.configs.push(broker_entry(s.name, &chain, &req));
                 }
             }
             BROKER => {

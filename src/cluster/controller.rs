@@ -51,8 +51,8 @@ impl NewTopic {
 }
 
 pub use super::rpc::{
-    AdminResult, AlterOp, AlterTopicConfigs, DeleteResult, NewPartitions, PartitionsResult,
-    TopicResult,
+    AdminResult, AlterConfigs, AlterOp, ConfigResource, DeleteResult, NewPartitions,
+    PartitionsResult, TopicResult,
 };
 
 /// Broker defaults a topic takes when its request leaves them unset.
@@ -414,110 +414,6 @@ pub fn plan_create_partitions(
     Plan { results, records }
 }
 
-/// Plans (Incremental)AlterConfigs of topics: one result per entry, in order, with
-/// Kafka's errors. Incremental: each op changes the topic's configs (APPEND and
-/// SUBTRACT on LIST configs only, starting from the current value or the default);
-/// otherwise the entry's configs replace all of the topic's.
-pub fn plan_alter_topic_configs(
-    current: &ClusterMetadata,
-    topics: &[AlterTopicConfigs],
-    incremental: bool,
-    validate_only: bool,
-) -> Plan<AdminResult> {
-    let mut records = Vec::new();
-    let invalid = |m: String| Err((ErrorCode::InvalidConfig, Some(m)));
-    let results = topics
-        .iter()
-        .map(|t| {
-            let Some(topic) = current.topic(&t.topic) else {
-                return Err((
-                    ErrorCode::UnknownTopicOrPartition,
-                    Some(format!("The topic '{}' does not exist.", t.topic)),
-                ));
-            };
-            let mut next = if incremental {
-                topic.configs.clone()
-            } else {
-                BTreeMap::new()
-            };
-            for (name, op, value) in &t.ops {
-                let Some(spec) = crate::config::topic::find(name) else {
-                    return invalid(format!("Unknown topic config name: {name}"));
-                };
-                match op {
-                    AlterOp::Set => {
-                        let Some(v) = value else {
-                            return invalid(format!("Null value not supported for : {name}"));
-                        };
-                        crate::config::topic::validate(spec, v).or_else(invalid)?;
-                        next.insert(name.clone(), v.clone());
-                    }
-                    AlterOp::Delete => {
-                        next.remove(name);
-                    }
-                    AlterOp::Append | AlterOp::Subtract => {
-                        if spec.kind != crate::config::topic::ConfigType::List {
-                            let verb = if *op == AlterOp::Append {
-                                "append"
-                            } else {
-                                "subtract"
-                            };
-                            return invalid(format!(
-                                "Config value {verb} is not allowed for config key: {name}"
-                            ));
-                        }
-                        let old = next.get(name).map_or(spec.default, String::as_str);
-                        let mut items: Vec<String> = old
-                            .split(',')
-                            .map(str::trim)
-                            .filter(|i| !i.is_empty())
-                            .map(String::from)
-                            .collect();
-                        for item in value
-                            .as_deref()
-                            .unwrap_or("")
-                            .split(',')
-                            .map(str::trim)
-                            .filter(|i| !i.is_empty())
-                        {
-                            if *op == AlterOp::Append {
-                                if !items.iter().any(|i| i == item) {
-                                    items.push(item.to_string());
-                                }
-                            } else {
-                                items.retain(|i| i != item);
-                            }
-                        }
-                        let joined = items.join(",");
-                        crate::config::topic::validate(spec, &joined).or_else(invalid)?;
-                        next.insert(name.clone(), joined);
-                    }
-                }
-            }
-            if !validate_only {
-                for (name, value) in &next {
-                    if topic.configs.get(name) != Some(value) {
-                        records.push(MetadataRecord::TopicConfig {
-                            topic_id: topic.id,
-                            name: name.clone(),
-                            value: Some(value.clone()),
-                        });
-                    }
-                }
-                for name in topic.configs.keys().filter(|k| !next.contains_key(*k)) {
-                    records.push(MetadataRecord::TopicConfig {
-                        topic_id: topic.id,
-                        name: name.clone(),
-                        value: None,
-                    });
-                }
-            }
-            Ok(())
-        })
-        .collect();
-    Plan { results, records }
-}
-
 /// The block of producer ids for `broker` after the image's last one.
 pub fn plan_producer_ids(current: &ClusterMetadata, broker: BrokerId) -> (MetadataRecord, i64) {
     let next = current.next_producer_id + PRODUCER_ID_BLOCK;
@@ -622,33 +518,7 @@ fn check_assignments(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn image_with(brokers: &[i32], topic: &str, replicas: &[&[i32]]) -> ClusterMetadata {
-        let mut m = ClusterMetadata::default();
-        for &b in brokers {
-            m.brokers.insert(
-                BrokerId(b),
-                super::super::metadata::BrokerInfo {
-                    id: BrokerId(b),
-                    host: "h".into(),
-                    port: 1,
-                    rack: None,
-                    epoch: 1,
-                    fenced: false,
-                },
-            );
-        }
-        m.insert(TopicMeta {
-            name: topic.into(),
-            id: Uuid::from_u128(1),
-            partitions: replicas
-                .iter()
-                .map(|r| PartitionAssignment::new(r.iter().map(|b| BrokerId(*b)).collect()))
-                .collect(),
-            configs: BTreeMap::new(),
-        });
-        m
-    }
+    use crate::cluster::metadata::test_image as image_with;
 
     #[test]
     fn create_partitions_answers_as_kafka_and_extends_the_stripe() {
@@ -730,88 +600,6 @@ mod tests {
         );
         let validated = plan_create_partitions(&image, &[ask("t", 3, None)], true);
         assert!(validated.results[0].is_ok() && validated.records.is_empty());
-    }
-
-    #[test]
-    fn alter_topic_configs_each_op_as_kafka() {
-        let mut image = image_with(&[1], "t", &[&[1]]);
-        let mut t = TopicMeta::clone(image.topic("t").unwrap());
-        t.configs.insert("retention.ms".into(), "1000".into());
-        image.insert(t);
-        let alter = |ops: Vec<(&str, AlterOp, Option<&str>)>, incremental: bool| {
-            let entry = AlterTopicConfigs {
-                topic: "t".into(),
-                ops: ops
-                    .into_iter()
-                    .map(|(n, o, v)| (n.to_string(), o, v.map(String::from)))
-                    .collect(),
-            };
-            let mut plan = plan_alter_topic_configs(&image, &[entry], incremental, false);
-            let mut next = image.clone();
-            for r in &plan.records {
-                next.apply(r).unwrap();
-            }
-            (
-                plan.results.remove(0),
-                next.topic("t").unwrap().configs.clone(),
-            )
-        };
-        let (r, c) = alter(
-            vec![
-                ("segment.bytes", AlterOp::Set, Some("2000")),
-                ("retention.ms", AlterOp::Delete, None),
-            ],
-            true,
-        );
-        assert_eq!(r, Ok(()));
-        assert_eq!(
-            c,
-            BTreeMap::from([("segment.bytes".to_string(), "2000".to_string())])
-        );
-        let (_, c) = alter(
-            vec![("cleanup.policy", AlterOp::Append, Some("compact"))],
-            true,
-        );
-        assert_eq!(c["cleanup.policy"], "delete,compact");
-        let (r2, c) = alter(
-            vec![("cleanup.policy", AlterOp::Subtract, Some("delete"))],
-            true,
-        );
-        assert_eq!(r2, Ok(()));
-        assert_eq!(c["cleanup.policy"], "");
-        let (r, _) = alter(vec![("retention.ms", AlterOp::Append, Some("5"))], true);
-        assert_eq!(
-            r,
-            Err((
-                ErrorCode::InvalidConfig,
-                Some("Config value append is not allowed for config key: retention.ms".into())
-            ))
-        );
-        let (r, _) = alter(vec![("retention.ms", AlterOp::Set, Some("later"))], true);
-        assert_eq!(r.unwrap_err().0, ErrorCode::InvalidConfig);
-        let (r, _) = alter(vec![("no.such", AlterOp::Set, Some("1"))], true);
-        assert_eq!(
-            r,
-            Err((
-                ErrorCode::InvalidConfig,
-                Some("Unknown topic config name: no.such".into())
-            ))
-        );
-        // Not incremental: exactly the given set.
-        let (_, c) = alter(vec![("flush.ms", AlterOp::Set, Some("10"))], false);
-        assert_eq!(
-            c,
-            BTreeMap::from([("flush.ms".to_string(), "10".to_string())])
-        );
-        let missing = AlterTopicConfigs {
-            topic: "nope".into(),
-            ops: vec![],
-        };
-        let plan = plan_alter_topic_configs(&image, &[missing], true, false);
-        assert_eq!(
-            plan.results[0].as_ref().unwrap_err().0,
-            ErrorCode::UnknownTopicOrPartition
-        );
     }
 
     #[test]

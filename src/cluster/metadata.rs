@@ -87,6 +87,9 @@ pub struct ClusterMetadata {
     pub topics: BTreeMap<String, Arc<TopicMeta>>,
     /// Producer ids below this are handed out.
     pub next_producer_id: i64,
+    /// Dynamic broker configs by resource name: a broker's id, or "" for the
+    /// cluster-wide defaults (`config::dynamic`). No empty maps.
+    pub broker_configs: BTreeMap<String, BTreeMap<String, String>>,
     topic_names_by_id: HashMap<Uuid, String>,
 }
 
@@ -118,6 +121,13 @@ impl ClusterMetadata {
         self.topic_names_by_id.remove(&t.id);
         Some(t)
     }
+    /// The dynamic configs that apply to `broker`: its own and the defaults.
+    pub fn dynamic_configs(&self, broker: BrokerId) -> crate::config::dynamic::DynamicLayers<'_> {
+        crate::config::dynamic::DynamicLayers {
+            broker: self.broker_configs.get(&broker.0.to_string()),
+            default: self.broker_configs.get(""),
+        }
+    }
     /// Brokers that may lead and hold new replicas.
     pub fn live_brokers(&self) -> impl Iterator<Item = &BrokerInfo> {
         self.brokers.values().filter(|b| !b.fenced)
@@ -144,6 +154,35 @@ pub fn validate_topic_name(name: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// A test image: `brokers` live, and `topic` (id 1) with a replica list per partition.
+#[cfg(test)]
+pub fn test_image(brokers: &[i32], topic: &str, replicas: &[&[i32]]) -> ClusterMetadata {
+    let mut m = ClusterMetadata::default();
+    for &b in brokers {
+        m.brokers.insert(
+            BrokerId(b),
+            BrokerInfo {
+                id: BrokerId(b),
+                host: "h".into(),
+                port: 1,
+                rack: None,
+                epoch: 1,
+                fenced: false,
+            },
+        );
+    }
+    m.insert(TopicMeta {
+        name: topic.into(),
+        id: Uuid::from_u128(1),
+        partitions: replicas
+            .iter()
+            .map(|r| PartitionAssignment::new(r.iter().map(|b| BrokerId(*b)).collect()))
+            .collect(),
+        configs: BTreeMap::new(),
+    });
+    m
 }
 
 #[cfg(test)]

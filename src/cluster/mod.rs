@@ -2,6 +2,7 @@
 //! metadata quorum (Raft) that orders and persists them, and the controller that
 //! decides them.
 
+pub mod config_changes;
 pub mod controller;
 pub mod metadata;
 pub mod quorum;

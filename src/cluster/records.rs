@@ -67,6 +67,13 @@ pub enum MetadataRecord {
         name: String,
         value: Option<String>,
     },
+    /// A dynamic broker config set, or removed (`None`) (ConfigRecord of a BROKER
+    /// resource): `resource` is a broker's id, or "" for the cluster-wide default.
+    BrokerConfig {
+        resource: String,
+        name: String,
+        value: Option<String>,
+    },
     /// RemoveTopicRecord.
     RemoveTopic {
         id: Uuid,
@@ -196,6 +203,20 @@ impl ClusterMetadata {
                 };
                 self.insert(t);
             }
+            MetadataRecord::BrokerConfig {
+                resource,
+                name,
+                value,
+            } => {
+                let configs = self.broker_configs.entry(resource.clone()).or_default();
+                match value {
+                    Some(v) => configs.insert(name.clone(), v.clone()),
+                    None => configs.remove(name),
+                };
+                if configs.is_empty() {
+                    self.broker_configs.remove(resource);
+                }
+            }
             MetadataRecord::RemoveTopic { id } => {
                 let Some(name) = self.topic_by_id(id).map(|t| t.name.clone()) else {
                     return missing(format!("topic {id}"));
@@ -241,6 +262,17 @@ impl ClusterMetadata {
                     assignment: a.clone(),
                 }
             }));
+        }
+        for (resource, configs) in &self.broker_configs {
+            records.extend(
+                configs
+                    .iter()
+                    .map(|(name, value)| MetadataRecord::BrokerConfig {
+                        resource: resource.clone(),
+                        name: name.clone(),
+                        value: Some(value.clone()),
+                    }),
+            );
         }
         if self.next_producer_id > 0 {
             records.push(MetadataRecord::ProducerIds {
@@ -320,6 +352,16 @@ mod tests {
                 broker: BrokerId(1),
                 next: 1000,
             },
+            MetadataRecord::BrokerConfig {
+                resource: "".into(),
+                name: "log.retention.ms".into(),
+                value: Some("60000".into()),
+            },
+            MetadataRecord::BrokerConfig {
+                resource: "2".into(),
+                name: "message.max.bytes".into(),
+                value: Some("5000".into()),
+            },
         ];
         for r in &records {
             m.apply(r).unwrap();
@@ -351,6 +393,18 @@ mod tests {
         assert_eq!(rebuilt.next_producer_id, 1000);
         assert_eq!(rebuilt.cluster_id, "c1");
         assert_eq!(rebuilt.topic_by_id(&id).unwrap().name, "t");
+        assert_eq!(rebuilt.broker_configs, m.broker_configs);
+        let layers = m.dynamic_configs(BrokerId(2));
+        assert_eq!(layers.broker.unwrap()["message.max.bytes"], "5000");
+        assert_eq!(layers.default.unwrap()["log.retention.ms"], "60000");
+        assert!(m.dynamic_configs(BrokerId(1)).broker.is_none());
+        m.apply(&MetadataRecord::BrokerConfig {
+            resource: "2".into(),
+            name: "message.max.bytes".into(),
+            value: None,
+        })
+        .unwrap();
+        assert!(!m.broker_configs.contains_key("2"), "no empty maps");
 
         let set = |name: &str, value: Option<&str>| MetadataRecord::TopicConfig {
             topic_id: id,

@@ -35,8 +35,8 @@ pub enum ControllerRequest {
         topics: Vec<NewPartitions>,
         validate_only: bool,
     },
-    AlterTopicConfigs {
-        topics: Vec<AlterTopicConfigs>,
+    AlterConfigs {
+        entries: Vec<AlterConfigs>,
         incremental: bool,
         validate_only: bool,
     },
@@ -67,10 +67,18 @@ pub enum AlterOp {
     Subtract,
 }
 
-/// One topic's config changes. AlterConfigs (not incremental) sets exactly these.
+/// What an AlterConfigs entry changes (Kafka's ConfigResource).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ConfigResource {
+    Topic(String),
+    /// A broker's id, or "" for the cluster-wide defaults.
+    Broker(String),
+}
+
+/// One resource's config changes. AlterConfigs (not incremental) sets exactly these.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct AlterTopicConfigs {
-    pub topic: String,
+pub struct AlterConfigs {
+    pub resource: ConfigResource,
     pub ops: Vec<(String, AlterOp, Option<String>)>,
 }
 

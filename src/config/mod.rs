@@ -5,6 +5,7 @@
 //! settings table is generated from the same list (`ringlog serve --help-settings`).
 
 pub mod cluster;
+pub mod dynamic;
 pub mod topic;
 
 use std::collections::BTreeMap;

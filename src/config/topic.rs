@@ -3,6 +3,9 @@
 //! supplies a topic's value when the topic sets none) and Kafka's default. What
 //! DescribeConfigs reports for a topic, and what CreateTopics accepts, come from here.
 
+use std::collections::BTreeMap;
+
+use super::dynamic::DynamicLayers;
 use super::Config;
 
 /// DescribeConfigs' config types (Kafka's ConfigType).
@@ -286,6 +289,8 @@ pub fn find(name: &str) -> Option<&'static TopicConfig> {
 #[repr(i8)]
 pub enum Source {
     Topic = 1,
+    DynamicBroker = 2,
+    DynamicDefaultBroker = 3,
     StaticBroker = 4,
     Default = 5,
 }
@@ -299,11 +304,16 @@ pub struct Synonym {
 }
 
 impl TopicConfig {
-    /// The chain of values for this config, most specific first: the topic's own
-    /// (`set`), each broker synonym given in the broker's settings, Kafka's default.
-    /// The first is the config's value. A broker setting ringlog uses itself reports
-    /// the value it uses (`log.retention.hours=1` is `retention.ms` 3600000).
-    pub fn synonyms(&self, config: &Config, set: Option<&str>) -> Vec<Synonym> {
+    /// The chain of values for this config, most specific first, as given: the
+    /// topic's own (`set`); for each source in Kafka's order (this broker's dynamic
+    /// values, the cluster-wide dynamic defaults, the static settings) each broker
+    /// synonym set there; Kafka's default. The first decides the value (`value`).
+    pub fn synonyms(
+        &self,
+        effective: &Config,
+        dynamic: DynamicLayers<'_>,
+        set: Option<&str>,
+    ) -> Vec<Synonym> {
         let mut chain = Vec::new();
         if let Some(v) = set {
             chain.push(Synonym {
@@ -312,8 +322,23 @@ impl TopicConfig {
                 source: Source::Topic,
             });
         }
+        let layers: [(Source, Option<&BTreeMap<String, String>>); 2] = [
+            (Source::DynamicBroker, dynamic.broker),
+            (Source::DynamicDefaultBroker, dynamic.default),
+        ];
+        for (source, layer) in layers {
+            for b in self.broker {
+                if let Some(v) = layer.and_then(|m| m.get(*b)) {
+                    chain.push(Synonym {
+                        name: b.to_string(),
+                        value: v.clone(),
+                        source,
+                    });
+                }
+            }
+        }
         for b in self.broker {
-            if let Some(v) = config.given.get(b) {
+            if let Some(v) = effective.given.get(b) {
                 chain.push(Synonym {
                     name: b.to_string(),
                     value: v.clone(),
@@ -321,20 +346,24 @@ impl TopicConfig {
                 });
             }
         }
-        let effective = (self.effective)(config);
         let default = self.broker.first().copied().unwrap_or(self.name);
         chain.push(Synonym {
             name: default.to_string(),
             value: self.default.to_string(),
             source: Source::Default,
         });
-        // A broker setting takes effect as the value ringlog computed from it.
-        if let (Some(first), Some(value)) = (chain.first_mut(), effective) {
-            if first.source == Source::StaticBroker {
-                first.value = value;
-            }
-        }
         chain
+    }
+
+    /// The value in effect, given its `chain` (from `synonyms`): the topic's own, or
+    /// what the broker computed from its settings (as Kafka reports the LogConfig in
+    /// use, while the synonyms keep the values as given).
+    pub fn value(&self, effective: &Config, chain: &[Synonym]) -> String {
+        match chain.first() {
+            Some(s) if s.source == Source::Topic || s.source == Source::Default => s.value.clone(),
+            Some(s) => (self.effective)(effective).unwrap_or_else(|| s.value.clone()),
+            None => self.default.to_string(),
+        }
     }
 }
 
@@ -363,6 +392,11 @@ mod tests {
         assert!(check("min.cleanable.dirty.ratio", "0.3").is_ok());
     }
 
+    const NO_DYNAMIC: DynamicLayers<'static> = DynamicLayers {
+        broker: None,
+        default: None,
+    };
+
     fn config(pairs: &[&str]) -> Config {
         let overrides: Vec<String> = pairs.iter().map(|s| s.to_string()).collect();
         Config::load(None, &overrides, &[0]).unwrap().0
@@ -376,13 +410,13 @@ mod tests {
         );
         let c = config(&["log.retention.hours=1"]);
         let retention = find("retention.ms").unwrap();
-        let chain = retention.synonyms(&c, None);
+        let chain = retention.synonyms(&c, NO_DYNAMIC, None);
         assert_eq!(
             chain,
             vec![
                 Synonym {
                     name: "log.retention.hours".into(),
-                    value: "3600000".into(),
+                    value: "1".into(),
                     source: Source::StaticBroker
                 },
                 Synonym {
@@ -392,13 +426,20 @@ mod tests {
                 },
             ]
         );
-        let chain = retention.synonyms(&c, Some("5"));
+        assert_eq!(
+            retention.value(&c, &chain),
+            "3600000",
+            "as the broker uses it"
+        );
+        let chain = retention.synonyms(&c, NO_DYNAMIC, Some("5"));
         assert_eq!(
             (chain[0].value.as_str(), chain[0].source),
             ("5", Source::Topic)
         );
         assert_eq!(chain.len(), 3);
-        let plain = find("cleanup.policy").unwrap().synonyms(&config(&[]), None);
+        let plain = find("cleanup.policy")
+            .unwrap()
+            .synonyms(&config(&[]), NO_DYNAMIC, None);
         assert_eq!(
             plain,
             vec![Synonym {
@@ -406,6 +447,39 @@ mod tests {
                 value: "delete".into(),
                 source: Source::Default
             }]
+        );
+    }
+
+    #[test]
+    fn dynamic_broker_values_come_before_static_ones() {
+        let c = config(&["log.retention.hours=1"]);
+        let default = BTreeMap::from([("log.retention.ms".to_string(), "1000".to_string())]);
+        let broker = BTreeMap::from([("log.retention.minutes".to_string(), "2".to_string())]);
+        let layers = DynamicLayers {
+            broker: Some(&broker),
+            default: Some(&default),
+        };
+        let effective = c.with_dynamic(layers).unwrap();
+        let chain = find("retention.ms")
+            .unwrap()
+            .synonyms(&effective, layers, None);
+        let links: Vec<(&str, &str, Source)> = chain
+            .iter()
+            .map(|s| (s.name.as_str(), s.value.as_str(), s.source))
+            .collect();
+        assert_eq!(
+            links,
+            vec![
+                ("log.retention.minutes", "2", Source::DynamicBroker),
+                ("log.retention.ms", "1000", Source::DynamicDefaultBroker),
+                ("log.retention.hours", "1", Source::StaticBroker),
+                ("log.retention.ms", "604800000", Source::Default),
+            ]
+        );
+        // What the broker uses: Kafka's ms > minutes > hours, over the merged settings.
+        assert_eq!(
+            find("retention.ms").unwrap().value(&effective, &chain),
+            "1000"
         );
     }
 }

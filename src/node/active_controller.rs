@@ -11,9 +11,10 @@ use tracing::{info, warn};
 use uuid::Uuid;
 
 use super::Core;
+use crate::cluster::config_changes::plan_alter_configs;
 use crate::cluster::controller::{
-    plan_alter_topic_configs, plan_create_partitions, plan_fence, plan_producer_ids, plan_unfence,
-    DeleteResult, NewTopic, TopicResult,
+    plan_create_partitions, plan_fence, plan_producer_ids, plan_unfence, DeleteResult, NewTopic,
+    TopicResult,
 };
 use crate::cluster::controller::{AdminResult, Plan};
 use crate::cluster::metadata::BrokerInfo;
@@ -84,18 +85,18 @@ pub async fn handle(core: &Rc<Core>, request: ControllerRequest) -> ControllerRe
             }
             ControllerResponse::Partitioned(results)
         }
-        ControllerRequest::AlterTopicConfigs {
-            topics,
+        ControllerRequest::AlterConfigs {
+            entries,
             incremental,
             validate_only,
         } => {
-            let results = decide_each(core, topics.len(), |image| {
-                plan_alter_topic_configs(image, &topics, incremental, validate_only)
+            let results = decide_each(core, entries.len(), |image| {
+                plan_alter_configs(image, &entries, incremental, validate_only)
             })
             .await;
-            for (t, r) in topics.iter().zip(&results) {
+            for (e, r) in entries.iter().zip(&results) {
                 if r.is_ok() && !validate_only {
-                    info!(topic = %t.topic, ops = t.ops.len(), "altered topic configs");
+                    info!(resource = ?e.resource, ops = ?e.ops, "altered configs");
                 }
             }
             ControllerResponse::Altered(results)

@@ -17,8 +17,7 @@ use uuid::Uuid;
 use super::active_controller;
 use super::Core;
 use crate::cluster::controller::{
-    AdminResult, AlterTopicConfigs, DeleteResult, NewPartitions, NewTopic, PartitionsResult,
-    TopicResult,
+    AdminResult, AlterConfigs, DeleteResult, NewPartitions, NewTopic, PartitionsResult, TopicResult,
 };
 use crate::cluster::metadata::BrokerInfo;
 use crate::cluster::quorum::{node_of, ProposeError};
@@ -133,17 +132,17 @@ pub async fn create_partitions(
     }
 }
 
-/// Alters topics' configs; one result per request entry, in order. Runs on the
-/// controller core.
-pub async fn alter_topic_configs(
+/// Alters topic and dynamic broker configs; one result per request entry, in order.
+/// Runs on the controller core.
+pub async fn alter_configs(
     core: &Rc<Core>,
-    topics: Vec<AlterTopicConfigs>,
+    entries: Vec<AlterConfigs>,
     incremental: bool,
     validate_only: bool,
 ) -> Vec<AdminResult> {
-    let n = topics.len();
-    let request = ControllerRequest::AlterTopicConfigs {
-        topics,
+    let n = entries.len();
+    let request = ControllerRequest::AlterConfigs {
+        entries,
         incremental,
         validate_only,
     };

@@ -56,7 +56,7 @@ pub async fn run(core: Rc<Core>, applied: LocalReceiver<Applied>) {
     while let Some(a) = applied.recv().await {
         let current = core.metadata.load();
         let version = a.image.version;
-        let view = Arc::new(current.next(a.image, core.node_id(), core.shard_count()));
+        let view = Arc::new(current.next(a.image, core.shard_count()));
         if let Err(e) = on_every_core(&core, &view, |c, v| async move {
             open_missing(&c, &v, false).await
         })

@@ -69,6 +69,7 @@ pub fn log_config(config: &crate::config::Config, topic: &TopicMeta) -> LogConfi
 /// the broker's clean-shutdown marker was found, so the log may skip its scan.
 async fn open_partition(
     core: &Core,
+    config: &crate::config::Config,
     topic: &TopicMeta,
     partition: i32,
     clean_shutdown: bool,
@@ -85,7 +86,7 @@ async fn open_partition(
     }
     let log = PartitionLog::open(
         dir.clone(),
-        log_config(&core.config, topic),
+        log_config(config, topic),
         core.sync_group.clone(),
         clean_shutdown,
     )
@@ -111,11 +112,11 @@ pub async fn open_missing(
         let assignment = topic.partition(p).expect("placed partitions exist");
         if let Some(log) = core.log(&key) {
             log.set_leader_epoch(assignment.leader_epoch);
-            // Topic config changes (IncrementalAlterConfigs) take effect here.
-            log.set_config(log_config(&core.config, &topic));
+            // Topic and dynamic broker config changes take effect here.
+            log.set_config(log_config(&view.config, &topic));
             continue;
         }
-        let log = open_partition(core, &topic, p, clean_shutdown)
+        let log = open_partition(core, &view.config, &topic, p, clean_shutdown)
             .await
             .map_err(|e| format!("opening {}-{p}: {e}", topic.name))?;
         log.set_leader_epoch(assignment.leader_epoch);

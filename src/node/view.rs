@@ -16,12 +16,18 @@ use arc_swap::ArcSwap;
 use uuid::Uuid;
 
 use crate::cluster::metadata::{ClusterMetadata, TopicMeta};
+use crate::config::Config;
 use crate::ids::BrokerId;
 use crate::shard::ShardId;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MetadataView {
     pub cluster: Arc<ClusterMetadata>,
+    /// This node's broker config with its dynamic values (`config::dynamic`) in
+    /// effect: what partition logs take their defaults from.
+    pub config: Arc<Config>,
+    /// The config as this node was started with it.
+    static_config: Arc<Config>,
     /// This node's replicas: per topic id, the core of each partition (`None`: the
     /// partition has no replica here).
     placement: HashMap<Uuid, Vec<Option<ShardId>>>,
@@ -39,6 +45,17 @@ pub enum NotServed {
 }
 
 impl MetadataView {
+    /// The view before any metadata: no topics, this node's static config.
+    pub fn empty(config: Arc<Config>) -> Self {
+        MetadataView {
+            cluster: Arc::default(),
+            me: BrokerId(config.node_id),
+            static_config: config.clone(),
+            config,
+            placement: HashMap::new(),
+        }
+    }
+
     pub fn topic(&self, name: &str) -> Option<&Arc<TopicMeta>> {
         self.cluster.topic(name)
     }
@@ -81,11 +98,12 @@ impl MetadataView {
         out
     }
 
-    /// The next view: `cluster`, with this node's (`me`) replicas placed over
-    /// `shard_count` cores. Replicas already placed keep their core; new ones go to
-    /// the core with the fewest (ties to the lowest index).
-    pub fn next(&self, cluster: Arc<ClusterMetadata>, me: BrokerId, shard_count: usize) -> Self {
+    /// The next view: `cluster`, with this node's replicas placed over `shard_count`
+    /// cores. Replicas already placed keep their core; new ones go to the core with
+    /// the fewest (ties to the lowest index).
+    pub fn next(&self, cluster: Arc<ClusterMetadata>, shard_count: usize) -> Self {
         assert!(shard_count > 0, "at least one core");
+        let me = self.me;
         let mut load = vec![0usize; shard_count];
         let mut placement = HashMap::new();
         let mut new = Vec::new();
@@ -116,9 +134,32 @@ impl MetadataView {
             placement.get_mut(&id).expect("placed above")[p] = Some(ShardId(least));
         }
         MetadataView {
+            config: self.next_config(&cluster),
+            static_config: self.static_config.clone(),
             cluster,
             placement,
             me,
+        }
+    }
+
+    /// The effective config under `cluster`: recomputed only when this node's dynamic
+    /// configs change. Values the controller let through always parse; if one does
+    /// not (a bug), the node keeps the config it has and says so.
+    fn next_config(&self, cluster: &ClusterMetadata) -> Arc<Config> {
+        let layers = cluster.dynamic_configs(self.me);
+        let before = self.cluster.dynamic_configs(self.me);
+        if (layers.broker, layers.default) == (before.broker, before.default) {
+            return self.config.clone();
+        }
+        match self.static_config.with_dynamic(layers) {
+            Ok(c) => {
+                tracing::info!(?layers, "dynamic broker configs in effect");
+                Arc::new(c)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "dynamic broker configs do not parse; keeping the ones in effect");
+                self.config.clone()
+            }
         }
     }
 }
@@ -144,6 +185,12 @@ mod tests {
 
     use super::*;
     use crate::cluster::metadata::PartitionAssignment;
+    use crate::cluster::records::MetadataRecord;
+
+    fn node_config(id: i32) -> Arc<Config> {
+        let overrides = [format!("node.id={id}")];
+        Arc::new(Config::load(None, &overrides, &[0]).unwrap().0)
+    }
 
     fn topic(name: &str, id: u128, replicas: &[&[i32]]) -> TopicMeta {
         TopicMeta {
@@ -159,10 +206,9 @@ mod tests {
 
     #[test]
     fn replicas_spread_over_cores_and_keep_their_core() {
-        let me = BrokerId(1);
         let a = topic("a", 1, &[&[1], &[1], &[1]]);
         let first = Arc::new(ClusterMetadata::new("c".into(), [a.clone()]));
-        let v1 = MetadataView::default().next(first, me, 2);
+        let v1 = MetadataView::empty(node_config(1)).next(first, 2);
         let shards: Vec<_> = (0..3).map(|p| v1.shard_of(&a, p)).collect();
         assert_eq!(
             shards,
@@ -172,7 +218,7 @@ mod tests {
         // without a replica here have no core.
         let b = topic("b", 2, &[&[1], &[2], &[2, 1]]);
         let second = Arc::new(ClusterMetadata::new("c".into(), [a.clone(), b.clone()]));
-        let v2 = v1.next(second, me, 2);
+        let v2 = v1.next(second, 2);
         assert_eq!(v2.shard_of(&a, 1), Some(ShardId(1)));
         assert_eq!(v2.shard_of(&b, 0), Some(ShardId(1)));
         assert_eq!(v2.shard_of(&b, 1), None);
@@ -186,7 +232,30 @@ mod tests {
         assert_eq!(v2.leader_shard(&b, 2), Err(NotServed::NotLeader));
         assert_eq!(v2.leader_shard(&b, 3), Err(NotServed::Unknown));
         // Fewer cores at the next start: everything lands on what is there.
-        let v3 = v2.next(v2.cluster.clone(), me, 1);
+        let v3 = v2.next(v2.cluster.clone(), 1);
         assert_eq!(v3.replicas_on(ShardId(0)).len(), 5);
+    }
+
+    #[test]
+    fn dynamic_configs_of_this_node_take_effect_in_the_next_view() {
+        let v0 = MetadataView::empty(node_config(1));
+        let set = |resource: &str, value: &str, cluster: &ClusterMetadata| {
+            let mut c = cluster.clone();
+            c.apply(&MetadataRecord::BrokerConfig {
+                resource: resource.into(),
+                name: "message.max.bytes".into(),
+                value: Some(value.into()),
+            })
+            .unwrap();
+            Arc::new(c)
+        };
+        let other = v0.next(set("2", "100", &v0.cluster), 1);
+        assert!(Arc::ptr_eq(&other.config, &v0.config), "another broker's");
+        let default = other.next(set("", "200", &other.cluster), 1);
+        assert_eq!(default.config.message_size_max_bytes, 200);
+        let mine = default.next(set("1", "300", &default.cluster), 1);
+        assert_eq!(mine.config.message_size_max_bytes, 300);
+        let same = mine.next(mine.cluster.clone(), 1);
+        assert!(Arc::ptr_eq(&same.config, &mine.config), "not rebuilt");
     }
 }

@@ -7,6 +7,11 @@
 //                                 three consumers of one group (group.protocol=PROTOCOL) share
 //                                 TOPIC's 8 partitions, commit, survive one leaving; the admin
 //                                 client then shows the group and its committed offsets
+//   admin-cluster BOOTSTRAP TOPIC BROKERS
+//                                 CreatePartitions, DescribeCluster, topic configs
+//   broker-configs BOOTSTRAP TOPIC
+//                                 dynamic broker configs: the cluster-wide default and one
+//                                 broker's own value reach every broker and take effect at once
 // Exits non-zero, with the reason on stderr, on the first mismatch.
 
 import java.nio.charset.StandardCharsets;
@@ -393,6 +398,85 @@ public class JavaClientCheck {
         verify(bootstrap, topic, 10, 2);
     }
 
+    /// Sends one record of `size` bytes with a new producer; the error's class, or "ok".
+    static String sendOne(String bootstrap, String topic, int size) throws Exception {
+        try (KafkaProducer<byte[], byte[]> p = producer(bootstrap, "none")) {
+            p.send(new ProducerRecord<>(topic, 0, null, new byte[size])).get();
+            return "ok";
+        } catch (ExecutionException e) {
+            return e.getCause().getClass().getSimpleName();
+        }
+    }
+
+    /// Dynamic broker configs through the admin client: the cluster-wide default
+    /// (resource "", as kafka-configs.sh --entity-default) reaches every broker; the
+    /// leader's own value beats it; DELETE goes back. Produce follows each change.
+    static void brokerConfigs(String bootstrap, String topic) throws Exception {
+        var broker = org.apache.kafka.common.config.ConfigResource.Type.BROKER;
+        var set = AlterConfigOp.OpType.SET;
+        var delete = AlterConfigOp.OpType.DELETE;
+        try (Admin admin = Admin.create(base(bootstrap))) {
+            admin.createTopics(List.of(new NewTopic(topic, 1, (short) 1))).all().get();
+            check(sendOne(bootstrap, topic, 5000).equals("ok"), "before any change");
+            var defaults = new org.apache.kafka.common.config.ConfigResource(broker, "");
+            admin.incrementalAlterConfigs(Map.of(defaults, List.of(
+                new AlterConfigOp(new ConfigEntry("message.max.bytes", "3000"), set),
+                new AlterConfigOp(new ConfigEntry("log.retention.ms", "3600000"), set)))).all().get();
+            Collection<org.apache.kafka.common.Node> nodes = admin.describeCluster().nodes().get();
+            for (org.apache.kafka.common.Node n : nodes) {
+                var b = new org.apache.kafka.common.config.ConfigResource(broker, n.idString());
+                waitFor("broker " + n.id() + " to take the default", () ->
+                    describe(admin, b).get("message.max.bytes").source()
+                        == ConfigEntry.ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG);
+                var options = new DescribeConfigsOptions().includeSynonyms(true);
+                ConfigEntry e = admin.describeConfigs(List.of(b), options).all().get().get(b).get("message.max.bytes");
+                List<ConfigEntry.ConfigSource> sources = new ArrayList<>();
+                for (ConfigEntry.ConfigSynonym y : e.synonyms()) sources.add(y.source());
+                check(e.value().equals("3000") && !e.isReadOnly()
+                    && sources.equals(List.of(ConfigEntry.ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG,
+                                              ConfigEntry.ConfigSource.DEFAULT_CONFIG)),
+                    "broker " + n.id() + ": " + e);
+            }
+            Config listed = describe(admin, defaults);
+            check(listed.entries().size() == 2 && listed.get("log.retention.ms").value().equals("3600000")
+                && listed.get("log.retention.ms").source() == ConfigEntry.ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG,
+                "defaults: " + listed);
+            String refused = sendOne(bootstrap, topic, 5000);
+            check(refused.equals("RecordTooLargeException"), "over the default: " + refused);
+
+            int leader = admin.describeTopics(List.of(topic)).allTopicNames().get().get(topic)
+                .partitions().get(0).leader().id();
+            var own = new org.apache.kafka.common.config.ConfigResource(broker, String.valueOf(leader));
+            admin.incrementalAlterConfigs(Map.of(own, List.of(
+                new AlterConfigOp(new ConfigEntry("message.max.bytes", "20000"), set)))).all().get();
+            waitFor("the leader's own value", () ->
+                describe(admin, own).get("message.max.bytes").source() == ConfigEntry.ConfigSource.DYNAMIC_BROKER_CONFIG);
+            check(sendOne(bootstrap, topic, 5000).equals("ok"), "under the leader's own value");
+
+            try {
+                admin.incrementalAlterConfigs(Map.of(defaults, List.of(
+                    new AlterConfigOp(new ConfigEntry("num.partitions", "3"), set)))).all().get();
+                check(false, "a static setting was altered");
+            } catch (ExecutionException e) {
+                check(e.getCause() instanceof org.apache.kafka.common.errors.InvalidRequestException,
+                    "static setting: " + e.getCause());
+            }
+
+            admin.incrementalAlterConfigs(Map.of(
+                own, List.of(new AlterConfigOp(new ConfigEntry("message.max.bytes", ""), delete)),
+                defaults, List.of(new AlterConfigOp(new ConfigEntry("message.max.bytes", ""), delete),
+                                  new AlterConfigOp(new ConfigEntry("log.retention.ms", ""), delete))))
+                .all().get();
+            for (org.apache.kafka.common.Node n : nodes) {
+                var b = new org.apache.kafka.common.config.ConfigResource(broker, n.idString());
+                waitFor("broker " + n.id() + " back to its default", () ->
+                    describe(admin, b).get("message.max.bytes").source() == ConfigEntry.ConfigSource.DEFAULT_CONFIG);
+            }
+            check(describe(admin, defaults).entries().isEmpty(), "defaults left");
+            check(sendOne(bootstrap, topic, 5000).equals("ok"), "after DELETE");
+        }
+    }
+
     static Config describe(Admin admin, org.apache.kafka.common.config.ConfigResource res) {
         try {
             return admin.describeConfigs(List.of(res)).all().get().get(res);
@@ -409,6 +493,7 @@ public class JavaClientCheck {
         switch (args[0]) {
             // An optional fifth argument: the topic's partition count (default 8).
             case "admin-cluster" -> adminCluster(args[1], args[2], Integer.parseInt(args[3]));
+            case "broker-configs" -> brokerConfigs(args[1], args[2]);
             case "produce" -> produce(args[1], args[2], Integer.parseInt(args[3]), partitionsArg(args));
             case "verify" -> verify(args[1], args[2], Integer.parseInt(args[3]), partitionsArg(args));
             case "codecs" -> codecs(args[1]);

@@ -116,6 +116,7 @@ fn fetch_response(c: &mut Criterion) {
                     last_stable_offset: 1_000_000,
                     log_start_offset: 0,
                     records: vec![records.clone().into()],
+                    current_leader: None,
                 })
                 .collect();
             let topics = vec![FetchTopicData {
@@ -123,7 +124,7 @@ fn fetch_response(c: &mut Criterion) {
                 topic_id: uuid::Uuid::nil(),
                 partitions,
             }];
-            write_fetch_response(1, 12, ErrorCode::None, topics).len()
+            write_fetch_response(1, 12, ErrorCode::None, topics, &[]).len()
         })
     });
     g.finish();

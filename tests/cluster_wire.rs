@@ -1,6 +1,7 @@
 //! Three ringlog nodes as one cluster, byte for byte on the wire: every broker tells
 //! the same metadata, and only a partition's leader takes its produce, fetch and list
-//! offsets; the others answer NOT_LEADER_OR_FOLLOWER (6), as Kafka's brokers do.
+//! offsets; the others answer NOT_LEADER_OR_FOLLOWER (6), as Kafka's brokers do, with
+//! the current leader and its endpoint where the version has them (KIP-951).
 //! (The client tests in tests/test_cluster.py cover the clients and failures.)
 
 mod common;
@@ -122,6 +123,33 @@ fn only_the_leader_serves_a_partition_and_every_broker_says_which() {
         .map(|e| (e.node_id.0, e.port))
         .collect();
     assert_eq!(endpoints, vec![(1, nodes[1].port as i32)]);
+    // And Fetch from v16 (by topic id), with the leader's endpoint.
+    let mut by_id = fetch_request("led", &[(0, 0), (2, 0)], 0);
+    by_id.topics[0].topic_id = topic.topic_id;
+    let fetched: FetchResponse = c.call(ApiKey::Fetch, 16, &by_id);
+    let hints: Vec<(i32, i16, i32, i32)> = fetched.responses[0]
+        .partitions
+        .iter()
+        .map(|p| {
+            let l = &p.current_leader;
+            (
+                p.partition_index,
+                p.error_code,
+                l.leader_id.0,
+                l.leader_epoch,
+            )
+        })
+        .collect();
+    assert_eq!(
+        hints,
+        vec![(0, 0, -1, -1), (2, NOT_LEADER_OR_FOLLOWER, 2, 0)]
+    );
+    let endpoints: Vec<(i32, i32)> = fetched
+        .node_endpoints
+        .iter()
+        .map(|e| (e.node_id.0, e.port))
+        .collect();
+    assert_eq!(endpoints, vec![(2, nodes[2].port as i32)]);
     // The leader of partition 1 takes it.
     assert_eq!(
         produce(&mut nodes[1].connect(), "led", 1, batch(3, None)),

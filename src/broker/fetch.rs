@@ -16,12 +16,14 @@ use futures::future::{select, select_all};
 use futures::FutureExt;
 use kafka_protocol::messages::fetch_request::FetchRequest;
 
-use super::routing::{group_by_owner, leader_epoch_check, not_served};
+use super::routing::{group_by_owner, leader_epoch_check, not_served, LeaderHints};
 use super::{decode, Outcome};
+use crate::cluster::metadata::TopicMeta;
 use crate::node::{Core, PartitionKey};
 use crate::protocol::chunk::Chunk;
 use crate::protocol::fetch_writer::{
-    write_fetch_response, FetchPartitionData, FetchTopicData, FETCH_TOPIC_IDS_FROM,
+    write_fetch_response, FetchPartitionData, FetchTopicData, LeaderHint, NodeEndpoint,
+    FETCH_LEADER_HINTS_FROM, FETCH_TOPIC_IDS_FROM,
 };
 use crate::protocol::header::RequestHeader;
 use crate::protocol::ErrorCode;
@@ -34,6 +36,8 @@ pub const FETCH_WAIT_MAX: Duration = Duration::from_secs(60);
 pub const FETCH_BYTES_MAX: usize = 55 << 20;
 
 struct Slot {
+    /// The partition's topic, if it exists.
+    topic: Option<Arc<TopicMeta>>,
     target: Option<(ShardId, PartitionKey)>,
     fetch_offset: i64,
     partition_max_bytes: usize,
@@ -200,6 +204,7 @@ pub async fn handle(core: &Rc<Core>, h: &RequestHeader, body: Bytes) -> Outcome 
                 last_stable_offset: -1,
                 log_start_offset: -1,
                 records: Vec::new(),
+                current_leader: None,
             };
             let target = match meta.map(|m| {
                 snapshot
@@ -225,6 +230,7 @@ pub async fn handle(core: &Rc<Core>, h: &RequestHeader, body: Bytes) -> Outcome 
                 }
             };
             slots.push(Slot {
+                topic: meta.cloned(),
                 target,
                 fetch_offset: p.fetch_offset,
                 partition_max_bytes: (p.partition_max_bytes.max(0) as usize)
@@ -295,6 +301,32 @@ pub async fn handle(core: &Rc<Core>, h: &RequestHeader, body: Bytes) -> Outcome 
             total += len;
         }
     }
+    // KIP-951: refused partitions say who leads them now (v16+, as Kafka).
+    let mut hints = LeaderHints::default();
+    if h.api_version >= FETCH_LEADER_HINTS_FROM {
+        for s in &mut slots {
+            if matches!(
+                s.result.error,
+                ErrorCode::NotLeaderOrFollower | ErrorCode::FencedLeaderEpoch
+            ) {
+                let (leader_id, leader_epoch) = hints.hint(s.topic.as_deref(), s.result.partition);
+                s.result.current_leader = Some(LeaderHint {
+                    leader_id,
+                    leader_epoch,
+                });
+            }
+        }
+    }
+    let endpoints: Vec<NodeEndpoint> = hints
+        .endpoints(&snapshot)
+        .into_iter()
+        .map(|b| NodeEndpoint {
+            node_id: b.id.0,
+            host: b.host.clone(),
+            port: b.port as i32,
+            rack: b.rack.clone(),
+        })
+        .collect();
     let mut slots = slots.into_iter();
     let topics = topics
         .into_iter()
@@ -309,5 +341,6 @@ pub async fn handle(core: &Rc<Core>, h: &RequestHeader, body: Bytes) -> Outcome 
         h.api_version,
         ErrorCode::None,
         topics,
+        &endpoints,
     ))
 }

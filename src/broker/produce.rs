@@ -13,7 +13,7 @@ use kafka_protocol::messages::produce_response::{
 };
 use kafka_protocol::messages::BrokerId;
 
-use super::routing::{group_by_owner, leader_here};
+use super::routing::{group_by_owner, leader_here, LeaderHints};
 use super::{decode, encode_response, str_bytes, Outcome};
 use crate::node::Core;
 use crate::protocol::api::key;
@@ -99,7 +99,7 @@ pub async fn handle(core: &Rc<Core>, h: &RequestHeader, body: Bytes) -> Outcome 
     }
     let mut results = results.into_iter();
     let mut resp = ProduceResponse::default();
-    let mut leaders = std::collections::BTreeSet::new();
+    let mut hints = LeaderHints::default();
     for t in &req.topic_data {
         let mut tr = TopicProduceResponse::default();
         tr.name = t.name.clone();
@@ -127,13 +127,10 @@ pub async fn handle(core: &Rc<Core>, h: &RequestHeader, body: Bytes) -> Outcome 
                     if code == ErrorCode::NotLeaderOrFollower && h.api_version >= 10 {
                         // KIP-951: where the partition is led now, so the client
                         // need not refresh its metadata first.
-                        let leader = snapshot
-                            .topic(t.name.0.as_str())
-                            .and_then(|topic| topic.partition(p.index));
-                        pr.current_leader.leader_id =
-                            BrokerId(leader.and_then(|a| a.leader).map_or(-1, |b| b.0));
-                        pr.current_leader.leader_epoch = leader.map_or(-1, |a| a.leader_epoch.0);
-                        leaders.extend(leader.and_then(|a| a.leader));
+                        let topic = snapshot.topic(t.name.0.as_str()).map(|t| &**t);
+                        let (leader_id, leader_epoch) = hints.hint(topic, p.index);
+                        pr.current_leader.leader_id = BrokerId(leader_id);
+                        pr.current_leader.leader_epoch = leader_epoch;
                     }
                 }
             }
@@ -141,10 +138,9 @@ pub async fn handle(core: &Rc<Core>, h: &RequestHeader, body: Bytes) -> Outcome 
         }
         resp.responses.push(tr);
     }
-    resp.node_endpoints = leaders
-        .iter()
-        .filter_map(|id| snapshot.cluster.brokers.get(id))
-        .filter(|b| !b.fenced)
+    resp.node_endpoints = hints
+        .endpoints(&snapshot)
+        .into_iter()
         .map(|b| {
             let mut e = NodeEndpoint::default();
             e.node_id = BrokerId(b.id.0);

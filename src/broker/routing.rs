@@ -1,18 +1,20 @@
-//! Shared lookups: auto-creation, a group's coordinator, grouping work by owner core.
+//! Shared lookups: where a partition is led (and KIP-951 hints when not here),
+//! auto-creation, a group's coordinator, grouping work by owner core.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use std::future::Future;
-
 use crate::cluster::controller::NewTopic;
-use crate::cluster::metadata::TopicMeta;
+use crate::cluster::metadata::{BrokerInfo, TopicMeta};
 use crate::group::offsets_topic::{self, OFFSETS_TOPIC};
 use crate::ids::{BrokerId, EpochMismatch};
 use crate::node::view::{MetadataView, NotServed};
 use crate::node::{controller_client, Core, PartitionKey, CONTROLLER_SHARD};
 use crate::protocol::ErrorCode;
+use crate::shard::ShardId;
+use crate::storage::PartitionLog;
 
 /// The error a client gets for a partition this node does not serve.
 pub fn not_served(why: NotServed) -> ErrorCode {
@@ -34,8 +36,36 @@ pub fn leader_here(
         .map(|owner| (owner, (topic.id, partition)))
         .map_err(not_served)
 }
-use crate::shard::ShardId;
-use crate::storage::PartitionLog;
+
+/// KIP-951 hints for one response: who leads each refused partition now, and where
+/// to reach those leaders, so a client can move without refreshing its metadata.
+#[derive(Default)]
+pub struct LeaderHints {
+    leaders: BTreeSet<BrokerId>,
+}
+
+impl LeaderHints {
+    /// `partition`'s (leader id, leader epoch) as this node knows them (-1: unknown);
+    /// its leader is named among the endpoints.
+    pub fn hint(&mut self, topic: Option<&TopicMeta>, partition: i32) -> (i32, i32) {
+        let assignment = topic.and_then(|t| t.partition(partition));
+        let leader = assignment.and_then(|a| a.leader);
+        self.leaders.extend(leader);
+        (
+            leader.map_or(-1, |b| b.0),
+            assignment.map_or(-1, |a| a.leader_epoch.0),
+        )
+    }
+
+    /// The named leaders that are live, by id.
+    pub fn endpoints<'a>(&self, view: &'a MetadataView) -> Vec<&'a BrokerInfo> {
+        self.leaders
+            .iter()
+            .filter_map(|id| view.cluster.brokers.get(id))
+            .filter(|b| !b.fenced)
+            .collect()
+    }
+}
 
 /// Creates `names` with broker defaults through the controller (auto-creation, which
 /// only a Metadata request may ask for, as in Kafka); `client` names who asked, for the

@@ -12,6 +12,25 @@ use super::wire::put_unsigned_varint;
 
 pub const FETCH_FLEXIBLE_FROM: i16 = 12;
 pub const FETCH_TOPIC_IDS_FROM: i16 = 13;
+/// KIP-951: a partition's current leader and the leaders' endpoints, on
+/// NOT_LEADER_OR_FOLLOWER and FENCED_LEADER_EPOCH (as Kafka sends them).
+pub const FETCH_LEADER_HINTS_FROM: i16 = 16;
+
+/// Who leads a partition now (KIP-951's CurrentLeader; -1 when unknown).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LeaderHint {
+    pub leader_id: i32,
+    pub leader_epoch: i32,
+}
+
+/// Where to reach a leader named in a hint (KIP-951's NodeEndpoints).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeEndpoint {
+    pub node_id: i32,
+    pub host: String,
+    pub port: i32,
+    pub rack: Option<String>,
+}
 
 #[derive(Debug, Clone)]
 pub struct FetchPartitionData {
@@ -23,6 +42,8 @@ pub struct FetchPartitionData {
     /// Whole batches, as stored, in one or more contiguous pieces. Empty when there is
     /// nothing to return (sent as an empty record set).
     pub records: Vec<Chunk>,
+    /// Sent from v12 (a tagged field) when set; callers set it from v16, as Kafka.
+    pub current_leader: Option<LeaderHint>,
 }
 
 #[derive(Debug, Clone)]
@@ -80,11 +101,18 @@ fn put_array_len(b: &mut BytesMut, flexible: bool, len: usize) {
     }
 }
 
+fn put_compact_str(b: &mut BytesMut, s: &str) {
+    put_unsigned_varint(b, s.len() as u32 + 1);
+    b.put_slice(s.as_bytes());
+}
+
+/// `node_endpoints` are sent from v16 (a tagged field), when there are any.
 pub fn write_fetch_response(
     correlation_id: i32,
     version: i16,
     error: ErrorCode,
     topics: Vec<FetchTopicData>,
+    node_endpoints: &[NodeEndpoint],
 ) -> Vec<Chunk> {
     let flexible = version >= FETCH_FLEXIBLE_FROM;
     let mut out = Chunks::new();
@@ -141,7 +169,18 @@ pub fn write_fetch_response(
                 out.push_chunk(piece);
             }
             if flexible {
-                out.current.put_u8(0); // partition tagged fields
+                let b = &mut out.current;
+                match p.current_leader {
+                    Some(hint) => {
+                        b.put_u8(1); // one tagged field: CurrentLeader, tag 1
+                        b.put_u8(1);
+                        b.put_u8(9); // its size: two int32s and its own empty tags
+                        b.put_i32(hint.leader_id);
+                        b.put_i32(hint.leader_epoch);
+                        b.put_u8(0);
+                    }
+                    None => b.put_u8(0),
+                }
             }
         }
         if flexible {
@@ -149,7 +188,27 @@ pub fn write_fetch_response(
         }
     }
     if flexible {
-        out.current.put_u8(0); // top-level tagged fields
+        let b = &mut out.current;
+        if version >= FETCH_LEADER_HINTS_FROM && !node_endpoints.is_empty() {
+            let mut field = BytesMut::new();
+            put_array_len(&mut field, true, node_endpoints.len());
+            for e in node_endpoints {
+                field.put_i32(e.node_id);
+                put_compact_str(&mut field, &e.host);
+                field.put_i32(e.port);
+                match &e.rack {
+                    Some(rack) => put_compact_str(&mut field, rack),
+                    None => field.put_u8(0),
+                }
+                field.put_u8(0);
+            }
+            b.put_u8(1); // one tagged field: NodeEndpoints, tag 0
+            b.put_u8(0);
+            put_unsigned_varint(b, field.len() as u32);
+            b.put_slice(&field);
+        } else {
+            b.put_u8(0); // top-level tagged fields
+        }
     }
     out.finish()
 }
@@ -221,14 +280,19 @@ mod tests {
                         last_stable_offset: 10,
                         log_start_offset: 0,
                         records: vec![records.clone().into()],
+                        current_leader: None,
                     },
                     FetchPartitionData {
                         partition: 1,
-                        error: ErrorCode::OffsetOutOfRange,
+                        error: ErrorCode::NotLeaderOrFollower,
                         high_watermark: 5,
                         last_stable_offset: 5,
                         log_start_offset: 0,
                         records: Vec::new(),
+                        current_leader: Some(LeaderHint {
+                            leader_id: 2,
+                            leader_epoch: 7,
+                        }),
                     },
                     FetchPartitionData {
                         partition: 2,
@@ -237,6 +301,7 @@ mod tests {
                         last_stable_offset: 1,
                         log_start_offset: 0,
                         records: vec![small.slice(..4).into(), small.slice(4..).into()],
+                        current_leader: None,
                     },
                     FetchPartitionData {
                         partition: 3,
@@ -245,10 +310,25 @@ mod tests {
                         last_stable_offset: 1,
                         log_start_offset: 0,
                         records: vec![Chunk::File(range.clone())],
+                        current_leader: None,
                     },
                 ],
             }];
-            let parts = write_fetch_response(77, version, ErrorCode::None, topics);
+            let endpoints = [
+                NodeEndpoint {
+                    node_id: 2,
+                    host: "broker-2".into(),
+                    port: 9094,
+                    rack: Some("east".into()),
+                },
+                NodeEndpoint {
+                    node_id: 3,
+                    host: "b3".into(),
+                    port: 9095,
+                    rack: None,
+                },
+            ];
+            let parts = write_fetch_response(77, version, ErrorCode::None, topics, &endpoints);
             let mut frame = concat(&parts);
             let size = i32::from_be_bytes(frame[..4].try_into().unwrap());
             assert_eq!(size as usize, frame.len() - 4);
@@ -265,7 +345,31 @@ mod tests {
                 assert_eq!(t.topic.0.as_str(), "orders");
             }
             assert_eq!(t.partitions[0].records.as_ref(), Some(&records));
-            assert_eq!(t.partitions[1].error_code, 1);
+            assert_eq!(t.partitions[1].error_code, 6);
+            if version >= 12 {
+                let hint = &t.partitions[1].current_leader;
+                assert_eq!((hint.leader_id.0, hint.leader_epoch), (2, 7));
+                assert_eq!(t.partitions[0].current_leader, Default::default());
+            }
+            let sent: Vec<_> = resp
+                .node_endpoints
+                .iter()
+                .map(|e| {
+                    let rack = e.rack.as_ref().map(|r| r.to_string());
+                    (e.node_id.0, e.host.to_string(), e.port, rack)
+                })
+                .collect();
+            if version >= 16 {
+                assert_eq!(
+                    sent,
+                    vec![
+                        (2, "broker-2".into(), 9094, Some("east".into())),
+                        (3, "b3".into(), 9095, None)
+                    ]
+                );
+            } else {
+                assert!(sent.is_empty());
+            }
             assert_eq!(t.partitions[1].records, Some(Bytes::new()));
             assert_eq!(t.partitions[2].records.as_ref(), Some(&small));
             assert_eq!(t.partitions[3].records.as_ref(), Some(&in_file));
@@ -286,9 +390,10 @@ mod tests {
                 last_stable_offset: 1,
                 log_start_offset: 0,
                 records: vec![records.clone().into()],
+                current_leader: None,
             }],
         }];
-        let parts = write_fetch_response(1, 11, ErrorCode::None, topics);
+        let parts = write_fetch_response(1, 11, ErrorCode::None, topics, &[]);
         assert!(
             parts
                 .iter()

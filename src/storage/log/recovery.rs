@@ -1,0 +1,316 @@
+//! Opening a log: after a clean shutdown, the state it recorded (`quiesce` writes
+//! it); otherwise a scan that validates every batch, truncates a torn tail of the
+//! active segment and takes a partition damaged anywhere else offline.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, VecDeque};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use tracing::{error, info, warn};
+
+use super::read::TailCache;
+use super::retention::RETIRED_SUFFIX;
+use super::{LogConfig, LogState, MaxTimestampBatch, PartitionLog, Wakers, LOG_START_CHECKPOINT};
+use crate::ids::LeaderEpoch;
+use crate::storage::atomic_file::write_atomic;
+use crate::storage::producer_state::ProducerStates;
+use crate::storage::segment::{Segment, SegmentSnapshot, SegmentSpec};
+use crate::storage::sync_group::SyncGroup;
+
+/// What a clean shutdown writes about the partition, read by the next start instead
+/// of scanning (trusted only while the broker's clean-shutdown marker exists).
+const SHUTDOWN_SNAPSHOT: &str = "clean-shutdown.json";
+
+/// What `quiesce` writes for the next start.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(super) struct ShutdownSnapshot {
+    segments: Vec<SegmentSnapshot>,
+    producers: ProducerStates,
+    max_timestamp: Option<MaxTimestampBatch>,
+}
+
+fn segment_bases(dir: &Path) -> io::Result<Vec<i64>> {
+    let mut bases = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.ends_with(RETIRED_SUFFIX) {
+            if let Err(e) = std::fs::remove_file(entry.path()) {
+                warn!(path = %entry.path().display(), error = %e, "removing a retired segment file failed");
+            }
+            continue;
+        }
+        if let Some(stem) = name.strip_suffix(".log") {
+            if let Ok(base) = stem.parse::<i64>() {
+                bases.push(base);
+            }
+        }
+    }
+    bases.sort_unstable();
+    Ok(bases)
+}
+
+/// A partition's state as found on disk at startup.
+pub(super) struct Recovered {
+    segments: BTreeMap<i64, Segment>,
+    producers: ProducerStates,
+    max_timestamp: Option<MaxTimestampBatch>,
+    /// Why the partition cannot be served, if it cannot.
+    offline: Option<String>,
+}
+
+impl Recovered {
+    /// Takes what a clean shutdown recorded, if it matches the files; `None` otherwise.
+    pub(super) async fn from_snapshot(
+        dir: &Path,
+        spec: &SegmentSpec,
+    ) -> io::Result<Option<Recovered>> {
+        let Ok(text) = std::fs::read(dir.join(SHUTDOWN_SNAPSHOT)) else {
+            return Ok(None);
+        };
+        let Ok(snapshot) = serde_json::from_slice::<ShutdownSnapshot>(&text) else {
+            warn!(dir = %dir.display(), "unreadable clean-shutdown snapshot; scanning instead");
+            return Ok(None);
+        };
+        let bases = segment_bases(dir)?;
+        if bases
+            != snapshot
+                .segments
+                .iter()
+                .map(|g| g.base_offset)
+                .collect::<Vec<_>>()
+        {
+            warn!(dir = %dir.display(), "segment files differ from the clean-shutdown snapshot; scanning instead");
+            return Ok(None);
+        }
+        let mut segments = BTreeMap::new();
+        for g in &snapshot.segments {
+            match Segment::load(dir, g, spec).await? {
+                Some(seg) => segments.insert(g.base_offset, seg),
+                None => {
+                    warn!(dir = %dir.display(), segment = g.base_offset, "segment differs from the clean-shutdown snapshot; scanning instead");
+                    return Ok(None);
+                }
+            };
+        }
+        Ok(Some(Recovered {
+            segments,
+            producers: snapshot.producers,
+            max_timestamp: snapshot.max_timestamp,
+            offline: None,
+        }))
+    }
+
+    /// Validates every batch of every segment; truncates a torn or corrupt tail of the
+    /// active segment; damage anywhere else takes the partition offline.
+    pub(super) async fn by_scanning(dir: &Path, spec: &SegmentSpec) -> io::Result<Recovered> {
+        let bases = segment_bases(dir)?;
+        let mut producers = ProducerStates::default();
+        let mut segments = BTreeMap::new();
+        let mut max_timestamp: Option<MaxTimestampBatch> = None;
+        let mut expected = bases.first().copied().unwrap_or(0);
+        let mut offline = None;
+        for (i, &base) in bases.iter().enumerate() {
+            let is_active = i + 1 == bases.len();
+            if base < expected {
+                offline = Some(format!(
+                    "segment {base} overlaps its predecessor, which ends at {expected}"
+                ));
+                break;
+            }
+            let (mut seg, torn) = Segment::recover(dir, base, spec, &mut producers, |h, pos| {
+                if max_timestamp.is_none_or(|m| h.max_timestamp() > m.timestamp) {
+                    max_timestamp = Some(MaxTimestampBatch {
+                        timestamp: h.max_timestamp(),
+                        segment_base: base,
+                        position: pos,
+                        size: h.total_size() as usize,
+                    });
+                }
+            })
+            .await?;
+            expected = seg.next_offset;
+            match torn {
+                // Zeros past the data: a direct write's block padding or space never
+                // written. Nothing was lost, whichever segment it is in.
+                Some(t) if t.zeros_only => {
+                    info!(
+                        dir = %dir.display(), segment = base, position = t.position,
+                        zero_bytes = t.file_size - t.position,
+                        "recovery trimmed zero padding after the last batch"
+                    );
+                    seg.commit_recovery().await?;
+                }
+                // Damage before the active segment is not a torn write: cutting there
+                // would drop acknowledged data in every later segment.
+                Some(t) if !is_active => {
+                    offline = Some(format!(
+                        "segment {base} is damaged at byte {}: {}",
+                        t.position, t.reason
+                    ));
+                    segments.insert(base, seg);
+                    break;
+                }
+                Some(t) => {
+                    warn!(
+                        dir = %dir.display(), segment = base, position = t.position,
+                        truncated_bytes = t.file_size - t.position, reason = %t.reason,
+                        "recovery truncated a torn or corrupt tail"
+                    );
+                    seg.commit_recovery().await?;
+                }
+                None => seg.commit_recovery().await?,
+            }
+            segments.insert(base, seg);
+        }
+        Ok(Recovered {
+            segments,
+            producers,
+            max_timestamp,
+            offline,
+        })
+    }
+}
+
+impl PartitionLog {
+    /// Opens the log in `dir`, creating it if empty. After a clean shutdown
+    /// (`clean_shutdown`: the broker's marker was found) the state it recorded is
+    /// loaded; otherwise every existing batch is validated, and a torn or corrupt tail
+    /// is truncated and reported in the log.
+    pub async fn open(
+        dir: PathBuf,
+        config: LogConfig,
+        sync_group: Rc<SyncGroup>,
+        clean_shutdown: bool,
+    ) -> io::Result<Rc<PartitionLog>> {
+        std::fs::create_dir_all(&dir)?;
+        let loaded = if clean_shutdown {
+            Recovered::from_snapshot(&dir, &config.segment).await?
+        } else {
+            None
+        };
+        let scanned = loaded.is_none();
+        // A snapshot describes one shutdown; it must never be trusted after this start.
+        match std::fs::remove_file(dir.join(SHUTDOWN_SNAPSHOT)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let Recovered {
+            mut segments,
+            producers,
+            max_timestamp,
+            offline,
+        } = match loaded {
+            Some(r) => r,
+            None => Recovered::by_scanning(&dir, &config.segment).await?,
+        };
+        if let Some(reason) = &offline {
+            error!(
+                dir = %dir.display(), %reason,
+                "partition is OFFLINE (KAFKA_STORAGE_ERROR to clients); its files are left untouched for inspection"
+            );
+        }
+        if segments.is_empty() {
+            segments.insert(0, Segment::create(&dir, 0, &config.segment).await?);
+        }
+        let log_end_offset = segments
+            .values()
+            .next_back()
+            .expect("at least one segment")
+            .next_offset;
+        // DeleteRecords may have moved the start inside the first segment.
+        let checkpoint = std::fs::read_to_string(dir.join(LOG_START_CHECKPOINT))
+            .ok()
+            .and_then(|s| s.trim().parse::<i64>().ok())
+            .unwrap_or(0);
+        let first_base = *segments.keys().next().expect("at least one segment");
+        let log_start_offset = first_base.max(checkpoint.min(log_end_offset));
+        if log_end_offset > 0 {
+            info!(dir = %dir.display(), log_start_offset, log_end_offset, segments = segments.len(), scanned, "recovered partition log");
+        }
+        Ok(Rc::new(PartitionLog {
+            dir,
+            config: Cell::new(config),
+            state: RefCell::new(LogState {
+                segments,
+                log_start_offset,
+                log_end_offset,
+                high_watermark: log_end_offset,
+                syncs_pending: 0,
+                producers,
+                max_timestamp,
+                offline: offline.is_some(),
+                closed: false,
+                unflushed_records: 0,
+                unflushed_files: Vec::new(),
+                last_flush: std::time::Instant::now(),
+                tail_cache: TailCache::default(),
+            }),
+            pending: RefCell::new(VecDeque::new()),
+            leader_epoch: Cell::new(LeaderEpoch(0)),
+            writing: Cell::new(false),
+            writer_idle: Wakers::default(),
+            refusing: Cell::new(false),
+            appended: Wakers::default(),
+            index_writes: Cell::new(0),
+            index_writes_idle: Wakers::default(),
+            sync_group,
+        }))
+    }
+
+    /// Clean shutdown: waits for appends in flight to finish and refuses new ones,
+    /// flushes, seals the active segment and records the partition's state for the
+    /// next start. Returns whether that record was written (a partition that was
+    /// already offline, or failed to flush, gets none and is scanned next time).
+    pub async fn quiesce(&self) -> bool {
+        self.refusing.set(true);
+        let was_offline = self.is_offline();
+        self.writer_done().await;
+        self.state.borrow_mut().closed = true;
+        // Appends written before the writer stopped may still be writing index entries.
+        self.index_writes_done().await;
+        self.wake_waiters();
+        let files = std::mem::take(&mut self.state.borrow_mut().unflushed_files);
+        if !files.is_empty() {
+            if let Err(e) = self.sync_group.sync(files).await {
+                warn!(dir = %self.dir.display(), error = %e, "flush at shutdown failed");
+                return false;
+            }
+        }
+        if was_offline {
+            return false;
+        }
+        let (active, snapshot) = {
+            let mut s = self.state.borrow_mut();
+            let active = s
+                .segments
+                .values_mut()
+                .next_back()
+                .map(Segment::seal_handle);
+            let snapshot = ShutdownSnapshot {
+                segments: s.segments.values().map(Segment::snapshot).collect(),
+                producers: s.producers.clone(),
+                max_timestamp: s.max_timestamp,
+            };
+            (active, snapshot)
+        };
+        if let Some(active) = active {
+            if let Err(e) = active.seal().await {
+                warn!(dir = %self.dir.display(), error = %e, "sealing the active segment at shutdown failed");
+                return false;
+            }
+        }
+        let written = serde_json::to_vec(&snapshot)
+            .map_err(io::Error::other)
+            .and_then(|bytes| write_atomic(&self.dir, SHUTDOWN_SNAPSHOT, &bytes));
+        if let Err(e) = written {
+            warn!(dir = %self.dir.display(), error = %e, "writing the clean-shutdown snapshot failed");
+            return false;
+        }
+        true
+    }
+}

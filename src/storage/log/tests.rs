@@ -1,0 +1,294 @@
+//! The log's unit tests: appends, flushes, visibility, deletion under a write.
+
+use bytes::Bytes;
+
+use super::*;
+use crate::perf::batch::BatchTemplate;
+use crate::protocol::batch;
+use crate::protocol::chunk::Chunk;
+use crate::storage::fault;
+use crate::storage::test_support::on_executor_in_scratch_dir;
+
+fn config(tail_cache_bytes: usize) -> LogConfig {
+    LogConfig {
+        tail_cache_bytes,
+        // Every second record flushes.
+        flush_interval_messages: 2,
+        ..LogConfig::plain(WriteMode::Buffered)
+    }
+}
+
+/// A batch of `records` records from idempotent producer 7, epoch 0, sequence `seq`.
+fn idempotent_batch(seq: i32, records: usize) -> Bytes {
+    let recs: Vec<batch::build::Record> = (0..records)
+        .map(|_| batch::build::Record {
+            key: None,
+            value: Some(b"v"),
+            headers: &[],
+            timestamp: segment::now_ms(),
+        })
+        .collect();
+    Bytes::from(batch::build::encode(&recs, Some((7, 0, seq))))
+}
+
+/// A retried batch (an idempotent duplicate) is acknowledged no sooner than its
+/// original: while the original's flush is under way the duplicate waits for it.
+#[test]
+fn a_duplicate_waits_for_its_originals_flush() {
+    on_executor_in_scratch_dir("duplicate-flush", |dir| async move {
+        let sync = Rc::new(SyncGroup::default());
+        let log = PartitionLog::open(dir.clone(), config(0), sync.clone(), false)
+            .await
+            .unwrap();
+        // Two records: the original reaches flush.messages=2 and must flush.
+        let (release, held) = oneshot::channel();
+        sync.hold_next_round(held);
+        // The same batch each time: the second is a retry, a duplicate.
+        let append = || {
+            let log = log.clone();
+            glommio::spawn_local(async move {
+                log.append(idempotent_batch(0, 2))
+                    .await
+                    .map(|i| i.base_offset)
+            })
+        };
+        let original = append();
+        for _ in 0..2000 {
+            if log.offsets().log_end == 2 {
+                break;
+            }
+            glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        assert_eq!(log.offsets().log_end, 2, "the original was written");
+
+        let duplicate = append();
+        let wait = glommio::timer::sleep(std::time::Duration::from_millis(200));
+        let duplicate = match futures::future::select(duplicate, Box::pin(wait)).await {
+            futures::future::Either::Left(_) => {
+                panic!("the duplicate was answered before its original was durable")
+            }
+            futures::future::Either::Right((_, duplicate)) => duplicate,
+        };
+        release.send(()).unwrap();
+        assert_eq!(original.await.unwrap(), 0);
+        assert_eq!(duplicate.await.unwrap(), 0);
+        assert_eq!(log.offsets().log_end, 2, "the duplicate was not written");
+    });
+}
+
+/// A partition deleted while appends are queued and under way: the write under
+/// way lands, the rest are refused, and nothing panics.
+#[test]
+fn delete_waits_for_the_write_under_way() {
+    on_executor_in_scratch_dir("delete-under-append", |dir| async move {
+        let sync = Rc::new(SyncGroup::default());
+        let log = PartitionLog::open(dir.join("t-0"), config(0), sync, false)
+            .await
+            .unwrap();
+        let appends: Vec<_> = (0..8)
+            .map(|n| glommio::spawn_local(log.append(idempotent_batch(n * 2, 2))))
+            .collect();
+        log.delete().await.unwrap();
+        let mut landed = 0;
+        for a in appends {
+            match a.await {
+                Ok(_) => landed += 1,
+                Err(AppendError::Closed) => {}
+                Err(e) => panic!("unexpected {e:?}"),
+            }
+        }
+        assert!(landed > 0, "the write under way was answered");
+        assert!(!dir.join("t-0").exists(), "the directory was renamed away");
+        assert!(log.append(idempotent_batch(16, 2)).await.is_err());
+    });
+}
+
+/// Appends made while the writer is busy go together in one write, keep the order
+/// they were made in (offsets, sequence checks against the batches ahead of them
+/// in the same write, a duplicate of one of those), and a failed write fails all
+/// of them and leaves the producer's state as it was.
+#[test]
+fn queued_appends_share_a_write_in_order() {
+    on_executor_in_scratch_dir("grouped", |dir| async move {
+        let sync = Rc::new(SyncGroup::default());
+        let log = PartitionLog::open(dir.clone(), config(0), sync, false)
+            .await
+            .unwrap();
+        let appends: Vec<_> = [(0, 2), (2, 3), (5, 1), (0, 2), (9, 1), (6, 4)]
+            .into_iter()
+            .map(|(seq, n)| log.append(idempotent_batch(seq, n)))
+            .collect();
+        let answers: Vec<_> = futures::future::join_all(appends)
+            .await
+            .into_iter()
+            .map(|a| a.map(|i| i.base_offset).map_err(|e| e.error_code()))
+            .collect();
+        assert_eq!(
+            answers,
+            [
+                Ok(0),
+                Ok(2),
+                Ok(5),
+                Ok(0), // the duplicate of the first, in the same write
+                Err(ErrorCode::OutOfOrderSequenceNumber),
+                Ok(6),
+            ]
+        );
+        assert_eq!(log.offsets().log_end, 10);
+        let read: usize = log
+            .read(0, 1 << 20, true)
+            .await
+            .unwrap()
+            .iter()
+            .map(Bytes::len)
+            .sum();
+        let sizes = [2, 3, 1, 4].map(|n| idempotent_batch(0, n).len());
+        assert_eq!(read, sizes.iter().sum::<usize>());
+
+        // A write fails: the appends it carried fail, and the producer's state is
+        // put back. The writer starts at once (glommio runs a spawned task until
+        // it first waits), so the first append goes alone, reaching the fault seam
+        // before faults are on; the three queued behind it share the next write.
+        let first = log.append(idempotent_batch(10, 1));
+        let queued: Vec<_> = [11, 12, 13]
+            .into_iter()
+            .map(|seq| log.append(idempotent_batch(seq, 1)))
+            .collect();
+        let failing = fault::FaultRates {
+            seed: 1,
+            short_write: 0.0,
+            eio: 1.0,
+            enospc: 0.0,
+        };
+        fault::install(failing, 0);
+        assert_eq!(first.await.unwrap().base_offset, 10);
+        for answer in futures::future::join_all(queued).await {
+            assert_eq!(
+                answer.unwrap_err().error_code(),
+                ErrorCode::KafkaStorageError
+            );
+        }
+        assert_eq!(fault::injected(), 1, "one write for the three");
+        fault::install(
+            fault::FaultRates {
+                eio: 0.0,
+                ..failing
+            },
+            0,
+        );
+        // Sequence 11 is next, not a duplicate; the log goes on from offset 11.
+        for seq in [11, 12] {
+            let appended = log.append(idempotent_batch(seq, 1)).await.unwrap();
+            assert_eq!(appended.base_offset, seq as i64);
+            assert_eq!(log.offsets().log_end, seq as i64 + 1);
+        }
+    });
+}
+
+/// Bytes the copying and the zero-copy read return from `offset`.
+async fn readable(log: &PartitionLog, offset: i64) -> (usize, usize) {
+    let copied = log.read(offset, 1 << 20, true).await.unwrap();
+    let chunks = log.read_chunks(offset, 1 << 20, true, true).await.unwrap();
+    (
+        copied.iter().map(Bytes::len).sum(),
+        chunks.iter().map(Chunk::len).sum(),
+    )
+}
+
+/// `flush.ms` is the periodic flusher's business, as in Kafka: an append made when
+/// a flush by time is due is acknowledged and visible without waiting for it.
+#[test]
+fn appends_do_not_wait_for_a_flush_by_time() {
+    on_executor_in_scratch_dir("flush-ms", |dir| async move {
+        let sync = Rc::new(SyncGroup::default());
+        let config = LogConfig {
+            flush_interval_ms: Some(0),
+            ..LogConfig::plain(WriteMode::Buffered)
+        };
+        let log = PartitionLog::open(dir.clone(), config, sync.clone(), false)
+            .await
+            .unwrap();
+        let (release, held) = oneshot::channel();
+        sync.hold_next_round(held);
+        let batch = Bytes::from(BatchTemplate::new(1, 100).batch(1, segment::now_ms(), None));
+        let appended = futures::FutureExt::boxed_local(log.append(batch));
+        let timeout = futures::FutureExt::boxed_local(glommio::timer::sleep(
+            std::time::Duration::from_secs(5),
+        ));
+        let futures::future::Either::Left((appended, _)) =
+            futures::future::select(appended, timeout).await
+        else {
+            panic!("the append waited for the held flush");
+        };
+        appended.unwrap();
+        assert_eq!(log.offsets().high_watermark, 1);
+        assert_eq!(sync.counts(), (0, 0), "no sync asked for by the append");
+
+        // The periodic flusher syncs it.
+        let flushing = glommio::spawn_local({
+            let log = log.clone();
+            async move { log.flush_if_due().await }
+        });
+        release.send(()).unwrap();
+        flushing.await.unwrap();
+        assert_eq!(sync.counts(), (1, 1));
+    });
+}
+
+/// An append that must flush is not visible (fetch, zero-copy fetch, tail cache,
+/// the high watermark, fetch waiters) until its sync is done, nor is any append
+/// made after it; appends that need no flush are visible at once.
+#[test]
+fn appends_become_visible_only_once_their_flush_is_done() {
+    for tail_cache_bytes in [0, 1 << 20] {
+        let name = format!("visible-{tail_cache_bytes}");
+        on_executor_in_scratch_dir(&name, move |dir| async move {
+            let sync = Rc::new(SyncGroup::default());
+            let log =
+                PartitionLog::open(dir.clone(), config(tail_cache_bytes), sync.clone(), false)
+                    .await
+                    .unwrap();
+            let batch = Bytes::from(BatchTemplate::new(1, 100).batch(1, segment::now_ms(), None));
+            let size = batch.len();
+
+            // Offset 0: one unflushed record, no flush due, visible at once.
+            log.append(batch.clone()).await.unwrap();
+            assert_eq!(log.offsets().high_watermark, 1);
+            assert_eq!(readable(&log, 0).await, (size, size));
+
+            // Offset 1 must flush; its sync round is held.
+            let (release, held) = oneshot::channel();
+            sync.hold_next_round(held);
+            let waiting = log.wait_for_append();
+            let flushing = glommio::spawn_local({
+                let (log, batch) = (log.clone(), batch.clone());
+                async move { log.append(batch).await.map(|i| i.base_offset) }
+            });
+            for _ in 0..2000 {
+                if log.offsets().log_end == 2 {
+                    break;
+                }
+                glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            assert_eq!(log.offsets().log_end, 2, "the append was written");
+            // Offset 2 needs no flush, but comes after one that waits.
+            log.append(batch.clone()).await.unwrap();
+            let o = log.offsets();
+            assert_eq!((o.log_end, o.high_watermark), (3, 1));
+            assert_eq!(readable(&log, 0).await, (size, size));
+            assert_eq!(readable(&log, 1).await, (0, 0));
+            assert_eq!(readable(&log, 2).await, (0, 0));
+            assert!(matches!(
+                log.delete_records_before(2).await,
+                Err(ReadError::OutOfRange { .. })
+            ));
+
+            release.send(()).unwrap();
+            assert_eq!(flushing.await.unwrap(), 1);
+            waiting.await.expect("fetch waiters woken by the sync");
+            assert_eq!(log.offsets().high_watermark, 3);
+            assert_eq!(readable(&log, 0).await, (3 * size, 3 * size));
+            assert_eq!(readable(&log, 2).await, (size, size));
+        });
+    }
+}

@@ -115,3 +115,21 @@ fn the_layers_below_the_node_do_not_reach_up() {
         graph["shard"]
     );
 }
+
+/// Storage says what went wrong in its own terms; the broker alone turns that into
+/// Kafka error codes (`broker::storage_errors`).
+#[test]
+fn storage_names_no_kafka_error_code() {
+    let storage = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/storage");
+    let mut files = Vec::new();
+    rust_files(&storage, &mut files);
+    assert!(files.len() > 5, "found the storage files");
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(
+            !text.contains("ErrorCode"),
+            "{} names a Kafka error code",
+            file.display()
+        );
+    }
+}

@@ -9,6 +9,7 @@ use kafka_protocol::messages::delete_records_response::{
 };
 
 use super::routing::{leader_here, run_on_owners};
+use super::storage_errors::read_error_code;
 use super::{decode, encode_response, Outcome};
 use crate::node::Core;
 use crate::protocol::api::key;
@@ -39,7 +40,7 @@ pub async fn handle(core: &Rc<Core>, h: &RequestHeader, body: Bytes) -> Outcome 
     run_on_owners(core, work, &mut results, |log, offset| async move {
         log.delete_records_before(offset)
             .await
-            .map_err(|e| e.error_code())
+            .map_err(|e| read_error_code(&e))
     })
     .await;
     let mut results = results.into_iter();

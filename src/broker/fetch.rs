@@ -17,6 +17,7 @@ use futures::FutureExt;
 use kafka_protocol::messages::fetch_request::FetchRequest;
 
 use super::routing::{group_by_owner, leader_epoch_check, not_served, LeaderHints};
+use super::storage_errors::read_error_code;
 use super::{decode, Outcome};
 use crate::cluster::metadata::TopicMeta;
 use crate::node::{Core, PartitionKey};
@@ -85,7 +86,7 @@ async fn read_on_owner(
                         records,
                     },
                     Err(e) => ReadResult {
-                        error: e.error_code(),
+                        error: read_error_code(&e),
                         high_watermark: offsets.high_watermark,
                         log_start_offset: offsets.log_start,
                         records: Vec::new(),

@@ -32,6 +32,7 @@ mod list_offsets;
 mod metadata;
 pub mod produce;
 mod routing;
+mod storage_errors;
 
 /// What the connection does with a request's result.
 pub enum Outcome {

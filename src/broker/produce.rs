@@ -14,6 +14,7 @@ use kafka_protocol::messages::produce_response::{
 use kafka_protocol::messages::BrokerId;
 
 use super::routing::{group_by_owner, leader_here, LeaderHints};
+use super::storage_errors::append_error_code;
 use super::{decode, encode_response, str_bytes, Outcome};
 use crate::node::Core;
 use crate::protocol::api::key;
@@ -75,7 +76,7 @@ pub async fn handle(core: &Rc<Core>, h: &RequestHeader, body: Bytes) -> Outcome 
                             None => Err((ErrorCode::UnknownTopicOrPartition, None)),
                             Some(append) => append
                                 .await
-                                .map_err(|e| (e.error_code(), Some(e.to_string()))),
+                                .map_err(|e| (append_error_code(&e), Some(e.to_string()))),
                         };
                         (slot, r)
                     }

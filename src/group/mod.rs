@@ -46,7 +46,7 @@ use crate::protocol::batch::build::{encode, Record};
 use crate::protocol::batch::BatchHeader;
 use crate::protocol::records::for_each_record;
 use crate::protocol::ErrorCode;
-use crate::storage::PartitionLog;
+use crate::storage::{AppendError, PartitionLog};
 use offsets_topic::{CommittedOffset, OffsetsRecord, StoredGroup, OFFSETS_TOPIC};
 use state::{join_error, Group, GroupConfig, GroupState, JoinRequest, Reply, SyncRequest};
 
@@ -642,11 +642,17 @@ async fn append_records(
         Ok(_) => Ok(()),
         Err(e) => {
             warn!(error = %e, "appending to __consumer_offsets failed");
-            Err(match e.error_code() {
-                ErrorCode::MessageTooLarge | ErrorCode::RecordListTooLarge => {
+            // As Kafka's GroupMetadataManager maps a failed offsets append.
+            Err(match e {
+                AppendError::Batch(b)
+                    if matches!(
+                        b.error_code(),
+                        ErrorCode::MessageTooLarge | ErrorCode::RecordListTooLarge
+                    ) =>
+                {
                     ErrorCode::InvalidCommitOffsetSize
                 }
-                ErrorCode::KafkaStorageError => ErrorCode::NotCoordinator,
+                AppendError::Io(_) | AppendError::Offline => ErrorCode::NotCoordinator,
                 _ => ErrorCode::CoordinatorNotAvailable,
             })
         }

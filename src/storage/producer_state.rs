@@ -5,7 +5,6 @@
 use std::collections::{HashMap, VecDeque};
 
 use crate::protocol::batch::{BatchHeader, NO_PRODUCER_ID};
-use crate::protocol::ErrorCode;
 
 /// Kafka remembers the last five batches of each producer (max.in.flight = 5).
 pub const RECENT_BATCHES_MAX: usize = 5;
@@ -31,7 +30,17 @@ pub enum SequenceCheck {
     Duplicate {
         base_offset: i64,
     },
-    Reject(ErrorCode),
+    Reject(SequenceError),
+}
+
+/// Why a producer's batch is refused (the broker answers INVALID_PRODUCER_EPOCH and
+/// OUT_OF_ORDER_SEQUENCE_NUMBER).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SequenceError {
+    /// An epoch older than the producer's newest.
+    StaleEpoch,
+    /// A sequence that does not follow the producer's last one.
+    OutOfOrder,
 }
 
 /// A producer's state before a write, to put back if the write fails.
@@ -66,13 +75,13 @@ impl ProducerStates {
         };
         let epoch = batch.producer_epoch();
         if epoch < entry.epoch {
-            return SequenceCheck::Reject(ErrorCode::InvalidProducerEpoch);
+            return SequenceCheck::Reject(SequenceError::StaleEpoch);
         }
         if epoch > entry.epoch {
             return if batch.base_sequence() == 0 {
                 SequenceCheck::Append
             } else {
-                SequenceCheck::Reject(ErrorCode::OutOfOrderSequenceNumber)
+                SequenceCheck::Reject(SequenceError::OutOfOrder)
             };
         }
         let first = batch.base_sequence();
@@ -88,7 +97,7 @@ impl ProducerStates {
         }
         match entry.recent.back() {
             Some(prev) if next_seq(prev.last_seq) != first => {
-                SequenceCheck::Reject(ErrorCode::OutOfOrderSequenceNumber)
+                SequenceCheck::Reject(SequenceError::OutOfOrder)
             }
             _ => SequenceCheck::Append,
         }
@@ -180,17 +189,17 @@ mod tests {
         );
         assert_eq!(
             check(&s, &batch(1, 0, 7, 1, 99)),
-            SequenceCheck::Reject(ErrorCode::OutOfOrderSequenceNumber)
+            SequenceCheck::Reject(SequenceError::OutOfOrder)
         );
         assert_eq!(
             check(&s, &batch(1, 1, 5, 1, 99)),
-            SequenceCheck::Reject(ErrorCode::OutOfOrderSequenceNumber)
+            SequenceCheck::Reject(SequenceError::OutOfOrder)
         );
         assert_eq!(check(&s, &batch(1, 1, 0, 1, 99)), SequenceCheck::Append);
         s.update(&BatchHeader::new(&batch(1, 1, 0, 1, 5)).unwrap());
         assert_eq!(
             check(&s, &batch(1, 0, 5, 1, 99)),
-            SequenceCheck::Reject(ErrorCode::InvalidProducerEpoch)
+            SequenceCheck::Reject(SequenceError::StaleEpoch)
         );
         assert_eq!(
             check(&s, &batch(2, 0, 42, 1, 99)),
@@ -211,7 +220,7 @@ mod tests {
         );
         assert_eq!(
             check(&s, &batch(1, 0, 1, 1, 99)),
-            SequenceCheck::Reject(ErrorCode::OutOfOrderSequenceNumber)
+            SequenceCheck::Reject(SequenceError::OutOfOrder)
         );
     }
 }

@@ -39,12 +39,11 @@ use std::rc::Rc;
 use futures::channel::oneshot;
 
 use super::file::{LogFile, WriteMode};
-use super::producer_state::ProducerStates;
+use super::producer_state::{ProducerStates, SequenceError};
 use super::segment::{self, Segment, SegmentSpec};
 use super::sync_group::SyncGroup;
 use crate::ids::LeaderEpoch;
 use crate::protocol::batch::BatchError;
-use crate::protocol::ErrorCode;
 use append::PendingAppend;
 use read::TailCache;
 pub use retention::{start_reaper, RETIRED_SUFFIX};
@@ -104,6 +103,8 @@ impl LogConfig {
     }
 }
 
+/// Why an append failed. Storage names no Kafka error codes: the broker maps these
+/// (`broker::storage_errors`), and so does each internal writer for itself.
 #[derive(Debug, thiserror::Error)]
 pub enum AppendError {
     #[error("invalid batch: {0}")]
@@ -111,27 +112,13 @@ pub enum AppendError {
     #[error("invalid records: {0}")]
     Records(#[from] crate::protocol::records::RecordsError),
     #[error("producer sequence check failed: {0:?}")]
-    Sequence(ErrorCode),
+    Sequence(SequenceError),
     #[error("storage: {0}")]
     Io(#[from] io::Error),
     #[error("partition is offline after an earlier I/O error")]
     Offline,
     #[error("partition is closed (the broker is shutting down, or the topic was deleted)")]
     Closed,
-}
-
-impl AppendError {
-    pub fn error_code(&self) -> ErrorCode {
-        match self {
-            AppendError::Batch(e) => e.error_code(),
-            AppendError::Records(e) => e.error_code(),
-            AppendError::Sequence(code) => *code,
-            AppendError::Io(_) | AppendError::Offline => ErrorCode::KafkaStorageError,
-            // As Kafka answers while a partition moves away: retriable, after a
-            // metadata refresh.
-            AppendError::Closed => ErrorCode::NotLeaderOrFollower,
-        }
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -144,15 +131,6 @@ pub enum ReadError {
     },
     #[error("storage: {0}")]
     Io(#[from] io::Error),
-}
-
-impl ReadError {
-    pub fn error_code(&self) -> ErrorCode {
-        match self {
-            ReadError::OutOfRange { .. } => ErrorCode::OffsetOutOfRange,
-            ReadError::Io(_) => ErrorCode::KafkaStorageError,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy)]

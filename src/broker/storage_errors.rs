@@ -1,0 +1,26 @@
+//! Storage errors as Kafka error codes: the one place where what went wrong in a
+//! partition log becomes what a client is told.
+
+use crate::protocol::ErrorCode;
+use crate::storage::producer_state::SequenceError;
+use crate::storage::{AppendError, ReadError};
+
+pub fn append_error_code(e: &AppendError) -> ErrorCode {
+    match e {
+        AppendError::Batch(e) => e.error_code(),
+        AppendError::Records(e) => e.error_code(),
+        AppendError::Sequence(SequenceError::StaleEpoch) => ErrorCode::InvalidProducerEpoch,
+        AppendError::Sequence(SequenceError::OutOfOrder) => ErrorCode::OutOfOrderSequenceNumber,
+        AppendError::Io(_) | AppendError::Offline => ErrorCode::KafkaStorageError,
+        // As Kafka answers while a partition moves away: retriable, after a metadata
+        // refresh.
+        AppendError::Closed => ErrorCode::NotLeaderOrFollower,
+    }
+}
+
+pub fn read_error_code(e: &ReadError) -> ErrorCode {
+    match e {
+        ReadError::OutOfRange { .. } => ErrorCode::OffsetOutOfRange,
+        ReadError::Io(_) => ErrorCode::KafkaStorageError,
+    }
+}

@@ -47,3 +47,32 @@ def test_injected_write_faults_lose_and_duplicate_nothing(broker_factory):
     assert "fault injection is ON" in log
     broker.start()
     assert check(broker.bootstrap, "faulty", acked) == RECORDS, "and after a restart"
+
+
+def test_injected_read_faults_fail_fetches_never_serve_bad_bytes(broker_factory):
+    """Reads that fail with EIO (a third of them) fail their fetch with
+    KAFKA_STORAGE_ERROR; the partition stays online, the consumer retries, and reads
+    every record once, in order, byte-exact."""
+    broker = broker_factory(env={"RINGLOG_FAULTS": "seed=3,read_eio=0.3"})
+    create_topic(broker.bootstrap, "unreadable", PARTITIONS)
+    acked = {}
+
+    def on_delivery(err, msg):
+        assert err is None, err
+        acked[int(msg.value()[:12])] = (msg.partition(), msg.offset())
+
+    p = Producer({"bootstrap.servers": broker.bootstrap, "enable.idempotence": True,
+                  "acks": "all", "linger.ms": 5})
+    for n in range(RECORDS):
+        while True:
+            try:
+                p.produce("unreadable", value=value(n), partition=n % PARTITIONS,
+                          on_delivery=on_delivery)
+                break
+            except BufferError:
+                p.poll(0.01)
+    assert p.flush(60) == 0 and len(acked) == RECORDS
+    assert check(broker.bootstrap, "unreadable", acked) == RECORDS
+    assert broker.stop(signal.SIGTERM) == 0
+    log = broker.log_text()
+    assert sum(int(n) for n in re.findall(r"faults_injected=(\d+)", log)) > 0, "no read failed"

@@ -1,13 +1,17 @@
-//! The storage I/O seam for fault injection. Every segment write asks this module
-//! first; tests make it return short writes, EIO or ENOSPC, deterministically from a
-//! seed, in a real broker process.
+//! The storage I/O seam for fault injection. Every segment write, read and fdatasync
+//! asks this module first; tests make writes come back short or fail with EIO or
+//! ENOSPC, and reads and syncs fail with EIO, deterministically from a seed, in a real
+//! broker process.
 //!
 //! Enabled only by the environment variable `RINGLOG_FAULTS` (a testing knob, not an
-//! operator setting), e.g. `seed=7,short_write=0.05,eio=0.02,enospc=0.01`: each write
-//! attempt is cut short, or fails (after writing a prefix, like a torn write), with
-//! the given probabilities. Each shard draws from its own stream (seed + shard id), so
-//! a run is reproducible per shard. With the variable unset, a write costs one
-//! thread-local check.
+//! operator setting), e.g. `seed=7,short_write=0.05,eio=0.02,enospc=0.01,
+//! read_eio=0.1,fsync_eio=0.01`: each write attempt is cut short, or fails (after
+//! writing a prefix, like a torn write), and each read or fdatasync fails, with the
+//! given probabilities. The broker installs it once its shards have recovered, so
+//! only serving is faulted. Each shard draws from its own stream (seed + shard id), so
+//! a run is reproducible per shard; reads and syncs draw only when their rate is set,
+//! so a seed's write faults stay what they were. With the variable unset, an I/O costs
+//! one thread-local check.
 
 use std::cell::{Cell, RefCell};
 use std::io;
@@ -20,6 +24,10 @@ pub struct FaultRates {
     pub short_write: f64,
     pub eio: f64,
     pub enospc: f64,
+    /// Reads (`read_at`, `read_cached`) that fail with EIO.
+    pub read_eio: f64,
+    /// fdatasyncs that fail with EIO.
+    pub fsync_eio: f64,
 }
 
 /// What the next write attempt of `len` bytes should do.
@@ -51,6 +59,8 @@ pub fn parse(spec: &str) -> Result<FaultRates, String> {
         short_write: 0.0,
         eio: 0.0,
         enospc: 0.0,
+        read_eio: 0.0,
+        fsync_eio: 0.0,
     };
     for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (k, v) = part
@@ -68,6 +78,8 @@ pub fn parse(spec: &str) -> Result<FaultRates, String> {
             "short_write" => rates.short_write = rate()?,
             "eio" => rates.eio = rate()?,
             "enospc" => rates.enospc = rate()?,
+            "read_eio" => rates.read_eio = rate()?,
+            "fsync_eio" => rates.fsync_eio = rate()?,
             _ => return Err(format!("{ENV}: unknown key {k:?}")),
         }
     }
@@ -139,6 +151,29 @@ pub fn before_write(len: usize) -> WriteFault {
     })
 }
 
+/// EIO for this read, or nothing.
+pub fn before_read() -> Option<io::Error> {
+    fail_with_rate(|r| r.read_eio)
+}
+
+/// EIO for this fdatasync, or nothing.
+pub fn before_sync() -> Option<io::Error> {
+    fail_with_rate(|r| r.fsync_eio)
+}
+
+fn fail_with_rate(rate: impl Fn(&FaultRates) -> f64) -> Option<io::Error> {
+    PLAN.with(|p| {
+        let plan = p.borrow();
+        let plan = plan.as_ref()?;
+        let rate = rate(&plan.rates);
+        if rate <= 0.0 || plan.next_unit() >= rate {
+            return None;
+        }
+        plan.injected.set(plan.injected.get() + 1);
+        Some(error(libc::EIO))
+    })
+}
+
 pub fn error(errno: i32) -> io::Error {
     io::Error::from_raw_os_error(errno)
 }
@@ -168,5 +203,28 @@ mod tests {
             .iter()
             .any(|f| matches!(f, WriteFault::Fail { errno, .. } if *errno == libc::EIO)));
         assert!(parse("bogus=1").is_err());
+    }
+
+    #[test]
+    fn reads_and_syncs_fail_at_their_rates_and_draw_nothing_when_off() {
+        let writes_only = parse("seed=5,eio=0.3").unwrap();
+        install(writes_only, 0);
+        let expected: Vec<_> = (0..50).map(|_| before_write(100)).collect();
+        install(writes_only, 0);
+        for want in &expected {
+            assert!(
+                before_read().is_none() && before_sync().is_none(),
+                "rates 0"
+            );
+            assert_eq!(&before_write(100), want, "reads and syncs drew nothing");
+        }
+        install(parse("seed=5,read_eio=0.5,fsync_eio=1").unwrap(), 0);
+        let failed_reads = (0..50).filter(|_| before_read().is_some()).count();
+        assert!(
+            (10..=40).contains(&failed_reads),
+            "about half of 50: {failed_reads}"
+        );
+        let e = before_sync().expect("rate 1");
+        assert_eq!(e.raw_os_error(), Some(libc::EIO));
     }
 }

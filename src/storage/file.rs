@@ -173,6 +173,9 @@ impl LogFile {
         let Inner::Buffered(b) = &self.inner else {
             return Ok(false);
         };
+        if let Some(e) = fault::before_read() {
+            return Err(e);
+        }
         let iov = libc::iovec {
             iov_base: buf.as_mut_ptr().cast(),
             iov_len: buf.len(),
@@ -205,6 +208,9 @@ impl LogFile {
                 io::ErrorKind::InvalidData,
                 format!("refusing a {len}-byte read at {pos}: no segment is that large"),
             ));
+        }
+        if let Some(e) = fault::before_read() {
+            return Err(e);
         }
         match &self.inner {
             Inner::Buffered(b) => b.file.read_at(pos, len).await.map_err(to_io),
@@ -278,6 +284,9 @@ impl LogFile {
     }
 
     pub async fn fdatasync(&self) -> io::Result<()> {
+        if let Some(e) = fault::before_sync() {
+            return Err(e);
+        }
         match &self.inner {
             Inner::Buffered(b) => b.file.fdatasync().await.map_err(to_io),
             Inner::Direct(d) => d.file.fdatasync().await.map_err(to_io),

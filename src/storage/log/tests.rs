@@ -165,6 +165,8 @@ fn queued_appends_share_a_write_in_order() {
             short_write: 0.0,
             eio: 1.0,
             enospc: 0.0,
+            read_eio: 0.0,
+            fsync_eio: 0.0,
         };
         fault::install(failing, 0);
         assert_eq!(first.await.unwrap().base_offset, 10);
@@ -294,4 +296,63 @@ fn appends_become_visible_only_once_their_flush_is_done() {
             assert_eq!(readable(&log, 2).await, (size, size));
         });
     }
+}
+
+fn faults(spec: &str) {
+    fault::install(fault::parse(spec).unwrap(), 0);
+}
+
+/// A failed fdatasync (with flush.messages=1 every append syncs): the append that
+/// asked for it fails, and the partition goes offline, as Kafka takes a log directory
+/// offline, since what the page cache held may never reach the device.
+#[test]
+fn a_failed_fsync_fails_its_append_and_takes_the_partition_offline() {
+    on_executor_in_scratch_dir("fsync-fault", |dir| async move {
+        let config = LogConfig {
+            flush_interval_messages: 1,
+            ..LogConfig::plain(WriteMode::Buffered)
+        };
+        let sync = Rc::new(SyncGroup::default());
+        let log = PartitionLog::open(dir, config, sync, false).await.unwrap();
+        let batch = || Bytes::from(BatchTemplate::new(1, 100).batch(1, segment::now_ms(), None));
+        assert_eq!(log.append(batch()).await.unwrap().base_offset, 0);
+        faults("fsync_eio=1");
+        let failed = log.append(batch()).await;
+        assert!(matches!(failed, Err(AppendError::Io(_))), "{failed:?}");
+        assert!(log.is_offline());
+        faults("fsync_eio=0");
+        let refused = log.append(batch()).await;
+        assert!(matches!(refused, Err(AppendError::Offline)), "{refused:?}");
+        assert!(matches!(
+            log.read(0, 1 << 20, true).await,
+            Err(ReadError::Io(_))
+        ));
+    });
+}
+
+/// A failed read fails that read only: the partition stays online and the next read
+/// returns the data, byte for byte. Both read paths (copying and zero-copy) go
+/// through the seam.
+#[test]
+fn a_failed_read_fails_that_read_only() {
+    on_executor_in_scratch_dir("read-fault", |dir| async move {
+        let sync = Rc::new(SyncGroup::default());
+        let log = PartitionLog::open(dir, LogConfig::plain(WriteMode::Buffered), sync, false)
+            .await
+            .unwrap();
+        let batch = Bytes::from(BatchTemplate::new(3, 100).batch(1, segment::now_ms(), None));
+        log.append(batch.clone()).await.unwrap();
+        faults("read_eio=1");
+        let copying = log.read(0, 1 << 20, true).await;
+        assert!(matches!(copying, Err(ReadError::Io(_))), "{copying:?}");
+        let zero_copy = log.read_chunks(0, 1 << 20, true, true).await;
+        assert!(matches!(zero_copy, Err(ReadError::Io(_))), "{zero_copy:?}");
+        assert!(!log.is_offline());
+        faults("read_eio=0");
+        let read = log.read(0, 1 << 20, true).await.unwrap();
+        assert_eq!(
+            read.concat()[batch::HEADER_SIZE..],
+            batch[batch::HEADER_SIZE..]
+        );
+    });
 }

@@ -29,6 +29,7 @@ use crate::protocol::fetch_writer::{
 use crate::protocol::header::RequestHeader;
 use crate::protocol::ErrorCode;
 use crate::shard::ShardId;
+use crate::storage::ReadBound;
 
 /// Upper bound on how long one fetch may wait, whatever the client asks.
 pub const FETCH_WAIT_MAX: Duration = Duration::from_secs(60);
@@ -76,7 +77,13 @@ async fn read_on_owner(
             Some(log) => {
                 let offsets = log.offsets();
                 match log
-                    .read_chunks(r.offset, r.max_bytes, true, core.config.fetch_zero_copy)
+                    .read_chunks(
+                        r.offset,
+                        r.max_bytes,
+                        true,
+                        core.config.fetch_zero_copy,
+                        ReadBound::HighWatermark,
+                    )
                     .await
                 {
                     Ok(records) => ReadResult {

@@ -15,6 +15,8 @@ pub fn append_error_code(e: &AppendError) -> ErrorCode {
         // As Kafka answers while a partition moves away: retriable, after a metadata
         // refresh.
         AppendError::Closed => ErrorCode::NotLeaderOrFollower,
+        // Only a follower's copy from its leader can fail so; no client sees it.
+        AppendError::NotContiguous { .. } => ErrorCode::UnknownServerError,
     }
 }
 

@@ -114,6 +114,10 @@ impl<'a> BatchHeader<'a> {
         let size = self.total_size();
         (size >= HEADER_SIZE as i64).then_some(size as u64)
     }
+    /// The epoch of the leader that appended the batch (the broker writes it).
+    pub fn partition_leader_epoch(&self) -> i32 {
+        be!(self.0, i32, 12)
+    }
     pub fn magic(&self) -> i8 {
         self.0[MAGIC_OFFSET] as i8
     }

@@ -10,7 +10,7 @@ pub mod producer_state;
 pub mod segment;
 pub mod sync_group;
 
-pub use log::{AppendError, AppendInfo, LogConfig, Offsets, PartitionLog, ReadError};
+pub use log::{AppendError, AppendInfo, LogConfig, Offsets, PartitionLog, ReadBound, ReadError};
 
 #[cfg(test)]
 pub(crate) mod test_support {

@@ -126,6 +126,16 @@ impl ProducerStates {
         }
     }
 
+    /// The log was cut at `offset`: batches at or past it are forgotten, and so is a
+    /// producer none of whose remembered batches is left (it is then unknown, as a
+    /// producer whose state expired: its next sequence starts it again).
+    pub fn truncate(&mut self, offset: i64) {
+        self.producers.retain(|_, entry| {
+            entry.recent.retain(|b| b.base_offset < offset);
+            !entry.recent.is_empty()
+        });
+    }
+
     pub fn update(&mut self, batch: &BatchHeader<'_>) {
         let pid = batch.producer_id();
         if pid == NO_PRODUCER_ID {
@@ -222,5 +232,23 @@ mod tests {
             check(&s, &batch(1, 0, 1, 1, 99)),
             SequenceCheck::Reject(SequenceError::OutOfOrder)
         );
+    }
+
+    #[test]
+    fn truncation_forgets_the_batches_cut_and_producers_left_with_none() {
+        let mut s = ProducerStates::default();
+        for (pid, seq, offset) in [(1, 0, 0), (1, 1, 1), (2, 0, 2), (1, 2, 3)] {
+            s.update(&BatchHeader::new(&batch(pid, 0, seq, 1, offset)).unwrap());
+        }
+        s.truncate(2);
+        // Producer 1 goes on from sequence 1 (its batch at offset 3 is gone): its
+        // retried sequence 2 is appended again, not a duplicate.
+        assert_eq!(
+            check(&s, &batch(1, 0, 1, 1, 9)),
+            SequenceCheck::Duplicate { base_offset: 1 }
+        );
+        assert_eq!(check(&s, &batch(1, 0, 2, 1, 9)), SequenceCheck::Append);
+        // Producer 2 has nothing left: unknown, any sequence starts it.
+        assert_eq!(check(&s, &batch(2, 0, 7, 1, 9)), SequenceCheck::Append);
     }
 }

@@ -43,6 +43,9 @@ pub(super) type Written = Result<(AppendInfo, Durability, Option<IndexWrite>), A
 /// A validated batch queued for the partition's writer.
 pub(super) struct PendingAppend {
     pub(super) batch: Bytes,
+    /// Copied from the leader (`append_replicated`): the batch keeps its offsets and
+    /// epoch, and the leader has checked its producer's sequence.
+    pub(super) replicated: bool,
     pub(super) done: oneshot::Sender<Written>,
 }
 
@@ -61,30 +64,39 @@ impl PartitionLog {
         batch: Bytes,
     ) -> impl std::future::Future<Output = Result<AppendInfo, AppendError>> + 'static {
         // Validating (CRC-32C included) before queueing keeps it off the writer's path.
-        let queued = self.check_batch(&batch).map(|()| self.enqueue(batch));
+        let queued = self
+            .check_batch(&batch)
+            .map(|()| self.enqueue(batch, false));
         let this = self.clone();
-        async move {
-            let written = queued?.await.map_err(|_| AppendError::Closed)?;
-            let (info, durability, index_write) = written?;
-            // The writer goes on with later appends while this one writes its index
-            // entries and waits for its sync: that is what lets appends share a round.
-            if let Some((files, due)) = index_write {
-                this.write_index_entries(files, due).await;
-            }
-            match durability {
-                Durability::Done => {}
-                Durability::Sync { files, end_offset } => {
-                    if let Err(e) = this.sync_group.sync(files).await {
-                        warn!(dir = %this.dir.display(), error = %e, "fdatasync failed; partition goes offline");
-                        this.go_offline();
-                        return Err(AppendError::Io(e));
-                    }
-                    this.synced(end_offset);
-                }
-                Durability::Visible(end_offset) => this.visible(end_offset).await?,
-            }
-            Ok(info)
+        async move { this.complete(queued?).await }
+    }
+
+    /// Waits until an enqueued append is written, then writes its index entries and
+    /// waits for what its durability asks: its flush, or its original's.
+    pub(super) async fn complete(
+        &self,
+        queued: oneshot::Receiver<Written>,
+    ) -> Result<AppendInfo, AppendError> {
+        let written = queued.await.map_err(|_| AppendError::Closed)?;
+        let (info, durability, index_write) = written?;
+        // The writer goes on with later appends while this one writes its index
+        // entries and waits for its sync: that is what lets appends share a round.
+        if let Some((files, due)) = index_write {
+            self.write_index_entries(files, due).await;
         }
+        match durability {
+            Durability::Done => {}
+            Durability::Sync { files, end_offset } => {
+                if let Err(e) = self.sync_group.sync(files).await {
+                    warn!(dir = %self.dir.display(), error = %e, "fdatasync failed; partition goes offline");
+                    self.go_offline();
+                    return Err(AppendError::Io(e));
+                }
+                self.synced(end_offset);
+            }
+            Durability::Visible(end_offset) => self.visible(end_offset).await?,
+        }
+        Ok(info)
     }
 
     /// Returns once the high watermark reaches `end_offset`; fails if the partition
@@ -93,7 +105,7 @@ impl PartitionLog {
         loop {
             {
                 let s = self.state.borrow();
-                if s.high_watermark >= end_offset {
+                if s.flushed_visible_end >= end_offset {
                     return Ok(());
                 }
                 if s.offline {
@@ -122,15 +134,21 @@ impl PartitionLog {
     /// Queues a validated batch for the partition's writer, starting the writer if
     /// none runs. The writer is a task of its own, so an append whose future is
     /// dropped cannot leave a write half done.
-    pub(super) fn enqueue(self: &Rc<Self>, batch: Bytes) -> oneshot::Receiver<Written> {
+    pub(super) fn enqueue(
+        self: &Rc<Self>,
+        batch: Bytes,
+        replicated: bool,
+    ) -> oneshot::Receiver<Written> {
         let (done, written) = oneshot::channel();
         if self.refusing.get() {
             let _ = done.send(Err(AppendError::Closed));
             return written;
         }
-        self.pending
-            .borrow_mut()
-            .push_back(PendingAppend { batch, done });
+        self.pending.borrow_mut().push_back(PendingAppend {
+            batch,
+            replicated,
+            done,
+        });
         if !self.writing.replace(true) {
             let this = self.clone();
             glommio::spawn_local(async move { this.write_pending().await }).detach();
@@ -192,10 +210,10 @@ impl PartitionLog {
         {
             let mut s = self.state.borrow_mut();
             s.syncs_pending -= 1;
-            s.high_watermark = if s.syncs_pending == 0 {
+            s.flushed_visible_end = if s.syncs_pending == 0 {
                 s.log_end_offset
             } else {
-                s.high_watermark.max(end_offset)
+                s.flushed_visible_end.max(end_offset)
             };
         }
         self.wake_waiters();
@@ -260,7 +278,9 @@ impl PartitionLog {
                 return;
             }
             // A duplicate or refused first batch is answered without a roll.
-            if let Some(answer) = self.answer_without_write(&s, &first) {
+            if let Some(answer) =
+                self.answer_without_write(&s, &first, batches[0].replicated, s.log_end_offset)
+            {
                 outcomes.push(answer);
                 return;
             }
@@ -302,14 +322,16 @@ impl PartitionLog {
                         break;
                     }
                 }
-                let answer = self.answer_without_write(&s, &header);
+                let answer = self.answer_without_write(&s, &header, append.replicated, next_offset);
                 if answer.is_none() {
                     // The broker's fields (base offset, leader epoch) go into the header
                     // as it is copied into the buffer handed to the kernel: the one copy
-                    // on this path.
+                    // on this path. A replicated batch keeps the leader's.
                     let mut head = [0u8; batch::HEADER_SIZE];
                     head.copy_from_slice(&append.batch[..batch::HEADER_SIZE]);
-                    batch::assign(&mut head, next_offset, self.leader_epoch.get().0);
+                    if !append.replicated {
+                        batch::assign(&mut head, next_offset, self.leader_epoch.get().0);
+                    }
                     let assigned = BatchHeader::new(&head).expect("validated");
                     s.producers.save_once(&assigned, &mut saved);
                     s.producers.update(&assigned);
@@ -362,12 +384,23 @@ impl PartitionLog {
     }
 
     /// The answer to a batch that is not to be written: a duplicate's original
-    /// offsets, or why the producer's sequence refuses it.
+    /// offsets, or why the producer's sequence refuses it; for a replicated batch
+    /// (whose producer the leader checked), that it does not start at `next_offset`.
     pub(super) fn answer_without_write(
         &self,
         s: &LogState,
         header: &BatchHeader<'_>,
+        replicated: bool,
+        next_offset: i64,
     ) -> Option<Written> {
+        if replicated {
+            return (header.base_offset() != next_offset).then_some(Err(
+                AppendError::NotContiguous {
+                    expected: next_offset,
+                    found: header.base_offset(),
+                },
+            ));
+        }
         match s.producers.check(header) {
             SequenceCheck::Append => None,
             SequenceCheck::Duplicate { base_offset } => Some(Ok((
@@ -421,10 +454,11 @@ impl PartitionLog {
             }
             let flush = self.take_due_flush(&mut s, false);
             s.log_end_offset = header.last_offset() + 1;
+            s.epochs.note(header.partition_leader_epoch(), base_offset);
             if flush.is_some() {
                 s.syncs_pending += 1;
             } else if s.syncs_pending == 0 {
-                s.high_watermark = s.log_end_offset;
+                s.flushed_visible_end = s.log_end_offset;
             }
             if s.max_timestamp
                 .is_none_or(|m| header.max_timestamp() > m.timestamp)
@@ -456,7 +490,7 @@ impl PartitionLog {
             let index_write = active
                 .take_unwritten_index(segment::INDEX_ENTRIES_PER_WRITE)
                 .map(|entries| (active.index_files(), entries));
-            let visible = s.high_watermark == s.log_end_offset;
+            let visible = s.flushed_visible_end == s.log_end_offset;
             let flush = flush.map_or(Durability::Done, |files| Durability::Sync {
                 files,
                 end_offset: s.log_end_offset,

@@ -24,8 +24,10 @@
 //! DeleteRecords, deleting the log, and the reaper that removes retired files).
 
 mod append;
+mod epochs;
 mod read;
 mod recovery;
+mod replica;
 mod retention;
 #[cfg(test)]
 mod tests;
@@ -45,6 +47,8 @@ use super::sync_group::SyncGroup;
 use crate::ids::LeaderEpoch;
 use crate::protocol::batch::BatchError;
 use append::PendingAppend;
+pub use epochs::EpochCache;
+pub use read::ReadBound;
 use read::TailCache;
 pub use retention::{start_reaper, RETIRED_SUFFIX};
 
@@ -119,6 +123,8 @@ pub enum AppendError {
     Offline,
     #[error("partition is closed (the broker is shutting down, or the topic was deleted)")]
     Closed,
+    #[error("a replicated batch at offset {found} does not follow the log end {expected}")]
+    NotContiguous { expected: i64, found: i64 },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -144,8 +150,9 @@ pub struct Offsets {
     pub log_start: i64,
     /// Next offset to be assigned.
     pub log_end: i64,
-    /// End of what readers see: the log end, except while appends that must be
-    /// flushed wait for their sync (see the module comment).
+    /// End of what consumers see: the log end, except while appends that must be
+    /// flushed wait for their sync (see the module comment), and, for a replicated
+    /// partition, no further than its replicas hold (`set_replicated_end`).
     pub high_watermark: i64,
 }
 
@@ -161,7 +168,13 @@ struct LogState {
     segments: BTreeMap<i64, Segment>,
     log_start_offset: i64,
     log_end_offset: i64,
-    high_watermark: i64,
+    /// End of what the flush policy lets readers see: the log end, except while
+    /// appends that must be flushed wait for their sync.
+    flushed_visible_end: i64,
+    /// How far the partition's replicas hold the log, set from outside by
+    /// replication (the leader's minimum over its in-sync replicas; a follower's
+    /// leader's high watermark); `i64::MAX` for a log nobody replicates.
+    replicated_end: i64,
     /// Appends whose sync is under way; the high watermark waits for them.
     syncs_pending: u32,
     producers: ProducerStates,
@@ -174,6 +187,16 @@ struct LogState {
     unflushed_files: Vec<Rc<LogFile>>,
     last_flush: std::time::Instant,
     tail_cache: TailCache,
+    /// The leader epochs of the log's batches and where each starts (Kafka's leader
+    /// epoch cache).
+    epochs: EpochCache,
+}
+
+impl LogState {
+    /// End of what consumers see (see `Offsets::high_watermark`).
+    fn high_watermark(&self) -> i64 {
+        self.flushed_visible_end.min(self.replicated_end)
+    }
 }
 
 pub struct PartitionLog {
@@ -269,7 +292,7 @@ impl PartitionLog {
         Offsets {
             log_start: s.log_start_offset,
             log_end: s.log_end_offset,
-            high_watermark: s.high_watermark,
+            high_watermark: s.high_watermark(),
         }
     }
 

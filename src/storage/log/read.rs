@@ -8,11 +8,29 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 
-use super::{PartitionLog, ReadError};
+use super::{LogState, PartitionLog, ReadError};
 use crate::protocol::batch::{self, BatchHeader};
 use crate::protocol::chunk::{Chunk, FileRange};
 use crate::protocol::records;
 use crate::storage::file::LogFile;
+
+/// How far a read may go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadBound {
+    /// Consumers: up to the high watermark.
+    HighWatermark,
+    /// Followers: up to the log end, which they must hold before it is committed.
+    LogEnd,
+}
+
+impl ReadBound {
+    fn end(self, s: &LogState) -> i64 {
+        match self {
+            ReadBound::HighWatermark => s.high_watermark(),
+            ReadBound::LogEnd => s.log_end_offset,
+        }
+    }
+}
 
 /// Reads for fetch go in blocks at least this large, to limit I/Os per fetch.
 const READ_BLOCK_BYTES: usize = 64 << 10;
@@ -108,13 +126,16 @@ impl PartitionLog {
         max_bytes: usize,
         min_one_batch: bool,
         zero_copy: bool,
+        bound: ReadBound,
     ) -> Result<Vec<Chunk>, ReadError> {
         if zero_copy {
-            if let Some(range) = self.cached_range(offset, max_bytes, min_one_batch)? {
+            if let Some(range) = self.cached_range(offset, max_bytes, min_one_batch, bound)? {
                 return Ok(vec![Chunk::File(range)]);
             }
         }
-        let pieces = self.read(offset, max_bytes, min_one_batch).await?;
+        let pieces = self
+            .read_bounded(offset, max_bytes, min_one_batch, bound)
+            .await?;
         Ok(pieces.into_iter().map(Chunk::Bytes).collect())
     }
 
@@ -127,12 +148,13 @@ impl PartitionLog {
         offset: i64,
         max_bytes: usize,
         min_one_batch: bool,
+        bound: ReadBound,
     ) -> Result<Option<FileRange>, ReadError> {
         let s = self.state.borrow();
-        if s.offline || offset < s.log_start_offset || offset >= s.high_watermark {
+        let visible_end = bound.end(&s);
+        if s.offline || offset < s.log_start_offset || offset >= visible_end {
             return Ok(None);
         }
-        let visible_end = s.high_watermark;
         if s.tail_cache.holds(offset) {
             return Ok(None);
         }
@@ -206,6 +228,18 @@ impl PartitionLog {
         max_bytes: usize,
         min_one_batch: bool,
     ) -> Result<Vec<Bytes>, ReadError> {
+        self.read_bounded(offset, max_bytes, min_one_batch, ReadBound::HighWatermark)
+            .await
+    }
+
+    /// As `read`, up to `bound`.
+    pub(super) async fn read_bounded(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one_batch: bool,
+        bound: ReadBound,
+    ) -> Result<Vec<Bytes>, ReadError> {
         let (file, mut position, segment_end, visible_end) = {
             let s = self.state.borrow();
             if s.offline {
@@ -218,10 +252,10 @@ impl PartitionLog {
                     log_end: s.log_end_offset,
                 });
             }
-            if offset >= s.high_watermark {
+            let visible_end = bound.end(&s);
+            if offset >= visible_end {
                 return Ok(Vec::new());
             }
-            let visible_end = s.high_watermark;
             if let Some(hit) = s
                 .tail_cache
                 .read(offset, visible_end, max_bytes, min_one_batch)

@@ -12,7 +12,9 @@ use tracing::{error, info, warn};
 
 use super::read::TailCache;
 use super::retention::RETIRED_SUFFIX;
-use super::{LogConfig, LogState, MaxTimestampBatch, PartitionLog, Wakers, LOG_START_CHECKPOINT};
+use super::{
+    EpochCache, LogConfig, LogState, MaxTimestampBatch, PartitionLog, Wakers, LOG_START_CHECKPOINT,
+};
 use crate::ids::LeaderEpoch;
 use crate::storage::atomic_file::write_atomic;
 use crate::storage::producer_state::ProducerStates;
@@ -29,6 +31,9 @@ pub(super) struct ShutdownSnapshot {
     segments: Vec<SegmentSnapshot>,
     producers: ProducerStates,
     max_timestamp: Option<MaxTimestampBatch>,
+    /// Absent in snapshots from before replication: those logs are scanned.
+    #[serde(default)]
+    epochs: Option<EpochCache>,
 }
 
 fn segment_bases(dir: &Path) -> io::Result<Vec<i64>> {
@@ -58,6 +63,7 @@ pub(super) struct Recovered {
     segments: BTreeMap<i64, Segment>,
     producers: ProducerStates,
     max_timestamp: Option<MaxTimestampBatch>,
+    epochs: EpochCache,
     /// Why the partition cannot be served, if it cannot.
     offline: Option<String>,
 }
@@ -96,10 +102,15 @@ impl Recovered {
                 }
             };
         }
+        let Some(epochs) = snapshot.epochs else {
+            info!(dir = %dir.display(), "clean-shutdown snapshot without leader epochs; scanning instead");
+            return Ok(None);
+        };
         Ok(Some(Recovered {
             segments,
             producers: snapshot.producers,
             max_timestamp: snapshot.max_timestamp,
+            epochs,
             offline: None,
         }))
     }
@@ -111,6 +122,7 @@ impl Recovered {
         let mut producers = ProducerStates::default();
         let mut segments = BTreeMap::new();
         let mut max_timestamp: Option<MaxTimestampBatch> = None;
+        let mut epochs = EpochCache::default();
         let mut expected = bases.first().copied().unwrap_or(0);
         let mut offline = None;
         for (i, &base) in bases.iter().enumerate() {
@@ -122,6 +134,7 @@ impl Recovered {
                 break;
             }
             let (mut seg, torn) = Segment::recover(dir, base, spec, &mut producers, |h, pos| {
+                epochs.note(h.partition_leader_epoch(), h.base_offset());
                 if max_timestamp.is_none_or(|m| h.max_timestamp() > m.timestamp) {
                     max_timestamp = Some(MaxTimestampBatch {
                         timestamp: h.max_timestamp(),
@@ -170,6 +183,7 @@ impl Recovered {
             segments,
             producers,
             max_timestamp,
+            epochs,
             offline,
         })
     }
@@ -203,6 +217,7 @@ impl PartitionLog {
             mut segments,
             producers,
             max_timestamp,
+            mut epochs,
             offline,
         } = match loaded {
             Some(r) => r,
@@ -229,6 +244,7 @@ impl PartitionLog {
             .unwrap_or(0);
         let first_base = *segments.keys().next().expect("at least one segment");
         let log_start_offset = first_base.max(checkpoint.min(log_end_offset));
+        epochs.truncate_from_start(log_start_offset);
         if log_end_offset > 0 {
             info!(dir = %dir.display(), log_start_offset, log_end_offset, segments = segments.len(), scanned, "recovered partition log");
         }
@@ -239,7 +255,8 @@ impl PartitionLog {
                 segments,
                 log_start_offset,
                 log_end_offset,
-                high_watermark: log_end_offset,
+                flushed_visible_end: log_end_offset,
+                replicated_end: i64::MAX,
                 syncs_pending: 0,
                 producers,
                 max_timestamp,
@@ -249,6 +266,7 @@ impl PartitionLog {
                 unflushed_files: Vec::new(),
                 last_flush: std::time::Instant::now(),
                 tail_cache: TailCache::default(),
+                epochs,
             }),
             pending: RefCell::new(VecDeque::new()),
             leader_epoch: Cell::new(LeaderEpoch(0)),
@@ -295,6 +313,7 @@ impl PartitionLog {
                 segments: s.segments.values().map(Segment::snapshot).collect(),
                 producers: s.producers.clone(),
                 max_timestamp: s.max_timestamp,
+                epochs: Some(s.epochs.clone()),
             };
             (active, snapshot)
         };

@@ -141,6 +141,8 @@ impl PartitionLog {
         {
             let mut s = self.state.borrow_mut();
             s.log_start_offset = s.log_start_offset.max(target);
+            let start = s.log_start_offset;
+            s.epochs.truncate_from_start(start);
         }
         self.retire_oldest(|oldest, _| oldest.next_offset <= target);
         Ok(self.offsets().log_start)
@@ -177,6 +179,8 @@ impl PartitionLog {
                 .next()
                 .expect("the active segment remains");
             s.log_start_offset = s.log_start_offset.max(first);
+            let start = s.log_start_offset;
+            s.epochs.truncate_from_start(start);
             let gone = |base: i64| doomed.iter().any(|d| d.base_offset == base);
             if s.max_timestamp.is_some_and(|m| gone(m.segment_base)) {
                 s.max_timestamp = None;
@@ -185,6 +189,13 @@ impl PartitionLog {
                 .retain(|f| !doomed.iter().any(|d| Rc::ptr_eq(&d.log, f)));
             doomed
         };
+        self.retire_segments(doomed)
+    }
+
+    /// Takes segments already out of the log off the disk: renamed at once, closed,
+    /// removed later (`remove_later`); returns how many. Readers holding their files
+    /// keep reading them.
+    pub(super) fn retire_segments(&self, doomed: Vec<Segment>) -> usize {
         let mut retired = Vec::new();
         for seg in &doomed {
             for path in [
@@ -199,7 +210,7 @@ impl PartitionLog {
                     }
                 }
             }
-            info!(dir = %self.dir.display(), segment = seg.base_offset, bytes = seg.size, "deleted a segment below the log start");
+            info!(dir = %self.dir.display(), segment = seg.base_offset, bytes = seg.size, "removed a segment");
         }
         let count = doomed.len();
         drop(doomed);

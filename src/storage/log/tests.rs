@@ -193,7 +193,10 @@ fn queued_appends_share_a_write_in_order() {
 /// Bytes the copying and the zero-copy read return from `offset`.
 async fn readable(log: &PartitionLog, offset: i64) -> (usize, usize) {
     let copied = log.read(offset, 1 << 20, true).await.unwrap();
-    let chunks = log.read_chunks(offset, 1 << 20, true, true).await.unwrap();
+    let chunks = log
+        .read_chunks(offset, 1 << 20, true, true, ReadBound::HighWatermark)
+        .await
+        .unwrap();
     (
         copied.iter().map(Bytes::len).sum(),
         chunks.iter().map(Chunk::len).sum(),
@@ -345,7 +348,9 @@ fn a_failed_read_fails_that_read_only() {
         faults("read_eio=1");
         let copying = log.read(0, 1 << 20, true).await;
         assert!(matches!(copying, Err(ReadError::Io(_))), "{copying:?}");
-        let zero_copy = log.read_chunks(0, 1 << 20, true, true).await;
+        let zero_copy = log
+            .read_chunks(0, 1 << 20, true, true, ReadBound::HighWatermark)
+            .await;
         assert!(matches!(zero_copy, Err(ReadError::Io(_))), "{zero_copy:?}");
         assert!(!log.is_offline());
         faults("read_eio=0");
@@ -354,5 +359,170 @@ fn a_failed_read_fails_that_read_only() {
             read.concat()[batch::HEADER_SIZE..],
             batch[batch::HEADER_SIZE..]
         );
+    });
+}
+
+/// Batches of `records` records each, as a client sends them.
+fn client_batch(records: usize) -> Bytes {
+    Bytes::from(BatchTemplate::new(records, 100).batch(records, segment::now_ms(), None))
+}
+
+/// Everything the log holds below its end, as stored.
+async fn stored(log: &PartitionLog) -> Bytes {
+    let chunks = log
+        .read_chunks(0, 1 << 30, true, false, ReadBound::LogEnd)
+        .await
+        .unwrap();
+    let mut all = Vec::new();
+    for c in chunks {
+        match c {
+            Chunk::Bytes(b) => all.extend_from_slice(&b),
+            Chunk::File(_) => unreachable!("not zero-copy"),
+        }
+    }
+    Bytes::from(all)
+}
+
+/// A follower's copy of its leader's batches is byte for byte the leader's (offsets
+/// and leader epochs included); a copy that does not start at the follower's log end
+/// is refused.
+#[test]
+fn replicated_batches_keep_the_leaders_offsets_and_epochs() {
+    on_executor_in_scratch_dir("replicated-append", |dir| async move {
+        let sync = Rc::new(SyncGroup::default());
+        let plain = || LogConfig::plain(WriteMode::Buffered);
+        let leader = PartitionLog::open(dir.join("leader"), plain(), sync.clone(), false)
+            .await
+            .unwrap();
+        let follower = PartitionLog::open(dir.join("follower"), plain(), sync, false)
+            .await
+            .unwrap();
+        leader.set_leader_epoch(LeaderEpoch(3));
+        for n in [2, 1, 4] {
+            leader.append(client_batch(n)).await.unwrap();
+        }
+        leader.set_leader_epoch(LeaderEpoch(5));
+        leader.append(client_batch(1)).await.unwrap();
+        let copy = stored(&leader).await;
+        // A partial batch at the end (a fetch cut short) waits for the next fetch.
+        let partial = Bytes::from([&copy[..], &copy[..20]].concat());
+        assert_eq!(follower.append_replicated(partial).await.unwrap(), 8);
+        assert_eq!(stored(&follower).await, copy);
+        assert_eq!(follower.latest_epoch(), Some(5));
+        assert_eq!(follower.end_offset_for_epoch(3), (3, 7));
+        assert_eq!(follower.end_offset_for_epoch(4), (3, 7));
+        let again = follower.append_replicated(copy.clone()).await;
+        assert!(
+            matches!(
+                again,
+                Err(AppendError::NotContiguous {
+                    expected: 8,
+                    found: 0
+                })
+            ),
+            "{again:?}"
+        );
+        let mut corrupt = copy.to_vec();
+        corrupt[70] ^= 1;
+        let refused = follower.append_replicated(Bytes::from(corrupt)).await;
+        assert!(matches!(refused, Err(AppendError::Batch(_))), "{refused:?}");
+        assert_eq!(follower.offsets().log_end, 8);
+    });
+}
+
+/// Truncation cuts at the start of the batch holding the offset, in whichever
+/// segment, removes later segments, and the log goes on from there, also after a
+/// restart that scans it.
+#[test]
+fn truncation_cuts_at_a_batch_and_the_log_goes_on() {
+    on_executor_in_scratch_dir("truncate", |dir| async move {
+        let sync = Rc::new(SyncGroup::default());
+        // Segments of about two batches each.
+        let config = LogConfig {
+            segment_size_max_bytes: 2 * client_batch(2).len() as u64 + 1,
+            ..LogConfig::plain(WriteMode::Buffered)
+        };
+        let log = PartitionLog::open(dir.clone(), config, sync.clone(), false)
+            .await
+            .unwrap();
+        log.set_leader_epoch(LeaderEpoch(1));
+        for _ in 0..3 {
+            log.append(client_batch(2)).await.unwrap(); // offsets 0-1, 2-3, 4-5
+        }
+        log.set_leader_epoch(LeaderEpoch(2));
+        for _ in 0..3 {
+            log.append(client_batch(2)).await.unwrap(); // 6-7, 8-9, 10-11
+        }
+        let before = stored(&log).await;
+        let segments = || {
+            std::fs::read_dir(&dir)
+                .unwrap()
+                .filter(|e| {
+                    e.as_ref()
+                        .unwrap()
+                        .file_name()
+                        .to_string_lossy()
+                        .ends_with(".log")
+                })
+                .count()
+        };
+        assert_eq!(segments(), 3);
+        // Inside the batch 2-3, in the first segment: the log ends at 2.
+        assert_eq!(log.truncate_to(3).await.unwrap(), 2);
+        assert_eq!(segments(), 1);
+        assert_eq!(log.offsets().log_end, 2);
+        assert_eq!(log.latest_epoch(), Some(1));
+        assert_eq!(log.end_offset_for_epoch(2), super::epochs::UNDEFINED);
+        let one_batch = client_batch(2).len();
+        assert_eq!(stored(&log).await, before.slice(..one_batch));
+        // An offset at or past the end changes nothing.
+        assert_eq!(log.truncate_to(9).await.unwrap(), 2);
+        log.set_leader_epoch(LeaderEpoch(4));
+        assert_eq!(log.append(client_batch(3)).await.unwrap().base_offset, 2);
+        assert_eq!(log.end_offset_for_epoch(1), (1, 2));
+        let after = stored(&log).await;
+        drop(log);
+        let reopened = PartitionLog::open(dir.clone(), config, sync, false)
+            .await
+            .unwrap();
+        assert_eq!(reopened.offsets().log_end, 5);
+        assert_eq!(stored(&reopened).await, after);
+        assert_eq!(reopened.latest_epoch(), Some(4));
+    });
+}
+
+/// The high watermark follows what replication says the replicas hold: consumers
+/// read below it, followers up to the log end, and acks=all waits for it.
+#[test]
+fn the_high_watermark_follows_the_replicas() {
+    on_executor_in_scratch_dir("replicated-hw", |dir| async move {
+        let sync = Rc::new(SyncGroup::default());
+        let log = PartitionLog::open(dir, LogConfig::plain(WriteMode::Buffered), sync, false)
+            .await
+            .unwrap();
+        log.set_replicated_end(0);
+        log.append(client_batch(2)).await.unwrap();
+        assert_eq!(log.offsets().high_watermark, 0);
+        assert!(log.read(0, 1 << 20, true).await.unwrap().is_empty());
+        assert!(
+            !stored(&log).await.is_empty(),
+            "followers read to the log end"
+        );
+        let done = Rc::new(Cell::new(false));
+        let waiting = glommio::spawn_local({
+            let (log, done) = (log.clone(), done.clone());
+            async move {
+                log.wait_for_high_watermark(2).await.unwrap();
+                done.set(true);
+            }
+        });
+        glommio::timer::sleep(std::time::Duration::from_millis(20)).await;
+        assert!(!done.get(), "acks=all waits while the replicas lag");
+        log.set_replicated_end(2);
+        waiting.await;
+        assert!(done.get());
+        assert_eq!(log.read(0, 1 << 20, true).await.unwrap().len(), 1);
+        log.set_replicated_end(i64::MAX);
+        assert_eq!(log.offsets().high_watermark, 2);
     });
 }

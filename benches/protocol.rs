@@ -117,6 +117,7 @@ fn fetch_response(c: &mut Criterion) {
                     log_start_offset: 0,
                     records: vec![records.clone().into()],
                     current_leader: None,
+                    diverging_epoch: None,
                 })
                 .collect();
             let topics = vec![FetchTopicData {

@@ -16,6 +16,7 @@ pub mod net;
 pub mod node;
 pub mod perf;
 pub mod protocol;
+pub mod replication;
 pub mod runtime;
 pub mod shard;
 pub mod storage;

@@ -100,7 +100,15 @@ fn top_level_modules_form_no_cycle() {
 #[test]
 fn the_layers_below_the_node_do_not_reach_up() {
     let graph = module_graph();
-    for low in ["shard", "cluster", "group", "storage", "protocol", "ids"] {
+    for low in [
+        "shard",
+        "cluster",
+        "group",
+        "replication",
+        "storage",
+        "protocol",
+        "ids",
+    ] {
         for high in ["node", "broker", "net", "runtime"] {
             assert!(
                 !graph[low].contains(high),

@@ -20,6 +20,7 @@ use super::routing::{group_by_owner, leader_epoch_check, not_served, LeaderHints
 use super::storage_errors::read_error_code;
 use super::{decode, Outcome};
 use crate::cluster::metadata::TopicMeta;
+use crate::ids::BrokerId;
 use crate::node::{Core, PartitionKey};
 use crate::protocol::chunk::Chunk;
 use crate::protocol::fetch_writer::{
@@ -29,7 +30,7 @@ use crate::protocol::fetch_writer::{
 use crate::protocol::header::RequestHeader;
 use crate::protocol::ErrorCode;
 use crate::shard::ShardId;
-use crate::storage::ReadBound;
+use crate::storage::{PartitionLog, ReadBound};
 
 /// Upper bound on how long one fetch may wait, whatever the client asks.
 pub const FETCH_WAIT_MAX: Duration = Duration::from_secs(60);
@@ -42,6 +43,7 @@ struct Slot {
     topic: Option<Arc<TopicMeta>>,
     target: Option<(ShardId, PartitionKey)>,
     fetch_offset: i64,
+    last_fetched_epoch: i32,
     partition_max_bytes: usize,
     result: FetchPartitionData,
 }
@@ -51,6 +53,11 @@ struct ReadRequest {
     key: PartitionKey,
     offset: i64,
     max_bytes: usize,
+    /// A follower's fetch: it reads to the log end, and its fetch offset tells the
+    /// leader what it holds.
+    replica: Option<BrokerId>,
+    /// The follower's newest epoch (-1: none), to find where its log diverges.
+    last_fetched_epoch: i32,
 }
 
 struct ReadResult {
@@ -58,6 +65,28 @@ struct ReadResult {
     high_watermark: i64,
     log_start_offset: i64,
     records: Vec<Chunk>,
+    diverging_epoch: Option<(i32, i64)>,
+}
+
+/// Where a follower's log diverges from this leader's (KIP-320, as Kafka's
+/// `Partition.fetchRecords` decides): its last epoch ends earlier here than its
+/// fetch offset, or is not an epoch of this log.
+fn divergence(log: &PartitionLog, r: &ReadRequest) -> Option<(i32, i64)> {
+    if r.last_fetched_epoch < 0 {
+        return None;
+    }
+    let (epoch, end) = log.end_offset_for_epoch(r.last_fetched_epoch);
+    (end < r.offset || epoch < r.last_fetched_epoch).then_some((epoch, end))
+}
+
+/// A follower's fetch from `offset`: it holds the log below it. The leader's high
+/// watermark moves to what every in-sync replica holds.
+fn note_follower_fetch(core: &Core, r: &ReadRequest, follower: BrokerId, log: &PartitionLog) {
+    let mut leaders = core.leaders.borrow_mut();
+    if let Some(state) = leaders.get_mut(&r.key) {
+        state.note_fetch(follower, r.offset);
+        log.set_replicated_end(state.replicated_end(log.offsets().high_watermark));
+    }
 }
 
 async fn read_on_owner(
@@ -73,30 +102,46 @@ async fn read_on_owner(
                 high_watermark: -1,
                 log_start_offset: -1,
                 records: Vec::new(),
+                diverging_epoch: None,
             },
             Some(log) => {
+                let diverging_epoch = r.replica.and_then(|_| divergence(&log, &r));
+                if let (Some(follower), None) = (r.replica, diverging_epoch) {
+                    note_follower_fetch(&core, &r, follower, &log);
+                }
                 let offsets = log.offsets();
-                match log
-                    .read_chunks(
-                        r.offset,
-                        r.max_bytes,
-                        true,
-                        core.config.fetch_zero_copy,
-                        ReadBound::HighWatermark,
-                    )
-                    .await
-                {
+                let bound = if r.replica.is_some() {
+                    ReadBound::LogEnd
+                } else {
+                    ReadBound::HighWatermark
+                };
+                let read = match diverging_epoch {
+                    Some(_) => Ok(Vec::new()),
+                    None => {
+                        log.read_chunks(
+                            r.offset,
+                            r.max_bytes,
+                            true,
+                            core.config.fetch_zero_copy,
+                            bound,
+                        )
+                        .await
+                    }
+                };
+                match read {
                     Ok(records) => ReadResult {
                         error: ErrorCode::None,
                         high_watermark: offsets.high_watermark,
                         log_start_offset: offsets.log_start,
                         records,
+                        diverging_epoch,
                     },
                     Err(e) => ReadResult {
                         error: read_error_code(&e),
                         high_watermark: offsets.high_watermark,
                         log_start_offset: offsets.log_start,
                         records: Vec::new(),
+                        diverging_epoch: None,
                     },
                 }
             }
@@ -112,7 +157,14 @@ async fn wait_on_owner(core: &Core, items: &[(usize, (ReadRequest, i64))], timeo
     let mut waits = Vec::with_capacity(items.len());
     for (_, (r, seen)) in items {
         let Some(log) = core.log(&r.key) else { return };
-        if log.offsets().high_watermark > *seen {
+        let offsets = log.offsets();
+        // A follower waits for the log end to pass its fetch offset; a consumer for
+        // the high watermark to pass what it saw.
+        let ready = match r.replica {
+            Some(_) => offsets.log_end > r.offset,
+            None => offsets.high_watermark > *seen,
+        };
+        if ready {
             return;
         }
         waits.push(log.wait_for_append());
@@ -159,6 +211,7 @@ fn store_results(slots: &mut [Slot], answer: impl IntoIterator<Item = (usize, Re
         out.last_stable_offset = r.high_watermark;
         out.log_start_offset = r.log_start_offset;
         out.records = r.records;
+        out.diverging_epoch = r.diverging_epoch;
     }
 }
 
@@ -167,7 +220,7 @@ fn store_results(slots: &mut [Slot], answer: impl IntoIterator<Item = (usize, Re
 fn slots_satisfy(slots: &[Slot], min_bytes: usize) -> bool {
     let mut bytes_ready = 0usize;
     for s in slots.iter().filter(|s| s.target.is_some()) {
-        if s.result.error != ErrorCode::None {
+        if s.result.error != ErrorCode::None || s.result.diverging_epoch.is_some() {
             return true;
         }
         bytes_ready += s.result.records.iter().map(Chunk::len).sum::<usize>();
@@ -190,6 +243,13 @@ pub async fn handle(core: &Rc<Core>, h: &RequestHeader, body: Bytes) -> Outcome 
     };
     let snapshot = core.metadata.load();
     let by_id = h.api_version >= FETCH_TOPIC_IDS_FROM;
+    // A broker's follower fetch names its replica id (in ReplicaState from v15).
+    let replica_id = if h.api_version >= 15 {
+        req.replica_state.replica_id.0
+    } else {
+        req.replica_id.0
+    };
+    let replica = (replica_id >= 0).then_some(BrokerId(replica_id));
     let mut topics: Vec<(String, uuid::Uuid, usize)> = Vec::new();
     let mut slots: Vec<Slot> = Vec::new();
     for t in &req.topics {
@@ -213,6 +273,7 @@ pub async fn handle(core: &Rc<Core>, h: &RequestHeader, body: Bytes) -> Outcome 
                 log_start_offset: -1,
                 records: Vec::new(),
                 current_leader: None,
+                diverging_epoch: None,
             };
             let target = match meta.map(|m| {
                 snapshot
@@ -228,9 +289,18 @@ pub async fn handle(core: &Rc<Core>, h: &RequestHeader, body: Bytes) -> Outcome 
                     None
                 }
                 Some(Ok(found)) => {
+                    let not_a_replica = replica.is_some_and(|r| {
+                        meta.and_then(|m| m.partition(p.partition))
+                            .is_none_or(|a| !a.replicas.contains(&r))
+                    });
                     match leader_epoch_check(meta, p.partition, p.current_leader_epoch) {
                         Err(code) => {
                             result.error = code;
+                            None
+                        }
+                        // As Kafka: a broker fetches only what it is a replica of.
+                        Ok(()) if not_a_replica => {
+                            result.error = ErrorCode::NotLeaderOrFollower;
                             None
                         }
                         Ok(()) => Some(found),
@@ -241,6 +311,7 @@ pub async fn handle(core: &Rc<Core>, h: &RequestHeader, body: Bytes) -> Outcome 
                 topic: meta.cloned(),
                 target,
                 fetch_offset: p.fetch_offset,
+                last_fetched_epoch: p.last_fetched_epoch,
                 partition_max_bytes: (p.partition_max_bytes.max(0) as usize)
                     .min(response_max_bytes),
                 result,
@@ -251,6 +322,8 @@ pub async fn handle(core: &Rc<Core>, h: &RequestHeader, body: Bytes) -> Outcome 
         key: s.target.expect("only slots with an owner are read").1,
         offset: s.fetch_offset,
         max_bytes: s.partition_max_bytes,
+        replica,
+        last_fetched_epoch: s.last_fetched_epoch,
     };
     let reads = slots
         .iter()

@@ -5,6 +5,7 @@
 //! bytes travel as `Bytes` slices of the request frame, never copied on the way.
 
 use std::rc::Rc;
+use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::produce_request::ProduceRequest;
@@ -20,9 +21,28 @@ use crate::node::Core;
 use crate::protocol::api::key;
 use crate::protocol::header::RequestHeader;
 use crate::protocol::ErrorCode;
-use crate::storage::AppendInfo;
+use crate::storage::{AppendInfo, PartitionLog};
 
 type PartitionResult = Result<AppendInfo, (ErrorCode, Option<String>)>;
+
+/// Waits, at most `wait`, until the in-sync replicas hold the appended batch.
+async fn wait_for_replicas(
+    log: &PartitionLog,
+    info: AppendInfo,
+    wait: Duration,
+) -> PartitionResult {
+    let held = Box::pin(log.wait_for_high_watermark(info.end_offset));
+    match futures::future::select(held, Box::pin(glommio::timer::sleep(wait))).await {
+        futures::future::Either::Left((Ok(()), _)) => Ok(info),
+        futures::future::Either::Left((Err(e), _)) => {
+            Err((append_error_code(&e), Some(e.to_string())))
+        }
+        futures::future::Either::Right(_) => Err((
+            ErrorCode::RequestTimedOut,
+            Some("the in-sync replicas did not acknowledge the batch in time".into()),
+        )),
+    }
+}
 
 pub async fn handle(core: &Rc<Core>, h: &RequestHeader, body: Bytes) -> Outcome {
     let req: ProduceRequest = match decode(body, h) {
@@ -63,6 +83,10 @@ pub async fn handle(core: &Rc<Core>, h: &RequestHeader, body: Bytes) -> Outcome 
             }
         }
     }
+    // acks=all on a replicated partition: the answer waits until every in-sync
+    // replica holds the batch (the high watermark passes it), for at most the
+    // request's timeout, as Kafka's delayed produce.
+    let replicas_wait = (acks == -1).then(|| Duration::from_millis(req.timeout_ms.max(0) as u64));
     let appends = group_by_owner(work).into_iter().map(|(owner, items)| {
         core.submit_to(owner, move |s| async move {
             // Each append takes its place in its partition's line here, in request
@@ -70,13 +94,19 @@ pub async fn handle(core: &Rc<Core>, h: &RequestHeader, body: Bytes) -> Outcome 
             let appends: Vec<_> = items
                 .into_iter()
                 .map(|(slot, (key, records))| {
-                    let append = s.log(&key).map(|log| log.append(records));
+                    let append = s.log(&key).map(|log| (log.append(records), log));
                     async move {
                         let r = match append {
                             None => Err((ErrorCode::UnknownTopicOrPartition, None)),
-                            Some(append) => append
-                                .await
-                                .map_err(|e| (append_error_code(&e), Some(e.to_string()))),
+                            Some((append, log)) => match append.await {
+                                Ok(info) => match replicas_wait {
+                                    Some(wait) if log.is_replicated() => {
+                                        wait_for_replicas(&log, info, wait).await
+                                    }
+                                    _ => Ok(info),
+                                },
+                                Err(e) => Err((append_error_code(&e), Some(e.to_string()))),
+                            },
                         };
                         (slot, r)
                     }

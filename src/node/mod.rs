@@ -15,6 +15,7 @@ pub mod active_controller;
 pub mod controller_client;
 pub mod publisher;
 pub mod reconciler;
+pub mod replica_fetcher;
 pub mod view;
 
 use std::cell::RefCell;
@@ -57,6 +58,11 @@ pub struct Core {
     pub request_budget: Rc<glommio::sync::Semaphore>,
     /// Serialises reconciliation on this core.
     reconciling: glommio::sync::Semaphore,
+    /// What this core's leading replicas of replicated partitions know of their
+    /// followers.
+    pub leaders: RefCell<HashMap<PartitionKey, crate::replication::leader::LeaderState>>,
+    /// The leaders this core's followers fetch from, each by a task of its own.
+    pub fetchers: RefCell<std::collections::HashSet<BrokerId>>,
 }
 
 impl ShardContext for Core {
@@ -83,6 +89,8 @@ impl Core {
             sync_group: Rc::new(SyncGroup::default()),
             request_budget: Rc::new(glommio::sync::Semaphore::new(request_budget)),
             reconciling: glommio::sync::Semaphore::new(1),
+            leaders: RefCell::new(HashMap::new()),
+            fetchers: RefCell::new(std::collections::HashSet::new()),
         })
     }
 

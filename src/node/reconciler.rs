@@ -11,10 +11,11 @@ use std::rc::Rc;
 use tracing::{info, warn};
 
 use super::view::MetadataView;
-use super::Core;
-use crate::cluster::metadata::TopicMeta;
+use super::{replica_fetcher, Core, PartitionKey};
+use crate::cluster::metadata::{PartitionAssignment, TopicMeta};
 use crate::cluster::store;
 use crate::group::offsets_topic::OFFSETS_TOPIC;
+use crate::replication::leader::LeaderState;
 use crate::storage::segment::SegmentSpec;
 use crate::storage::{LogConfig, PartitionLog};
 
@@ -102,7 +103,7 @@ async fn open_partition(
 /// Opens every replica `view` places on this core that is not open yet, and sets each
 /// one's leader epoch and configs. Stops at the first that fails, with its name and the cause.
 pub async fn open_missing(
-    core: &Core,
+    core: &Rc<Core>,
     view: &MetadataView,
     clean_shutdown: bool,
 ) -> Result<(), String> {
@@ -114,6 +115,7 @@ pub async fn open_missing(
             log.set_leader_epoch(assignment.leader_epoch);
             // Topic and dynamic broker config changes take effect here.
             log.set_config(log_config(&view.config, &topic));
+            reconcile_role(core, key, assignment, &log);
             continue;
         }
         let log = open_partition(core, &view.config, &topic, p, clean_shutdown)
@@ -130,9 +132,47 @@ pub async fn open_missing(
                 info!(partition = p, records, "loaded committed offsets");
             }
         }
+        reconcile_role(core, key, assignment, &log);
         core.insert_log(key, log);
     }
+    replica_fetcher::start(core, view);
     Ok(())
+}
+
+/// Sets a replica up for its role: the leader of a replicated partition tracks its
+/// followers and caps its high watermark by what they hold; a leader alone lifts the
+/// cap; a follower keeps its high watermark until its leader says more.
+fn reconcile_role(
+    core: &Core,
+    key: PartitionKey,
+    assignment: &PartitionAssignment,
+    log: &PartitionLog,
+) {
+    let me = core.node_id();
+    let mut leaders = core.leaders.borrow_mut();
+    if assignment.leader != Some(me) {
+        leaders.remove(&key);
+        if !log.is_replicated() {
+            log.set_replicated_end(log.offsets().high_watermark);
+        }
+        return;
+    }
+    if assignment.replicas.len() < 2 {
+        leaders.remove(&key);
+        log.set_replicated_end(i64::MAX);
+        return;
+    }
+    let hw = log.offsets().high_watermark;
+    let epoch = assignment.leader_epoch;
+    let state = leaders
+        .entry(key)
+        .or_insert_with(|| LeaderState::new(me, epoch, &assignment.isr, hw));
+    if state.leader_epoch == epoch {
+        state.set_isr(me, &assignment.isr);
+    } else {
+        *state = LeaderState::new(me, epoch, &assignment.isr, hw);
+    }
+    log.set_replicated_end(state.replicated_end(hw));
 }
 
 /// Closes and removes the logs of replicas `view` does not place on this core (their
@@ -147,6 +187,7 @@ pub async fn remove_extra(core: &Core, view: &MetadataView) {
         if kept {
             continue;
         }
+        core.leaders.borrow_mut().remove(&key);
         if let Some(log) = core.remove_log(&key) {
             if let Err(e) = log.delete().await {
                 warn!(dir = %log.dir().display(), error = %e, "removing partition directory failed");

@@ -44,6 +44,9 @@ pub struct FetchPartitionData {
     pub records: Vec<Chunk>,
     /// Sent from v12 (a tagged field) when set; callers set it from v16, as Kafka.
     pub current_leader: Option<LeaderHint>,
+    /// For a follower whose log diverges (KIP-320): the epoch and where it ends
+    /// here. Sent from v12 (a tagged field) when set.
+    pub diverging_epoch: Option<(i32, i64)>,
 }
 
 #[derive(Debug, Clone)]
@@ -170,16 +173,22 @@ pub fn write_fetch_response(
             }
             if flexible {
                 let b = &mut out.current;
-                match p.current_leader {
-                    Some(hint) => {
-                        b.put_u8(1); // one tagged field: CurrentLeader, tag 1
-                        b.put_u8(1);
-                        b.put_u8(9); // its size: two int32s and its own empty tags
-                        b.put_i32(hint.leader_id);
-                        b.put_i32(hint.leader_epoch);
-                        b.put_u8(0);
-                    }
-                    None => b.put_u8(0),
+                let tags = p.diverging_epoch.is_some() as u8 + p.current_leader.is_some() as u8;
+                b.put_u8(tags);
+                // Tagged fields in tag order: DivergingEpoch (0), CurrentLeader (1).
+                if let Some((epoch, end_offset)) = p.diverging_epoch {
+                    b.put_u8(0);
+                    b.put_u8(13); // its size: int32, int64 and its own empty tags
+                    b.put_i32(epoch);
+                    b.put_i64(end_offset);
+                    b.put_u8(0);
+                }
+                if let Some(hint) = p.current_leader {
+                    b.put_u8(1);
+                    b.put_u8(9); // its size: two int32s and its own empty tags
+                    b.put_i32(hint.leader_id);
+                    b.put_i32(hint.leader_epoch);
+                    b.put_u8(0);
                 }
             }
         }
@@ -281,6 +290,7 @@ mod tests {
                         log_start_offset: 0,
                         records: vec![records.clone().into()],
                         current_leader: None,
+                        diverging_epoch: None,
                     },
                     FetchPartitionData {
                         partition: 1,
@@ -293,6 +303,7 @@ mod tests {
                             leader_id: 2,
                             leader_epoch: 7,
                         }),
+                        diverging_epoch: Some((4, 1234)),
                     },
                     FetchPartitionData {
                         partition: 2,
@@ -302,6 +313,7 @@ mod tests {
                         log_start_offset: 0,
                         records: vec![small.slice(..4).into(), small.slice(4..).into()],
                         current_leader: None,
+                        diverging_epoch: None,
                     },
                     FetchPartitionData {
                         partition: 3,
@@ -311,6 +323,7 @@ mod tests {
                         log_start_offset: 0,
                         records: vec![Chunk::File(range.clone())],
                         current_leader: None,
+                        diverging_epoch: None,
                     },
                 ],
             }];
@@ -349,6 +362,8 @@ mod tests {
             if version >= 12 {
                 let hint = &t.partitions[1].current_leader;
                 assert_eq!((hint.leader_id.0, hint.leader_epoch), (2, 7));
+                let diverging = &t.partitions[1].diverging_epoch;
+                assert_eq!((diverging.epoch, diverging.end_offset), (4, 1234));
                 assert_eq!(t.partitions[0].current_leader, Default::default());
             }
             let sent: Vec<_> = resp
@@ -391,6 +406,7 @@ mod tests {
                 log_start_offset: 0,
                 records: vec![records.clone().into()],
                 current_leader: None,
+                diverging_epoch: None,
             }],
         }];
         let parts = write_fetch_response(1, 11, ErrorCode::None, topics, &[]);

@@ -403,14 +403,18 @@ impl PartitionLog {
         }
         match s.producers.check(header) {
             SequenceCheck::Append => None,
-            SequenceCheck::Duplicate { base_offset } => Some(Ok((
-                AppendInfo {
-                    base_offset,
-                    log_start_offset: s.log_start_offset,
-                },
-                Durability::Visible(base_offset + header.last_offset_delta() as i64 + 1),
-                None,
-            ))),
+            SequenceCheck::Duplicate { base_offset } => {
+                let end_offset = base_offset + header.last_offset_delta() as i64 + 1;
+                Some(Ok((
+                    AppendInfo {
+                        base_offset,
+                        end_offset,
+                        log_start_offset: s.log_start_offset,
+                    },
+                    Durability::Visible(end_offset),
+                    None,
+                )))
+            }
             SequenceCheck::Reject(code) => Some(Err(AppendError::Sequence(code))),
         }
     }
@@ -503,6 +507,7 @@ impl PartitionLog {
         (
             AppendInfo {
                 base_offset,
+                end_offset: header.last_offset() + 1,
                 log_start_offset,
             },
             flush,

@@ -142,6 +142,8 @@ pub enum ReadError {
 #[derive(Debug, Clone, Copy)]
 pub struct AppendInfo {
     pub base_offset: i64,
+    /// After the batch's last offset.
+    pub end_offset: i64,
     pub log_start_offset: i64,
 }
 

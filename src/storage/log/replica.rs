@@ -59,6 +59,11 @@ impl PartitionLog {
         }
     }
 
+    /// Whether replication caps the high watermark (`set_replicated_end`).
+    pub fn is_replicated(&self) -> bool {
+        self.state.borrow().replicated_end != i64::MAX
+    }
+
     /// Returns once the high watermark reaches `offset` (acks=all: every in-sync
     /// replica holds the batch ending there); fails if the partition goes offline or
     /// closes first. The caller bounds the wait.

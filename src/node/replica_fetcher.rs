@@ -1,0 +1,193 @@
+//! Replica fetchers: on each core, one task per leader broker that the core's
+//! follower replicas copy from, pulling all of them in one Fetch per round over one
+//! connection to that leader's client listener (Kafka's ReplicaFetcherThread, per
+//! core and leader). Each round it takes the partitions to fetch from the current
+//! view, so leadership changes reach it without a restart; with none left it ends.
+//!
+//! Runs on the core that owns the follower logs: it appends to them directly.
+
+use std::io;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+use tracing::{debug, info, warn};
+
+use super::view::MetadataView;
+use super::Core;
+use crate::ids::BrokerId;
+use crate::replication::follower::{self, Applied, Followed};
+
+/// Connecting to a leader gives up after this long.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// An answer may take the fetch's wait and this much more before the connection is
+/// given up (Kafka's `replica.socket.timeout.ms` is 30 s).
+const ANSWER_SLACK: Duration = Duration::from_secs(30);
+/// Largest answer frame accepted from a leader.
+const FRAME_MAX: usize = 256 << 20;
+
+/// The partitions on this core that follow `leader`, with their open logs.
+fn followed(core: &Core, view: &MetadataView, leader: BrokerId) -> Vec<Followed> {
+    let me = core.node_id();
+    let mut out = Vec::new();
+    for (topic, p) in view.replicas_on(core.id()) {
+        let Some(a) = topic.partition(p) else {
+            continue;
+        };
+        if a.leader != Some(leader) || leader == me {
+            continue;
+        }
+        if let Some(log) = core.log(&(topic.id, p)) {
+            out.push(Followed {
+                topic_id: topic.id,
+                partition: p,
+                leader_epoch: a.leader_epoch,
+                log,
+            });
+        }
+    }
+    out
+}
+
+/// Starts a fetcher for each leader that this core's followers copy from and that
+/// has none yet. Runs on the core.
+pub fn start(core: &Rc<Core>, view: &MetadataView) {
+    let me = core.node_id();
+    let mut leaders: Vec<BrokerId> = view
+        .replicas_on(core.id())
+        .iter()
+        .filter_map(|(t, p)| t.partition(*p).and_then(|a| a.leader))
+        .filter(|l| *l != me)
+        .collect();
+    leaders.sort_unstable();
+    leaders.dedup();
+    for leader in leaders {
+        if core.fetchers.borrow_mut().insert(leader) {
+            let core = core.clone();
+            glommio::spawn_local(async move { run(core, leader).await }).detach();
+        }
+    }
+}
+
+/// Fetches from `leader` for as long as this core has followers of it.
+async fn run(core: Rc<Core>, leader: BrokerId) {
+    let settings = core.config.replica_fetch;
+    let backoff = Duration::from_millis(core.config.replica_fetch_backoff_ms);
+    let mut connection: Option<TcpStream> = None;
+    let mut correlation = 0i32;
+    info!(leader = leader.0, "replica fetcher started");
+    loop {
+        let view = core.metadata.load();
+        let partitions = followed(&core, &view, leader);
+        if partitions.is_empty() {
+            break;
+        }
+        let Some(addr) = view
+            .cluster
+            .brokers
+            .get(&leader)
+            .filter(|b| !b.fenced)
+            .map(|b| (b.host.clone(), b.port))
+        else {
+            glommio::timer::sleep(backoff).await;
+            continue;
+        };
+        if connection.is_none() {
+            match connect(&addr).await {
+                Ok(s) => connection = Some(s),
+                Err(e) => {
+                    debug!(leader = leader.0, error = %e, "cannot reach the leader; retrying");
+                    glommio::timer::sleep(backoff).await;
+                    continue;
+                }
+            }
+        }
+        correlation = correlation.wrapping_add(1);
+        let frame = follower::fetch_frame(core.node_id(), correlation, &partitions, settings);
+        let wait = Duration::from_millis(settings.max_wait_ms as u64) + ANSWER_SLACK;
+        let stream = connection.as_mut().expect("connected");
+        let answer = match exchange(stream, frame, wait).await {
+            Ok(body) => follower::decode_response(body, correlation),
+            Err(e) => Err(e.to_string()),
+        };
+        let response = match answer {
+            Ok(r) => r,
+            Err(e) => {
+                debug!(leader = leader.0, error = %e, "a replica fetch failed; reconnecting");
+                connection = None;
+                glommio::timer::sleep(backoff).await;
+                continue;
+            }
+        };
+        let mut back_off = false;
+        for topic in response.responses {
+            for data in topic.partitions {
+                let Some(f) = partitions
+                    .iter()
+                    .find(|f| f.topic_id == topic.topic_id && f.partition == data.partition_index)
+                else {
+                    continue;
+                };
+                match follower::apply(f, data).await {
+                    Ok(Applied::Appended) | Ok(Applied::Truncated { .. }) => {}
+                    Ok(Applied::Refused(code)) => {
+                        debug!(
+                            leader = leader.0,
+                            partition = f.partition,
+                            code,
+                            "the leader refused a replica fetch"
+                        );
+                        back_off = true;
+                    }
+                    Err(e) => {
+                        warn!(dir = %f.log.dir().display(), error = %e, "appending a replica's copy failed");
+                        back_off = true;
+                    }
+                }
+            }
+        }
+        if back_off {
+            glommio::timer::sleep(backoff).await;
+        }
+    }
+    core.fetchers.borrow_mut().remove(&leader);
+    info!(
+        leader = leader.0,
+        "replica fetcher stopped: nothing left to follow there"
+    );
+}
+
+async fn connect((host, port): &(String, u16)) -> io::Result<TcpStream> {
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), *port))?
+        .next()
+        .ok_or_else(|| io::Error::other(format!("{host} does not resolve")))?;
+    let stream = TcpStream::connect_timeout(addr, CONNECT_TIMEOUT).await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// Sends `frame` and reads the answer's body (after its length), within `wait`.
+async fn exchange(stream: &mut TcpStream, frame: Bytes, wait: Duration) -> io::Result<Bytes> {
+    let round = async {
+        stream.write_all(&frame).await?;
+        let mut len = [0u8; 4];
+        stream.read_exact(&mut len).await?;
+        let len = u32::from_be_bytes(len) as usize;
+        if len > FRAME_MAX {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("a fetch answer of {len} bytes"),
+            ));
+        }
+        let mut body = vec![0u8; len];
+        stream.read_exact(&mut body).await?;
+        Ok(Bytes::from(body))
+    };
+    glommio::timer::timeout(wait, async {
+        round.await.map_err(glommio::GlommioError::from)
+    })
+    .await
+    .map_err(|e| io::Error::new(io::ErrorKind::TimedOut, e.to_string()))
+}

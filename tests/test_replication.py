@@ -1,0 +1,119 @@
+"""Replication on real brokers: three ringlog nodes, topics with three replicas.
+Followers copy their leaders with Kafka's replica fetch; acks=all waits until every
+in-sync replica holds a batch; after a leader dies another in-sync replica leads, and
+the dead one, restarted, catches up. The replicas' segment files are compared byte
+for byte."""
+import hashlib
+import signal
+import time
+
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+
+from cluster import partition_view, wait_until
+from test_cluster import cluster_factory, create  # noqa: F401 (a fixture)
+
+PARTITIONS = 3
+
+
+def payload(i):
+    return b"%012d|" % i + bytes((i * 7 + k) % 251 for k in range(100))
+
+
+def produce(bootstrap, numbers, acked):
+    """Idempotent, acks=all; records number n to partition n % PARTITIONS. Every
+    record must be acknowledged: `acked` gets n -> (partition, offset)."""
+    errors = []
+
+    def on_delivery(err, msg):
+        if err is not None:
+            errors.append(err)
+        else:
+            acked[int(msg.value()[:12])] = (msg.partition(), msg.offset())
+
+    p = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True,
+                  "linger.ms": 5, "message.timeout.ms": 120_000})
+    for n in numbers:
+        while True:
+            try:
+                p.produce("replicated", payload(n), partition=n % PARTITIONS,
+                          on_delivery=on_delivery)
+                break
+            except BufferError:
+                p.poll(0.01)
+    assert p.flush(150) == 0, "records left unsent"
+    assert not errors, errors[:3]
+
+
+def read_back(bootstrap, acked):
+    """Every record of every partition, once, in order, where it was acknowledged."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"check-{time.time()}",
+                  "enable.auto.commit": False, "enable.partition.eof": True})
+    ends = {q: c.get_watermark_offsets(TopicPartition("replicated", q), timeout=30)[1]
+            for q in range(PARTITIONS)}
+    c.assign([TopicPartition("replicated", q, 0) for q in range(PARTITIONS)])
+    got = {q: [] for q in range(PARTITIONS)}
+    done = {q for q in range(PARTITIONS) if ends[q] == 0}
+    deadline = time.time() + 120
+    while len(done) < PARTITIONS:
+        assert time.time() < deadline, "reading back timed out"
+        for m in c.consume(5000, 1.0):
+            if m.error():
+                assert m.error().code() == KafkaError._PARTITION_EOF, m.error()
+                done.add(m.partition())
+                continue
+            got[m.partition()].append((m.offset(), int(m.value()[:12]), m.value()))
+            if m.offset() + 1 >= ends[m.partition()]:
+                done.add(m.partition())
+    c.close()
+    where = {}
+    for q, records in got.items():
+        numbers = [n for _, n, _ in records]
+        assert numbers == sorted(numbers), f"partition {q}: out of order"
+        assert len(set(numbers)) == len(numbers), f"partition {q}: a duplicate"
+        for offset, n, value in records:
+            assert value == payload(n) and n % PARTITIONS == q, (q, offset)
+            where[n] = (q, offset)
+    lost = [n for n in acked if n not in where]
+    assert not lost, f"{len(lost)} acknowledged records lost, e.g. {lost[:5]}"
+    moved = [n for n, at in acked.items() if where[n] != at]
+    assert not moved, f"records not where they were acknowledged, e.g. {moved[:5]}"
+    return sum(ends.values())
+
+
+def segment_digests(cluster, node, partition):
+    """The node's segment files of a partition: name -> sha256 of the contents."""
+    d = cluster.nodes[node].data_dir / f"replicated-{partition}"
+    return {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(d.glob("*.log"))}
+
+
+def wait_for_identical_replicas(cluster, timeout=60):
+    def identical():
+        return all(
+            len({str(segment_digests(cluster, n, q)) for n in range(3)}) == 1
+            for q in range(PARTITIONS))
+    wait_until("every replica to hold the same bytes", identical, timeout)
+
+
+def test_followers_copy_their_leaders_and_a_dead_leader_loses_nothing(cluster_factory):  # noqa: F811
+    c = cluster_factory(3)
+    create(c.bootstrap(0), "replicated", PARTITIONS, rf=3, cluster=c)
+    acked = {}
+    produce(c.bootstrap(0), range(0, 6000), acked)
+    assert read_back(c.bootstrap(1), acked) == 6000
+    wait_for_identical_replicas(c)
+
+    # The leader of partition 0 dies; a follower in the ISR takes over once the dead
+    # broker is fenced, and acks=all produce goes on with the two left.
+    leader = partition_view(c.metadata(1), "replicated")[0][0]
+    c.kill(leader, signal.SIGKILL)
+    survivor = next(i for i in range(3) if i != leader)
+    produce(c.bootstrap(survivor), range(6000, 9000), acked)
+    view = partition_view(c.metadata(survivor), "replicated")
+    assert view[0][0] != leader and leader not in view[0][2], view
+    assert read_back(c.bootstrap(survivor), acked) == 9000
+
+    # Restarted, it follows again and catches up, byte for byte.
+    c.nodes[leader].start()
+    c.wait_for_brokers({0, 1, 2})
+    wait_for_identical_replicas(c)
+    assert read_back(c.bootstrap(leader), acked) == 9000

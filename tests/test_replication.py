@@ -117,3 +117,69 @@ def test_followers_copy_their_leaders_and_a_dead_leader_loses_nothing(cluster_fa
     c.wait_for_brokers({0, 1, 2})
     wait_for_identical_replicas(c)
     assert read_back(c.bootstrap(leader), acked) == 9000
+
+
+def test_lagging_followers_leave_the_isr_and_min_insync_refuses_acks_all(cluster_factory):  # noqa: F811
+    """Five brokers (the quorum keeps three when two stop), a partition on 0, 1, 2 with
+    min.insync.replicas=2. Both followers stop (SIGSTOP: not fenced, just silent);
+    acks=1 goes on, and once they have lagged for replica.lag.time.max.ms the leader
+    takes them out of the ISR: acks=all is refused with NOT_ENOUGH_REPLICAS. They resume: they catch up, join the
+    ISR again, and nothing acknowledged is lost."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+    c = cluster_factory(5, ["broker.session.timeout.ms=60000", "replica.lag.time.max.ms=1500",
+                            "min.insync.replicas=2"])
+    admin = AdminClient({"bootstrap.servers": c.bootstrap(0)})
+    for f in admin.create_topics([NewTopic("isr", num_partitions=1, replica_assignment=[[0, 1, 2]])]).values():
+        f.result(30)
+    wait_until("every node to know the topic",
+               lambda: all("isr" in c.metadata(i).topics for i in c.running()))
+
+    def send(acks, values):
+        p = Producer({"bootstrap.servers": c.bootstrap(3), "acks": acks, "retries": 0,
+                      "linger.ms": 0, "message.timeout.ms": 20_000})
+        results = []
+        for v in values:
+            p.produce("isr", v, partition=0,
+                      on_delivery=lambda err, m: results.append(err.name() if err else m.offset()))
+        p.flush(30)
+        return results
+
+    def isr():
+        return sorted(partition_view(c.metadata(3), "isr")[0][2])
+
+    acked = send("all", [b"a-%d" % i for i in range(100)])
+    assert all(isinstance(r, int) for r in acked), acked[:3]
+    for follower in (1, 2):
+        c.nodes[follower].proc.send_signal(signal.SIGSTOP)
+    try:
+        # acks=1 goes on; the followers fall behind it (an idle follower that holds
+        # all the leader has is in sync, as in Kafka), and leave the ISR.
+        one = send("1", [b"b-%d" % i for i in range(10)])
+        assert all(isinstance(r, int) for r in one), one
+        wait_until("the ISR to shrink to the leader", lambda: isr() == [0], 30)
+        assert send("all", [b"refused"]) == ["NOT_ENOUGH_REPLICAS"]
+    finally:
+        for follower in (1, 2):
+            c.nodes[follower].proc.send_signal(signal.SIGCONT)
+    wait_until("the followers to rejoin the ISR", lambda: isr() == [0, 1, 2], 60)
+    again = send("all", [b"c-%d" % i for i in range(100)])
+    assert all(isinstance(r, int) for r in again), again[:3]
+
+    # Every record acknowledged with acks=all is there, on every replica.
+    cons = Consumer({"bootstrap.servers": c.bootstrap(4), "group.id": "isr-check",
+                     "enable.auto.commit": False})
+    cons.assign([TopicPartition("isr", 0, 0)])
+    got = []
+    deadline = time.time() + 60
+    while len(got) < 210 and time.time() < deadline:
+        m = cons.poll(0.5)
+        if m is not None and m.error() is None:
+            got.append(m.value())
+    cons.close()
+    assert got == [b"a-%d" % i for i in range(100)] + [b"b-%d" % i for i in range(10)] + [
+        b"c-%d" % i for i in range(100)]
+
+    def digests(node):
+        d = c.nodes[node].data_dir / "isr-0"
+        return [hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(d.glob("*.log"))]
+    wait_until("the replicas to match", lambda: digests(0) == digests(1) == digests(2))

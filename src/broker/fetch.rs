@@ -84,8 +84,9 @@ fn divergence(log: &PartitionLog, r: &ReadRequest) -> Option<(i32, i64)> {
 fn note_follower_fetch(core: &Core, r: &ReadRequest, follower: BrokerId, log: &PartitionLog) {
     let mut leaders = core.leaders.borrow_mut();
     if let Some(state) = leaders.get_mut(&r.key) {
-        state.note_fetch(follower, r.offset);
-        log.set_replicated_end(state.replicated_end(log.offsets().high_watermark));
+        let offsets = log.offsets();
+        state.note_fetch(follower, r.offset, offsets.log_end, Instant::now());
+        log.set_replicated_end(state.replicated_end(offsets.high_watermark));
     }
 }
 

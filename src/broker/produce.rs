@@ -17,7 +17,9 @@ use kafka_protocol::messages::BrokerId;
 use super::routing::{group_by_owner, leader_here, LeaderHints};
 use super::storage_errors::append_error_code;
 use super::{decode, encode_response, str_bytes, Outcome};
-use crate::node::Core;
+use crate::cluster::metadata::TopicMeta;
+use crate::node::view::MetadataView;
+use crate::node::{Core, PartitionKey};
 use crate::protocol::api::key;
 use crate::protocol::header::RequestHeader;
 use crate::protocol::ErrorCode;
@@ -25,15 +27,43 @@ use crate::storage::{AppendInfo, PartitionLog};
 
 type PartitionResult = Result<AppendInfo, (ErrorCode, Option<String>)>;
 
-/// Waits, at most `wait`, until the in-sync replicas hold the appended batch.
+/// The topic's `min.insync.replicas`, or the broker's.
+fn min_insync_replicas(view: &MetadataView, topic: &TopicMeta) -> usize {
+    topic
+        .configs
+        .get("min.insync.replicas")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(view.config.min_insync_replicas)
+}
+
+/// Waits, at most `wait`, until the in-sync replicas hold the appended batch; then, as
+/// Kafka's delayed produce, fails it if the ISR has shrunk below `min_isr` meanwhile.
 async fn wait_for_replicas(
+    core: &Core,
+    key: PartitionKey,
     log: &PartitionLog,
     info: AppendInfo,
     wait: Duration,
+    min_isr: usize,
 ) -> PartitionResult {
     let held = Box::pin(log.wait_for_high_watermark(info.end_offset));
     match futures::future::select(held, Box::pin(glommio::timer::sleep(wait))).await {
-        futures::future::Either::Left((Ok(()), _)) => Ok(info),
+        futures::future::Either::Left((Ok(()), _)) => {
+            let view = core.metadata.load();
+            let isr = view
+                .topic_by_id(&key.0)
+                .and_then(|t| t.partition(key.1))
+                .map_or(0, |a| a.isr.len());
+            if isr < min_isr {
+                return Err((
+                    ErrorCode::NotEnoughReplicasAfterAppend,
+                    Some(format!(
+                        "The size of the current ISR : {isr} is insufficient to satisfy the min.isr requirement of {min_isr}"
+                    )),
+                ));
+            }
+            Ok(info)
+        }
         futures::future::Either::Left((Err(e), _)) => {
             Err((append_error_code(&e), Some(e.to_string())))
         }
@@ -72,13 +102,26 @@ pub async fn handle(core: &Rc<Core>, h: &RequestHeader, body: Bytes) -> Outcome 
                 results[slot] = Some(Err((ErrorCode::InvalidTopicException, Some(why))));
                 continue;
             }
+            let min_isr = topic.map_or(1, |t| min_insync_replicas(&snapshot, t));
             match (leader_here(&snapshot, topic, p.index), &p.records) {
                 (Err(code), _) => results[slot] = Some(Err((code, None))),
                 (Ok(_), None) => {
                     results[slot] = Some(Err((ErrorCode::InvalidRecord, Some("no records".into()))))
                 }
                 (Ok((owner, key)), Some(records)) => {
-                    work.push((owner, slot, (key, records.clone())));
+                    let isr = topic
+                        .and_then(|t| t.partition(p.index))
+                        .map_or(0, |a| a.isr.len());
+                    if acks == -1 && isr < min_isr {
+                        // As Kafka: refused before the append.
+                        let why = format!(
+                            "The size of the current ISR : {isr} is insufficient to satisfy the min.isr requirement of {min_isr} for partition {}-{}",
+                            t.name.0, p.index
+                        );
+                        results[slot] = Some(Err((ErrorCode::NotEnoughReplicas, Some(why))));
+                        continue;
+                    }
+                    work.push((owner, slot, (key, records.clone(), min_isr)));
                 }
             }
         }
@@ -93,15 +136,16 @@ pub async fn handle(core: &Rc<Core>, h: &RequestHeader, body: Bytes) -> Outcome 
             // order, before any of them is polled.
             let appends: Vec<_> = items
                 .into_iter()
-                .map(|(slot, (key, records))| {
+                .map(|(slot, (key, records, min_isr))| {
                     let append = s.log(&key).map(|log| (log.append(records), log));
+                    let s = s.clone();
                     async move {
                         let r = match append {
                             None => Err((ErrorCode::UnknownTopicOrPartition, None)),
                             Some((append, log)) => match append.await {
                                 Ok(info) => match replicas_wait {
                                     Some(wait) if log.is_replicated() => {
-                                        wait_for_replicas(&log, info, wait).await
+                                        wait_for_replicas(&s, key, &log, info, wait, min_isr).await
                                     }
                                     _ => Ok(info),
                                 },

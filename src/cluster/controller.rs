@@ -51,7 +51,7 @@ impl NewTopic {
 }
 
 pub use super::rpc::{
-    AdminResult, AlterConfigs, AlterOp, ConfigResource, DeleteResult, NewPartitions,
+    AdminResult, AlterConfigs, AlterIsr, AlterOp, ConfigResource, DeleteResult, NewPartitions,
     PartitionsResult, TopicResult,
 };
 
@@ -459,6 +459,46 @@ pub fn plan_fence(current: &ClusterMetadata, broker: BrokerId) -> Vec<MetadataRe
     records
 }
 
+/// Plans a leader's ISR change as Kafka's controller checks one
+/// (`ReplicationControlManager.alterPartition`): the asker must lead the partition at
+/// the epochs it saw; the ISR holds the leader, only replicas, and no fenced broker
+/// joins it (KIP-841).
+pub fn plan_alter_isr(
+    current: &ClusterMetadata,
+    change: &AlterIsr,
+) -> Result<Vec<MetadataRecord>, ErrorCode> {
+    let a = current
+        .topic_by_id(&change.topic_id)
+        .and_then(|t| t.partition(change.partition))
+        .ok_or(ErrorCode::UnknownTopicOrPartition)?;
+    if a.leader != Some(change.leader) {
+        return Err(ErrorCode::NotLeaderOrFollower);
+    }
+    if change.leader_epoch != a.leader_epoch.0 {
+        return Err(ErrorCode::FencedLeaderEpoch);
+    }
+    if change.partition_epoch != a.partition_epoch {
+        return Err(ErrorCode::InvalidUpdateVersion);
+    }
+    let fenced = |b: &BrokerId| current.brokers.get(b).is_none_or(|i| i.fenced);
+    let joining_fenced = change.isr.iter().any(|b| !a.isr.contains(b) && fenced(b));
+    if !change.isr.contains(&change.leader)
+        || change.isr.iter().any(|b| !a.replicas.contains(b))
+        || joining_fenced
+    {
+        return Err(ErrorCode::IneligibleReplica);
+    }
+    if change.isr == a.isr {
+        return Ok(Vec::new());
+    }
+    Ok(vec![MetadataRecord::PartitionChange {
+        topic_id: change.topic_id,
+        partition: change.partition,
+        leader: LeaderChange::Keep,
+        isr: Some(change.isr.clone()),
+    }])
+}
+
 /// Unfences `broker` and gives it back the partitions that have no leader and
 /// whose ISR holds it (it was their last in-sync replica).
 pub fn plan_unfence(current: &ClusterMetadata, broker: BrokerId) -> Vec<MetadataRecord> {
@@ -645,6 +685,59 @@ mod tests {
                 vec![BrokerId(3), BrokerId(1)],
                 vec![BrokerId(1), BrokerId(2)],
             ]
+        );
+    }
+
+    #[test]
+    fn alter_isr_is_checked_as_kafka_checks_alter_partition() {
+        let image = image_with(&[1, 2, 3], "t", &[&[1, 2, 3]]);
+        let t = image.topic("t").unwrap().id;
+        let ask = |leader: i32, leader_epoch: i32, partition_epoch: i32, isr: &[i32]| AlterIsr {
+            leader: BrokerId(leader),
+            topic_id: t,
+            partition: 0,
+            leader_epoch,
+            partition_epoch,
+            isr: isr.iter().map(|b| BrokerId(*b)).collect(),
+        };
+        let records = plan_alter_isr(&image, &ask(1, 0, 0, &[1, 2])).unwrap();
+        let mut next = image.clone();
+        for r in &records {
+            next.apply(r).unwrap();
+        }
+        let a = next.topic("t").unwrap().partition(0).unwrap().clone();
+        assert_eq!(a.isr, vec![BrokerId(1), BrokerId(2)]);
+        assert_eq!((a.leader_epoch.0, a.partition_epoch), (0, 1));
+        let refused = |change: AlterIsr| plan_alter_isr(&next, &change).unwrap_err();
+        assert_eq!(refused(ask(2, 0, 1, &[2])), ErrorCode::NotLeaderOrFollower);
+        assert_eq!(refused(ask(1, 3, 1, &[1])), ErrorCode::FencedLeaderEpoch);
+        assert_eq!(
+            refused(ask(1, 0, 0, &[1])),
+            ErrorCode::InvalidUpdateVersion,
+            "a stale state"
+        );
+        assert_eq!(
+            refused(ask(1, 0, 1, &[2])),
+            ErrorCode::IneligibleReplica,
+            "without the leader"
+        );
+        assert_eq!(
+            refused(ask(1, 0, 1, &[1, 4])),
+            ErrorCode::IneligibleReplica,
+            "not a replica"
+        );
+        let mut fenced = next.clone();
+        fenced.brokers.get_mut(&BrokerId(3)).unwrap().fenced = true;
+        assert_eq!(
+            plan_alter_isr(&fenced, &ask(1, 0, 1, &[1, 2, 3])).unwrap_err(),
+            ErrorCode::IneligibleReplica,
+            "a fenced broker does not join"
+        );
+        assert_eq!(
+            plan_alter_isr(&next, &ask(1, 0, 1, &[1, 2, 3]))
+                .unwrap()
+                .len(),
+            1
         );
     }
 }

@@ -43,6 +43,19 @@ pub enum ControllerRequest {
     AllocateProducerIds {
         broker: BrokerId,
     },
+    /// A leader asks for a new ISR of one partition (KIP-497's AlterPartition).
+    AlterPartition(AlterIsr),
+}
+
+/// A leader's ISR change: valid only for the leadership and partition state it saw.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlterIsr {
+    pub leader: BrokerId,
+    pub topic_id: Uuid,
+    pub partition: i32,
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    pub isr: Vec<BrokerId>,
 }
 
 /// One topic of a CreatePartitions request: grow `name` to `count` partitions, on
@@ -104,5 +117,7 @@ pub enum ControllerResponse {
     ProducerIds {
         next: i64,
     },
+    /// An AlterPartition's answer: done, or Kafka's error.
+    PartitionAltered(Result<(), ErrorCode>),
     Failed(String),
 }

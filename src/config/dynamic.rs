@@ -31,6 +31,7 @@ pub const DYNAMIC: &[&str] = &[
     "log.roll.ms",
     "log.segment.bytes",
     "message.max.bytes",
+    "min.insync.replicas",
 ];
 
 pub fn is_dynamic(name: &str) -> bool {

@@ -56,6 +56,8 @@ pub const SETTINGS: &[Setting] = &[
     Setting { name: "replica.fetch.wait.max.ms", aliases: &[], default: "500", doc: "How long a follower's fetch waits at the leader for new data before it is answered." },
     Setting { name: "replica.fetch.min.bytes", aliases: &[], default: "1", doc: "Bytes a follower's fetch waits for at the leader (up to `replica.fetch.wait.max.ms`)." },
     Setting { name: "replica.fetch.backoff.ms", aliases: &[], default: "1000", doc: "How long a follower waits before it fetches again from a leader that refused it or could not be reached." },
+    Setting { name: "replica.lag.time.max.ms", aliases: &[], default: "30000", doc: "A follower that has not caught up with its leader for this long leaves the partition's ISR (the leader asks the controller); one that catches up joins again." },
+    Setting { name: "min.insync.replicas", aliases: &[], default: "1", doc: "With acks=all, the fewest in-sync replicas a partition must have: fewer → NOT_ENOUGH_REPLICAS before the append (NOT_ENOUGH_REPLICAS_AFTER_APPEND if the ISR shrinks while the produce waits). Topic override: `min.insync.replicas`." },
     Setting { name: "log.dirs", aliases: &["log.dir"], default: "/tmp/ringlog-logs", doc: "Directory holding partition logs and metadata (one directory for now)." },
     Setting { name: "num.partitions", aliases: &[], default: "1", doc: "Partitions of an auto-created topic, and of CreateTopics with num_partitions -1." },
     Setting { name: "default.replication.factor", aliases: &[], default: "1", doc: "Replication factor of auto-created topics (a single broker serves only 1)." },
@@ -152,6 +154,8 @@ pub struct Config {
     /// How followers fetch from leaders (`replica.fetch.*`).
     pub replica_fetch: crate::replication::follower::FetchSettings,
     pub replica_fetch_backoff_ms: u64,
+    pub replica_lag_time_max_ms: u64,
+    pub min_insync_replicas: usize,
     pub group_consumer_heartbeat_interval_ms: u64,
     pub group_consumer_session_timeout_ms: u64,
     pub flush_interval_messages: u64,
@@ -625,6 +629,18 @@ impl Config {
                     i32::MAX,
                 )?,
             },
+            replica_lag_time_max_ms: parse_num(
+                "replica.lag.time.max.ms",
+                &get("replica.lag.time.max.ms"),
+                1,
+                i32::MAX as u64,
+            )?,
+            min_insync_replicas: parse_num(
+                "min.insync.replicas",
+                &get("min.insync.replicas"),
+                1,
+                i16::MAX as usize,
+            )?,
             replica_fetch_backoff_ms: parse_num(
                 "replica.fetch.backoff.ms",
                 &get("replica.fetch.backoff.ms"),

@@ -164,7 +164,7 @@ pub const TOPIC_CONFIGS: &[TopicConfig] = &[
         kind: ConfigType::Int,
         broker: &["min.insync.replicas"],
         default: "1",
-        effective: none,
+        effective: |c| Some(c.min_insync_replicas.to_string()),
     },
     TopicConfig {
         name: "preallocate",

@@ -13,8 +13,8 @@ use uuid::Uuid;
 use super::Core;
 use crate::cluster::config_changes::plan_alter_configs;
 use crate::cluster::controller::{
-    plan_create_partitions, plan_fence, plan_producer_ids, plan_unfence, DeleteResult, NewTopic,
-    TopicResult,
+    plan_alter_isr, plan_create_partitions, plan_fence, plan_producer_ids, plan_unfence,
+    DeleteResult, NewTopic, TopicResult,
 };
 use crate::cluster::controller::{AdminResult, Plan};
 use crate::cluster::metadata::BrokerInfo;
@@ -100,6 +100,22 @@ pub async fn handle(core: &Rc<Core>, request: ControllerRequest) -> ControllerRe
                 }
             }
             ControllerResponse::Altered(results)
+        }
+        ControllerRequest::AlterPartition(change) => {
+            let decided = decide(core, |image| match plan_alter_isr(image, &change) {
+                Ok(records) => (records, Ok(())),
+                Err(code) => (Vec::new(), Err(code)),
+            })
+            .await;
+            match decided {
+                Ok(result) => {
+                    if result.is_ok() {
+                        info!(topic_id = %change.topic_id, partition = change.partition, isr = ?change.isr, "ISR changed");
+                    }
+                    ControllerResponse::PartitionAltered(result)
+                }
+                Err(e) => failure(e),
+            }
         }
         ControllerRequest::AllocateProducerIds { broker } => {
             match allocate_producer_ids(core, broker).await {

@@ -17,7 +17,8 @@ use uuid::Uuid;
 use super::active_controller;
 use super::Core;
 use crate::cluster::controller::{
-    AdminResult, AlterConfigs, DeleteResult, NewPartitions, NewTopic, PartitionsResult, TopicResult,
+    AdminResult, AlterConfigs, AlterIsr, DeleteResult, NewPartitions, NewTopic, PartitionsResult,
+    TopicResult,
 };
 use crate::cluster::metadata::BrokerInfo;
 use crate::cluster::quorum::{node_of, ProposeError};
@@ -152,6 +153,15 @@ pub async fn alter_configs(
             .into_iter()
             .map(|r: Result<(), _>| r.map_err(|(c, m)| (c, Some(m))))
             .collect(),
+    }
+}
+
+/// Asks the active controller for a new ISR. Runs on the controller core.
+pub async fn alter_isr(core: &Rc<Core>, change: AlterIsr) -> Result<(), ErrorCode> {
+    match ask(core, ControllerRequest::AlterPartition(change)).await {
+        ControllerResponse::PartitionAltered(result) => result,
+        ControllerResponse::NotController => Err(ErrorCode::NotController),
+        _ => Err(ErrorCode::UnknownServerError),
     }
 }
 

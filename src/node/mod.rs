@@ -13,6 +13,7 @@
 
 pub mod active_controller;
 pub mod controller_client;
+pub mod isr_manager;
 pub mod publisher;
 pub mod reconciler;
 pub mod replica_fetcher;
@@ -63,6 +64,8 @@ pub struct Core {
     pub leaders: RefCell<HashMap<PartitionKey, crate::replication::leader::LeaderState>>,
     /// The leaders this core's followers fetch from, each by a task of its own.
     pub fetchers: RefCell<std::collections::HashSet<BrokerId>>,
+    /// The task that asks for ISR changes of this core's leaderships runs.
+    pub isr_manager_running: std::cell::Cell<bool>,
 }
 
 impl ShardContext for Core {
@@ -91,6 +94,7 @@ impl Core {
             reconciling: glommio::sync::Semaphore::new(1),
             leaders: RefCell::new(HashMap::new()),
             fetchers: RefCell::new(std::collections::HashSet::new()),
+            isr_manager_running: std::cell::Cell::new(false),
         })
     }
 

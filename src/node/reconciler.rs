@@ -11,7 +11,7 @@ use std::rc::Rc;
 use tracing::{info, warn};
 
 use super::view::MetadataView;
-use super::{replica_fetcher, Core, PartitionKey};
+use super::{isr_manager, replica_fetcher, Core, PartitionKey};
 use crate::cluster::metadata::{PartitionAssignment, TopicMeta};
 use crate::cluster::store;
 use crate::group::offsets_topic::OFFSETS_TOPIC;
@@ -143,7 +143,7 @@ pub async fn open_missing(
 /// followers and caps its high watermark by what they hold; a leader alone lifts the
 /// cap; a follower keeps its high watermark until its leader says more.
 fn reconcile_role(
-    core: &Core,
+    core: &Rc<Core>,
     key: PartitionKey,
     assignment: &PartitionAssignment,
     log: &PartitionLog,
@@ -163,16 +163,26 @@ fn reconcile_role(
         return;
     }
     let hw = log.offsets().high_watermark;
-    let epoch = assignment.leader_epoch;
-    let state = leaders
-        .entry(key)
-        .or_insert_with(|| LeaderState::new(me, epoch, &assignment.isr, hw));
-    if state.leader_epoch == epoch {
-        state.set_isr(me, &assignment.isr);
+    let a = assignment;
+    let new = || {
+        LeaderState::new(
+            me,
+            a.leader_epoch,
+            a.partition_epoch,
+            &a.replicas,
+            &a.isr,
+            hw,
+        )
+    };
+    let state = leaders.entry(key).or_insert_with(new);
+    if state.leader_epoch == a.leader_epoch {
+        state.update(a.partition_epoch, &a.replicas, &a.isr);
     } else {
-        *state = LeaderState::new(me, epoch, &assignment.isr, hw);
+        *state = new();
     }
     log.set_replicated_end(state.replicated_end(hw));
+    drop(leaders);
+    isr_manager::start(core);
 }
 
 /// Closes and removes the logs of replicas `view` does not place on this core (their

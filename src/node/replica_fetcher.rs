@@ -25,6 +25,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// An answer may take the fetch's wait and this much more before the connection is
 /// given up (Kafka's `replica.socket.timeout.ms` is 30 s).
 const ANSWER_SLACK: Duration = Duration::from_secs(30);
+/// How often a new fetcher looks for the view it was started for.
+const PUBLISH_POLL: Duration = Duration::from_millis(5);
 /// Largest answer frame accepted from a leader.
 const FRAME_MAX: usize = 256 << 20;
 
@@ -63,16 +65,19 @@ pub fn start(core: &Rc<Core>, view: &MetadataView) {
         .collect();
     leaders.sort_unstable();
     leaders.dedup();
+    let version = view.cluster.version;
     for leader in leaders {
         if core.fetchers.borrow_mut().insert(leader) {
             let core = core.clone();
-            glommio::spawn_local(async move { run(core, leader).await }).detach();
+            glommio::spawn_local(async move { run(core, leader, version).await }).detach();
         }
     }
 }
 
-/// Fetches from `leader` for as long as this core has followers of it.
-async fn run(core: Rc<Core>, leader: BrokerId) {
+/// Fetches from `leader` for as long as this core has followers of it. Started
+/// while the view of `version` is being published: until it is, the published view
+/// may not show the followers yet.
+async fn run(core: Rc<Core>, leader: BrokerId, version: u64) {
     let settings = core.config.replica_fetch;
     let backoff = Duration::from_millis(core.config.replica_fetch_backoff_ms);
     let mut connection: Option<TcpStream> = None;
@@ -82,6 +87,10 @@ async fn run(core: Rc<Core>, leader: BrokerId) {
         let view = core.metadata.load();
         let partitions = followed(&core, &view, leader);
         if partitions.is_empty() {
+            if view.cluster.version < version {
+                glommio::timer::sleep(PUBLISH_POLL).await;
+                continue;
+            }
             break;
         }
         let Some(addr) = view

@@ -23,6 +23,8 @@ pub enum ErrorCode {
     NotCoordinator = 16,
     InvalidTopicException = 17,
     RecordListTooLarge = 18,
+    NotEnoughReplicas = 19,
+    NotEnoughReplicasAfterAppend = 20,
     InvalidRequiredAcks = 21,
     IllegalGeneration = 22,
     InconsistentGroupProtocol = 23,
@@ -58,6 +60,8 @@ pub enum ErrorCode {
     StaleMemberEpoch = 113,
     InvalidRecord = 87,
     UnknownTopicId = 100,
+    InvalidUpdateVersion = 95,
+    IneligibleReplica = 107,
 }
 
 impl ErrorCode {

@@ -153,7 +153,7 @@ fn reconcile_role(
     if assignment.leader != Some(me) {
         leaders.remove(&key);
         if !log.is_replicated() {
-            log.set_replicated_end(log.offsets().high_watermark);
+            log.set_replicated_end(log.recovered_high_watermark());
         }
         return;
     }
@@ -161,6 +161,11 @@ fn reconcile_role(
         leaders.remove(&key);
         log.set_replicated_end(i64::MAX);
         return;
+    }
+    // A log nobody replicated since it opened knows only what its recovery recorded:
+    // showing its whole log could show records no follower holds.
+    if !log.is_replicated() {
+        log.set_replicated_end(log.recovered_high_watermark());
     }
     let hw = log.offsets().high_watermark;
     let a = assignment;

@@ -192,6 +192,10 @@ struct LogState {
     /// The leader epochs of the log's batches and where each starts (Kafka's leader
     /// epoch cache).
     epochs: EpochCache,
+    /// What is known to be replicated after a restart: the high watermark a clean
+    /// shutdown recorded for a replicated log, else the log start (after a crash
+    /// nothing past it is known to be on the other replicas).
+    recovered_high_watermark: i64,
 }
 
 impl LogState {

@@ -34,6 +34,9 @@ pub(super) struct ShutdownSnapshot {
     /// Absent in snapshots from before replication: those logs are scanned.
     #[serde(default)]
     epochs: Option<EpochCache>,
+    /// The high watermark at shutdown, if replication capped it.
+    #[serde(default)]
+    replicated_high_watermark: Option<i64>,
 }
 
 fn segment_bases(dir: &Path) -> io::Result<Vec<i64>> {
@@ -64,6 +67,8 @@ pub(super) struct Recovered {
     producers: ProducerStates,
     max_timestamp: Option<MaxTimestampBatch>,
     epochs: EpochCache,
+    /// The high watermark a replicated log had at a clean shutdown.
+    replicated_high_watermark: Option<i64>,
     /// Why the partition cannot be served, if it cannot.
     offline: Option<String>,
 }
@@ -111,6 +116,7 @@ impl Recovered {
             producers: snapshot.producers,
             max_timestamp: snapshot.max_timestamp,
             epochs,
+            replicated_high_watermark: snapshot.replicated_high_watermark,
             offline: None,
         }))
     }
@@ -184,6 +190,7 @@ impl Recovered {
             producers,
             max_timestamp,
             epochs,
+            replicated_high_watermark: None,
             offline,
         })
     }
@@ -218,6 +225,7 @@ impl PartitionLog {
             producers,
             max_timestamp,
             mut epochs,
+            replicated_high_watermark,
             offline,
         } = match loaded {
             Some(r) => r,
@@ -267,6 +275,10 @@ impl PartitionLog {
                 last_flush: std::time::Instant::now(),
                 tail_cache: TailCache::default(),
                 epochs,
+                recovered_high_watermark: replicated_high_watermark
+                    .map_or(log_start_offset, |hw| {
+                        hw.clamp(log_start_offset, log_end_offset)
+                    }),
             }),
             pending: RefCell::new(VecDeque::new()),
             leader_epoch: Cell::new(LeaderEpoch(0)),
@@ -314,6 +326,8 @@ impl PartitionLog {
                 producers: s.producers.clone(),
                 max_timestamp: s.max_timestamp,
                 epochs: Some(s.epochs.clone()),
+                replicated_high_watermark: (s.replicated_end != i64::MAX)
+                    .then(|| s.high_watermark()),
             };
             (active, snapshot)
         };

@@ -59,6 +59,13 @@ impl PartitionLog {
         }
     }
 
+    /// Where the high watermark of a replicated log starts after this start
+    /// (`LogState::recovered_high_watermark`): a new leadership of a log that was not
+    /// replicated since it opened starts there, not at the log end.
+    pub fn recovered_high_watermark(&self) -> i64 {
+        self.state.borrow().recovered_high_watermark
+    }
+
     /// Whether replication caps the high watermark (`set_replicated_end`).
     pub fn is_replicated(&self) -> bool {
         self.state.borrow().replicated_end != i64::MAX

@@ -526,3 +526,30 @@ fn the_high_watermark_follows_the_replicas() {
         assert_eq!(log.offsets().high_watermark, 2);
     });
 }
+
+/// A replicated log's high watermark survives a clean shutdown; after a crash only
+/// the log start is known to be on the other replicas.
+#[test]
+fn the_replicated_high_watermark_is_recovered_from_a_clean_shutdown_only() {
+    on_executor_in_scratch_dir("recovered-hw", |dir| async move {
+        let sync = Rc::new(SyncGroup::default());
+        let plain = LogConfig::plain(WriteMode::Buffered);
+        let log = PartitionLog::open(dir.clone(), plain, sync.clone(), false)
+            .await
+            .unwrap();
+        for _ in 0..3 {
+            log.append(client_batch(1)).await.unwrap();
+        }
+        log.set_replicated_end(2);
+        assert!(log.quiesce().await);
+        drop(log);
+        let clean = PartitionLog::open(dir.clone(), plain, sync.clone(), true)
+            .await
+            .unwrap();
+        assert_eq!(clean.recovered_high_watermark(), 2);
+        assert_eq!(clean.offsets().log_end, 3);
+        drop(clean);
+        let crashed = PartitionLog::open(dir, plain, sync, false).await.unwrap();
+        assert_eq!(crashed.recovered_high_watermark(), 0);
+    });
+}

@@ -35,6 +35,11 @@ use crate::shard::{serve_jobs, Job, Mesh, ShardId, MESH_CHANNEL_CAPACITY};
 
 /// Set by the signal thread; shards poll it.
 static SHUTDOWN: AtomicBool = AtomicBool::new(false);
+/// Set by the controller core once a stopping node's leaderships have moved (or that
+/// was not possible): the shards serve until then, so clients move without errors.
+static LEADERSHIPS_MOVED: AtomicBool = AtomicBool::new(false);
+/// How long a clean stop waits for its leaderships to move.
+const CONTROLLED_SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
 const SHUTDOWN_POLL: Duration = Duration::from_millis(50);
 /// How long a clean shutdown may take before the process exits anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -246,6 +251,19 @@ fn wait_signal(set: &libc::sigset_t) -> i32 {
 
 async fn shutdown_requested() {
     while !SHUTDOWN.load(Ordering::Relaxed) {
+        glommio::timer::sleep(SHUTDOWN_POLL).await;
+    }
+}
+
+/// Returns when this shard should stop serving: on the controller core once its
+/// controlled shutdown is done, on the others once that is.
+async fn stop_serving(shard: &Rc<Core>) {
+    shutdown_requested().await;
+    if shard.controller_here().is_some() {
+        controller_client::controlled_shutdown(shard, CONTROLLED_SHUTDOWN_WAIT).await;
+        LEADERSHIPS_MOVED.store(true, Ordering::Relaxed);
+    }
+    while !LEADERSHIPS_MOVED.load(Ordering::Relaxed) {
         glommio::timer::sleep(SHUTDOWN_POLL).await;
     }
 }
@@ -500,7 +518,7 @@ pub fn serve(config: Config) -> Result<(), StartError> {
                         }
                     }
                 };
-                futures::future::select(Box::pin(accept), Box::pin(shutdown_requested())).await;
+                futures::future::select(Box::pin(accept), Box::pin(stop_serving(&shard))).await;
                 drop(listener);
                 if let Some(controller) = shard.controller_here() {
                     controller.quorum.stop().await;

@@ -257,3 +257,61 @@ def test_leader_kill_rounds_lose_duplicate_and_reorder_nothing(cluster_factory):
     total = read_back(c.bootstrap(0), acked)
     assert total == len(acked), (total, len(acked))
     wait_for_identical_replicas(c, 90)
+
+
+def test_a_clean_stop_moves_leaderships_first(cluster_factory):  # noqa: F811
+    """SIGTERM to the leader of partition 0 while an idempotent acks=all producer runs:
+    before it stops serving, the controller fences it and its leaderships move to
+    in-sync followers (controlled shutdown), so the producer sees no error and loses
+    nothing."""
+    import threading
+    c = cluster_factory(3, ["min.insync.replicas=2"])
+    create(c.bootstrap(0), "replicated", PARTITIONS, rf=3, cluster=c)
+    acked, errors, stop = {}, [], threading.Event()
+    sent_at, acks_at = {}, []
+
+    def on_delivery(err, msg):
+        if err is not None:
+            errors.append(err)
+        else:
+            n = int(msg.value()[:12])
+            acked[n] = (msg.partition(), msg.offset())
+            acks_at.append((sent_at[n], time.time()))
+
+    def write():
+        p = Producer({"bootstrap.servers": ",".join(c.bootstrap(i) for i in range(3)),
+                      "acks": "all", "enable.idempotence": True, "linger.ms": 5})
+        n = 0
+        deadline = time.time() + 120
+        while not stop.is_set() and n < 100_000 and time.time() < deadline:
+            try:
+                sent_at[n] = time.time()
+                p.produce("replicated", payload(n), partition=n % PARTITIONS, on_delivery=on_delivery)
+                n += 1
+            except BufferError:
+                p.poll(0.01)
+            if n % 100 == 0:
+                p.poll(0)
+                time.sleep(0.005)
+        p.flush(60)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        wait_until("acknowledgements", lambda: len(acked) > 2000, 60)
+        leader = partition_view(c.metadata(0), "replicated")[0][0]
+        stopped_at = time.time()
+        assert c.kill(leader, signal.SIGTERM) == 0
+        stopped_in = time.time() - stopped_at
+        wait_until("acks of records sent after the stop",
+                   lambda: any(sent > stopped_at + stopped_in for sent, _ in acks_at), 30)
+        others = [i for i in range(3) if i != leader]
+        view = partition_view(c.metadata(others[0]), "replicated")
+        assert all(v[0] in others and leader not in v[2] for v in view.values()), view
+    finally:
+        stop.set()
+        writer.join()
+    assert not errors, errors[:3]
+    assert "controlled shutdown: this broker leads nothing now" in c.nodes[leader].log_text()
+    print("clean stop of the leader took %.2f s" % stopped_in)
+    assert read_back(c.bootstrap(others[0]), acked) == len(acked)

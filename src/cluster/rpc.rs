@@ -45,6 +45,12 @@ pub enum ControllerRequest {
     },
     /// A leader asks for a new ISR of one partition (KIP-497's AlterPartition).
     AlterPartition(AlterIsr),
+    /// A broker stopping cleanly asks to be fenced first, so that its leaderships move
+    /// to other in-sync replicas while it still serves (Kafka's controlled shutdown).
+    ControlledShutdown {
+        id: BrokerId,
+        epoch: i64,
+    },
 }
 
 /// A leader's ISR change: valid only for the leadership and partition state it saw.
@@ -119,5 +125,7 @@ pub enum ControllerResponse {
     },
     /// An AlterPartition's answer: done, or Kafka's error.
     PartitionAltered(Result<(), ErrorCode>),
+    /// The broker is fenced: it leads nothing and is in no ISR.
+    ShutDown,
     Failed(String),
 }

@@ -117,6 +117,30 @@ pub async fn handle(core: &Rc<Core>, request: ControllerRequest) -> ControllerRe
                 Err(e) => failure(e),
             }
         }
+        ControllerRequest::ControlledShutdown { id, epoch } => {
+            let decided = decide(core, |image| {
+                let current = image
+                    .brokers
+                    .get(&id)
+                    .is_some_and(|b| b.epoch == epoch && !b.fenced);
+                let records = if current {
+                    plan_fence(image, id)
+                } else {
+                    Vec::new()
+                };
+                (records, current)
+            })
+            .await;
+            match decided {
+                Ok(moved) => {
+                    if moved {
+                        info!(broker = %id, epoch, "fenced a broker that is stopping; its leaderships moved");
+                    }
+                    ControllerResponse::ShutDown
+                }
+                Err(e) => failure(e),
+            }
+        }
         ControllerRequest::AllocateProducerIds { broker } => {
             match allocate_producer_ids(core, broker).await {
                 Ok(next) => ControllerResponse::ProducerIds { next },

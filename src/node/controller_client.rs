@@ -188,12 +188,59 @@ pub async fn allocate_producer_id(core: &Rc<Core>) -> Result<i64, String> {
     }
 }
 
+/// Before a clean stop: stops heartbeating (a heartbeat would unfence this broker
+/// again), asks the active controller to fence it, which moves its leaderships to
+/// other in-sync replicas, and returns once this node's view shows it fenced, or
+/// after `wait`. Skipped when no other broker could take over or the quorum has no
+/// leader. Runs on the controller core.
+pub async fn controlled_shutdown(core: &Rc<Core>, wait: Duration) {
+    core.stopping.set(true);
+    let me = core.node_id();
+    let view = core.metadata.load();
+    let others = view.cluster.live_brokers().any(|b| b.id != me);
+    let Some(epoch) = view.cluster.brokers.get(&me).map(|b| b.epoch) else {
+        return;
+    };
+    // Nobody to take over, or no quorum to record it: stop as before.
+    if !others || core.controller().quorum.status().leader.is_none() {
+        return;
+    }
+    let deadline = Instant::now() + wait;
+    let asked = glommio::timer::timeout(wait, async {
+        Ok(ask(
+            core,
+            ControllerRequest::ControlledShutdown { id: me, epoch },
+        )
+        .await)
+    })
+    .await;
+    if !matches!(asked, Ok(ControllerResponse::ShutDown)) {
+        warn!(answer = ?asked.ok(), "controlled shutdown was not done; stopping anyway");
+        return;
+    }
+    while Instant::now() < deadline {
+        let fenced = core
+            .metadata
+            .load()
+            .cluster
+            .brokers
+            .get(&me)
+            .is_none_or(|b| b.fenced);
+        if fenced {
+            info!("controlled shutdown: this broker leads nothing now");
+            return;
+        }
+        glommio::timer::sleep(ASK_RETRY.min(Duration::from_millis(20))).await;
+    }
+    warn!("controlled shutdown: the fence did not reach this node in time; stopping anyway");
+}
+
 /// Registers this broker (a new incarnation), then heartbeats for the life of the
-/// process. Runs on the controller core.
+/// process, until it stops. Runs on the controller core.
 pub async fn register_and_heartbeat(core: Rc<Core>) {
     let every = Duration::from_millis(core.config.cluster.heartbeat_interval_ms);
     let mut epoch = None;
-    loop {
+    while !core.stopping.get() {
         match epoch {
             None => {
                 let broker = BrokerInfo {

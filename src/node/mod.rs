@@ -66,6 +66,8 @@ pub struct Core {
     pub fetchers: RefCell<std::collections::HashSet<BrokerId>>,
     /// The task that asks for ISR changes of this core's leaderships runs.
     pub isr_manager_running: std::cell::Cell<bool>,
+    /// The node is stopping: the controller core heartbeats no more.
+    pub stopping: std::cell::Cell<bool>,
 }
 
 impl ShardContext for Core {
@@ -95,6 +97,7 @@ impl Core {
             leaders: RefCell::new(HashMap::new()),
             fetchers: RefCell::new(std::collections::HashSet::new()),
             isr_manager_running: std::cell::Cell::new(false),
+            stopping: std::cell::Cell::new(false),
         })
     }
 

@@ -315,3 +315,80 @@ def test_a_clean_stop_moves_leaderships_first(cluster_factory):  # noqa: F811
     assert "controlled shutdown: this broker leads nothing now" in c.nodes[leader].log_text()
     print("clean stop of the leader took %.2f s" % stopped_in)
     assert read_back(c.bootstrap(others[0]), acked) == len(acked)
+
+
+def test_unclean_election_only_when_enabled_and_its_loss_is_counted(cluster_factory):  # noqa: F811
+    """Two topics on replicas 0 and 1, one with unclean.leader.election.enable. Broker 1
+    stops (SIGSTOP) and leaves the ISRs; records acknowledged with acks=all then live
+    on broker 0 only; broker 0 dies (SIGKILL); broker 1 resumes. The clean topic stays
+    offline until 0 returns, with nothing lost; the unclean one is led by 1 at once and
+    loses exactly what only 0 held, as Kafka documents. 0 returns, truncates its
+    divergent tail, and both replicas match."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+    c = cluster_factory(5, ["replica.lag.time.max.ms=1500"])
+    admin = AdminClient({"bootstrap.servers": c.bootstrap(4)})
+    topics = [NewTopic("clean", num_partitions=1, replica_assignment=[[0, 1]]),
+              NewTopic("unclean", num_partitions=1, replica_assignment=[[0, 1]],
+                       config={"unclean.leader.election.enable": "true"})]
+    for f in admin.create_topics(topics).values():
+        f.result(30)
+    wait_until("every node to know the topics", lambda: all(
+        {"clean", "unclean"} <= set(c.metadata(i).topics) for i in c.running()))
+
+    def send(topic, values, acks="all"):
+        p = Producer({"bootstrap.servers": c.bootstrap(4), "acks": acks, "retries": 0,
+                      "message.timeout.ms": 20_000})
+        results = []
+        for v in values:
+            p.produce(topic, v, partition=0,
+                      on_delivery=lambda err, m: results.append(err.name() if err else m.offset()))
+        p.flush(30)
+        assert all(isinstance(r, int) for r in results), results[:3]
+
+    def state(topic):
+        return partition_view(c.metadata(4), topic)[0]
+
+    def read(topic, expected):
+        cons = Consumer({"bootstrap.servers": c.bootstrap(4), "group.id": f"read-{time.time()}",
+                         "enable.auto.commit": False})
+        cons.assign([TopicPartition(topic, 0, 0)])
+        got, deadline = [], time.time() + 30
+        while len(got) < expected and time.time() < deadline:
+            m = cons.poll(0.3)
+            if m is not None and m.error() is None:
+                got.append(m.value())
+        time.sleep(1)  # and nothing more
+        while (m := cons.poll(0.2)) is not None:
+            if m.error() is None:
+                got.append(m.value())
+        cons.close()
+        return got
+
+    first = [b"in-sync-%d" % i for i in range(50)]
+    alone = [b"leader-only-%d" % i for i in range(50)]
+    for t in ("clean", "unclean"):
+        send(t, first)
+    c.nodes[1].proc.send_signal(signal.SIGSTOP)
+    wait_until("broker 1 out of both ISRs", lambda: all(state(t)[2] == [0] for t in ("clean", "unclean")), 30)
+    for t in ("clean", "unclean"):
+        send(t, alone)  # acks=all: the ISR is broker 0 alone
+    c.kill(0, signal.SIGKILL)
+    wait_until("both offline", lambda: all(state(t)[0] == -1 for t in ("clean", "unclean")), 30)
+    c.nodes[1].proc.send_signal(signal.SIGCONT)
+    wait_until("the unclean topic led by broker 1", lambda: state("unclean")[0] == 1, 30)
+    assert state("clean")[0] == -1, "the clean topic waits for its last in-sync replica"
+    survived = read("unclean", len(first))
+    lost = len(first) + len(alone) - len(survived)
+    print(f"unclean election: {lost} acknowledged records lost (those only broker 0 held)")
+    assert survived == first and lost == len(alone)
+
+    c.nodes[0].start()
+    wait_until("the clean topic back with broker 0", lambda: state("clean")[0] == 0, 60)
+    assert read("clean", 100) == first + alone, "nothing lost without unclean election"
+    wait_until("broker 0's unclean replica cut back to the leader's",
+               lambda: "diverged from the leader's; truncated" in c.nodes[0].log_text(), 60)
+
+    def digests(node):
+        d = c.nodes[node].data_dir / "unclean-0"
+        return [hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(d.glob("*.log"))]
+    wait_until("the unclean topic's replicas to match", lambda: digests(0) == digests(1), 60)

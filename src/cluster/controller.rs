@@ -423,7 +423,11 @@ pub fn plan_producer_ids(current: &ClusterMetadata, broker: BrokerId) -> (Metada
 /// Fences `broker`, as Kafka's controller does when its session expires: it leaves
 /// every ISR it is in, and the partitions it led get a new leader from the rest of
 /// the ISR, or none (offline) if no other in-sync replica is live.
-pub fn plan_fence(current: &ClusterMetadata, broker: BrokerId) -> Vec<MetadataRecord> {
+pub fn plan_fence(
+    current: &ClusterMetadata,
+    broker: BrokerId,
+    unclean: &dyn Fn(&TopicMeta) -> bool,
+) -> Vec<MetadataRecord> {
     let Some(info) = current.brokers.get(&broker) else {
         return Vec::new();
     };
@@ -441,9 +445,14 @@ pub fn plan_fence(current: &ClusterMetadata, broker: BrokerId) -> Vec<MetadataRe
             let change = if a.leader == Some(broker) {
                 match rest.iter().find(|b| live(b)) {
                     Some(next) => (LeaderChange::To(*next), Some(rest)),
-                    // Nobody else in sync: the partition waits for this one, which
-                    // stays the last member of the ISR (as Kafka keeps it).
-                    None => (LeaderChange::Offline, None),
+                    None => match a.replicas.iter().find(|b| live(b)).filter(|_| unclean(t)) {
+                        // Unclean election: an out-of-sync replica leads, with what
+                        // it has; what only the ISR held is lost (as Kafka).
+                        Some(next) => (LeaderChange::To(*next), Some(vec![*next])),
+                        // Nobody else in sync: the partition waits for this one, which
+                        // stays the last member of the ISR (as Kafka keeps it).
+                        None => (LeaderChange::Offline, None),
+                    },
                 }
             } else {
                 (LeaderChange::Keep, Some(rest))
@@ -500,8 +509,13 @@ pub fn plan_alter_isr(
 }
 
 /// Unfences `broker` and gives it back the partitions that have no leader and
-/// whose ISR holds it (it was their last in-sync replica).
-pub fn plan_unfence(current: &ClusterMetadata, broker: BrokerId) -> Vec<MetadataRecord> {
+/// whose ISR holds it (it was their last in-sync replica), and, where `unclean`
+/// allows it, those it is only a replica of.
+pub fn plan_unfence(
+    current: &ClusterMetadata,
+    broker: BrokerId,
+    unclean: &dyn Fn(&TopicMeta) -> bool,
+) -> Vec<MetadataRecord> {
     let Some(info) = current.brokers.get(&broker) else {
         return Vec::new();
     };
@@ -511,17 +525,35 @@ pub fn plan_unfence(current: &ClusterMetadata, broker: BrokerId) -> Vec<Metadata
     }];
     for t in current.topics.values() {
         for (p, a) in t.partitions.iter().enumerate() {
-            if a.leader.is_none() && a.isr.contains(&broker) {
-                records.push(MetadataRecord::PartitionChange {
-                    topic_id: t.id,
-                    partition: p as i32,
-                    leader: LeaderChange::To(broker),
-                    isr: None,
-                });
+            if a.leader.is_some() || !a.replicas.contains(&broker) {
+                continue;
             }
+            let isr = if a.isr.contains(&broker) {
+                None
+            } else if unclean(t) {
+                // Unclean election of a replica that was not in sync.
+                Some(vec![broker])
+            } else {
+                continue;
+            };
+            records.push(MetadataRecord::PartitionChange {
+                topic_id: t.id,
+                partition: p as i32,
+                leader: LeaderChange::To(broker),
+                isr,
+            });
         }
     }
     records
+}
+
+/// Whether a topic may elect a leader out of the ISR
+/// (`unclean.leader.election.enable`: the topic's, else `default`).
+pub fn unclean_election(topic: &TopicMeta, default: bool) -> bool {
+    topic
+        .configs
+        .get("unclean.leader.election.enable")
+        .map_or(default, |v| v.trim().eq_ignore_ascii_case("true"))
 }
 
 /// An explicit assignment must name registered brokers, each once per partition, the
@@ -739,5 +771,53 @@ mod tests {
                 .len(),
             1
         );
+    }
+
+    #[test]
+    fn unclean_election_only_where_allowed() {
+        let mut image = image_with(&[1, 2, 3], "t", &[&[1, 2, 3]]);
+        let mut t = TopicMeta::clone(image.topic("t").unwrap());
+        t.partitions[0].isr = vec![BrokerId(1)];
+        image.insert(t);
+        let after = |image: &ClusterMetadata, records: Vec<MetadataRecord>| {
+            let mut next = image.clone();
+            for r in &records {
+                next.apply(r).unwrap();
+            }
+            next.topic("t").unwrap().partitions[0].clone()
+        };
+        let clean = after(&image, plan_fence(&image, BrokerId(1), &|_| false));
+        assert_eq!((clean.leader, clean.isr.clone()), (None, vec![BrokerId(1)]));
+        let unclean = after(&image, plan_fence(&image, BrokerId(1), &|_| true));
+        assert_eq!(
+            (unclean.leader, unclean.isr),
+            (Some(BrokerId(2)), vec![BrokerId(2)])
+        );
+        assert_eq!(unclean.leader_epoch.0, 1);
+
+        // Offline, its last in-sync replica gone: a returning out-of-sync replica
+        // leads only if allowed; the in-sync one always.
+        let mut offline = image.clone();
+        for r in plan_fence(&image, BrokerId(1), &|_| false) {
+            offline.apply(&r).unwrap();
+        }
+        offline.brokers.get_mut(&BrokerId(3)).unwrap().fenced = true;
+        let waits = after(&offline, plan_unfence(&offline, BrokerId(3), &|_| false));
+        assert_eq!(waits.leader, None);
+        let elected = after(&offline, plan_unfence(&offline, BrokerId(3), &|_| true));
+        assert_eq!(
+            (elected.leader, elected.isr),
+            (Some(BrokerId(3)), vec![BrokerId(3)])
+        );
+        let back = after(&offline, plan_unfence(&offline, BrokerId(1), &|_| false));
+        assert_eq!(
+            (back.leader, back.isr),
+            (Some(BrokerId(1)), vec![BrokerId(1)])
+        );
+        let mut t = TopicMeta::clone(image.topic("t").unwrap());
+        t.configs
+            .insert("unclean.leader.election.enable".into(), "true".into());
+        assert!(unclean_election(&t, false) && !unclean_election(image.topic("t").unwrap(), false));
+        assert!(unclean_election(image.topic("t").unwrap(), true));
     }
 }

@@ -32,6 +32,7 @@ pub const DYNAMIC: &[&str] = &[
     "log.segment.bytes",
     "message.max.bytes",
     "min.insync.replicas",
+    "unclean.leader.election.enable",
 ];
 
 pub fn is_dynamic(name: &str) -> bool {

@@ -58,6 +58,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting { name: "replica.fetch.backoff.ms", aliases: &[], default: "1000", doc: "How long a follower waits before it fetches again from a leader that refused it or could not be reached." },
     Setting { name: "replica.lag.time.max.ms", aliases: &[], default: "30000", doc: "A follower that has not caught up with its leader for this long leaves the partition's ISR (the leader asks the controller); one that catches up joins again." },
     Setting { name: "min.insync.replicas", aliases: &[], default: "1", doc: "With acks=all, the fewest in-sync replicas a partition must have: fewer → NOT_ENOUGH_REPLICAS before the append (NOT_ENOUGH_REPLICAS_AFTER_APPEND if the ISR shrinks while the produce waits). Topic override: `min.insync.replicas`." },
+    Setting { name: "unclean.leader.election.enable", aliases: &[], default: "false", doc: "Whether a partition whose in-sync replicas are all gone may be led by a replica that was not in sync, losing what only they held (as Kafka documents). Topic override: `unclean.leader.election.enable`." },
     Setting { name: "log.dirs", aliases: &["log.dir"], default: "/tmp/ringlog-logs", doc: "Directory holding partition logs and metadata (one directory for now)." },
     Setting { name: "num.partitions", aliases: &[], default: "1", doc: "Partitions of an auto-created topic, and of CreateTopics with num_partitions -1." },
     Setting { name: "default.replication.factor", aliases: &[], default: "1", doc: "Replication factor of auto-created topics (a single broker serves only 1)." },
@@ -156,6 +157,7 @@ pub struct Config {
     pub replica_fetch_backoff_ms: u64,
     pub replica_lag_time_max_ms: u64,
     pub min_insync_replicas: usize,
+    pub unclean_leader_election_enable: bool,
     pub group_consumer_heartbeat_interval_ms: u64,
     pub group_consumer_session_timeout_ms: u64,
     pub flush_interval_messages: u64,
@@ -634,6 +636,10 @@ impl Config {
                 &get("replica.lag.time.max.ms"),
                 1,
                 i32::MAX as u64,
+            )?,
+            unclean_leader_election_enable: parse_bool(
+                "unclean.leader.election.enable",
+                &get("unclean.leader.election.enable"),
             )?,
             min_insync_replicas: parse_num(
                 "min.insync.replicas",

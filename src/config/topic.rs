@@ -224,7 +224,7 @@ pub const TOPIC_CONFIGS: &[TopicConfig] = &[
         kind: ConfigType::Boolean,
         broker: &["unclean.leader.election.enable"],
         default: "false",
-        effective: none,
+        effective: |c| Some(c.unclean_leader_election_enable.to_string()),
     },
 ];
 

@@ -14,11 +14,11 @@ use super::Core;
 use crate::cluster::config_changes::plan_alter_configs;
 use crate::cluster::controller::{
     plan_alter_isr, plan_create_partitions, plan_fence, plan_producer_ids, plan_unfence,
-    DeleteResult, NewTopic, TopicResult,
+    unclean_election, DeleteResult, NewTopic, TopicResult,
 };
 use crate::cluster::controller::{AdminResult, Plan};
-use crate::cluster::metadata::BrokerInfo;
 use crate::cluster::metadata::ClusterMetadata;
+use crate::cluster::metadata::{BrokerInfo, TopicMeta};
 use crate::cluster::quorum::ProposeError;
 use crate::cluster::records::MetadataRecord;
 use crate::cluster::rpc::{ControllerRequest, ControllerResponse};
@@ -123,8 +123,9 @@ pub async fn handle(core: &Rc<Core>, request: ControllerRequest) -> ControllerRe
                     .brokers
                     .get(&id)
                     .is_some_and(|b| b.epoch == epoch && !b.fenced);
+                // A clean stop never elects uncleanly: the partition waits for it.
                 let records = if current {
-                    plan_fence(image, id)
+                    plan_fence(image, id, &|_| false)
                 } else {
                     Vec::new()
                 };
@@ -148,6 +149,13 @@ pub async fn handle(core: &Rc<Core>, request: ControllerRequest) -> ControllerRe
             }
         }
     }
+}
+
+/// Whether a topic may elect uncleanly: its config, else this controller's setting
+/// (dynamic defaults included).
+fn unclean_policy(core: &Core) -> impl Fn(&TopicMeta) -> bool {
+    let default = core.metadata.load().config.unclean_leader_election_enable;
+    move |t| unclean_election(t, default)
 }
 
 fn failure(e: ProposeError) -> ControllerResponse {
@@ -212,7 +220,7 @@ pub async fn register(core: &Rc<Core>, mut broker: BrokerInfo) -> Result<i64, Pr
         }];
         // Partitions left without a leader while it was away come back to it.
         records.extend(
-            plan_unfence(&with_broker(image, &broker), id)
+            plan_unfence(&with_broker(image, &broker), id, &unclean_policy(core))
                 .into_iter()
                 .skip(1),
         );
@@ -250,7 +258,7 @@ async fn heartbeat(core: &Rc<Core>, id: BrokerId, epoch: i64) -> Result<bool, Pr
                 .is_some_and(|b| b.fenced && b.epoch == epoch);
             (
                 if fenced {
-                    plan_unfence(image, id)
+                    plan_unfence(image, id, &unclean_policy(core))
                 } else {
                     Vec::new()
                 },
@@ -344,7 +352,7 @@ pub async fn fence_expired_brokers(core: Rc<Core>) {
                 let live = image.brokers.get(&id).is_some_and(|b| !b.fenced);
                 (
                     if live {
-                        plan_fence(image, id)
+                        plan_fence(image, id, &unclean_policy(&core))
                     } else {
                         Vec::new()
                     },

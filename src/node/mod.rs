@@ -68,6 +68,8 @@ pub struct Core {
     pub isr_manager_running: std::cell::Cell<bool>,
     /// The node is stopping: the controller core heartbeats no more.
     pub stopping: std::cell::Cell<bool>,
+    /// The task queue replica fetchers run in, made on first use.
+    replication_queue: std::cell::Cell<Option<glommio::TaskQueueHandle>>,
 }
 
 impl ShardContext for Core {
@@ -98,6 +100,7 @@ impl Core {
             fetchers: RefCell::new(std::collections::HashSet::new()),
             isr_manager_running: std::cell::Cell::new(false),
             stopping: std::cell::Cell::new(false),
+            replication_queue: std::cell::Cell::new(None),
         })
     }
 
@@ -152,6 +155,22 @@ impl Core {
 
     fn log_keys(&self) -> Vec<PartitionKey> {
         self.logs.borrow().keys().copied().collect()
+    }
+
+    /// The task queue for replica fetchers: the same shares as the default queue,
+    /// so that when both are busy replication gets half of the core and clients the
+    /// other half; neither starves the other. Runs on this core.
+    pub fn replication_queue(&self) -> glommio::TaskQueueHandle {
+        if let Some(q) = self.replication_queue.get() {
+            return q;
+        }
+        let q = glommio::executor().create_task_queue(
+            glommio::Shares::Static(1000),
+            glommio::Latency::NotImportant,
+            "replication",
+        );
+        self.replication_queue.set(Some(q));
+        q
     }
 
     pub fn all_logs(&self) -> Vec<Rc<PartitionLog>> {

@@ -4,7 +4,8 @@
 //! core and leader). Each round it takes the partitions to fetch from the current
 //! view, so leadership changes reach it without a restart; with none left it ends.
 //!
-//! Runs on the core that owns the follower logs: it appends to them directly.
+//! Runs on the core that owns the follower logs (it appends to them directly), in
+//! that core's replication task queue (`Core::replication_queue`).
 
 use std::io;
 use std::rc::Rc;
@@ -68,8 +69,16 @@ pub fn start(core: &Rc<Core>, view: &MetadataView) {
     let version = view.cluster.version;
     for leader in leaders {
         if core.fetchers.borrow_mut().insert(leader) {
-            let core = core.clone();
-            glommio::spawn_local(async move { run(core, leader, version).await }).detach();
+            let fetcher = run(core.clone(), leader, version);
+            match glommio::spawn_local_into(fetcher, core.replication_queue()) {
+                Ok(task) => {
+                    task.detach();
+                }
+                Err(e) => {
+                    warn!(leader = leader.0, error = %e, "starting a replica fetcher failed");
+                    core.fetchers.borrow_mut().remove(&leader);
+                }
+            }
         }
     }
 }

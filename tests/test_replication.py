@@ -185,17 +185,79 @@ def test_lagging_followers_leave_the_isr_and_min_insync_refuses_acks_all(cluster
     wait_until("the replicas to match", lambda: digests(0) == digests(1) == digests(2))
 
 
+class VerifyingGroup:
+    """A consumer group member reading `replicated` for the length of a test, auto
+    committing, through kills of any broker (its coordinator's too). Re-delivery of
+    an offset after a rebalance or a coordinator move is allowed (at least once); a
+    different record at an offset already seen is not."""
+
+    def __init__(self, bootstrap):
+        import threading
+        self.at = {}  # (partition, offset) -> record number
+        self.problems = []
+        self.stop = threading.Event()
+        self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "verifier",
+                                  "auto.offset.reset": "earliest", "enable.auto.commit": True,
+                                  "auto.commit.interval.ms": 1000, "session.timeout.ms": 10_000})
+        self.consumer.subscribe(["replicated"])
+        self.thread = threading.Thread(target=self.run)
+        self.thread.start()
+
+    def run(self):
+        while not self.stop.is_set():
+            for m in self.consumer.consume(1000, 0.5):
+                if m.error():
+                    continue  # transport errors while brokers die; librdkafka retries
+                n = int(m.value()[:12])
+                if m.value() != payload(n):
+                    self.problems.append(("corrupt", m.partition(), m.offset()))
+                if self.at.setdefault((m.partition(), m.offset()), n) != n:
+                    self.problems.append(("changed", m.partition(), m.offset()))
+        self.consumer.close()
+
+    def wait_for(self, ends, timeout=120):
+        """Until it has read every partition up to `ends`; then stops."""
+        def read_all():
+            have = {}
+            for q, o in list(self.at):
+                have[q] = max(have.get(q, -1), o)
+            return all(have.get(q, -1) + 1 >= e for q, e in ends.items() if e > 0)
+        try:
+            wait_until("the verifying group to read everything", read_all, timeout)
+        finally:
+            self.stop.set()
+            self.thread.join()
+
+    def verify(self, acked):
+        """0 lost, 0 duplicated, 0 reordered: every acknowledged record where it was
+        acknowledged, each record number at one offset only, ascending by offset."""
+        assert not self.problems, self.problems[:5]
+        where = {}
+        for q in range(PARTITIONS):
+            numbers = [self.at[k] for k in sorted(k for k in self.at if k[0] == q)]
+            assert numbers == sorted(numbers), f"partition {q}: reordered"
+            assert len(set(numbers)) == len(numbers), f"partition {q}: a duplicate"
+        for (q, o), n in self.at.items():
+            where[n] = (q, o)
+        lost = [n for n in acked if n not in where]
+        assert not lost, f"{len(lost)} acknowledged records lost, e.g. {lost[:5]}"
+        moved = [n for n, at in acked.items() if where[n] != at]
+        assert not moved, f"records not where they were acknowledged, e.g. {moved[:5]}"
+
+
 def test_leader_kill_rounds_lose_duplicate_and_reorder_nothing(cluster_factory):  # noqa: F811
-    """An idempotent acks=all producer runs while the leader of partition 0 is killed
-    (SIGKILL) and restarted, three rounds. Every acknowledged record is read back once,
-    in order, where it was acknowledged, and the replicas end byte-identical. Prints
-    the failover time of each round: from the kill to the first acknowledgement of a
-    record of partition 0 sent after it (it waits for the dead broker to be fenced:
-    broker.session.timeout.ms is 3000 here)."""
+    """An idempotent acks=all producer and a verifying consumer group run while the
+    leader of a partition is killed (SIGKILL) and restarted: four rounds, each on the
+    leader of the next partition, at the default heartbeat and session settings. The
+    group finds every acknowledged record once, in order, where it was acknowledged,
+    and the replicas end byte-identical. Prints each round's failover time: from the
+    kill to the first acknowledgement of a record of that partition sent after it."""
     import threading
-    c = cluster_factory(3, ["min.insync.replicas=2"])
+    c = cluster_factory(3, ["min.insync.replicas=2", "broker.session.timeout.ms=9000",
+                            "broker.heartbeat.interval.ms=2000"])
     create(c.bootstrap(0), "replicated", PARTITIONS, rf=3, cluster=c)
-    acked, sent_at, p0_acks = {}, {}, []
+    everyone = ",".join(c.bootstrap(i) for i in range(3))
+    acked, sent_at, acks_at = {}, {}, {q: [] for q in range(PARTITIONS)}
     errors, stop = [], threading.Event()
 
     def on_delivery(err, msg):
@@ -204,23 +266,20 @@ def test_leader_kill_rounds_lose_duplicate_and_reorder_nothing(cluster_factory):
         else:
             n = int(msg.value()[:12])
             acked[n] = (msg.partition(), msg.offset())
-            if msg.partition() == 0:
-                p0_acks.append((sent_at[n], time.time()))
+            acks_at[msg.partition()].append((sent_at[n], time.time()))
 
-    def resumed_after(t):
-        """When partition 0 first acknowledged a record sent after `t`."""
-        return next((acked_at for sent, acked_at in p0_acks if sent > t), None)
+    def resumed_after(q, t):
+        """When partition q first acknowledged a record sent after `t`."""
+        return next((acked_at for sent, acked_at in list(acks_at[q]) if sent > t), None)
 
     def write():
-        p = Producer({"bootstrap.servers": ",".join(c.bootstrap(i) for i in range(3)),
-                      "acks": "all", "enable.idempotence": True, "linger.ms": 5,
-                      "message.timeout.ms": 120_000})
+        p = Producer({"bootstrap.servers": everyone, "acks": "all", "enable.idempotence": True,
+                      "linger.ms": 5, "message.timeout.ms": 120_000})
         n = 0
-        deadline = time.time() + 240
+        deadline = time.time() + 300
         while not stop.is_set() and n < 200_000 and time.time() < deadline:
             try:
-                if n % PARTITIONS == 0:
-                    sent_at[n] = time.time()
+                sent_at[n] = time.time()
                 p.produce("replicated", payload(n), partition=n % PARTITIONS, on_delivery=on_delivery)
                 n += 1
             except BufferError:
@@ -230,19 +289,21 @@ def test_leader_kill_rounds_lose_duplicate_and_reorder_nothing(cluster_factory):
                 time.sleep(0.005)
         p.flush(150)
 
+    verifier = VerifyingGroup(everyone)
     writer = threading.Thread(target=write)
     writer.start()
     failovers = []
     try:
-        for _ in range(3):
+        for r in range(4):
+            q = r % PARTITIONS
             before = len(acked)
             wait_until("acknowledgements", lambda: len(acked) > before + 500, 60)
-            leader = partition_view(c.metadata((c.running()[0])), "replicated")[0][0]
+            leader = partition_view(c.metadata(c.running()[0]), "replicated")[q][0]
             killed_at = time.time()
             c.kill(leader, signal.SIGKILL)
-            wait_until("partition 0 to take acks again",
-                       lambda: resumed_after(killed_at) is not None, 60, every=0.05)
-            failovers.append(resumed_after(killed_at) - killed_at)
+            wait_until(f"partition {q} to take acks again",
+                       lambda: resumed_after(q, killed_at) is not None, 60, every=0.05)
+            failovers.append(resumed_after(q, killed_at) - killed_at)
             c.nodes[leader].start()
             wait_until("the restarted broker back in every ISR", lambda: all(
                 sorted(v[2]) == [0, 1, 2]
@@ -250,10 +311,21 @@ def test_leader_kill_rounds_lose_duplicate_and_reorder_nothing(cluster_factory):
     finally:
         stop.set()
         writer.join()
-    print("failover seconds (kill -> first ack of the partition):",
+        ends = {}
+        try:
+            looker = Consumer({"bootstrap.servers": everyone, "group.id": "ends"})
+            ends = {q: looker.get_watermark_offsets(TopicPartition("replicated", q), timeout=30)[1]
+                    for q in range(PARTITIONS)}
+            looker.close()
+        finally:
+            verifier.wait_for(ends)
+    ordered = sorted(failovers)
+    print("failover seconds (kill -> first ack of the partition), session 9000 ms, heartbeat 2000 ms:",
           ", ".join("%.2f" % f for f in failovers),
-          "median %.2f max %.2f" % (sorted(failovers)[len(failovers) // 2], max(failovers)))
+          "median %.2f max %.2f" % ((ordered[1] + ordered[2]) / 2, max(failovers)))
     assert not errors, errors[:3]
+    verifier.verify(acked)
+    assert len(verifier.at) == sum(ends.values()) == len(acked)
     total = read_back(c.bootstrap(0), acked)
     assert total == len(acked), (total, len(acked))
     wait_for_identical_replicas(c, 90)
@@ -392,3 +464,71 @@ def test_unclean_election_only_when_enabled_and_its_loss_is_counted(cluster_fact
         d = c.nodes[node].data_dir / "unclean-0"
         return [hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(d.glob("*.log"))]
     wait_until("the unclean topic's replicas to match", lambda: digests(0) == digests(1), 60)
+
+
+def test_a_group_keeps_its_committed_offsets_when_its_coordinator_dies(cluster_factory):  # noqa: F811
+    """`__consumer_offsets` has three replicas (offsets.topic.replication.factor), and a
+    commit is answered once every in-sync replica holds it. A group commits through
+    its coordinator, whose broker is then SIGKILLed: the new leader of the group's
+    partition coordinates it, with every committed offset, and the group resumes
+    exactly where it committed."""
+    from confluent_kafka.admin import AdminClient
+    c = cluster_factory(3)
+    create(c.bootstrap(0), "replicated", PARTITIONS, rf=3, cluster=c)
+    acked = {}
+    produce(c.bootstrap(0), range(0, 3000), acked)
+    everyone = ",".join(c.bootstrap(i) for i in range(3))
+    group = "keeps-its-offsets"
+    tps = [TopicPartition("replicated", q) for q in range(PARTITIONS)]
+
+    def member(bootstrap):
+        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                             "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                             "session.timeout.ms": 6000})
+        consumer.subscribe(["replicated"])
+        return consumer
+
+    first = member(everyone)
+    seen = 0
+    deadline = time.time() + 60
+    while seen < 1500:
+        assert time.time() < deadline, "consuming timed out"
+        for m in first.consume(500, 1.0):
+            assert not m.error(), m.error()
+            seen += 1
+    first.commit(asynchronous=False)
+    committed = {tp.partition: tp.offset for tp in first.committed(tps, timeout=30)}
+    # A partition with nothing consumed has no committed offset (-1001).
+    assert sum(max(o, 0) for o in committed.values()) == seen, (committed, seen)
+    first.close()
+
+    offsets_view = partition_view(c.metadata(0), "__consumer_offsets")
+    assert all(len(v[1]) == 3 for v in offsets_view.values()), offsets_view
+    admin = AdminClient({"bootstrap.servers": everyone})
+    coordinator = admin.describe_consumer_groups([group])[group].result(timeout=30).coordinator.id
+    c.kill(coordinator, signal.SIGKILL)
+    survivors = ",".join(c.bootstrap(i) for i in range(3) if i != coordinator)
+
+    second = member(survivors)
+    found = {}
+
+    def offsets_back():
+        found.update({tp.partition: tp.offset for tp in second.committed(tps, timeout=10)})
+        return found == committed
+    wait_until("the committed offsets from the new coordinator", offsets_back, 60)
+    admin = AdminClient({"bootstrap.servers": survivors})  # kept alive for its future
+    moved_to = admin.describe_consumer_groups([group])[group].result(timeout=30).coordinator.id
+    assert moved_to != coordinator
+
+    # The group resumes where it committed: nothing before, everything after.
+    first_offsets, remaining = {}, 3000 - seen
+    deadline = time.time() + 90
+    while remaining > 0:
+        assert time.time() < deadline, f"resuming timed out with {remaining} left"
+        for m in second.consume(500, 1.0):
+            assert not m.error(), m.error()
+            first_offsets.setdefault(m.partition(), m.offset())
+            remaining -= 1
+    second.close()
+    assert all(first_offsets[q] == max(committed[q], 0) for q in first_offsets), \
+        (first_offsets, committed)

@@ -17,8 +17,6 @@ use kafka_protocol::messages::BrokerId;
 use super::routing::{group_by_owner, leader_here, LeaderHints};
 use super::storage_errors::append_error_code;
 use super::{decode, encode_response, str_bytes, Outcome};
-use crate::cluster::metadata::TopicMeta;
-use crate::node::view::MetadataView;
 use crate::node::{Core, PartitionKey};
 use crate::protocol::api::key;
 use crate::protocol::header::RequestHeader;
@@ -26,15 +24,6 @@ use crate::protocol::ErrorCode;
 use crate::storage::{AppendInfo, PartitionLog};
 
 type PartitionResult = Result<AppendInfo, (ErrorCode, Option<String>)>;
-
-/// The topic's `min.insync.replicas`, or the broker's.
-fn min_insync_replicas(view: &MetadataView, topic: &TopicMeta) -> usize {
-    topic
-        .configs
-        .get("min.insync.replicas")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(view.config.min_insync_replicas)
-}
 
 /// Waits, at most `wait`, until the in-sync replicas hold the appended batch; then, as
 /// Kafka's delayed produce, fails it if the ISR has shrunk below `min_isr` meanwhile.
@@ -102,7 +91,7 @@ pub async fn handle(core: &Rc<Core>, h: &RequestHeader, body: Bytes) -> Outcome 
                 results[slot] = Some(Err((ErrorCode::InvalidTopicException, Some(why))));
                 continue;
             }
-            let min_isr = topic.map_or(1, |t| min_insync_replicas(&snapshot, t));
+            let min_isr = topic.map_or(1, |t| snapshot.min_insync_replicas(t));
             match (leader_here(&snapshot, topic, p.index), &p.records) {
                 (Err(code), _) => results[slot] = Some(Err((code, None))),
                 (Ok(_), None) => {

@@ -116,15 +116,19 @@ pub async fn auto_create(
 }
 
 /// The `__consumer_offsets` topic, created through the controller on first use (as
-/// Kafka creates it on the first FindCoordinator).
+/// Kafka creates it on the first FindCoordinator), replicated like any topic.
 async fn offsets_topic(core: &Rc<Core>) -> Result<Arc<TopicMeta>, ErrorCode> {
-    if let Some(t) = core.metadata.load().topic(OFFSETS_TOPIC) {
+    let view = core.metadata.load();
+    if let Some(t) = view.topic(OFFSETS_TOPIC) {
         return Ok(t.clone());
     }
+    // `offsets.topic.replication.factor`, or every live broker when there are fewer.
+    let live = view.cluster.live_brokers().count().max(1);
+    let replication_factor = core.config.offsets_topic_replication_factor.min(live) as i16;
     let topic = NewTopic {
         name: OFFSETS_TOPIC.to_string(),
         partitions: core.config.offsets_topic_partitions,
-        replication_factor: 1,
+        replication_factor,
         assignments: Vec::new(),
         configs: BTreeMap::from([
             ("cleanup.policy".to_string(), "compact".to_string()),

@@ -3,14 +3,19 @@
 //!
 //! Placement is Kafka's: a group belongs to partition `Utils.abs(hash(group)) %
 //! offsets.topic.num.partitions` of the internal topic `__consumer_offsets` (created
-//! on first use, by the broker layer), and its coordinator is the core holding that
-//! partition. Each core's `Coordinator` holds the groups of the partitions it holds;
-//! it reaches the cluster image and its logs through `Host`.
+//! on first use, by the broker layer, replicated like any topic), and its coordinator
+//! is the leader of that partition, on the core holding it. Each core's `Coordinator`
+//! holds the groups of the partitions it leads: it loads a partition when this node
+//! becomes its leader (`load_partition`, before the view saying so is published) and
+//! drops its groups when it stops leading (`unload_partition`); between the two the
+//! partition's groups get COORDINATOR_LOAD_IN_PROGRESS. It reaches the cluster image
+//! and its logs through `Host`.
 //!
 //! What is stored, as records of the group's partition in Kafka's formats
-//! (`offsets_topic`), each appended before the request that caused it (if any) is
-//! answered, and replayed when a core gains the partition (`load_partition`, before
-//! it serves), so it survives restarts and SIGKILL:
+//! (`offsets_topic`), each appended, and held by every in-sync replica (Kafka's
+//! acks=-1, within `offsets.commit.timeout.ms`), before the request that caused it (if
+//! any) is answered, and replayed when a core gains the partition's leadership, so it
+//! survives restarts, SIGKILL and the loss of the coordinator's broker:
 //! - committed offsets, and their tombstones (OffsetDelete, DeleteGroups, retention);
 //! - classic group metadata (generation, protocol, leader, members with subscription
 //!   and assignment), written when a rebalance completes (`store_pending`: the
@@ -29,7 +34,7 @@ pub mod offsets_topic;
 pub mod state;
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,13 +45,13 @@ use kafka_protocol::messages::sync_group_response::SyncGroupResponse;
 use tracing::{info, warn};
 use uuid::Uuid;
 
-use crate::cluster::metadata::ClusterMetadata;
+use crate::cluster::metadata::{ClusterMetadata, TopicMeta};
 use crate::config::Config;
 use crate::protocol::batch::build::{encode, Record};
 use crate::protocol::batch::BatchHeader;
 use crate::protocol::records::for_each_record;
 use crate::protocol::ErrorCode;
-use crate::storage::{AppendError, PartitionLog};
+use crate::storage::{AppendError, PartitionLog, ReadBound};
 use offsets_topic::{CommittedOffset, OffsetsRecord, StoredGroup, OFFSETS_TOPIC};
 use state::{join_error, Group, GroupConfig, GroupState, JoinRequest, Reply, SyncRequest};
 
@@ -67,6 +72,10 @@ pub type FetchedOffsets = Vec<(String, Vec<(i32, Option<CommittedOffset>)>)>;
 
 pub struct Coordinator {
     groups: RefCell<HashMap<String, Group>>,
+    /// The `__consumer_offsets` partitions whose groups are loaded here.
+    loaded: RefCell<HashSet<i32>>,
+    /// `offsets.commit.timeout.ms`: how long a stored record waits for the ISR.
+    commit_timeout: Duration,
     cfg: GroupConfig,
     offset_metadata_max_bytes: usize,
     offsets_retention_ms: i64,
@@ -75,16 +84,21 @@ pub struct Coordinator {
 }
 
 /// What a coordinator needs from the core it runs on: the cluster image and the
-/// partition logs open there. (The core implements it; this module does not know it.)
+/// partition logs it leads there. (The core implements it; this module does not know it.)
 pub trait Host {
     fn cluster(&self) -> Arc<ClusterMetadata>;
-    fn local_log(&self, topic: Uuid, partition: i32) -> Option<Rc<PartitionLog>>;
+    /// The partition's log if this node leads it and it is open on this core.
+    fn led_log(&self, topic: Uuid, partition: i32) -> Option<Rc<PartitionLog>>;
+    /// The topic's `min.insync.replicas` in effect.
+    fn min_insync_replicas(&self, topic: &TopicMeta) -> usize;
 }
 
 impl Coordinator {
     pub fn new(config: &Config) -> Coordinator {
         Coordinator {
             groups: RefCell::new(HashMap::new()),
+            loaded: RefCell::new(HashSet::new()),
+            commit_timeout: Duration::from_millis(config.offsets_commit_timeout_ms),
             cfg: GroupConfig {
                 initial_rebalance_delay: Duration::from_millis(
                     config.group_initial_rebalance_delay_ms,
@@ -102,15 +116,63 @@ impl Coordinator {
         }
     }
 
-    /// The `__consumer_offsets` log holding `group`, if this shard coordinates it.
-    fn offsets_log(host: &dyn Host, group: &str) -> Result<Rc<PartitionLog>, ErrorCode> {
+    /// The `__consumer_offsets` log holding `group`, if this shard coordinates it:
+    /// NOT_COORDINATOR if this node does not lead its partition, and
+    /// COORDINATOR_LOAD_IN_PROGRESS while the partition's groups are not loaded.
+    fn offsets_log(&self, host: &dyn Host, group: &str) -> Result<Rc<PartitionLog>, ErrorCode> {
         let snapshot = host.cluster();
         let topic = snapshot
             .topic(OFFSETS_TOPIC)
             .ok_or(ErrorCode::CoordinatorNotAvailable)?;
         let partition = offsets_topic::partition_for(group, topic.partition_count());
-        host.local_log(topic.id, partition)
-            .ok_or(ErrorCode::NotCoordinator)
+        let log = host
+            .led_log(topic.id, partition)
+            .ok_or(ErrorCode::NotCoordinator)?;
+        if !self.loaded.borrow().contains(&partition) {
+            return Err(ErrorCode::CoordinatorLoadInProgress);
+        }
+        Ok(log)
+    }
+
+    /// Appends records (key, value or tombstone) to `group`'s partition as one batch
+    /// and waits until every in-sync replica holds it, as Kafka's coordinator appends
+    /// with acks=-1; failures map as Kafka 4's GroupCoordinatorService maps them.
+    async fn store(
+        &self,
+        host: &dyn Host,
+        group: &str,
+        records: &[(Vec<u8>, Option<Vec<u8>>)],
+    ) -> Result<(), ErrorCode> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let log = self.offsets_log(host, group)?;
+        let in_sync_enough = || {
+            let snapshot = host.cluster();
+            let Some(topic) = snapshot.topic(OFFSETS_TOPIC) else {
+                return false;
+            };
+            let partition = offsets_topic::partition_for(group, topic.partition_count());
+            topic
+                .partition(partition)
+                .is_some_and(|a| a.isr.len() >= host.min_insync_replicas(topic))
+        };
+        // NOT_ENOUGH_REPLICAS, before and after the append.
+        if !in_sync_enough() {
+            return Err(ErrorCode::CoordinatorNotAvailable);
+        }
+        let end = append_records(&log, records).await?;
+        let held = Box::pin(log.wait_for_high_watermark(end));
+        let timeout = Box::pin(glommio::timer::sleep(self.commit_timeout));
+        let outcome = futures::future::select(held, timeout).await;
+        match outcome {
+            futures::future::Either::Left((Ok(()), _)) if in_sync_enough() => Ok(()),
+            futures::future::Either::Left((Ok(()), _)) => Err(ErrorCode::CoordinatorNotAvailable),
+            // The partition closed or went offline: it moved, or its disk failed.
+            futures::future::Either::Left((Err(_), _)) => Err(ErrorCode::NotCoordinator),
+            // REQUEST_TIMED_OUT, as Kafka 4 maps it.
+            futures::future::Either::Right(_) => Err(ErrorCode::CoordinatorNotAvailable),
+        }
     }
 
     pub async fn join(
@@ -123,9 +185,10 @@ impl Coordinator {
         if group.is_empty() {
             return join_error(ErrorCode::InvalidGroupId, &member_id);
         }
-        if let Err(code) = Self::offsets_log(host, &group) {
+        if let Err(code) = self.offsets_log(host, &group) {
             return join_error(code, &member_id);
         }
+        let group_id = group.clone();
         let reply = {
             let mut groups = self.groups.borrow_mut();
             if !groups.contains_key(&group) && !member_id.is_empty() {
@@ -138,15 +201,16 @@ impl Coordinator {
         };
         match reply {
             Reply::Now(r) => r,
-            // The member was removed while it waited.
-            Reply::Later(rx) => rx
-                .await
-                .unwrap_or_else(|_| join_error(ErrorCode::UnknownMemberId, &member_id)),
+            // The member was removed while it waited, or the group moved away.
+            Reply::Later(rx) => rx.await.unwrap_or_else(|_| {
+                let code = self.offsets_log(host, &group_id).err();
+                join_error(code.unwrap_or(ErrorCode::UnknownMemberId), &member_id)
+            }),
         }
     }
 
     pub async fn sync(&self, host: &dyn Host, group: &str, req: SyncRequest) -> SyncGroupResponse {
-        if let Err(code) = Self::offsets_log(host, group) {
+        if let Err(code) = self.offsets_log(host, group) {
             return state::sync_error(code);
         }
         let reply = match self.groups.borrow_mut().get_mut(group) {
@@ -157,9 +221,10 @@ impl Coordinator {
         self.store_pending(host).await;
         match reply {
             Reply::Now(r) => r,
-            Reply::Later(rx) => rx
-                .await
-                .unwrap_or_else(|_| state::sync_error(ErrorCode::UnknownMemberId)),
+            Reply::Later(rx) => rx.await.unwrap_or_else(|_| {
+                let code = self.offsets_log(host, group).err();
+                state::sync_error(code.unwrap_or(ErrorCode::UnknownMemberId))
+            }),
         }
     }
 
@@ -171,7 +236,7 @@ impl Coordinator {
         instance_id: Option<&str>,
         generation: i32,
     ) -> ErrorCode {
-        if let Err(code) = Self::offsets_log(host, group) {
+        if let Err(code) = self.offsets_log(host, group) {
             return code;
         }
         match self.groups.borrow_mut().get_mut(group) {
@@ -187,7 +252,7 @@ impl Coordinator {
         group: &str,
         members: &[(String, Option<String>)],
     ) -> Result<Vec<ErrorCode>, ErrorCode> {
-        Self::offsets_log(host, group)?;
+        self.offsets_log(host, group)?;
         let mut groups = self.groups.borrow_mut();
         let g = groups.get_mut(group).ok_or(ErrorCode::UnknownMemberId)?;
         let now = Instant::now();
@@ -206,7 +271,7 @@ impl Coordinator {
         member: (&str, Option<&str>, i32),
         entries: Vec<(String, i32, CommittedOffset)>,
     ) -> Result<Vec<ErrorCode>, ErrorCode> {
-        let log = Self::offsets_log(host, group)?;
+        self.offsets_log(host, group)?;
         let (member_id, instance_id, generation) = member;
         {
             let mut groups = self.groups.borrow_mut();
@@ -248,7 +313,7 @@ impl Coordinator {
                 )
             })
             .collect();
-        if let Err(code) = append_records(&log, &records).await {
+        if let Err(code) = self.store(host, group, &records).await {
             for (slot, ..) in &accepted {
                 results[*slot] = code;
             }
@@ -271,7 +336,7 @@ impl Coordinator {
         group: &str,
         topics: Option<Vec<(String, Vec<i32>)>>,
     ) -> Result<FetchedOffsets, ErrorCode> {
-        Self::offsets_log(host, group)?;
+        self.offsets_log(host, group)?;
         let groups = self.groups.borrow();
         let offsets = groups.get(group).map(|g| &g.offsets);
         let lookup = |t: &str, p: i32| offsets.and_then(|o| o.get(&(t.to_string(), p)).cloned());
@@ -331,7 +396,7 @@ impl Coordinator {
         if group.is_empty() {
             return fail(ErrorCode::InvalidGroupId, "the group id is empty");
         }
-        if let Err(code) = Self::offsets_log(host, group) {
+        if let Err(code) = self.offsets_log(host, group) {
             return fail(code, "not the coordinator");
         }
         let snapshot = host.cluster();
@@ -362,7 +427,7 @@ impl Coordinator {
         group: &str,
         f: impl FnOnce(Option<&consumer::ConsumerGroup>, &str) -> R,
     ) -> Result<R, ErrorCode> {
-        Self::offsets_log(host, group)?;
+        self.offsets_log(host, group)?;
         let groups = self.groups.borrow();
         Ok(match groups.get(group) {
             Some(g) if g.group_type() == "consumer" => f(Some(&g.consumer), g.state_name()),
@@ -372,7 +437,7 @@ impl Coordinator {
 
     /// DescribeGroups for one group; an unknown group is "Dead", as in Kafka.
     pub fn describe(&self, host: &dyn Host, group: &str) -> Result<GroupDescription, ErrorCode> {
-        Self::offsets_log(host, group)?;
+        self.offsets_log(host, group)?;
         let groups = self.groups.borrow();
         let Some(g) = groups.get(group) else {
             return Ok(GroupDescription {
@@ -412,10 +477,9 @@ impl Coordinator {
     /// DeleteGroups for one group: only an empty group can go; its offsets are
     /// deleted with tombstones first.
     pub async fn delete(&self, host: &dyn Host, group: &str) -> ErrorCode {
-        let log = match Self::offsets_log(host, group) {
-            Ok(log) => log,
-            Err(code) => return code,
-        };
+        if let Err(code) = self.offsets_log(host, group) {
+            return code;
+        }
         let keys: Vec<(String, i32)> = match self.groups.borrow().get(group) {
             None => return ErrorCode::GroupIdNotFound,
             Some(g) if g.state != GroupState::Empty || !g.consumer.is_empty() => {
@@ -423,11 +487,11 @@ impl Coordinator {
             }
             Some(g) => g.offsets.keys().cloned().collect(),
         };
-        if let Err(code) = delete_offsets(&log, group, &keys).await {
+        if let Err(code) = self.delete_offset_records(host, group, &keys).await {
             return code;
         }
         let tombstone = (offsets_topic::group_key(group), None);
-        if let Err(code) = append_records(&log, &[tombstone]).await {
+        if let Err(code) = self.store(host, group, &[tombstone]).await {
             return code;
         }
         let mut groups = self.groups.borrow_mut();
@@ -448,7 +512,7 @@ impl Coordinator {
         group: &str,
         partitions: Vec<(String, i32)>,
     ) -> Result<Vec<ErrorCode>, ErrorCode> {
-        let log = Self::offsets_log(host, group)?;
+        self.offsets_log(host, group)?;
         let (results, doomed) = {
             let groups = self.groups.borrow();
             let g = groups.get(group).ok_or(ErrorCode::GroupIdNotFound)?;
@@ -471,7 +535,7 @@ impl Coordinator {
             }
             (results, doomed)
         };
-        delete_offsets(&log, group, &doomed).await?;
+        self.delete_offset_records(host, group, &doomed).await?;
         if let Some(g) = self.groups.borrow_mut().get_mut(group) {
             for k in &doomed {
                 g.offsets.remove(k);
@@ -501,16 +565,11 @@ impl Coordinator {
             .filter_map(|g| g.take_store().map(|s| (g.id.clone(), s)))
             .collect();
         for (group, stored) in due {
-            let result = match Self::offsets_log(host, &group) {
-                Ok(log) => {
-                    let record = (
-                        offsets_topic::group_key(&group),
-                        Some(offsets_topic::group_value(&stored)),
-                    );
-                    append_records(&log, &[record]).await
-                }
-                Err(code) => Err(code),
-            };
+            let record = (
+                offsets_topic::group_key(&group),
+                Some(offsets_topic::group_value(&stored)),
+            );
+            let result = self.store(host, &group, &[record]).await;
             if let Some(g) = self.groups.borrow_mut().get_mut(&group) {
                 g.finish_store(stored.generation, result, &self.cfg, Instant::now());
             }
@@ -534,10 +593,11 @@ impl Coordinator {
             .filter(|(_, e)| !e.is_empty())
             .collect();
         for (group, keys) in expired {
-            let Ok(log) = Self::offsets_log(host, &group) else {
-                continue;
-            };
-            if delete_offsets(&log, &group, &keys).await.is_err() {
+            if self
+                .delete_offset_records(host, &group, &keys)
+                .await
+                .is_err()
+            {
                 continue;
             }
             info!(%group, partitions = keys.len(), "expired committed offsets");
@@ -550,10 +610,58 @@ impl Coordinator {
         self.groups.borrow_mut().retain(|_, g| !g.is_idle());
     }
 
-    /// Replays a `__consumer_offsets` partition this core has gained (at startup,
-    /// before any client is served, or when it is created); the records applied.
-    pub async fn load_partition(&self, log: &PartitionLog) -> std::io::Result<u64> {
-        self.replay(log).await
+    /// Tombstones for `group`'s committed offsets of `keys`.
+    async fn delete_offset_records(
+        &self,
+        host: &dyn Host,
+        group: &str,
+        keys: &[(String, i32)],
+    ) -> Result<(), ErrorCode> {
+        let tombstones: Vec<(Vec<u8>, Option<Vec<u8>>)> = keys
+            .iter()
+            .map(|(t, p)| (offsets_topic::offset_key(group, t, *p), None))
+            .collect();
+        self.store(host, group, &tombstones).await
+    }
+
+    /// Whether the groups of `__consumer_offsets` partition `partition` are loaded.
+    pub fn is_loaded(&self, partition: i32) -> bool {
+        self.loaded.borrow().contains(&partition)
+    }
+
+    /// Replays `__consumer_offsets` partition `partition` (of `partition_count`)
+    /// when this node becomes its leader (at startup, before any client is served,
+    /// on creation, or on a leadership change), up to its log end: a new leader's
+    /// whole log becomes the high watermark. Returns the records applied.
+    pub async fn load_partition(
+        &self,
+        log: &PartitionLog,
+        partition: i32,
+        partition_count: i32,
+    ) -> std::io::Result<u64> {
+        self.drop_groups_of(partition, partition_count);
+        let applied = self.replay(log).await?;
+        self.loaded.borrow_mut().insert(partition);
+        Ok(applied)
+    }
+
+    /// Drops the groups of a partition this node no longer leads (or holds); their
+    /// members' waiting requests get NOT_COORDINATOR and they find the new one.
+    /// `partition_count` `None`: the topic is gone, and every group with it.
+    pub fn unload_partition(&self, partition: i32, partition_count: Option<i32>) {
+        if !self.loaded.borrow_mut().remove(&partition) {
+            return;
+        }
+        match partition_count {
+            Some(count) => self.drop_groups_of(partition, count),
+            None => self.groups.borrow_mut().clear(),
+        }
+    }
+
+    fn drop_groups_of(&self, partition: i32, partition_count: i32) {
+        self.groups
+            .borrow_mut()
+            .retain(|id, _| offsets_topic::partition_for(id, partition_count) != partition);
     }
 
     async fn replay(&self, log: &PartitionLog) -> std::io::Result<u64> {
@@ -561,7 +669,7 @@ impl Coordinator {
         let mut applied = 0u64;
         loop {
             let pieces = log
-                .read(offset, 4 << 20, true)
+                .read_bounded(offset, 4 << 20, true, ReadBound::LogEnd)
                 .await
                 .map_err(|e| std::io::Error::other(e.to_string()))?;
             if pieces.is_empty() {
@@ -619,14 +727,11 @@ impl Coordinator {
 }
 
 /// Appends records (key, value or tombstone) to a `__consumer_offsets` log as one
-/// batch, mapping failures as Kafka's group coordinator does.
+/// batch, mapping failures as Kafka's group coordinator does; the offset after it.
 async fn append_records(
     log: &Rc<PartitionLog>,
     records: &[(Vec<u8>, Option<Vec<u8>>)],
-) -> Result<(), ErrorCode> {
-    if records.is_empty() {
-        return Ok(());
-    }
+) -> Result<i64, ErrorCode> {
     let now = crate::storage::segment::now_ms();
     let views: Vec<Record<'_>> = records
         .iter()
@@ -639,7 +744,7 @@ async fn append_records(
         .collect();
     let batch = Bytes::from(encode(&views, None));
     match log.append(batch).await {
-        Ok(_) => Ok(()),
+        Ok(info) => Ok(info.end_offset),
         Err(e) => {
             warn!(error = %e, "appending to __consumer_offsets failed");
             // As Kafka's GroupMetadataManager maps a failed offsets append.
@@ -657,16 +762,4 @@ async fn append_records(
             })
         }
     }
-}
-
-async fn delete_offsets(
-    log: &Rc<PartitionLog>,
-    group: &str,
-    keys: &[(String, i32)],
-) -> Result<(), ErrorCode> {
-    let tombstones: Vec<(Vec<u8>, Option<Vec<u8>>)> = keys
-        .iter()
-        .map(|(t, p)| (offsets_topic::offset_key(group, t, *p), None))
-        .collect();
-    append_records(log, &tombstones).await
 }

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use crate::cluster::controller::Controller;
-use crate::cluster::metadata::ClusterMetadata;
+use crate::cluster::metadata::{ClusterMetadata, TopicMeta};
 use crate::config::Config;
 use crate::ids::BrokerId;
 use crate::shard::{Mesh, ShardContext, ShardGone, ShardId};
@@ -52,7 +52,7 @@ pub struct Core {
     controller: Option<Controller>,
     /// Group commit for every partition log on this core.
     pub sync_group: Rc<SyncGroup>,
-    /// The consumer groups of the `__consumer_offsets` partitions on this core.
+    /// The consumer groups of the `__consumer_offsets` partitions this core leads.
     pub groups: crate::group::Coordinator,
     /// Bytes of request frames this core's connections may hold at once
     /// (`queued.max.request.bytes`): a frame takes its size before its body is read.
@@ -182,7 +182,15 @@ impl crate::group::Host for Core {
     fn cluster(&self) -> Arc<ClusterMetadata> {
         self.metadata.load().cluster.clone()
     }
-    fn local_log(&self, topic: Uuid, partition: i32) -> Option<Rc<PartitionLog>> {
+    fn led_log(&self, topic: Uuid, partition: i32) -> Option<Rc<PartitionLog>> {
+        let view = self.metadata.load();
+        let leader = view.topic_by_id(&topic)?.partition(partition)?.leader;
+        if leader != Some(self.node_id()) {
+            return None;
+        }
         self.log(&(topic, partition))
+    }
+    fn min_insync_replicas(&self, topic: &TopicMeta) -> usize {
+        self.metadata.load().min_insync_replicas(topic)
     }
 }

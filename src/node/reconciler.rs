@@ -1,8 +1,9 @@
 //! The reconciler: makes the partition logs open on one core match what the
 //! published view places there. `open_missing` opens (recovering or creating) the
 //! replicas the view places on this core and sets their leader epochs; `remove_extra`
-//! closes and removes the logs of replicas it no longer places here. A gained
-//! `__consumer_offsets` partition is handed to the group coordinator, which loads it.
+//! closes and removes the logs of replicas it no longer places here. The group
+//! coordinator loads a `__consumer_offsets` partition whose leadership this node
+//! gains and drops the groups of one it loses (`reconcile_groups`).
 //!
 //! Runs on the core it reconciles, one pass at a time (`Core::reconciling`).
 
@@ -116,26 +117,53 @@ pub async fn open_missing(
             // Topic and dynamic broker config changes take effect here.
             log.set_config(log_config(&view.config, &topic));
             reconcile_role(core, key, assignment, &log);
+            reconcile_groups(core, &topic, p, &log).await?;
             continue;
         }
         let log = open_partition(core, &view.config, &topic, p, clean_shutdown)
             .await
             .map_err(|e| format!("opening {}-{p}: {e}", topic.name))?;
         log.set_leader_epoch(assignment.leader_epoch);
-        if topic.name == OFFSETS_TOPIC {
-            let records = core
-                .groups
-                .load_partition(&log)
-                .await
-                .map_err(|e| format!("loading committed offsets of {}-{p}: {e}", topic.name))?;
-            if records > 0 {
-                info!(partition = p, records, "loaded committed offsets");
-            }
-        }
         reconcile_role(core, key, assignment, &log);
+        reconcile_groups(core, &topic, p, &log).await?;
         core.insert_log(key, log);
     }
     replica_fetcher::start(core, view);
+    Ok(())
+}
+
+/// The group coordinator follows the leadership of `__consumer_offsets` partitions:
+/// it loads one this node now leads, before the view saying so is published, and
+/// drops the groups of one it no longer leads.
+async fn reconcile_groups(
+    core: &Rc<Core>,
+    topic: &TopicMeta,
+    partition: i32,
+    log: &PartitionLog,
+) -> Result<(), String> {
+    if topic.name != OFFSETS_TOPIC {
+        return Ok(());
+    }
+    let leads = topic.partition(partition).and_then(|a| a.leader) == Some(core.node_id());
+    let loaded = core.groups.is_loaded(partition);
+    if leads && !loaded {
+        let records = core
+            .groups
+            .load_partition(log, partition, topic.partition_count())
+            .await
+            .map_err(|e| format!("loading the groups of {}-{partition}: {e}", topic.name))?;
+        info!(
+            partition,
+            records, "leading __consumer_offsets: groups loaded"
+        );
+    } else if !leads && loaded {
+        core.groups
+            .unload_partition(partition, Some(topic.partition_count()));
+        info!(
+            partition,
+            "no longer leading __consumer_offsets: groups dropped"
+        );
+    }
     Ok(())
 }
 
@@ -204,6 +232,11 @@ pub async fn remove_extra(core: &Core, view: &MetadataView) {
         }
         core.leaders.borrow_mut().remove(&key);
         if let Some(log) = core.remove_log(&key) {
+            let offsets = view.topic(OFFSETS_TOPIC);
+            if offsets.is_none_or(|t| t.id == key.0) {
+                core.groups
+                    .unload_partition(key.1, offsets.map(|t| t.partition_count()));
+            }
             if let Err(e) = log.delete().await {
                 warn!(dir = %log.dir().display(), error = %e, "removing partition directory failed");
             }

@@ -64,6 +64,15 @@ impl MetadataView {
         self.cluster.topic_by_id(id)
     }
 
+    /// The topic's `min.insync.replicas`, or this broker's (dynamic) setting.
+    pub fn min_insync_replicas(&self, topic: &TopicMeta) -> usize {
+        topic
+            .configs
+            .get("min.insync.replicas")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(self.config.min_insync_replicas)
+    }
+
     /// The core holding this node's replica of `partition`, if it has one.
     pub fn shard_of(&self, topic: &TopicMeta, partition: i32) -> Option<ShardId> {
         let shards = self.placement.get(&topic.id)?;

@@ -233,7 +233,7 @@ impl PartitionLog {
     }
 
     /// As `read`, up to `bound`.
-    pub(super) async fn read_bounded(
+    pub async fn read_bounded(
         &self,
         offset: i64,
         max_bytes: usize,

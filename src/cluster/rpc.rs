@@ -51,6 +51,14 @@ pub enum ControllerRequest {
         id: BrokerId,
         epoch: i64,
     },
+    /// A follower's connection to its leader was refused or reset: the controller
+    /// checks for itself, and fences that incarnation at once if its listener refuses
+    /// connections (the process is gone), rather than after the heartbeat session.
+    ReportUnreachable {
+        reporter: BrokerId,
+        broker: BrokerId,
+        epoch: i64,
+    },
 }
 
 /// A leader's ISR change: valid only for the leadership and partition state it saw.
@@ -127,5 +135,9 @@ pub enum ControllerResponse {
     PartitionAltered(Result<(), ErrorCode>),
     /// The broker is fenced: it leads nothing and is in no ISR.
     ShutDown,
+    /// A reported broker was checked; `fenced`: it was found gone and fenced.
+    Checked {
+        fenced: bool,
+    },
     Failed(String),
 }

@@ -2,7 +2,8 @@
 //! the metadata quorum: it answers brokers' requests (its own node's directly, other
 //! nodes' over the controller listener) by planning records against the published
 //! image under the controller's gate, proposing them, and answering once they are
-//! published here. It also fences brokers whose heartbeats stop.
+//! published here. It fences brokers whose heartbeats stop, and, sooner, those a
+//! follower reports unreachable whose listener refuses this controller too.
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -142,6 +143,14 @@ pub async fn handle(core: &Rc<Core>, request: ControllerRequest) -> ControllerRe
                 Err(e) => failure(e),
             }
         }
+        ControllerRequest::ReportUnreachable {
+            reporter,
+            broker,
+            epoch,
+        } => match check_reported(core, reporter, broker, epoch).await {
+            Ok(fenced) => ControllerResponse::Checked { fenced },
+            Err(e) => failure(e),
+        },
         ControllerRequest::AllocateProducerIds { broker } => {
             match allocate_producer_ids(core, broker).await {
                 Ok(next) => ControllerResponse::ProducerIds { next },
@@ -329,6 +338,72 @@ pub async fn delete_topics(
     }
 }
 
+/// How long the check of a reported broker waits for its listener to answer.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Fences incarnation `epoch` of broker `id` if it is still live (unfenced, that
+/// epoch): its leaderships move to in-sync replicas (or uncleanly, where allowed).
+/// Whether it was fenced now.
+async fn fence(core: &Rc<Core>, id: BrokerId, epoch: Option<i64>) -> Result<bool, ProposeError> {
+    decide(core, |image| {
+        let live = image
+            .brokers
+            .get(&id)
+            .is_some_and(|b| !b.fenced && epoch.is_none_or(|e| b.epoch == e));
+        if live {
+            (plan_fence(image, id, &unclean_policy(core)), true)
+        } else {
+            (Vec::new(), false)
+        }
+    })
+    .await
+}
+
+/// A follower found broker `id`'s listener refusing or resetting its connection.
+/// The controller connects itself: a refusal means no process listens there any
+/// more (a crash, a kill), so incarnation `epoch` is fenced now instead of after
+/// `broker.session.timeout.ms`. Anything else (it answers, or the network is slow
+/// or cut) leaves the decision to the heartbeat session, as in Kafka: one follower's
+/// report alone never fences a broker.
+async fn check_reported(
+    core: &Rc<Core>,
+    reporter: BrokerId,
+    id: BrokerId,
+    epoch: i64,
+) -> Result<bool, ProposeError> {
+    let image = core.metadata.load().cluster.clone();
+    let Some(b) = image
+        .brokers
+        .get(&id)
+        .filter(|b| !b.fenced && b.epoch == epoch && id != core.node_id())
+    else {
+        return Ok(false);
+    };
+    let refused = match probe(&b.host, b.port).await {
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionRefused,
+        Ok(()) => false,
+    };
+    if !refused {
+        return Ok(false);
+    }
+    let fenced = fence(core, id, Some(epoch)).await?;
+    if fenced {
+        warn!(broker = %id, epoch, reporter = %reporter, "fenced a broker whose listener refuses connections");
+    }
+    Ok(fenced)
+}
+
+/// Opens (and drops) a connection to a broker's client listener.
+async fn probe(host: &str, port: u16) -> std::io::Result<()> {
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))?
+        .next()
+        .ok_or_else(|| std::io::Error::other(format!("{host} does not resolve")))?;
+    glommio::net::TcpStream::connect_timeout(addr, PROBE_TIMEOUT)
+        .await
+        .map(drop)
+        .map_err(std::io::Error::from)
+}
+
 /// While this node is the active controller: fences brokers whose session expired.
 /// Runs on the controller core for the life of the process.
 pub async fn fence_expired_brokers(core: Rc<Core>) {
@@ -348,20 +423,11 @@ pub async fn fence_expired_brokers(core: Rc<Core>) {
         }
         let image = core.metadata.load().cluster.clone();
         for id in controller.expired(&image, core.node_id(), Instant::now(), timeout) {
-            let fenced = decide(&core, |image| {
-                let live = image.brokers.get(&id).is_some_and(|b| !b.fenced);
-                (
-                    if live {
-                        plan_fence(image, id, &unclean_policy(&core))
-                    } else {
-                        Vec::new()
-                    },
-                    (),
-                )
-            })
-            .await;
-            match fenced {
-                Ok(()) => warn!(broker = %id, ?timeout, "fenced a broker whose heartbeats stopped"),
+            match fence(&core, id, None).await {
+                Ok(true) => {
+                    warn!(broker = %id, ?timeout, "fenced a broker whose heartbeats stopped")
+                }
+                Ok(false) => {}
                 Err(e) => warn!(broker = %id, error = %e, "fencing a broker failed"),
             }
         }

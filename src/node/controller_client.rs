@@ -165,6 +165,21 @@ pub async fn alter_isr(core: &Rc<Core>, change: AlterIsr) -> Result<(), ErrorCod
     }
 }
 
+/// Tells the active controller that broker `broker` (incarnation `epoch`) refused or
+/// reset this node's connection; whether the controller fenced it. Runs on the
+/// controller core.
+pub async fn report_unreachable(core: &Rc<Core>, broker: BrokerId, epoch: i64) -> bool {
+    let request = ControllerRequest::ReportUnreachable {
+        reporter: core.node_id(),
+        broker,
+        epoch,
+    };
+    matches!(
+        ask(core, request).await,
+        ControllerResponse::Checked { fenced: true }
+    )
+}
+
 /// Hands out a new producer id from this node's block, asking the controller for a
 /// new block when it runs out. Runs on the controller core.
 pub async fn allocate_producer_id(core: &Rc<Core>) -> Result<i64, String> {

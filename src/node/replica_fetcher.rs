@@ -4,6 +4,10 @@
 //! core and leader). Each round it takes the partitions to fetch from the current
 //! view, so leadership changes reach it without a restart; with none left it ends.
 //!
+//! A leader whose listener refuses the fetcher's connection is reported to the
+//! active controller (at most once per `REPORT_EVERY`), which checks it and fences it
+//! at once if it is gone: failover then waits for no heartbeat session.
+//!
 //! Runs on the core that owns the follower logs (it appends to them directly), in
 //! that core's replication task queue (`Core::replication_queue`).
 
@@ -17,7 +21,7 @@ use glommio::net::TcpStream;
 use tracing::{debug, info, warn};
 
 use super::view::MetadataView;
-use super::Core;
+use super::{controller_client, Core, CONTROLLER_SHARD};
 use crate::ids::BrokerId;
 use crate::replication::follower::{self, Applied, Followed};
 
@@ -30,6 +34,9 @@ const ANSWER_SLACK: Duration = Duration::from_secs(30);
 const PUBLISH_POLL: Duration = Duration::from_millis(5);
 /// Largest answer frame accepted from a leader.
 const FRAME_MAX: usize = 256 << 20;
+/// A leader that keeps refusing connections is reported again after this long (a
+/// new active controller may not have heard the first report).
+const REPORT_EVERY: Duration = Duration::from_secs(1);
 
 /// The partitions on this core that follow `leader`, with their open logs.
 fn followed(core: &Core, view: &MetadataView, leader: BrokerId) -> Vec<Followed> {
@@ -91,6 +98,9 @@ async fn run(core: Rc<Core>, leader: BrokerId, version: u64) {
     let backoff = Duration::from_millis(core.config.replica_fetch_backoff_ms);
     let mut connection: Option<TcpStream> = None;
     let mut correlation = 0i32;
+    // After a failed round, reconnect at once: a dead leader's refusal is news.
+    let mut reconnect_now = false;
+    let mut last_report: Option<std::time::Instant> = None;
     info!(leader = leader.0, "replica fetcher started");
     loop {
         let view = core.metadata.load();
@@ -102,12 +112,12 @@ async fn run(core: Rc<Core>, leader: BrokerId, version: u64) {
             }
             break;
         }
-        let Some(addr) = view
+        let Some((addr, epoch)) = view
             .cluster
             .brokers
             .get(&leader)
             .filter(|b| !b.fenced)
-            .map(|b| (b.host.clone(), b.port))
+            .map(|b| ((b.host.clone(), b.port), b.epoch))
         else {
             glommio::timer::sleep(backoff).await;
             continue;
@@ -117,6 +127,12 @@ async fn run(core: Rc<Core>, leader: BrokerId, version: u64) {
                 Ok(s) => connection = Some(s),
                 Err(e) => {
                     debug!(leader = leader.0, error = %e, "cannot reach the leader; retrying");
+                    let due = last_report.is_none_or(|t| t.elapsed() >= REPORT_EVERY);
+                    if e.kind() == io::ErrorKind::ConnectionRefused && due {
+                        last_report = Some(std::time::Instant::now());
+                        report(&core, leader, epoch);
+                    }
+                    reconnect_now = false;
                     glommio::timer::sleep(backoff).await;
                     continue;
                 }
@@ -135,10 +151,14 @@ async fn run(core: Rc<Core>, leader: BrokerId, version: u64) {
             Err(e) => {
                 debug!(leader = leader.0, error = %e, "a replica fetch failed; reconnecting");
                 connection = None;
+                if !std::mem::replace(&mut reconnect_now, true) {
+                    continue;
+                }
                 glommio::timer::sleep(backoff).await;
                 continue;
             }
         };
+        reconnect_now = false;
         let mut back_off = false;
         for topic in response.responses {
             for data in topic.partitions {
@@ -175,6 +195,26 @@ async fn run(core: Rc<Core>, leader: BrokerId, version: u64) {
         leader = leader.0,
         "replica fetcher stopped: nothing left to follow there"
     );
+}
+
+/// Reports `leader` (incarnation `epoch`) unreachable to the active controller,
+/// without waiting for the answer.
+fn report(core: &Rc<Core>, leader: BrokerId, epoch: i64) {
+    let core = core.clone();
+    glommio::spawn_local(async move {
+        let fenced = core
+            .submit_to(CONTROLLER_SHARD, move |c| async move {
+                controller_client::report_unreachable(&c, leader, epoch).await
+            })
+            .await;
+        if matches!(fenced, Ok(true)) {
+            info!(
+                leader = leader.0,
+                "reported the leader unreachable; the controller fenced it"
+            );
+        }
+    })
+    .detach();
 }
 
 async fn connect((host, port): &(String, u16)) -> io::Result<TcpStream> {

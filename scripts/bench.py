@@ -669,12 +669,22 @@ def run_brokers(a):
             brokers.append(lambda mode=mode: start_ringlog(a, mode))
     if a.compare:
         brokers.append(lambda: start_tansu(a))
+    selected = set(a.workloads.split(",")) if a.workloads else None
+    single = {name for name, _, _ in workloads(a)}
+    if selected is not None and not selected & single:
+        brokers = []  # only replication rows were asked for
     for make in brokers:
         broker = make()
         try:
             runs[broker.name] = run_all(broker, a)
         finally:
             broker.stop()
+
+    # Replication: acks=all on a local 3-node cluster, RF=3 beside RF=1.
+    import bench_replication
+    if not a.bootstrap and (selected is None or selected & set(bench_replication.NAMES)):
+        name, rows = bench_replication.run(a, selected)
+        runs[name] = rows
 
     zero_copy = None
     if not a.bootstrap and not a.workloads:
@@ -694,8 +704,12 @@ def report(a, started, probe, runs, zero_copy):
               f"copying {', '.join(f'{x:.2f}' for x in c['cpu_s_per_gb'])}; "
               f"median ratio {z['median_cpu_s_per_gb'] / c['median_cpu_s_per_gb']:.2f}")
     names = list(runs)
+    for name in names:
+        if name.startswith("ringlog-3-nodes"):
+            import bench_replication
+            bench_replication.print_summary(runs[name])
     peer = [n for n in names if n.startswith("tansu")]
-    for mine in [n for n in names if n.startswith("ringlog")]:
+    for mine in [n for n in names if n.startswith("ringlog") and not n.startswith("ringlog-3-nodes")]:
         for other in peer:
             print_compare([mine, other], runs)
     limit = min(probe["loopback_mb_per_s"], probe["disk_write_mb_per_s"])

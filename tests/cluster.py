@@ -79,6 +79,8 @@ class Cluster:
     def stop(self):
         """Stops every node with SIGTERM; asserts each stopped cleanly, without a panic."""
         for b in self.nodes:
+            if b.proc and b.proc.poll() is None:
+                b.proc.send_signal(signal.SIGCONT)  # a test that failed mid-SIGSTOP
             status = b.stop(signal.SIGTERM)
             assert status in (0, None, -9), f"ringlog exited with {status}:\n{b.log_tail()}"
             assert "panicked" not in b.log_text(), b.log_tail()

@@ -180,6 +180,29 @@ def test_killed_active_controller_is_replaced(cluster_factory):
     assert c.active_controller() not in (None, controller)
 
 
+def test_a_frozen_active_controller_fences_only_itself(cluster_factory):
+    """SIGSTOP of the active controller: it accepts connections and answers nothing.
+    The others elect a new controller and must keep their sessions with it: a
+    heartbeat stuck on the frozen one may not outlast broker.session.timeout.ms
+    (3000 ms here), or the new controller fences every broker. Only the frozen one is
+    fenced."""
+    c = cluster_factory(3)
+    controller = c.active_controller()
+    others = {i for i in range(3) if i != controller}
+    c.nodes[controller].proc.send_signal(signal.SIGSTOP)
+    try:
+        first = min(others)
+        wait_until("the frozen controller fenced", lambda: set(c.metadata(first).brokers) == others, 30)
+        time.sleep(6)  # two more sessions: nobody else may be fenced meanwhile
+        assert set(c.metadata(first).brokers) == others
+        for i in others:
+            text = c.nodes[i].log_text()
+            fenced = [f"fenced a broker whose heartbeats stopped broker={j}" in text for j in others]
+            assert not any(fenced), f"node {i} fenced a live broker"
+    finally:
+        c.nodes[controller].proc.send_signal(signal.SIGCONT)
+
+
 def test_killed_broker_is_fenced_and_returns_with_its_data(cluster_factory):
     c = cluster_factory(3)
     create(c.bootstrap(0), "held", 6, cluster=c)

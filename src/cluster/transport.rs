@@ -180,9 +180,15 @@ async fn send_to_peer(id: u64, addr: SocketAddr, queue: LocalReceiver<Message>) 
 }
 
 /// Sends `request` to the controller listener at `addr` and waits for the answer.
-pub async fn call(addr: SocketAddr, request: &ControllerRequest) -> io::Result<ControllerResponse> {
+/// One RPC to the controller listener at `addr`, answered within `within` (a
+/// controller that is frozen, not dead, accepts the connection and never answers).
+pub async fn call(
+    addr: SocketAddr,
+    request: &ControllerRequest,
+    within: Duration,
+) -> io::Result<ControllerResponse> {
     let exchange = async {
-        let mut stream = TcpStream::connect_timeout(addr, RPC_TIMEOUT).await?;
+        let mut stream = TcpStream::connect_timeout(addr, within).await?;
         let body = serde_json::to_vec(request).expect("requests encode");
         stream.write_all(&frame(CONTROLLER_RPC, 1, &body)).await?;
         match read_frame(&mut stream).await? {
@@ -194,7 +200,7 @@ pub async fn call(addr: SocketAddr, request: &ControllerRequest) -> io::Result<C
             )),
         }
     };
-    glommio::timer::timeout(RPC_TIMEOUT, async {
+    glommio::timer::timeout(within, async {
         exchange.await.map_err(glommio::GlommioError::from)
     })
     .await

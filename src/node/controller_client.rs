@@ -40,6 +40,16 @@ fn voter_addr(core: &Core, id: BrokerId) -> Option<SocketAddr> {
 /// Sends `request` to the active controller (this node's own, if it is); retries
 /// while there is none or it moves, until `ASK_DEADLINE`.
 pub async fn ask(core: &Rc<Core>, request: ControllerRequest) -> ControllerResponse {
+    ask_within(core, request, transport::RPC_TIMEOUT).await
+}
+
+/// As `ask`, with each attempt at a remote controller given up after `attempt`
+/// (then the leader is looked up again).
+async fn ask_within(
+    core: &Rc<Core>,
+    request: ControllerRequest,
+    attempt: Duration,
+) -> ControllerResponse {
     let deadline = Instant::now() + ASK_DEADLINE;
     loop {
         let quorum = &core.controller().quorum;
@@ -48,7 +58,7 @@ pub async fn ask(core: &Rc<Core>, request: ControllerRequest) -> ControllerRespo
         } else {
             match quorum.status().leader.map(node_of) {
                 Some(leader) if leader != core.node_id() => match voter_addr(core, leader) {
-                    Some(addr) => transport::call(addr, &request)
+                    Some(addr) => transport::call(addr, &request, attempt)
                         .await
                         .unwrap_or(ControllerResponse::NotController),
                     None => ControllerResponse::NotController,
@@ -279,7 +289,10 @@ pub async fn register_and_heartbeat(core: Rc<Core>) {
                     id: core.node_id(),
                     epoch: e,
                 };
-                match ask(&core, request).await {
+                // A heartbeat stuck on a frozen controller must not outlast the
+                // session that a new controller starts: each attempt gets one
+                // heartbeat interval, then the quorum's leader is looked up again.
+                match ask_within(&core, request, every).await {
                     ControllerResponse::Heartbeat { stale: false } => {}
                     ControllerResponse::Heartbeat { stale: true } => {
                         warn!(

@@ -62,6 +62,17 @@ fn only_the_leader_serves_a_partition_and_every_broker_says_which() {
         std::thread::sleep(Duration::from_millis(100));
     }
     create_topic(&mut nodes[0].connect(), "led", 3);
+    // Every node applies the topic on its own, soon after the controller answers.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !nodes.iter().all(|n| {
+        metadata(n)
+            .topics
+            .iter()
+            .any(|t| t.name.as_ref().map(|n| n.as_str()) == Some("led"))
+    }) {
+        assert!(Instant::now() < deadline, "a node did not learn the topic");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let md = metadata(&nodes[1]);
     let topic = md
         .topics

@@ -44,6 +44,21 @@ def produce(bootstrap, numbers, acked):
     assert not errors, errors[:3]
 
 
+def check_against_acked(at, acked):
+    """`at`: (partition, offset) -> record number, of everything read. 0 reordered, 0
+    duplicated (a record number at one offset only), 0 lost, each acknowledged record
+    where it was acknowledged."""
+    for q in range(PARTITIONS):
+        numbers = [at[k] for k in sorted(k for k in at if k[0] == q)]
+        assert numbers == sorted(numbers), f"partition {q}: out of order"
+        assert len(set(numbers)) == len(numbers), f"partition {q}: a duplicate"
+    where = {n: k for k, n in at.items()}
+    lost = [n for n in acked if n not in where]
+    assert not lost, f"{len(lost)} acknowledged records lost, e.g. {lost[:5]}"
+    moved = [n for n, k in acked.items() if where[n] != k]
+    assert not moved, f"records not where they were acknowledged, e.g. {moved[:5]}"
+
+
 def read_back(bootstrap, acked):
     """Every record of every partition, once, in order, where it was acknowledged."""
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"check-{time.time()}",
@@ -65,18 +80,13 @@ def read_back(bootstrap, acked):
             if m.offset() + 1 >= ends[m.partition()]:
                 done.add(m.partition())
     c.close()
-    where = {}
+    at = {}
     for q, records in got.items():
-        numbers = [n for _, n, _ in records]
-        assert numbers == sorted(numbers), f"partition {q}: out of order"
-        assert len(set(numbers)) == len(numbers), f"partition {q}: a duplicate"
         for offset, n, value in records:
             assert value == payload(n) and n % PARTITIONS == q, (q, offset)
-            where[n] = (q, offset)
-    lost = [n for n in acked if n not in where]
-    assert not lost, f"{len(lost)} acknowledged records lost, e.g. {lost[:5]}"
-    moved = [n for n, at in acked.items() if where[n] != at]
-    assert not moved, f"records not where they were acknowledged, e.g. {moved[:5]}"
+            assert (q, offset) not in at, f"partition {q}: offset {offset} read twice"
+            at[(q, offset)] = n
+    check_against_acked(at, acked)
     return sum(ends.values())
 
 
@@ -232,17 +242,7 @@ class VerifyingGroup:
         """0 lost, 0 duplicated, 0 reordered: every acknowledged record where it was
         acknowledged, each record number at one offset only, ascending by offset."""
         assert not self.problems, self.problems[:5]
-        where = {}
-        for q in range(PARTITIONS):
-            numbers = [self.at[k] for k in sorted(k for k in self.at if k[0] == q)]
-            assert numbers == sorted(numbers), f"partition {q}: reordered"
-            assert len(set(numbers)) == len(numbers), f"partition {q}: a duplicate"
-        for (q, o), n in self.at.items():
-            where[n] = (q, o)
-        lost = [n for n in acked if n not in where]
-        assert not lost, f"{len(lost)} acknowledged records lost, e.g. {lost[:5]}"
-        moved = [n for n, at in acked.items() if where[n] != at]
-        assert not moved, f"records not where they were acknowledged, e.g. {moved[:5]}"
+        check_against_acked(self.at, acked)
 
 
 def test_leader_kill_rounds_lose_duplicate_and_reorder_nothing(cluster_factory):  # noqa: F811

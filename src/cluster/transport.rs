@@ -179,7 +179,6 @@ async fn send_to_peer(id: u64, addr: SocketAddr, queue: LocalReceiver<Message>) 
     }
 }
 
-/// Sends `request` to the controller listener at `addr` and waits for the answer.
 /// One RPC to the controller listener at `addr`, answered within `within` (a
 /// controller that is frozen, not dead, accepts the connection and never answers).
 pub async fn call(

@@ -119,21 +119,8 @@ pub async fn handle(core: &Rc<Core>, request: ControllerRequest) -> ControllerRe
             }
         }
         ControllerRequest::ControlledShutdown { id, epoch } => {
-            let decided = decide(core, |image| {
-                let current = image
-                    .brokers
-                    .get(&id)
-                    .is_some_and(|b| b.epoch == epoch && !b.fenced);
-                // A clean stop never elects uncleanly: the partition waits for it.
-                let records = if current {
-                    plan_fence(image, id, &|_| false)
-                } else {
-                    Vec::new()
-                };
-                (records, current)
-            })
-            .await;
-            match decided {
+            // A clean stop never elects uncleanly: the partition waits for it.
+            match fence(core, id, Some(epoch), &|_| false).await {
                 Ok(moved) => {
                     if moved {
                         info!(broker = %id, epoch, "fenced a broker that is stopping; its leaderships moved");
@@ -341,17 +328,22 @@ pub async fn delete_topics(
 /// How long the check of a reported broker waits for its listener to answer.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// Fences incarnation `epoch` of broker `id` if it is still live (unfenced, that
-/// epoch): its leaderships move to in-sync replicas (or uncleanly, where allowed).
-/// Whether it was fenced now.
-async fn fence(core: &Rc<Core>, id: BrokerId, epoch: Option<i64>) -> Result<bool, ProposeError> {
+/// Fences incarnation `epoch` (`None`: any) of broker `id` if it is still live
+/// (unfenced, that epoch): its leaderships move to in-sync replicas, or uncleanly
+/// where `unclean` allows it. Whether it was fenced now.
+async fn fence(
+    core: &Rc<Core>,
+    id: BrokerId,
+    epoch: Option<i64>,
+    unclean: &dyn Fn(&TopicMeta) -> bool,
+) -> Result<bool, ProposeError> {
     decide(core, |image| {
         let live = image
             .brokers
             .get(&id)
             .is_some_and(|b| !b.fenced && epoch.is_none_or(|e| b.epoch == e));
         if live {
-            (plan_fence(image, id, &unclean_policy(core)), true)
+            (plan_fence(image, id, unclean), true)
         } else {
             (Vec::new(), false)
         }
@@ -379,29 +371,19 @@ async fn check_reported(
     else {
         return Ok(false);
     };
-    let refused = match probe(&b.host, b.port).await {
+    // The connection, if any, is closed at once.
+    let refused = match super::connect_to_broker(&b.host, b.port, PROBE_TIMEOUT).await {
         Err(e) => e.kind() == std::io::ErrorKind::ConnectionRefused,
-        Ok(()) => false,
+        Ok(_) => false,
     };
     if !refused {
         return Ok(false);
     }
-    let fenced = fence(core, id, Some(epoch)).await?;
+    let fenced = fence(core, id, Some(epoch), &unclean_policy(core)).await?;
     if fenced {
         warn!(broker = %id, epoch, reporter = %reporter, "fenced a broker whose listener refuses connections");
     }
     Ok(fenced)
-}
-
-/// Opens (and drops) a connection to a broker's client listener.
-async fn probe(host: &str, port: u16) -> std::io::Result<()> {
-    let addr = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))?
-        .next()
-        .ok_or_else(|| std::io::Error::other(format!("{host} does not resolve")))?;
-    glommio::net::TcpStream::connect_timeout(addr, PROBE_TIMEOUT)
-        .await
-        .map(drop)
-        .map_err(std::io::Error::from)
 }
 
 /// While this node is the active controller: fences brokers whose session expired.
@@ -423,7 +405,7 @@ pub async fn fence_expired_brokers(core: Rc<Core>) {
         }
         let image = core.metadata.load().cluster.clone();
         for id in controller.expired(&image, core.node_id(), Instant::now(), timeout) {
-            match fence(&core, id, None).await {
+            match fence(&core, id, None, &unclean_policy(&core)).await {
                 Ok(true) => {
                     warn!(broker = %id, ?timeout, "fenced a broker whose heartbeats stopped")
                 }

@@ -178,6 +178,21 @@ impl Core {
     }
 }
 
+/// Connects to a broker's client listener (`host`, `port`, as it registered them),
+/// giving up after `timeout`.
+pub async fn connect_to_broker(
+    host: &str,
+    port: u16,
+    timeout: std::time::Duration,
+) -> std::io::Result<glommio::net::TcpStream> {
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))?
+        .next()
+        .ok_or_else(|| std::io::Error::other(format!("{host} does not resolve")))?;
+    let stream = glommio::net::TcpStream::connect_timeout(addr, timeout).await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
 impl crate::group::Host for Core {
     fn cluster(&self) -> Arc<ClusterMetadata> {
         self.metadata.load().cluster.clone()

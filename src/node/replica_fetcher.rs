@@ -123,7 +123,7 @@ async fn run(core: Rc<Core>, leader: BrokerId, version: u64) {
             continue;
         };
         if connection.is_none() {
-            match connect(&addr).await {
+            match super::connect_to_broker(&addr.0, addr.1, CONNECT_TIMEOUT).await {
                 Ok(s) => connection = Some(s),
                 Err(e) => {
                     debug!(leader = leader.0, error = %e, "cannot reach the leader; retrying");
@@ -215,15 +215,6 @@ fn report(core: &Rc<Core>, leader: BrokerId, epoch: i64) {
         }
     })
     .detach();
-}
-
-async fn connect((host, port): &(String, u16)) -> io::Result<TcpStream> {
-    let addr = std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), *port))?
-        .next()
-        .ok_or_else(|| io::Error::other(format!("{host} does not resolve")))?;
-    let stream = TcpStream::connect_timeout(addr, CONNECT_TIMEOUT).await?;
-    stream.set_nodelay(true)?;
-    Ok(stream)
 }
 
 /// Sends `frame` and reads the answer's body (after its length), within `wait`.

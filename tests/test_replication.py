@@ -8,6 +8,7 @@ import signal
 import time
 
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from cluster import partition_view, wait_until
 from test_cluster import cluster_factory, create  # noqa: F401 (a fixture)
@@ -127,6 +128,27 @@ def test_followers_copy_their_leaders_and_a_dead_leader_loses_nothing(cluster_fa
     c.wait_for_brokers({0, 1, 2})
     wait_for_identical_replicas(c)
     assert read_back(c.bootstrap(leader), acked) == 9000
+
+
+def test_a_new_partition_does_not_wait_out_a_parked_replica_fetch(cluster_factory):  # noqa: F811
+    # A follower's fetch waits at the leader up to replica.fetch.wait.max.ms; here a
+    # minute, longer than the producer will wait. The fetchers from nodes 1 and 2 to
+    # node 0 are parked on "first" when "second" appears: they must start a round
+    # with its partitions at once, or its acks=all produce cannot be acknowledged.
+    c = cluster_factory(3, overrides=["replica.fetch.wait.max.ms=60000"])
+    acked = {}
+    for topic in ("first", "second"):
+        admin = AdminClient({"bootstrap.servers": c.bootstrap(0)})
+        new = NewTopic(topic, 1, replica_assignment=[[0, 1, 2]])
+        admin.create_topics([new])[topic].result(30)
+        wait_until(f"every node to know {topic}",
+                   lambda: all(topic in c.metadata(i).topics for i in range(3)), 30)
+        p = Producer({"bootstrap.servers": c.bootstrap(0), "acks": "all",
+                      "message.timeout.ms": 30_000})
+        p.produce(topic, b"one", on_delivery=lambda err, msg: acked.__setitem__(
+            msg.topic(), err or msg.offset()))
+        assert p.flush(40) == 0
+    assert acked == {"first": 0, "second": 0}, acked
 
 
 def test_lagging_followers_leave_the_isr_and_min_insync_refuses_acks_all(cluster_factory):  # noqa: F811

@@ -62,8 +62,9 @@ pub struct Core {
     /// What this core's leading replicas of replicated partitions know of their
     /// followers.
     pub leaders: RefCell<HashMap<PartitionKey, crate::replication::leader::LeaderState>>,
-    /// The leaders this core's followers fetch from, each by a task of its own.
-    pub fetchers: RefCell<std::collections::HashSet<BrokerId>>,
+    /// The leaders this core's followers fetch from, each by a task of its own,
+    /// with the way to tell that task of a new view.
+    pub fetchers: RefCell<HashMap<BrokerId, Rc<replica_fetcher::Kick>>>,
     /// The task that asks for ISR changes of this core's leaderships runs.
     pub isr_manager_running: std::cell::Cell<bool>,
     /// The node is stopping: the controller core heartbeats no more.
@@ -97,7 +98,7 @@ impl Core {
             request_budget: Rc::new(glommio::sync::Semaphore::new(request_budget)),
             reconciling: glommio::sync::Semaphore::new(1),
             leaders: RefCell::new(HashMap::new()),
-            fetchers: RefCell::new(std::collections::HashSet::new()),
+            fetchers: RefCell::new(HashMap::new()),
             isr_manager_running: std::cell::Cell::new(false),
             stopping: std::cell::Cell::new(false),
             replication_queue: std::cell::Cell::new(None),

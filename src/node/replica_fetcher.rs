@@ -8,15 +8,23 @@
 //! active controller (at most once per `REPORT_EVERY`), which checks it and fences it
 //! at once if it is gone: failover then waits for no heartbeat session.
 //!
+//! A view that gives a running fetcher partitions its round in flight lacks (a new
+//! topic, a new leadership) kicks it: it drops that round's connection and starts a
+//! new one at once, rather than after the leader's `replica.fetch.wait.max.ms`, which
+//! acks=all produces to the new partitions would otherwise wait out.
+//!
 //! Runs on the core that owns the follower logs (it appends to them directly), in
 //! that core's replication task queue (`Core::replication_queue`).
 
+use std::cell::Cell;
 use std::io;
 use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::future::{self, Either};
 use futures::{AsyncReadExt, AsyncWriteExt};
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::TcpStream;
 use tracing::{debug, info, warn};
 
@@ -37,6 +45,30 @@ const FRAME_MAX: usize = 256 << 20;
 /// A leader that keeps refusing connections is reported again after this long (a
 /// new active controller may not have heard the first report).
 const REPORT_EVERY: Duration = Duration::from_secs(1);
+
+/// How the reconciler tells a running fetcher that the view of `version` is being
+/// published.
+pub struct Kick {
+    version: Cell<u64>,
+    wake: LocalSender<()>,
+}
+
+impl Kick {
+    fn new(version: u64) -> (Rc<Kick>, LocalReceiver<()>) {
+        let (wake, woken) = local_channel::new_bounded(1);
+        let kick = Kick {
+            version: Cell::new(version),
+            wake,
+        };
+        (Rc::new(kick), woken)
+    }
+
+    fn send(&self, version: u64) {
+        self.version.set(self.version.get().max(version));
+        // Full: a wake is pending already, and it will read the newest version.
+        let _ = self.wake.try_send(());
+    }
+}
 
 /// The partitions on this core that follow `leader`, with their open logs.
 fn followed(core: &Core, view: &MetadataView, leader: BrokerId) -> Vec<Followed> {
@@ -75,8 +107,14 @@ pub fn start(core: &Rc<Core>, view: &MetadataView) {
     leaders.dedup();
     let version = view.cluster.version;
     for leader in leaders {
-        if core.fetchers.borrow_mut().insert(leader) {
-            let fetcher = run(core.clone(), leader, version);
+        if let Some(kick) = core.fetchers.borrow().get(&leader) {
+            kick.send(version);
+            continue;
+        }
+        let (kick, woken) = Kick::new(version);
+        core.fetchers.borrow_mut().insert(leader, kick.clone());
+        {
+            let fetcher = run(core.clone(), leader, kick, woken);
             match glommio::spawn_local_into(fetcher, core.replication_queue()) {
                 Ok(task) => {
                     task.detach();
@@ -91,9 +129,9 @@ pub fn start(core: &Rc<Core>, view: &MetadataView) {
 }
 
 /// Fetches from `leader` for as long as this core has followers of it. Started
-/// while the view of `version` is being published: until it is, the published view
-/// may not show the followers yet.
-async fn run(core: Rc<Core>, leader: BrokerId, version: u64) {
+/// while the view of `kick.version` is being published: until it is, the published
+/// view may not show the followers yet.
+async fn run(core: Rc<Core>, leader: BrokerId, kick: Rc<Kick>, woken: LocalReceiver<()>) {
     let settings = core.config.replica_fetch;
     let backoff = Duration::from_millis(core.config.replica_fetch_backoff_ms);
     let mut connection: Option<TcpStream> = None;
@@ -106,7 +144,7 @@ async fn run(core: Rc<Core>, leader: BrokerId, version: u64) {
         let view = core.metadata.load();
         let partitions = followed(&core, &view, leader);
         if partitions.is_empty() {
-            if view.cluster.version < version {
+            if view.cluster.version < kick.version.get() {
                 glommio::timer::sleep(PUBLISH_POLL).await;
                 continue;
             }
@@ -142,9 +180,23 @@ async fn run(core: Rc<Core>, leader: BrokerId, version: u64) {
         let frame = follower::fetch_frame(core.node_id(), correlation, &partitions, settings);
         let wait = Duration::from_millis(settings.max_wait_ms as u64) + ANSWER_SLACK;
         let stream = connection.as_mut().expect("connected");
-        let answer = match exchange(stream, frame, wait).await {
-            Ok(body) => follower::decode_response(body, correlation),
-            Err(e) => Err(e.to_string()),
+        let answer = {
+            let round = std::pin::pin!(exchange(stream, frame, wait));
+            let kicked =
+                std::pin::pin!(gains_partitions(&core, leader, &kick, &woken, &partitions));
+            match future::select(round, kicked).await {
+                Either::Left((Ok(body), _)) => Some(follower::decode_response(body, correlation)),
+                Either::Left((Err(e), _)) => Some(Err(e.to_string())),
+                Either::Right(((), _)) => None,
+            }
+        };
+        let Some(answer) = answer else {
+            debug!(
+                leader = leader.0,
+                "new partitions to follow: starting a new round"
+            );
+            connection = None;
+            continue;
         };
         let response = match answer {
             Ok(r) => r,
@@ -195,6 +247,36 @@ async fn run(core: Rc<Core>, leader: BrokerId, version: u64) {
         leader = leader.0,
         "replica fetcher stopped: nothing left to follow there"
     );
+}
+
+/// Resolves once a published view has this core follow a partition from `leader`
+/// that `fetching` lacks, or follow one at another leader epoch.
+async fn gains_partitions(
+    core: &Core,
+    leader: BrokerId,
+    kick: &Kick,
+    woken: &LocalReceiver<()>,
+    fetching: &[Followed],
+) {
+    loop {
+        if woken.recv().await.is_none() {
+            return future::pending().await;
+        }
+        while core.metadata.load().cluster.version < kick.version.get() {
+            glommio::timer::sleep(PUBLISH_POLL).await;
+        }
+        let now = followed(core, &core.metadata.load(), leader);
+        let gained = now.iter().any(|f| {
+            !fetching.iter().any(|g| {
+                g.topic_id == f.topic_id
+                    && g.partition == f.partition
+                    && g.leader_epoch == f.leader_epoch
+            })
+        });
+        if gained {
+            return;
+        }
+    }
 }
 
 /// Reports `leader` (incarnation `epoch`) unreachable to the active controller,

@@ -426,6 +426,8 @@ pub fn serve(config: Config) -> Result<(), StartError> {
                         .detach();
                     glommio::spawn_local(active_controller::fence_expired_brokers(shard.clone()))
                         .detach();
+                    glommio::spawn_local(active_controller::balance_leaders(shard.clone()))
+                        .detach();
                     if let Some(listener) = controller_listener.take() {
                         let handler_core = shard.clone();
                         let handler: transport::RpcHandler = Rc::new(move |request| {

@@ -554,3 +554,73 @@ def test_a_group_keeps_its_committed_offsets_when_its_coordinator_dies(cluster_f
     second.close()
     assert all(first_offsets[q] == max(committed[q], 0) for q in first_offsets), \
         (first_offsets, committed)
+
+
+def kill_and_restart_preferred_leader(c, acked):
+    """SIGKILLs the leader of partition 0 (its preferred replica), produces while it is
+    down, restarts it, and waits until it is back in partition 0's ISR on every node.
+    Returns it."""
+    preferred = partition_view(c.metadata(0), "replicated")[0][1][0]
+    assert partition_view(c.metadata(0), "replicated")[0][0] == preferred
+    c.kill(preferred, signal.SIGKILL)
+    survivor = next(i for i in range(3) if i != preferred)
+    produce(c.bootstrap(survivor), range(3000, 6000), acked)
+    c.nodes[preferred].start()
+    c.wait_for_brokers({0, 1, 2})
+    wait_until("the restarted broker back in the ISR", lambda: all(
+        preferred in partition_view(c.metadata(i), "replicated")[0][2] for i in range(3)), 60)
+    return preferred
+
+
+def test_elect_leaders_returns_a_leadership_to_its_preferred_replica(cluster_factory):  # noqa: F811
+    """With auto.leader.rebalance.enable=false, a restarted preferred replica stays a
+    follower until ElectLeaders (confluent-kafka's elect_leaders) asks for it; the
+    answers per partition are Kafka's, and nothing acknowledged is lost on the way."""
+    from confluent_kafka import ElectionType
+    c = cluster_factory(3, overrides=["auto.leader.rebalance.enable=false"])
+    create(c.bootstrap(0), "replicated", PARTITIONS, rf=3, cluster=c)
+    acked = {}
+    produce(c.bootstrap(0), range(0, 3000), acked)
+    preferred = kill_and_restart_preferred_leader(c, acked)
+    assert partition_view(c.metadata(preferred), "replicated")[0][0] != preferred
+
+    admin = AdminClient({"bootstrap.servers": c.bootstrap(preferred)})
+
+    def elect(kind, partitions):
+        tps = [TopicPartition(t, p) for t, p in partitions]
+        got = admin.elect_leaders(kind, tps).result(30)
+        return {(tp.topic, tp.partition): (e.code() if e else None)
+                for tp, e in got.items()}
+
+    asked = [("replicated", p) for p in range(PARTITIONS)] + [("replicated", 9)]
+    assert elect(ElectionType.PREFERRED, asked) == {
+        ("replicated", 0): None,
+        ("replicated", 1): KafkaError.ELECTION_NOT_NEEDED,
+        ("replicated", 2): KafkaError.ELECTION_NOT_NEEDED,
+        ("replicated", 9): KafkaError.UNKNOWN_TOPIC_OR_PART,
+    }
+    wait_until("partition 0 led by its preferred replica on every node", lambda: all(
+        partition_view(c.metadata(i), "replicated")[0][0] == preferred for i in range(3)), 30)
+    # Every partition has a leader: an unclean election is not needed anywhere.
+    assert elect(ElectionType.UNCLEAN, asked[:1]) == {
+        ("replicated", 0): KafkaError.ELECTION_NOT_NEEDED}
+    # Asked for every partition: those that needed nothing are left out.
+    assert admin.elect_leaders(ElectionType.PREFERRED, None).result(30) == {}
+
+    produce(c.bootstrap(preferred), range(6000, 9000), acked)
+    assert read_back(c.bootstrap(preferred), acked) == 9000
+    wait_for_identical_replicas(c)
+
+
+def test_leaderships_return_to_preferred_replicas_by_themselves(cluster_factory):  # noqa: F811
+    """auto.leader.rebalance.enable (on by default), checked every second here: once the
+    restarted preferred replica is in sync again, it leads again without being asked."""
+    c = cluster_factory(3, overrides=["leader.imbalance.check.interval.seconds=1"])
+    create(c.bootstrap(0), "replicated", PARTITIONS, rf=3, cluster=c)
+    acked = {}
+    produce(c.bootstrap(0), range(0, 3000), acked)
+    preferred = kill_and_restart_preferred_leader(c, acked)
+    wait_until("partition 0 led by its preferred replica again", lambda: all(
+        partition_view(c.metadata(i), "replicated")[0][0] == preferred for i in range(3)), 30)
+    produce(c.bootstrap(preferred), range(6000, 9000), acked)
+    assert read_back(c.bootstrap(preferred), acked) == 9000

@@ -23,6 +23,7 @@ mod delete_records;
 mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
+mod elect_leaders;
 mod fetch;
 mod find_coordinator;
 mod group_offsets;
@@ -167,6 +168,7 @@ pub async fn handle(core: Rc<Core>, frame: Bytes, client_host: &str) -> Outcome 
         key::INIT_PRODUCER_ID => init_producer_id::handle(&core, &h, body).await,
         key::CREATE_PARTITIONS => create_partitions::handle(&core, &h, body).await,
         key::DESCRIBE_CLUSTER => describe_cluster::handle(&core, &h, body).await,
+        key::ELECT_LEADERS => elect_leaders::handle(&core, &h, body).await,
         key::DESCRIBE_CONFIGS => describe_configs::handle(&core, &h, body).await,
         key::ALTER_CONFIGS => alter_configs::legacy(&core, &h, body).await,
         key::INCREMENTAL_ALTER_CONFIGS => alter_configs::incremental(&core, &h, body).await,

@@ -4,6 +4,7 @@
 
 pub mod config_changes;
 pub mod controller;
+pub mod leader_election;
 pub mod metadata;
 pub mod quorum;
 pub mod raft_log;

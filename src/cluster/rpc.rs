@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::controller::NewTopic;
+use super::leader_election::{ElectionResults, ElectionType};
 use super::metadata::{BrokerInfo, TopicMeta};
 use crate::ids::BrokerId;
 use crate::protocol::ErrorCode;
@@ -58,6 +59,11 @@ pub enum ControllerRequest {
         reporter: BrokerId,
         broker: BrokerId,
         epoch: i64,
+    },
+    /// ElectLeaders, forwarded: topics and partitions, or `None` for all of them.
+    ElectLeaders {
+        election: ElectionType,
+        partitions: Option<Vec<(String, Vec<i32>)>>,
     },
 }
 
@@ -139,5 +145,6 @@ pub enum ControllerResponse {
     Checked {
         fenced: bool,
     },
+    Elected(ElectionResults),
     Failed(String),
 }

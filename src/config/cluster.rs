@@ -32,6 +32,10 @@ pub struct ClusterConfig {
     pub rack: Option<String>,
     pub heartbeat_interval_ms: u64,
     pub session_timeout_ms: u64,
+    /// `auto.leader.rebalance.enable`.
+    pub auto_leader_rebalance_enable: bool,
+    /// `leader.imbalance.check.interval.seconds`, in ms.
+    pub leader_imbalance_check_interval_ms: u64,
 }
 
 pub fn parse_roles(value: &str) -> Result<Roles, ConfigError> {
@@ -226,6 +230,8 @@ mod tests {
             rack: None,
             heartbeat_interval_ms: 2000,
             session_timeout_ms: 9000,
+            auto_leader_rebalance_enable: true,
+            leader_imbalance_check_interval_ms: 300_000,
         };
         assert!(check(&c, 1).is_err(), "no controller listener");
         c.controller_listener = Some(Listener {

@@ -59,6 +59,9 @@ pub const SETTINGS: &[Setting] = &[
     Setting { name: "replica.lag.time.max.ms", aliases: &[], default: "30000", doc: "A follower that has not caught up with its leader for this long leaves the partition's ISR (the leader asks the controller); one that catches up joins again." },
     Setting { name: "min.insync.replicas", aliases: &[], default: "1", doc: "With acks=all, the fewest in-sync replicas a partition must have: fewer → NOT_ENOUGH_REPLICAS before the append (NOT_ENOUGH_REPLICAS_AFTER_APPEND if the ISR shrinks while the produce waits). Topic override: `min.insync.replicas`." },
     Setting { name: "unclean.leader.election.enable", aliases: &[], default: "false", doc: "Whether a partition whose in-sync replicas are all gone may be led by a replica that was not in sync, losing what only they held (as Kafka documents). Topic override: `unclean.leader.election.enable`." },
+    Setting { name: "auto.leader.rebalance.enable", aliases: &[], default: "true", doc: "The active controller moves leaderships back to each partition's preferred replica (the first listed) once it is in sync and live again, every `leader.imbalance.check.interval.seconds`." },
+    Setting { name: "leader.imbalance.check.interval.seconds", aliases: &[], default: "300", doc: "How often the active controller looks for leaderships to move back to preferred replicas." },
+    Setting { name: "leader.imbalance.per.broker.percentage", aliases: &[], default: "10", doc: "Accepted (0-100) and not used, as in Kafka's KRaft controller: every partition not led by its preferred replica is balanced." },
     Setting { name: "log.dirs", aliases: &["log.dir"], default: "/tmp/ringlog-logs", doc: "Directory holding partition logs and metadata (one directory for now)." },
     Setting { name: "num.partitions", aliases: &[], default: "1", doc: "Partitions of an auto-created topic, and of CreateTopics with num_partitions -1." },
     Setting { name: "default.replication.factor", aliases: &[], default: "1", doc: "Replication factor of auto-created topics (a single broker serves only 1)." },
@@ -383,7 +386,23 @@ impl Config {
                 1,
                 i64::MAX as u64 / 4,
             )?,
+            auto_leader_rebalance_enable: parse_bool(
+                "auto.leader.rebalance.enable",
+                &get("auto.leader.rebalance.enable"),
+            )?,
+            leader_imbalance_check_interval_ms: parse_num::<u64>(
+                "leader.imbalance.check.interval.seconds",
+                &get("leader.imbalance.check.interval.seconds"),
+                1,
+                i64::MAX as u64 / 4000,
+            )? * 1000,
         };
+        parse_num::<u8>(
+            "leader.imbalance.per.broker.percentage",
+            &get("leader.imbalance.per.broker.percentage"),
+            0,
+            100,
+        )?;
         if advertised.host.is_empty() || advertised.host == "0.0.0.0" || advertised.host == "::" {
             advertised.host = local_hostname();
         }

@@ -3,7 +3,8 @@
 //! nodes' over the controller listener) by planning records against the published
 //! image under the controller's gate, proposing them, and answering once they are
 //! published here. It fences brokers whose heartbeats stop, and, sooner, those a
-//! follower reports unreachable whose listener refuses this controller too.
+//! follower reports unreachable whose listener refuses this controller too; it
+//! elects leaders when asked, and returns leaderships to preferred replicas.
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -18,6 +19,9 @@ use crate::cluster::controller::{
     unclean_election, DeleteResult, NewTopic, TopicResult,
 };
 use crate::cluster::controller::{AdminResult, Plan};
+use crate::cluster::leader_election::{
+    plan_elect_leaders, plan_preferred_leaders, BALANCE_ELECTIONS_MAX,
+};
 use crate::cluster::metadata::ClusterMetadata;
 use crate::cluster::metadata::{BrokerInfo, TopicMeta};
 use crate::cluster::quorum::ProposeError;
@@ -138,6 +142,32 @@ pub async fn handle(core: &Rc<Core>, request: ControllerRequest) -> ControllerRe
             Ok(fenced) => ControllerResponse::Checked { fenced },
             Err(e) => failure(e),
         },
+        ControllerRequest::ElectLeaders {
+            election,
+            partitions,
+        } => {
+            let decided = decide(core, |image| {
+                plan_elect_leaders(image, election, partitions.as_deref())
+            })
+            .await;
+            match decided {
+                Ok(results) => {
+                    let elected: Vec<_> = results
+                        .iter()
+                        .flat_map(|(t, ps)| {
+                            ps.iter()
+                                .filter(|(_, r)| r.is_ok())
+                                .map(move |(p, _)| format!("{t}-{p}"))
+                        })
+                        .collect();
+                    if !elected.is_empty() {
+                        info!(?election, partitions = ?elected, "elected leaders as asked");
+                    }
+                    ControllerResponse::Elected(results)
+                }
+                Err(e) => failure(e),
+            }
+        }
         ControllerRequest::AllocateProducerIds { broker } => {
             match allocate_producer_ids(core, broker).await {
                 Ok(next) => ControllerResponse::ProducerIds { next },
@@ -384,6 +414,40 @@ async fn check_reported(
         warn!(broker = %id, epoch, reporter = %reporter, "fenced a broker whose listener refuses connections");
     }
     Ok(fenced)
+}
+
+/// While this node is the active controller and `auto.leader.rebalance.enable` is
+/// set: every `leader.imbalance.check.interval.seconds`, leaderships go back to their
+/// preferred replicas where those are in sync and live (as Kafka's KRaft controller,
+/// which does not use `leader.imbalance.per.broker.percentage`). Runs on the
+/// controller core for the life of the process.
+pub async fn balance_leaders(core: Rc<Core>) {
+    let settings = &core.config.cluster;
+    if !settings.auto_leader_rebalance_enable {
+        return;
+    }
+    let interval = Duration::from_millis(settings.leader_imbalance_check_interval_ms);
+    loop {
+        glommio::timer::sleep(interval).await;
+        // A full pass may leave more for the next one at once (Kafka reschedules
+        // immediately).
+        loop {
+            if !core.controller().quorum.is_active() {
+                break;
+            }
+            match decide(&core, |image| (plan_preferred_leaders(image), ())).await {
+                Ok(()) => {}
+                Err(e) => {
+                    warn!(error = %e, "balancing leaderships failed");
+                    break;
+                }
+            }
+            let image = core.metadata.load().cluster.clone();
+            if plan_preferred_leaders(&image).len() < BALANCE_ELECTIONS_MAX {
+                break;
+            }
+        }
+    }
 }
 
 /// While this node is the active controller: fences brokers whose session expired.

@@ -20,6 +20,7 @@ use crate::cluster::controller::{
     AdminResult, AlterConfigs, AlterIsr, DeleteResult, NewPartitions, NewTopic, PartitionsResult,
     TopicResult,
 };
+use crate::cluster::leader_election::{ElectionResults, ElectionType};
 use crate::cluster::metadata::BrokerInfo;
 use crate::cluster::quorum::{node_of, ProposeError};
 use crate::cluster::rpc::{ControllerRequest, ControllerResponse};
@@ -163,6 +164,23 @@ pub async fn alter_configs(
             .into_iter()
             .map(|r: Result<(), _>| r.map_err(|(c, m)| (c, Some(m))))
             .collect(),
+    }
+}
+
+/// Elects leaders (ElectLeaders); the controller's answer per topic and partition, or
+/// why there is none. Runs on the controller core.
+pub async fn elect_leaders(
+    core: &Rc<Core>,
+    election: ElectionType,
+    partitions: Option<Vec<(String, Vec<i32>)>>,
+) -> Result<ElectionResults, (ErrorCode, String)> {
+    let request = ControllerRequest::ElectLeaders {
+        election,
+        partitions,
+    };
+    match ask(core, request).await {
+        ControllerResponse::Elected(results) => Ok(results),
+        other => Err(unexpected::<()>(1, other).remove(0).unwrap_err()),
     }
 }
 

@@ -47,6 +47,7 @@ pub mod key {
     pub const INIT_PRODUCER_ID: i16 = 22;
     pub const CREATE_PARTITIONS: i16 = 37;
     pub const DELETE_GROUPS: i16 = 42;
+    pub const ELECT_LEADERS: i16 = 43;
     pub const INCREMENTAL_ALTER_CONFIGS: i16 = 44;
     pub const OFFSET_DELETE: i16 = 47;
     pub const DESCRIBE_CLUSTER: i16 = 60;
@@ -116,6 +117,7 @@ pub const SUPPORTED_APIS: &[ApiSpec] = &[
     ),
     spec(key::CREATE_PARTITIONS, "CreatePartitions", 0, 3, 2),
     spec(key::DELETE_GROUPS, "DeleteGroups", 0, 2, 2),
+    spec(key::ELECT_LEADERS, "ElectLeaders", 0, 2, 2),
     spec(key::OFFSET_DELETE, "OffsetDelete", 0, 0, 99),
     spec(key::DESCRIBE_CLUSTER, "DescribeCluster", 0, 2, 0),
     spec(
@@ -216,6 +218,7 @@ mod tests {
         (key::INCREMENTAL_ALTER_CONFIGS, 0, 1),
         (key::CREATE_PARTITIONS, 0, 3),
         (key::DELETE_GROUPS, 0, 2),
+        (key::ELECT_LEADERS, 0, 2),
         (key::OFFSET_DELETE, 0, 0),
         // Kafka 4.x adds v2 (KIP-1073, fenced brokers).
         (key::DESCRIBE_CLUSTER, 0, 1),

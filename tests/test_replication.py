@@ -624,3 +624,70 @@ def test_leaderships_return_to_preferred_replicas_by_themselves(cluster_factory)
         partition_view(c.metadata(i), "replicated")[0][0] == preferred for i in range(3)), 30)
     produce(c.bootstrap(preferred), range(6000, 9000), acked)
     assert read_back(c.bootstrap(preferred), acked) == 9000
+
+
+def test_a_follower_behind_the_leaders_log_start_starts_over_there(cluster_factory):  # noqa: F811
+    """A follower is down while its leader deletes records (DeleteRecords) past the
+    follower's log end: back, it cannot fetch what lies between, so it empties its log
+    and copies from the leader's log start (Kafka's truncateFullyAndStartAt), and
+    rejoins the ISR. Later DeleteRecords move its log start too. Made leader again
+    (it is the preferred replica), it serves exactly what was acknowledged from the
+    log start on."""
+    from confluent_kafka import ElectionType
+    c = cluster_factory(3, overrides=["auto.leader.rebalance.enable=false"])
+    admin = AdminClient({"bootstrap.servers": c.bootstrap(0)})
+    admin.create_topics([NewTopic("replicated", 1, replica_assignment=[[2, 0, 1]])])[
+        "replicated"].result(30)
+    wait_until("every node to know the topic",
+               lambda: all("replicated" in c.metadata(i).topics for i in range(3)), 30)
+    acked = {}
+    produce_one = lambda numbers: produce(c.bootstrap(0), [n * PARTITIONS for n in numbers], acked)  # noqa: E731
+    produce_one(range(0, 1000))
+    c.kill(2, signal.SIGKILL)
+    wait_until("broker 2 out of the ISR", lambda: 2 not in partition_view(
+        c.metadata(0), "replicated")[0][2], 30)
+    produce_one(range(1000, 3000))
+
+    def delete_before(offset):
+        got = admin.delete_records([TopicPartition("replicated", 0, offset)])
+        for f in got.values():
+            assert f.result(30).low_watermark == offset
+    delete_before(2000)
+
+    c.nodes[2].start()
+    c.wait_for_brokers({0, 1, 2})
+    wait_until("broker 2 back in the ISR", lambda: 2 in partition_view(
+        c.metadata(0), "replicated")[0][2], 60)
+    # Its old segment is gone; the new one starts at the leader's first batch (which
+    # may begin before 2000: the log start can fall inside a batch).
+    d = c.nodes[2].data_dir / "replicated-0"
+    segments = sorted(int(f.name[:-4]) for f in d.glob("*.log"))
+    assert len(segments) == 1 and 1000 <= segments[0] <= 2000, segments
+    assert "emptied the log to start at the leader's log start" in c.nodes[2].log_text()
+    start_file = d / "log-start-offset"
+    wait_until("broker 2's log start at the leader's", lambda: (
+        start_file.exists() and start_file.read_text().strip() == "2000"), 30)
+
+    produce_one(range(3000, 3500))
+    delete_before(2500)
+    wait_until("broker 2's log start following the leader's", lambda: (
+        start_file.read_text().strip() == "2500"), 30)
+
+    # Broker 2 leads again: from 2500 on, everything acknowledged, where it was.
+    got = admin.elect_leaders(ElectionType.PREFERRED, [TopicPartition("replicated", 0)]).result(30)
+    assert list(got.values()) == [None], got
+    wait_until("broker 2 leading", lambda: partition_view(
+        c.metadata(2), "replicated")[0][0] == 2, 30)
+    kept = {n: at for n, at in acked.items() if at[1] >= 2500}
+    cons = Consumer({"bootstrap.servers": c.bootstrap(2), "group.id": "check",
+                     "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    cons.assign([TopicPartition("replicated", 0, 0)])
+    at = {}
+    deadline = time.time() + 60
+    while len(at) < len(kept) and time.time() < deadline:
+        for m in cons.consume(1000, 1.0):
+            assert not m.error(), m.error()
+            at[(0, m.offset())] = int(m.value()[:12])
+    cons.close()
+    assert min(o for _, o in at) == 2500
+    check_against_acked(at, kept)

@@ -13,6 +13,7 @@ use tracing::{info, warn};
 use uuid::Uuid;
 
 use crate::ids::{BrokerId, LeaderEpoch};
+use crate::protocol::batch::BatchHeader;
 use crate::protocol::ErrorCode;
 use crate::storage::{AppendError, PartitionLog};
 
@@ -119,6 +120,18 @@ pub enum Applied {
 /// Applies the leader's answer for `f`: truncation where the logs diverge (KIP-320,
 /// as Kafka's fetcher decides it), the records, then the leader's high watermark.
 pub async fn apply(f: &Followed, answer: PartitionData) -> Result<Applied, AppendError> {
+    let log_end = f.log.offsets().log_end;
+    if answer.error_code == ErrorCode::OffsetOutOfRange.code() && answer.log_start_offset > log_end
+    {
+        // What the leader held between our end and its start is gone there (retention,
+        // DeleteRecords): start over from its log start, as Kafka's fetcher does.
+        f.log
+            .truncate_fully_and_start_at(answer.log_start_offset)
+            .await?;
+        return Ok(Applied::Truncated {
+            log_end: answer.log_start_offset,
+        });
+    }
     if answer.error_code != ErrorCode::None.code() {
         return Ok(Applied::Refused(answer.error_code));
     }
@@ -142,12 +155,34 @@ pub async fn apply(f: &Followed, answer: PartitionData) -> Result<Applied, Appen
         return Ok(Applied::Truncated { log_end });
     }
     if let Some(records) = answer.records.filter(|r| !r.is_empty()) {
+        let o = f.log.offsets();
+        if let Some(h) = BatchHeader::new(&records) {
+            if o.log_end == o.log_start
+                && h.base_offset() < o.log_end
+                && h.last_offset() >= o.log_end
+            {
+                // An empty log whose start falls inside the leader's first batch
+                // (DeleteRecords moved the start there): the log starts at the batch,
+                // as Kafka's follower starts it, and its start then follows the leader's.
+                f.log.truncate_fully_and_start_at(h.base_offset()).await?;
+            }
+        }
         f.log.append_replicated(records).await?;
     }
     if answer.high_watermark >= 0 {
         f.log.set_replicated_end(answer.high_watermark);
     } else {
         warn!(dir = %f.log.dir().display(), "the leader sent no high watermark");
+    }
+    // The log start follows the leader's (its retention and DeleteRecords), as far as
+    // this replica holds the leader's data (Kafka: up to the follower's high watermark).
+    let offsets = f.log.offsets();
+    if answer.log_start_offset > offsets.log_start
+        && answer.log_start_offset <= offsets.high_watermark
+    {
+        if let Err(e) = f.log.delete_records_before(answer.log_start_offset).await {
+            warn!(dir = %f.log.dir().display(), error = %e, "moving the log start to the leader's failed");
+        }
     }
     Ok(Applied::Appended)
 }

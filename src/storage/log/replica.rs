@@ -167,6 +167,36 @@ impl PartitionLog {
         Ok(end)
     }
 
+    /// Empties the log and starts it again at `offset` (Kafka's
+    /// `truncateFullyAndStartAt`): a follower whose log ends before its leader's log
+    /// start cannot fetch what lies between, so it keeps nothing of its own and copies
+    /// from the leader's log start. Producer state and leader epochs go with the data.
+    pub async fn truncate_fully_and_start_at(&self, offset: i64) -> io::Result<()> {
+        self.writer_done().await;
+        self.index_writes_done().await;
+        let spec = self.config.get().segment;
+        let fresh = Segment::create(&self.dir, offset, &spec).await?;
+        let doomed: Vec<Segment> = {
+            let mut s = self.state.borrow_mut();
+            let old = std::mem::take(&mut s.segments);
+            s.segments.insert(offset, fresh);
+            s.log_start_offset = offset;
+            s.log_end_offset = offset;
+            s.flushed_visible_end = offset;
+            s.producers = ProducerStates::default();
+            s.epochs = Default::default();
+            s.max_timestamp = None;
+            s.tail_cache = Default::default();
+            s.unflushed_files.clear();
+            old.into_values()
+                .filter(|seg| seg.base_offset != offset)
+                .collect()
+        };
+        let removed = self.retire_segments(doomed);
+        info!(dir = %self.dir.display(), log_start_offset = offset, segments_removed = removed, "emptied the log to start at the leader's log start");
+        Ok(())
+    }
+
     /// The file position of the batch holding `offset` in the segment at `base`
     /// (from `indexed`, an index position at or below it), or the segment's end.
     async fn batch_position(&self, base: i64, indexed: u64, offset: i64) -> io::Result<u64> {

@@ -370,7 +370,13 @@ fn client_batch(records: usize) -> Bytes {
 /// Everything the log holds below its end, as stored.
 async fn stored(log: &PartitionLog) -> Bytes {
     let chunks = log
-        .read_chunks(0, 1 << 30, true, false, ReadBound::LogEnd)
+        .read_chunks(
+            log.offsets().log_start,
+            1 << 30,
+            true,
+            false,
+            ReadBound::LogEnd,
+        )
         .await
         .unwrap();
     let mut all = Vec::new();
@@ -488,6 +494,51 @@ fn truncation_cuts_at_a_batch_and_the_log_goes_on() {
         assert_eq!(reopened.offsets().log_end, 5);
         assert_eq!(stored(&reopened).await, after);
         assert_eq!(reopened.latest_epoch(), Some(4));
+    });
+}
+
+/// Emptied to start at an offset past its end (a follower behind its leader's log
+/// start), the log holds nothing of before, takes the leader's batches from there on,
+/// and a restart finds it so.
+#[test]
+fn a_log_emptied_to_start_later_goes_on_from_there() {
+    on_executor_in_scratch_dir("start-over", |dir| async move {
+        let sync = Rc::new(SyncGroup::default());
+        let plain = || LogConfig::plain(WriteMode::Buffered);
+        let leader = PartitionLog::open(dir.join("leader"), plain(), sync.clone(), false)
+            .await
+            .unwrap();
+        let follower = PartitionLog::open(dir.join("follower"), plain(), sync.clone(), false)
+            .await
+            .unwrap();
+        leader.set_leader_epoch(LeaderEpoch(2));
+        for n in [3, 4, 2] {
+            leader.append(client_batch(n)).await.unwrap(); // 0-2, 3-6, 7-8
+        }
+        let copy = stored(&leader).await;
+        follower.set_leader_epoch(LeaderEpoch(1));
+        follower.append(client_batch(5)).await.unwrap(); // its own 0-4
+        let first = client_batch(3).len();
+        follower.truncate_fully_and_start_at(3).await.unwrap();
+        let o = follower.offsets();
+        assert_eq!((o.log_start, o.log_end), (3, 3));
+        assert_eq!(follower.latest_epoch(), None);
+        assert_eq!(
+            follower
+                .append_replicated(copy.slice(first..))
+                .await
+                .unwrap(),
+            9
+        );
+        assert_eq!(stored(&follower).await, copy.slice(first..));
+        assert_eq!(follower.end_offset_for_epoch(2), (2, 9));
+        drop(follower);
+        let reopened = PartitionLog::open(dir.join("follower"), plain(), sync, false)
+            .await
+            .unwrap();
+        let o = reopened.offsets();
+        assert_eq!((o.log_start, o.log_end), (3, 9));
+        assert_eq!(stored(&reopened).await, copy.slice(first..));
     });
 }
 

@@ -29,7 +29,7 @@ use crate::ids::BrokerId;
 use crate::net::limits::ConnectionCounts;
 use crate::node::reconciler::open_missing;
 use crate::node::view::{MetadataView, ViewHandle};
-use crate::node::{active_controller, controller_client, publisher};
+use crate::node::{active_controller, controller_client, hw_checkpoint, publisher};
 use crate::node::{Core, CONTROLLER_SHARD};
 use crate::shard::{serve_jobs, Job, Mesh, ShardId, MESH_CHANNEL_CAPACITY};
 
@@ -428,6 +428,7 @@ pub fn serve(config: Config) -> Result<(), StartError> {
                         .detach();
                     glommio::spawn_local(active_controller::balance_leaders(shard.clone()))
                         .detach();
+                    glommio::spawn_local(hw_checkpoint::run(shard.clone())).detach();
                     if let Some(listener) = controller_listener.take() {
                         let handler_core = shard.clone();
                         let handler: transport::RpcHandler = Rc::new(move |request| {

@@ -4,6 +4,7 @@ in-sync replica holds a batch; after a leader dies another in-sync replica leads
 the dead one, restarted, catches up. The replicas' segment files are compared byte
 for byte."""
 import hashlib
+import re
 import signal
 import time
 
@@ -691,3 +692,44 @@ def test_a_follower_behind_the_leaders_log_start_starts_over_there(cluster_facto
     cons.close()
     assert min(o for _, o in at) == 2500
     check_against_acked(at, kept)
+
+
+def test_a_crashed_node_starts_at_its_checkpointed_high_watermark(cluster_factory):  # noqa: F811
+    """Every node writes its partitions' high watermarks to replication-offset-checkpoint
+    (every 200 ms here). All three crash; two come back: each starts the partition's
+    high watermark at the checkpointed 3000, not at its log start (where a restarted
+    leader would hide acknowledged records from consumers until its followers
+    fetch), and consumers read every acknowledged record."""
+    c = cluster_factory(3, overrides=["replica.high.watermark.checkpoint.interval.ms=200"])
+    admin = AdminClient({"bootstrap.servers": c.bootstrap(0)})
+    admin.create_topics([NewTopic("replicated", 1, replica_assignment=[[0, 1, 2]])])[
+        "replicated"].result(30)
+    wait_until("every node to know the topic",
+               lambda: all("replicated" in c.metadata(i).topics for i in range(3)), 30)
+    acked = {}
+    produce(c.bootstrap(0), [n * PARTITIONS for n in range(3000)], acked)
+
+    def checkpointed(i):
+        f = c.nodes[i].data_dir / "replication-offset-checkpoint"
+        # "<topic id> <partition> <high watermark>" lines, one topic here.
+        return f.exists() and [ln.split()[1:] for ln in f.read_text().splitlines()[1:]] == [
+            ["0", "3000"]]
+    wait_until("the high watermark checkpointed on every node",
+               lambda: all(checkpointed(i) for i in range(3)), 30)
+    for i in (2, 1, 0):
+        c.kill(i, signal.SIGKILL)
+    for i in (0, 1):
+        c.nodes[i].start()
+        assert re.search(r"the high watermark starts from the checkpoint .*replicated-0 "
+                         r"checkpointed=3000 high_watermark=3000", c.nodes[i].log_text()), i
+    cons = Consumer({"bootstrap.servers": f"{c.bootstrap(0)},{c.bootstrap(1)}",
+                     "group.id": "check", "enable.auto.commit": False})
+    cons.assign([TopicPartition("replicated", 0, 0)])
+    at = {}
+    deadline = time.time() + 60
+    while len(at) < 3000 and time.time() < deadline:
+        for m in cons.consume(1000, 1.0):
+            assert not m.error(), m.error()
+            at[(0, m.offset())] = int(m.value()[:12])
+    cons.close()
+    check_against_acked(at, acked)

@@ -56,6 +56,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting { name: "replica.fetch.wait.max.ms", aliases: &[], default: "500", doc: "How long a follower's fetch waits at the leader for new data before it is answered." },
     Setting { name: "replica.fetch.min.bytes", aliases: &[], default: "1", doc: "Bytes a follower's fetch waits for at the leader (up to `replica.fetch.wait.max.ms`)." },
     Setting { name: "replica.fetch.backoff.ms", aliases: &[], default: "1000", doc: "How long a follower waits before it fetches again from a leader that refused it or could not be reached." },
+    Setting { name: "replica.high.watermark.checkpoint.interval.ms", aliases: &[], default: "5000", doc: "How often the high watermarks of the replicated partitions a node holds are written to `replication-offset-checkpoint` in its log directory; after a crash a partition's high watermark starts there." },
     Setting { name: "replica.lag.time.max.ms", aliases: &[], default: "30000", doc: "A follower that has not caught up with its leader for this long leaves the partition's ISR (the leader asks the controller); one that catches up joins again." },
     Setting { name: "min.insync.replicas", aliases: &[], default: "1", doc: "With acks=all, the fewest in-sync replicas a partition must have: fewer → NOT_ENOUGH_REPLICAS before the append (NOT_ENOUGH_REPLICAS_AFTER_APPEND if the ISR shrinks while the produce waits). Topic override: `min.insync.replicas`." },
     Setting { name: "unclean.leader.election.enable", aliases: &[], default: "false", doc: "Whether a partition whose in-sync replicas are all gone may be led by a replica that was not in sync, losing what only they held (as Kafka documents). Topic override: `unclean.leader.election.enable`." },
@@ -163,6 +164,7 @@ pub struct Config {
     pub replica_fetch: crate::replication::follower::FetchSettings,
     pub replica_fetch_backoff_ms: u64,
     pub replica_lag_time_max_ms: u64,
+    pub replica_high_watermark_checkpoint_interval_ms: u64,
     pub min_insync_replicas: usize,
     pub unclean_leader_election_enable: bool,
     pub group_consumer_heartbeat_interval_ms: u64,
@@ -669,6 +671,12 @@ impl Config {
             replica_lag_time_max_ms: parse_num(
                 "replica.lag.time.max.ms",
                 &get("replica.lag.time.max.ms"),
+                1,
+                i32::MAX as u64,
+            )?,
+            replica_high_watermark_checkpoint_interval_ms: parse_num(
+                "replica.high.watermark.checkpoint.interval.ms",
+                &get("replica.high.watermark.checkpoint.interval.ms"),
                 1,
                 i32::MAX as u64,
             )?,

@@ -13,6 +13,7 @@
 
 pub mod active_controller;
 pub mod controller_client;
+pub mod hw_checkpoint;
 pub mod isr_manager;
 pub mod publisher;
 pub mod reconciler;
@@ -69,6 +70,8 @@ pub struct Core {
     pub isr_manager_running: std::cell::Cell<bool>,
     /// The node is stopping: the controller core heartbeats no more.
     pub stopping: std::cell::Cell<bool>,
+    /// The high-watermark checkpoint found at start, read on first use.
+    checkpointed: std::cell::OnceCell<hw_checkpoint::HighWatermarks>,
     /// The task queue replica fetchers run in, made on first use.
     replication_queue: std::cell::Cell<Option<glommio::TaskQueueHandle>>,
 }
@@ -101,6 +104,7 @@ impl Core {
             fetchers: RefCell::new(HashMap::new()),
             isr_manager_running: std::cell::Cell::new(false),
             stopping: std::cell::Cell::new(false),
+            checkpointed: std::cell::OnceCell::new(),
             replication_queue: std::cell::Cell::new(None),
         })
     }
@@ -144,6 +148,24 @@ impl Core {
 
     pub fn log(&self, key: &PartitionKey) -> Option<Rc<PartitionLog>> {
         self.logs.borrow().get(key).cloned()
+    }
+
+    /// The high watermark the node's checkpoint held for `key` when it started.
+    pub fn checkpointed_high_watermark(&self, key: &PartitionKey) -> Option<i64> {
+        self.checkpointed
+            .get_or_init(|| hw_checkpoint::read(&self.config.log_dir))
+            .get(key)
+            .copied()
+    }
+
+    /// The high watermark of every replicated partition on this core.
+    pub fn replicated_high_watermarks(&self) -> Vec<(PartitionKey, i64)> {
+        self.logs
+            .borrow()
+            .iter()
+            .filter(|(_, log)| log.is_replicated())
+            .map(|(key, log)| (*key, log.offsets().high_watermark))
+            .collect()
     }
 
     fn insert_log(&self, key: PartitionKey, log: Rc<PartitionLog>) {

@@ -93,6 +93,10 @@ async fn open_partition(
         clean_shutdown,
     )
     .await?;
+    if let Some(hw) = core.checkpointed_high_watermark(&(topic.id, partition)) {
+        log.raise_recovered_high_watermark(hw);
+        info!(dir = %dir.display(), checkpointed = hw, high_watermark = log.recovered_high_watermark(), "the high watermark starts from the checkpoint");
+    }
     if !marker.exists() {
         // A new partition: its directory entry must be durable too.
         store::write_atomic(&dir, "partition.metadata", expected.as_bytes())?;

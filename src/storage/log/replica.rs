@@ -66,6 +66,14 @@ impl PartitionLog {
         self.state.borrow().recovered_high_watermark
     }
 
+    /// Raises where the high watermark starts after this start to `offset` (the
+    /// node's high-watermark checkpoint), within the log.
+    pub fn raise_recovered_high_watermark(&self, offset: i64) {
+        let mut s = self.state.borrow_mut();
+        let raised = s.recovered_high_watermark.max(offset);
+        s.recovered_high_watermark = raised.clamp(s.log_start_offset, s.log_end_offset);
+    }
+
     /// Whether replication caps the high watermark (`set_replicated_end`).
     pub fn is_replicated(&self) -> bool {
         self.state.borrow().replicated_end != i64::MAX

@@ -75,7 +75,9 @@ pub fn read(log_dir: &Path) -> HighWatermarks {
 /// core and asks every core for its replicated partitions.
 pub async fn run(core: Rc<Core>) {
     let interval = Duration::from_millis(core.config.replica_high_watermark_checkpoint_interval_ms);
-    let mut last = String::new();
+    // As found at start: a node with nothing replicated never writes one.
+    let mut last = std::fs::read_to_string(core.config.log_dir.join(FILE))
+        .unwrap_or_else(|_| render(&HighWatermarks::new()));
     loop {
         glommio::timer::sleep(interval).await;
         let asks = (0..core.shard_count()).map(|s| {

@@ -557,6 +557,33 @@ def test_a_group_keeps_its_committed_offsets_when_its_coordinator_dies(cluster_f
         (first_offsets, committed)
 
 
+def create_one_partition(c, replicas):
+    """Creates "replicated" with one partition on `replicas` (the first preferred),
+    known to every node; returns the admin client used."""
+    admin = AdminClient({"bootstrap.servers": c.bootstrap(0)})
+    admin.create_topics([NewTopic("replicated", 1, replica_assignment=[replicas])])[
+        "replicated"].result(30)
+    wait_until("every node to know the topic",
+               lambda: all("replicated" in c.metadata(i).topics for i in range(3)), 30)
+    return admin
+
+
+def read_partition_0(bootstrap, count):
+    """{(0, offset): record number} of partition 0 read from its start, until `count`
+    records (or 60 s)."""
+    cons = Consumer({"bootstrap.servers": bootstrap, "group.id": "check",
+                     "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    cons.assign([TopicPartition("replicated", 0, 0)])
+    at = {}
+    deadline = time.time() + 60
+    while len(at) < count and time.time() < deadline:
+        for m in cons.consume(1000, 1.0):
+            assert not m.error(), m.error()
+            at[(0, m.offset())] = int(m.value()[:12])
+    cons.close()
+    return at
+
+
 def kill_and_restart_preferred_leader(c, acked):
     """SIGKILLs the leader of partition 0 (its preferred replica), produces while it is
     down, restarts it, and waits until it is back in partition 0's ISR on every node.
@@ -636,11 +663,7 @@ def test_a_follower_behind_the_leaders_log_start_starts_over_there(cluster_facto
     log start on."""
     from confluent_kafka import ElectionType
     c = cluster_factory(3, overrides=["auto.leader.rebalance.enable=false"])
-    admin = AdminClient({"bootstrap.servers": c.bootstrap(0)})
-    admin.create_topics([NewTopic("replicated", 1, replica_assignment=[[2, 0, 1]])])[
-        "replicated"].result(30)
-    wait_until("every node to know the topic",
-               lambda: all("replicated" in c.metadata(i).topics for i in range(3)), 30)
+    admin = create_one_partition(c, [2, 0, 1])
     acked = {}
     produce_one = lambda numbers: produce(c.bootstrap(0), [n * PARTITIONS for n in numbers], acked)  # noqa: E731
     produce_one(range(0, 1000))
@@ -680,16 +703,7 @@ def test_a_follower_behind_the_leaders_log_start_starts_over_there(cluster_facto
     wait_until("broker 2 leading", lambda: partition_view(
         c.metadata(2), "replicated")[0][0] == 2, 30)
     kept = {n: at for n, at in acked.items() if at[1] >= 2500}
-    cons = Consumer({"bootstrap.servers": c.bootstrap(2), "group.id": "check",
-                     "enable.auto.commit": False, "auto.offset.reset": "earliest"})
-    cons.assign([TopicPartition("replicated", 0, 0)])
-    at = {}
-    deadline = time.time() + 60
-    while len(at) < len(kept) and time.time() < deadline:
-        for m in cons.consume(1000, 1.0):
-            assert not m.error(), m.error()
-            at[(0, m.offset())] = int(m.value()[:12])
-    cons.close()
+    at = read_partition_0(c.bootstrap(2), len(kept))
     assert min(o for _, o in at) == 2500
     check_against_acked(at, kept)
 
@@ -701,11 +715,7 @@ def test_a_crashed_node_starts_at_its_checkpointed_high_watermark(cluster_factor
     leader would hide acknowledged records from consumers until its followers
     fetch), and consumers read every acknowledged record."""
     c = cluster_factory(3, overrides=["replica.high.watermark.checkpoint.interval.ms=200"])
-    admin = AdminClient({"bootstrap.servers": c.bootstrap(0)})
-    admin.create_topics([NewTopic("replicated", 1, replica_assignment=[[0, 1, 2]])])[
-        "replicated"].result(30)
-    wait_until("every node to know the topic",
-               lambda: all("replicated" in c.metadata(i).topics for i in range(3)), 30)
+    create_one_partition(c, [0, 1, 2])
     acked = {}
     produce(c.bootstrap(0), [n * PARTITIONS for n in range(3000)], acked)
 
@@ -722,14 +732,5 @@ def test_a_crashed_node_starts_at_its_checkpointed_high_watermark(cluster_factor
         c.nodes[i].start()
         assert re.search(r"the high watermark starts from the checkpoint .*replicated-0 "
                          r"checkpointed=3000 high_watermark=3000", c.nodes[i].log_text()), i
-    cons = Consumer({"bootstrap.servers": f"{c.bootstrap(0)},{c.bootstrap(1)}",
-                     "group.id": "check", "enable.auto.commit": False})
-    cons.assign([TopicPartition("replicated", 0, 0)])
-    at = {}
-    deadline = time.time() + 60
-    while len(at) < 3000 and time.time() < deadline:
-        for m in cons.consume(1000, 1.0):
-            assert not m.error(), m.error()
-            at[(0, m.offset())] = int(m.value()[:12])
-    cons.close()
+    at = read_partition_0(f"{c.bootstrap(0)},{c.bootstrap(1)}", 3000)
     check_against_acked(at, acked)

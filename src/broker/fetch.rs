@@ -217,10 +217,13 @@ fn store_results(slots: &mut [Slot], answer: impl IntoIterator<Item = (usize, Re
 }
 
 /// Whether the fetch can be answered before its wait is over: `min_bytes` (at least
-/// one) are ready, or a partition has an error to report.
-fn slots_satisfy(slots: &[Slot], min_bytes: usize) -> bool {
+/// one) are ready, or a partition has an error to report. A follower's partition
+/// this node cannot route yet (a topic its metadata has not reached) counts too: the
+/// follower asks again soon, rather than park a round whose new partition no append
+/// here could wake.
+fn slots_satisfy(slots: &[Slot], min_bytes: usize, from_replica: bool) -> bool {
     let mut bytes_ready = 0usize;
-    for s in slots.iter().filter(|s| s.target.is_some()) {
+    for s in slots.iter().filter(|s| s.target.is_some() || from_replica) {
         if s.result.error != ErrorCode::None || s.result.diverging_epoch.is_some() {
             return true;
         }
@@ -338,7 +341,7 @@ pub async fn handle(core: &Rc<Core>, h: &RequestHeader, body: Bytes) -> Outcome 
     }
     loop {
         let now = Instant::now();
-        if slots_satisfy(&slots, min_bytes) || now >= deadline {
+        if slots_satisfy(&slots, min_bytes, replica.is_some()) || now >= deadline {
             break;
         }
         // Wait on every owner; the first to see an append (or its timeout) reads its

@@ -6,7 +6,13 @@
 //! consumers what every in-sync replica already held.
 //!
 //! Format: a version line, then `<topic id> <partition> <high watermark>` per line.
-//! Written whole and atomically (`write_atomic`), and only when it changed.
+//! Written whole to a temporary file renamed over the old one, only when it changed,
+//! and not fsynced: an fsync every interval under heavy direct writes stalled the
+//! bench's RF=3 rows (ack p99 2.6 s against 1.0 s with the checkpoint off, same
+//! run), and nothing depends on it being durable. A process crash keeps the page
+//! cache; after a power loss the file may be older, empty or cut short, and every
+//! such form gives each partition a lower start or none (its log start), never a
+//! higher one.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -19,7 +25,6 @@ use uuid::Uuid;
 
 use super::Core;
 use crate::shard::ShardId;
-use crate::storage::atomic_file::write_atomic;
 
 pub const FILE: &str = "replication-offset-checkpoint";
 const VERSION: &str = "0";
@@ -71,6 +76,13 @@ pub fn read(log_dir: &Path) -> HighWatermarks {
     }
 }
 
+/// Replaces the file by way of a temporary one, without fsync (see the module comment).
+fn write_unsynced(dir: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let tmp = dir.join(format!("{FILE}.tmp"));
+    std::fs::write(&tmp, contents)?;
+    std::fs::rename(&tmp, dir.join(FILE))
+}
+
 /// Writes the checkpoint every interval, for the life of the process. Runs on one
 /// core and asks every core for its replicated partitions.
 pub async fn run(core: Rc<Core>) {
@@ -97,7 +109,7 @@ pub async fn run(core: Rc<Core>) {
         let dir = core.config.log_dir.clone();
         let bytes = text.clone().into_bytes();
         let written = glommio::executor()
-            .spawn_blocking(move || write_atomic(Path::new(&dir), FILE, &bytes))
+            .spawn_blocking(move || write_unsynced(Path::new(&dir), &bytes))
             .await;
         match written {
             Ok(()) => last = text,

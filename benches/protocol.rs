@@ -115,6 +115,7 @@ fn fetch_response(c: &mut Criterion) {
                     high_watermark: 1_000_000,
                     last_stable_offset: 1_000_000,
                     log_start_offset: 0,
+                    aborted_transactions: None,
                     records: vec![records.clone().into()],
                     current_leader: None,
                     diverging_epoch: None,

@@ -58,12 +58,29 @@ struct ReadRequest {
     replica: Option<BrokerId>,
     /// The follower's newest epoch (-1: none), to find where its log diverges.
     last_fetched_epoch: i32,
+    /// A read_committed consumer: it reads up to the last stable offset and is told
+    /// the aborted transactions among what it gets.
+    read_committed: bool,
+}
+
+impl ReadRequest {
+    fn bound(&self) -> ReadBound {
+        if self.replica.is_some() {
+            ReadBound::LogEnd
+        } else if self.read_committed {
+            ReadBound::LastStable
+        } else {
+            ReadBound::HighWatermark
+        }
+    }
 }
 
 struct ReadResult {
     error: ErrorCode,
     high_watermark: i64,
+    last_stable_offset: i64,
     log_start_offset: i64,
+    aborted_transactions: Option<Vec<(i64, i64)>>,
     records: Vec<Chunk>,
     diverging_epoch: Option<(i32, i64)>,
 }
@@ -101,7 +118,9 @@ async fn read_on_owner(
             None => ReadResult {
                 error: ErrorCode::UnknownTopicOrPartition,
                 high_watermark: -1,
+                last_stable_offset: -1,
                 log_start_offset: -1,
+                aborted_transactions: None,
                 records: Vec::new(),
                 diverging_epoch: None,
             },
@@ -111,11 +130,7 @@ async fn read_on_owner(
                     note_follower_fetch(&core, &r, follower, &log);
                 }
                 let offsets = log.offsets();
-                let bound = if r.replica.is_some() {
-                    ReadBound::LogEnd
-                } else {
-                    ReadBound::HighWatermark
-                };
+                let bound = r.bound();
                 let read = match diverging_epoch {
                     Some(_) => Ok(Vec::new()),
                     None => {
@@ -129,18 +144,26 @@ async fn read_on_owner(
                         .await
                     }
                 };
+                // Over-inclusive past the records returned (up to the last stable
+                // offset), which consumers ignore; read from the index, not the data.
+                let aborted_transactions = (r.read_committed)
+                    .then(|| log.aborted_transactions(r.offset, offsets.last_stable));
                 match read {
                     Ok(records) => ReadResult {
                         error: ErrorCode::None,
                         high_watermark: offsets.high_watermark,
+                        last_stable_offset: offsets.last_stable,
                         log_start_offset: offsets.log_start,
+                        aborted_transactions,
                         records,
                         diverging_epoch,
                     },
                     Err(e) => ReadResult {
                         error: read_error_code(&e),
                         high_watermark: offsets.high_watermark,
+                        last_stable_offset: offsets.last_stable,
                         log_start_offset: offsets.log_start,
+                        aborted_transactions: None,
                         records: Vec::new(),
                         diverging_epoch: None,
                     },
@@ -152,8 +175,9 @@ async fn read_on_owner(
     out
 }
 
-/// Returns when the high watermark of any of `items` (slot, (read, high watermark
-/// seen)) grows past what was seen, or after `timeout`.
+/// Returns when the end visible to any of `items` (slot, (read, end seen): the high
+/// watermark, or for read_committed the last stable offset) grows past what was
+/// seen, or after `timeout`.
 async fn wait_on_owner(core: &Core, items: &[(usize, (ReadRequest, i64))], timeout: Duration) {
     let mut waits = Vec::with_capacity(items.len());
     for (_, (r, seen)) in items {
@@ -161,9 +185,10 @@ async fn wait_on_owner(core: &Core, items: &[(usize, (ReadRequest, i64))], timeo
         let offsets = log.offsets();
         // A follower waits for the log end to pass its fetch offset; a consumer for
         // the high watermark to pass what it saw.
-        let ready = match r.replica {
-            Some(_) => offsets.log_end > r.offset,
-            None => offsets.high_watermark > *seen,
+        let ready = match r.bound() {
+            ReadBound::LogEnd => offsets.log_end > r.offset,
+            ReadBound::LastStable => offsets.last_stable > *seen,
+            ReadBound::HighWatermark => offsets.high_watermark > *seen,
         };
         if ready {
             return;
@@ -209,8 +234,9 @@ fn store_results(slots: &mut [Slot], answer: impl IntoIterator<Item = (usize, Re
         let out = &mut slots[slot].result;
         out.error = r.error;
         out.high_watermark = r.high_watermark;
-        out.last_stable_offset = r.high_watermark;
+        out.last_stable_offset = r.last_stable_offset;
         out.log_start_offset = r.log_start_offset;
+        out.aborted_transactions = r.aborted_transactions;
         out.records = r.records;
         out.diverging_epoch = r.diverging_epoch;
     }
@@ -254,6 +280,8 @@ pub async fn handle(core: &Rc<Core>, h: &RequestHeader, body: Bytes) -> Outcome 
         req.replica_id.0
     };
     let replica = (replica_id >= 0).then_some(BrokerId(replica_id));
+    // isolation_level 1: READ_COMMITTED (a follower reads everything regardless).
+    let read_committed = replica.is_none() && req.isolation_level == 1;
     let mut topics: Vec<(String, uuid::Uuid, usize)> = Vec::new();
     let mut slots: Vec<Slot> = Vec::new();
     for t in &req.topics {
@@ -275,6 +303,7 @@ pub async fn handle(core: &Rc<Core>, h: &RequestHeader, body: Bytes) -> Outcome 
                 high_watermark: -1,
                 last_stable_offset: -1,
                 log_start_offset: -1,
+                aborted_transactions: None,
                 records: Vec::new(),
                 current_leader: None,
                 diverging_epoch: None,
@@ -328,6 +357,7 @@ pub async fn handle(core: &Rc<Core>, h: &RequestHeader, body: Bytes) -> Outcome 
         max_bytes: s.partition_max_bytes,
         replica,
         last_fetched_epoch: s.last_fetched_epoch,
+        read_committed,
     };
     let reads = slots
         .iter()
@@ -350,8 +380,13 @@ pub async fn handle(core: &Rc<Core>, h: &RequestHeader, body: Bytes) -> Outcome 
         let fetch_done = Arc::new(AtomicBool::new(false));
         let _done_on_drop = DoneOnDrop(fetch_done.clone());
         let waits = slots.iter().enumerate().filter_map(|(i, s)| {
+            let seen = if read_committed {
+                s.result.last_stable_offset
+            } else {
+                s.result.high_watermark
+            };
             s.target
-                .map(|(owner, _)| (owner, i, (read_request(s), s.result.high_watermark)))
+                .map(|(owner, _)| (owner, i, (read_request(s), seen)))
         });
         let waiting: Vec<_> = group_by_owner(waits)
             .into_iter()

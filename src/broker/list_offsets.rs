@@ -26,21 +26,32 @@ pub const MAX_TIMESTAMP: i64 = -3;
 pub const EARLIEST_LOCAL: i64 = -4;
 pub const LATEST_TIERED: i64 = -5;
 
-/// (offset, timestamp) for one partition.
-async fn lookup(log: &PartitionLog, timestamp: i64) -> Result<(i64, i64), ErrorCode> {
+/// (offset, timestamp) for one partition; `read_committed` (isolation level 1) bounds
+/// the answers by the last stable offset instead of the high watermark, as Kafka's
+/// `Partition.fetchOffsetForTimestamp`.
+async fn lookup(
+    log: &PartitionLog,
+    timestamp: i64,
+    read_committed: bool,
+) -> Result<(i64, i64), ErrorCode> {
     if log.is_offline() {
         return Err(ErrorCode::KafkaStorageError);
     }
     let offsets = log.offsets();
+    let fetchable_end = if read_committed {
+        offsets.last_stable
+    } else {
+        offsets.high_watermark
+    };
     let io = |_| ErrorCode::KafkaStorageError;
-    // Readers see the log up to the high watermark; so do these answers.
+    // Readers see the log up to that end; so do these answers.
     let visible = |found: Option<(i64, i64)>| {
         found
-            .filter(|(offset, _)| *offset < offsets.high_watermark)
+            .filter(|(offset, _)| *offset < fetchable_end)
             .unwrap_or((-1, -1))
     };
     Ok(match timestamp {
-        LATEST => (offsets.high_watermark, -1),
+        LATEST => (fetchable_end, -1),
         EARLIEST | EARLIEST_LOCAL => (offsets.log_start, -1),
         // No tiered storage: nothing is tiered.
         LATEST_TIERED => (-1, -1),
@@ -221,8 +232,9 @@ pub async fn handle(core: &Rc<Core>, h: &RequestHeader, body: Bytes) -> Outcome 
             }
         }
     }
-    run_on_owners(core, work, &mut results, |log, ts| async move {
-        lookup(&log, ts).await
+    let read_committed = h.api_version >= 2 && req.isolation_level == 1;
+    run_on_owners(core, work, &mut results, move |log, ts| async move {
+        lookup(&log, ts, read_committed).await
     })
     .await;
     let mut results = results.into_iter();
@@ -268,6 +280,7 @@ mod tests {
             log_start,
             log_end,
             high_watermark,
+            last_stable: high_watermark,
         }
     }
 

@@ -11,6 +11,12 @@ pub fn append_error_code(e: &AppendError) -> ErrorCode {
         AppendError::Records(e) => e.error_code(),
         AppendError::Sequence(SequenceError::StaleEpoch) => ErrorCode::InvalidProducerEpoch,
         AppendError::Sequence(SequenceError::OutOfOrder) => ErrorCode::OutOfOrderSequenceNumber,
+        AppendError::Sequence(SequenceError::InvalidTxnState) => ErrorCode::InvalidTxnState,
+        AppendError::Sequence(SequenceError::CoordinatorFenced) => {
+            ErrorCode::TransactionCoordinatorFenced
+        }
+        // As Kafka's LogValidator refuses a client's control batch.
+        AppendError::ControlBatchFromClient => ErrorCode::InvalidRecord,
         AppendError::Io(_) | AppendError::Offline => ErrorCode::KafkaStorageError,
         // As Kafka answers while a partition moves away: retriable, after a metadata
         // refresh.

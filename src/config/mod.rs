@@ -7,6 +7,7 @@
 pub mod cluster;
 pub mod dynamic;
 pub mod topic;
+pub mod transactions;
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -95,6 +96,16 @@ pub const SETTINGS: &[Setting] = &[
     Setting { name: "offsets.topic.segment.bytes", aliases: &[], default: "104857600", doc: "Segment size of `__consumer_offsets`." },
     Setting { name: "offsets.retention.minutes", aliases: &[], default: "10080", doc: "Committed offsets of a group that has been empty this long (of a standalone consumer: committed this long ago) are deleted." },
     Setting { name: "offsets.retention.check.interval.ms", aliases: &[], default: "600000", doc: "How often expired offsets are looked for." },
+    Setting { name: "transaction.state.log.num.partitions", aliases: &[], default: "50", doc: "Partitions of `__transaction_state`, created on first use; a transactional id's coordinator is the leader of partition `abs(hash(id)) % this`." },
+    Setting { name: "transaction.state.log.replication.factor", aliases: &[], default: "3", doc: "Replicas of each `__transaction_state` partition, or the number of live brokers when fewer at creation." },
+    Setting { name: "transaction.state.log.min.isr", aliases: &[], default: "2", doc: "`min.insync.replicas` of `__transaction_state` (at most its replication factor)." },
+    Setting { name: "transaction.state.log.segment.bytes", aliases: &[], default: "104857600", doc: "Segment size of `__transaction_state`." },
+    Setting { name: "transaction.max.timeout.ms", aliases: &[], default: "900000", doc: "Largest `transaction.timeout.ms` a producer may ask for; larger → INVALID_TRANSACTION_TIMEOUT." },
+    Setting { name: "transactional.id.expiration.ms", aliases: &[], default: "604800000", doc: "A transactional id with no transaction this long is forgotten (a tombstone in `__transaction_state`)." },
+    Setting { name: "transaction.abort.timed.out.transaction.cleanup.interval.ms", aliases: &[], default: "10000", doc: "How often the coordinator aborts transactions past their timeout (fencing their producers)." },
+    Setting { name: "transaction.remove.expired.transaction.cleanup.interval.ms", aliases: &[], default: "3600000", doc: "How often expired transactional ids are looked for." },
+    Setting { name: "producer.id.expiration.ms", aliases: &[], default: "86400000", doc: "A partition forgets a producer (idempotence state) whose newest batch is this old and that has no open transaction." },
+    Setting { name: "producer.id.expiration.check.interval.ms", aliases: &[], default: "600000", doc: "How often partitions look for expired producers." },
     Setting { name: "offset.metadata.max.bytes", aliases: &[], default: "4096", doc: "Largest metadata string of a committed offset; larger → OFFSET_METADATA_TOO_LARGE." },
     Setting { name: "group.initial.rebalance.delay.ms", aliases: &[], default: "3000", doc: "A new group's first rebalance waits this long for more members to join (extended as they come, within the rebalance timeout)." },
     Setting { name: "group.min.session.timeout.ms", aliases: &[], default: "6000", doc: "Smallest session timeout a member may ask for; below → INVALID_SESSION_TIMEOUT." },
@@ -156,6 +167,7 @@ pub struct Config {
     pub offsets_retention_ms: i64,
     pub offsets_retention_check_interval_ms: u64,
     pub offset_metadata_max_bytes: usize,
+    pub transactions: transactions::TxnSettings,
     pub group_initial_rebalance_delay_ms: u64,
     pub group_min_session_timeout_ms: i32,
     pub group_max_session_timeout_ms: i32,
@@ -642,6 +654,7 @@ impl Config {
                 1,
                 i32::MAX as usize,
             )?,
+            transactions: transactions::TxnSettings::parse(get)?,
             replica_fetch: crate::replication::follower::FetchSettings {
                 partition_max_bytes: parse_num(
                     "replica.fetch.max.bytes",

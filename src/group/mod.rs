@@ -32,6 +32,7 @@
 pub mod consumer;
 pub mod offsets_topic;
 pub mod state;
+mod txn_offsets;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -72,6 +73,8 @@ pub type FetchedOffsets = Vec<(String, Vec<(i32, Option<CommittedOffset>)>)>;
 
 pub struct Coordinator {
     groups: RefCell<HashMap<String, Group>>,
+    /// Offsets of open transactions, by producer id (`txn_offsets`).
+    pending_txn_offsets: RefCell<txn_offsets::PendingOffsets>,
     /// The `__consumer_offsets` partitions whose groups are loaded here.
     loaded: RefCell<HashSet<i32>>,
     /// `offsets.commit.timeout.ms`: how long a stored record waits for the ISR.
@@ -97,6 +100,7 @@ impl Coordinator {
     pub fn new(config: &Config) -> Coordinator {
         Coordinator {
             groups: RefCell::new(HashMap::new()),
+            pending_txn_offsets: RefCell::new(HashMap::new()),
             loaded: RefCell::new(HashSet::new()),
             commit_timeout: Duration::from_millis(config.offsets_commit_timeout_ms),
             cfg: GroupConfig {
@@ -147,6 +151,18 @@ impl Coordinator {
             return Ok(());
         }
         let log = self.offsets_log(host, group)?;
+        self.store_batch(host, group, &log, records_batch(records))
+            .await
+    }
+
+    /// Appends `batch` to `group`'s partition `log` and waits as `store` does.
+    async fn store_batch(
+        &self,
+        host: &dyn Host,
+        group: &str,
+        log: &Rc<PartitionLog>,
+        batch: Bytes,
+    ) -> Result<(), ErrorCode> {
         let in_sync_enough = || {
             let snapshot = host.cluster();
             let Some(topic) = snapshot.topic(OFFSETS_TOPIC) else {
@@ -161,7 +177,7 @@ impl Coordinator {
         if !in_sync_enough() {
             return Err(ErrorCode::CoordinatorNotAvailable);
         }
-        let end = append_records(&log, records).await?;
+        let end = append_batch(log, batch).await?;
         let held = Box::pin(log.wait_for_high_watermark(end));
         let timeout = Box::pin(glommio::timer::sleep(self.commit_timeout));
         let outcome = futures::future::select(held, timeout).await;
@@ -640,7 +656,7 @@ impl Coordinator {
         partition_count: i32,
     ) -> std::io::Result<u64> {
         self.drop_groups_of(partition, partition_count);
-        let applied = self.replay(log).await?;
+        let applied = self.replay(log, partition, partition_count).await?;
         self.loaded.borrow_mut().insert(partition);
         Ok(applied)
     }
@@ -654,7 +670,10 @@ impl Coordinator {
         }
         match partition_count {
             Some(count) => self.drop_groups_of(partition, count),
-            None => self.groups.borrow_mut().clear(),
+            None => {
+                self.groups.borrow_mut().clear();
+                self.pending_txn_offsets.borrow_mut().clear();
+            }
         }
     }
 
@@ -662,9 +681,15 @@ impl Coordinator {
         self.groups
             .borrow_mut()
             .retain(|id, _| offsets_topic::partition_for(id, partition_count) != partition);
+        self.drop_pending_of(partition, partition_count);
     }
 
-    async fn replay(&self, log: &PartitionLog) -> std::io::Result<u64> {
+    async fn replay(
+        &self,
+        log: &PartitionLog,
+        partition: i32,
+        partition_count: i32,
+    ) -> std::io::Result<u64> {
         let mut offset = log.offsets().log_start;
         let mut applied = 0u64;
         loop {
@@ -684,6 +709,10 @@ impl Coordinator {
                 }
                 offset = h.last_offset() + 1;
                 let batch = &bytes[at..at + size];
+                if self.replay_transactional(batch, partition, partition_count) {
+                    at += size;
+                    continue;
+                }
                 let mut groups = self.groups.borrow_mut();
                 let walked = for_each_record(batch, |r| {
                     let Some(key) = r.key else { return };
@@ -726,12 +755,8 @@ impl Coordinator {
     }
 }
 
-/// Appends records (key, value or tombstone) to a `__consumer_offsets` log as one
-/// batch, mapping failures as Kafka's group coordinator does; the offset after it.
-async fn append_records(
-    log: &Rc<PartitionLog>,
-    records: &[(Vec<u8>, Option<Vec<u8>>)],
-) -> Result<i64, ErrorCode> {
+/// Records (key, value or tombstone) as one batch of `__consumer_offsets`.
+fn records_batch(records: &[(Vec<u8>, Option<Vec<u8>>)]) -> Bytes {
     let now = crate::storage::segment::now_ms();
     let views: Vec<Record<'_>> = records
         .iter()
@@ -742,7 +767,12 @@ async fn append_records(
             timestamp: now,
         })
         .collect();
-    let batch = Bytes::from(encode(&views, None));
+    Bytes::from(encode(&views, None))
+}
+
+/// Appends a batch to a `__consumer_offsets` log, mapping failures as Kafka's group
+/// coordinator does; the offset after it.
+async fn append_batch(log: &Rc<PartitionLog>, batch: Bytes) -> Result<i64, ErrorCode> {
     match log.append(batch).await {
         Ok(info) => Ok(info.end_offset),
         Err(e) => {

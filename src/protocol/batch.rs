@@ -297,6 +297,15 @@ pub fn assign(bytes: &mut [u8], base_offset: i64, leader_epoch: i32) {
     bytes[12..16].copy_from_slice(&leader_epoch.to_be_bytes());
 }
 
+/// Sets a built batch's attributes (compression, transactional, control bits) and
+/// recomputes its CRC, which covers them.
+pub fn set_attributes(bytes: &mut [u8], attributes: i16) {
+    assert!(bytes.len() >= HEADER_SIZE);
+    bytes[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2].copy_from_slice(&attributes.to_be_bytes());
+    let crc = crc32c::crc32c(&bytes[ATTRIBUTES_OFFSET..]);
+    bytes[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
 /// Test helper and load-generator building block: encodes an uncompressed batch of
 /// `(key, value, headers)` records with the given timestamps.
 pub mod build {

@@ -39,6 +39,9 @@ pub struct FetchPartitionData {
     pub high_watermark: i64,
     pub last_stable_offset: i64,
     pub log_start_offset: i64,
+    /// For read_committed: the aborted transactions overlapping the records, as
+    /// (producer id, first offset); `None` (sent as null) for read_uncommitted.
+    pub aborted_transactions: Option<Vec<(i64, i64)>>,
     /// Whole batches, as stored, in one or more contiguous pieces. Empty when there is
     /// nothing to return (sent as an empty record set).
     pub records: Vec<Chunk>,
@@ -151,11 +154,23 @@ pub fn write_fetch_response(
             if version >= 5 {
                 b.put_i64(p.log_start_offset);
             }
-            // aborted_transactions: null, as for read_uncommitted or no transactions.
-            if flexible {
-                b.put_u8(0);
-            } else {
-                b.put_i32(-1);
+            match &p.aborted_transactions {
+                None if flexible => b.put_u8(0),
+                None => b.put_i32(-1),
+                Some(aborted) => {
+                    if flexible {
+                        put_unsigned_varint(b, aborted.len() as u32 + 1);
+                    } else {
+                        b.put_i32(aborted.len() as i32);
+                    }
+                    for &(producer_id, first_offset) in aborted {
+                        b.put_i64(producer_id);
+                        b.put_i64(first_offset);
+                        if flexible {
+                            b.put_u8(0); // tagged fields
+                        }
+                    }
+                }
             }
             if version >= 11 {
                 b.put_i32(-1); // preferred_read_replica
@@ -288,6 +303,7 @@ mod tests {
                         high_watermark: 10,
                         last_stable_offset: 10,
                         log_start_offset: 0,
+                        aborted_transactions: Some(vec![(7, 3), (9, 5)]),
                         records: vec![records.clone().into()],
                         current_leader: None,
                         diverging_epoch: None,
@@ -298,6 +314,7 @@ mod tests {
                         high_watermark: 5,
                         last_stable_offset: 5,
                         log_start_offset: 0,
+                        aborted_transactions: None,
                         records: Vec::new(),
                         current_leader: Some(LeaderHint {
                             leader_id: 2,
@@ -311,6 +328,7 @@ mod tests {
                         high_watermark: 1,
                         last_stable_offset: 1,
                         log_start_offset: 0,
+                        aborted_transactions: None,
                         records: vec![small.slice(..4).into(), small.slice(4..).into()],
                         current_leader: None,
                         diverging_epoch: None,
@@ -321,6 +339,7 @@ mod tests {
                         high_watermark: 1,
                         last_stable_offset: 1,
                         log_start_offset: 0,
+                        aborted_transactions: None,
                         records: vec![Chunk::File(range.clone())],
                         current_leader: None,
                         diverging_epoch: None,
@@ -358,6 +377,15 @@ mod tests {
                 assert_eq!(t.topic.0.as_str(), "orders");
             }
             assert_eq!(t.partitions[0].records.as_ref(), Some(&records));
+            let aborted: Vec<(i64, i64)> = t.partitions[0]
+                .aborted_transactions
+                .as_ref()
+                .expect("a list")
+                .iter()
+                .map(|a| (a.producer_id.0, a.first_offset))
+                .collect();
+            assert_eq!(aborted, vec![(7, 3), (9, 5)]);
+            assert!(t.partitions[1].aborted_transactions.is_none());
             assert_eq!(t.partitions[1].error_code, 6);
             if version >= 12 {
                 let hint = &t.partitions[1].current_leader;
@@ -404,6 +432,7 @@ mod tests {
                 high_watermark: 1,
                 last_stable_offset: 1,
                 log_start_offset: 0,
+                aborted_transactions: None,
                 records: vec![records.clone().into()],
                 current_leader: None,
                 diverging_epoch: None,

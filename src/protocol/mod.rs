@@ -5,6 +5,7 @@
 pub mod api;
 pub mod batch;
 pub mod chunk;
+pub mod control;
 pub mod error;
 pub mod fetch_writer;
 pub mod frame;

@@ -17,8 +17,9 @@ use serde::{Deserialize, Serialize};
 
 pub use super::file::{to_io, write_all_at};
 use super::file::{LogFile, WriteMode};
-use super::producer_state::ProducerStates;
+use super::producer_state::{CompletedTxn, ProducerStates};
 use crate::protocol::batch::{self, BatchHeader};
+use crate::protocol::control;
 
 /// How much a recovery scan reads per I/O.
 const SCAN_CHUNK_BYTES: usize = 4 << 20;
@@ -264,7 +265,7 @@ impl Segment {
         base_offset: i64,
         spec: &SegmentSpec,
         producers: &mut ProducerStates,
-        mut on_batch: impl FnMut(&BatchHeader<'_>, u64),
+        mut on_batch: impl FnMut(&BatchHeader<'_>, u64, Option<CompletedTxn>),
     ) -> io::Result<(Segment, Option<TornTail>)> {
         let mut seg = Segment::open_files(dir, base_offset, spec).await?;
         let file_size = seg.log.file_size().await?;
@@ -313,8 +314,12 @@ impl Segment {
                     break;
                 }
                 Ok(h) => {
-                    producers.update(&h);
-                    on_batch(&h, pos);
+                    let marker = h
+                        .is_control()
+                        .then(|| control::parse_marker(bytes))
+                        .flatten();
+                    let completed = producers.update(&h, marker);
+                    on_batch(&h, pos, completed);
                     seg.note_append(&h, pos, spec.index_interval_bytes);
                     pos += size as u64;
                 }

@@ -10,10 +10,11 @@ use futures::channel::oneshot;
 use tracing::{info, warn};
 
 use super::read::CachedBatch;
-use super::{AppendError, AppendInfo, LogState, MaxTimestampBatch, PartitionLog};
+use super::{AbortedTxn, AppendError, AppendInfo, LogState, MaxTimestampBatch, PartitionLog};
 use crate::protocol::batch::{self, BatchHeader};
+use crate::protocol::control::{self, Marker};
 use crate::storage::file::LogFile;
-use crate::storage::producer_state::SequenceCheck;
+use crate::storage::producer_state::{CompletedTxn, SavedProducers, SequenceCheck};
 use crate::storage::segment::{self, IndexEntries, IndexFiles, Segment};
 
 /// Index entries an append took to write, and the files they go to.
@@ -64,11 +65,34 @@ impl PartitionLog {
         batch: Bytes,
     ) -> impl std::future::Future<Output = Result<AppendInfo, AppendError>> + 'static {
         // Validating (CRC-32C included) before queueing keeps it off the writer's path.
-        let queued = self
-            .check_batch(&batch)
-            .map(|()| self.enqueue(batch, false));
+        let queued = self.check_batch(&batch).and_then(|()| {
+            // Markers are the coordinator's (`append_marker`), never a client's.
+            if BatchHeader::new(&batch).expect("validated").is_control() {
+                return Err(AppendError::ControlBatchFromClient);
+            }
+            Ok(self.enqueue(batch, false))
+        });
         let this = self.clone();
         async move { this.complete(queued?).await }
+    }
+
+    /// Appends a transaction marker (COMMIT or ABORT) for `producer` (id, epoch),
+    /// ending its transaction here, as a partition leader does for WriteTxnMarkers.
+    /// Refused (`SequenceError`) if the producer's epoch or the coordinator's epoch
+    /// is older than the partition has seen.
+    pub fn append_marker(
+        self: &Rc<Self>,
+        producer: (i64, i16),
+        marker: Marker,
+    ) -> impl std::future::Future<Output = Result<AppendInfo, AppendError>> + 'static {
+        let batch = Bytes::from(control::encode_marker(
+            producer,
+            marker,
+            crate::storage::segment::now_ms(),
+        ));
+        let queued = self.enqueue(batch, false);
+        let this = self.clone();
+        async move { this.complete(queued).await }
     }
 
     /// Waits until an enqueued append is written, then writes its index entries and
@@ -278,9 +302,17 @@ impl PartitionLog {
                 return;
             }
             // A duplicate or refused first batch is answered without a roll.
-            if let Some(answer) =
-                self.answer_without_write(&s, &first, batches[0].replicated, s.log_end_offset)
-            {
+            let first_marker = first
+                .is_control()
+                .then(|| control::parse_marker(&batches[0].batch))
+                .flatten();
+            if let Some(answer) = self.answer_without_write(
+                &s,
+                &first,
+                first_marker,
+                batches[0].replicated,
+                s.log_end_offset,
+            ) {
                 outcomes.push(answer);
                 return;
             }
@@ -309,7 +341,9 @@ impl PartitionLog {
         // and saved so that a failed write can put it back.
         let mut heads: Vec<[u8; batch::HEADER_SIZE]> = Vec::with_capacity(batches.len());
         let mut taken = Vec::with_capacity(batches.len());
-        let mut saved = Vec::new();
+        let mut saved = SavedProducers::default();
+        // Transactions the markers of this write end, recorded once it lands.
+        let mut completed: Vec<CompletedTxn> = Vec::new();
         {
             let mut s = self.state.borrow_mut();
             let mut next_offset = s.log_end_offset;
@@ -322,7 +356,12 @@ impl PartitionLog {
                         break;
                     }
                 }
-                let answer = self.answer_without_write(&s, &header, append.replicated, next_offset);
+                let marker = header
+                    .is_control()
+                    .then(|| control::parse_marker(&append.batch))
+                    .flatten();
+                let answer =
+                    self.answer_without_write(&s, &header, marker, append.replicated, next_offset);
                 if answer.is_none() {
                     // The broker's fields (base offset, leader epoch) go into the header
                     // as it is copied into the buffer handed to the kernel: the one copy
@@ -334,7 +373,7 @@ impl PartitionLog {
                     }
                     let assigned = BatchHeader::new(&head).expect("validated");
                     s.producers.save_once(&assigned, &mut saved);
-                    s.producers.update(&assigned);
+                    completed.extend(s.producers.update(&assigned, marker));
                     next_offset = assigned.last_offset() + 1;
                     end += append.batch.len() as u64;
                     heads.push(head);
@@ -368,6 +407,16 @@ impl PartitionLog {
                 return;
             }
         }
+        if !completed.is_empty() {
+            let mut s = self.state.borrow_mut();
+            let last_stable = s.last_stable_offset();
+            s.aborted.extend(
+                completed
+                    .iter()
+                    .filter(|t| t.aborted)
+                    .map(|t| AbortedTxn::new(t, last_stable)),
+            );
+        }
         let mut position = position;
         let mut written = heads.iter();
         for (append, answer) in batches.iter().zip(taken) {
@@ -390,6 +439,7 @@ impl PartitionLog {
         &self,
         s: &LogState,
         header: &BatchHeader<'_>,
+        marker: Option<Marker>,
         replicated: bool,
         next_offset: i64,
     ) -> Option<Written> {
@@ -401,7 +451,7 @@ impl PartitionLog {
                 },
             ));
         }
-        match s.producers.check(header) {
+        match s.producers.check(header, marker) {
             SequenceCheck::Append => None,
             SequenceCheck::Duplicate { base_offset } => {
                 let end_offset = base_offset + header.last_offset_delta() as i64 + 1;
@@ -459,6 +509,8 @@ impl PartitionLog {
             let flush = self.take_due_flush(&mut s, false);
             s.log_end_offset = header.last_offset() + 1;
             s.epochs.note(header.partition_leader_epoch(), base_offset);
+            let hw = s.high_watermark();
+            s.producers.forget_stable(hw);
             if flush.is_some() {
                 s.syncs_pending += 1;
             } else if s.syncs_pending == 0 {

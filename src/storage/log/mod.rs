@@ -31,6 +31,8 @@ mod replica;
 mod retention;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod txn_tests;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
@@ -125,6 +127,8 @@ pub enum AppendError {
     Closed,
     #[error("a replicated batch at offset {found} does not follow the log end {expected}")]
     NotContiguous { expected: i64, found: i64 },
+    #[error("control batches are written by the transaction coordinator, not by clients")]
+    ControlBatchFromClient,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -156,6 +160,32 @@ pub struct Offsets {
     /// flushed wait for their sync (see the module comment), and, for a replicated
     /// partition, no further than its replicas hold (`set_replicated_end`).
     pub high_watermark: i64,
+    /// End of what read_committed consumers see: the high watermark, or the first
+    /// offset of an earlier transaction not yet stable.
+    pub last_stable: i64,
+}
+
+/// An aborted transaction, as Kafka's transaction index holds it: read_committed
+/// fetches name those overlapping what they return, so consumers drop its batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AbortedTxn {
+    pub producer_id: i64,
+    pub first_offset: i64,
+    /// The ABORT marker's offset.
+    pub last_offset: i64,
+    /// The last stable offset when it was aborted.
+    pub last_stable_offset: i64,
+}
+
+impl AbortedTxn {
+    fn new(t: &super::producer_state::CompletedTxn, last_stable_offset: i64) -> AbortedTxn {
+        AbortedTxn {
+            producer_id: t.producer_id,
+            first_offset: t.first_offset,
+            last_offset: t.last_offset,
+            last_stable_offset,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
@@ -180,6 +210,9 @@ struct LogState {
     /// Appends whose sync is under way; the high watermark waits for them.
     syncs_pending: u32,
     producers: ProducerStates,
+    /// Aborted transactions whose marker lies in the log, in marker order (the
+    /// partition's transaction index; retention and truncation trim it).
+    aborted: VecDeque<AbortedTxn>,
     max_timestamp: Option<MaxTimestampBatch>,
     offline: bool,
     /// Shut down or deleted: appends are refused (NOT_LEADER_OR_FOLLOWER), reads go on.
@@ -202,6 +235,25 @@ impl LogState {
     /// End of what consumers see (see `Offsets::high_watermark`).
     fn high_watermark(&self) -> i64 {
         self.flushed_visible_end.min(self.replicated_end)
+    }
+
+    /// End of what read_committed consumers see (see `Offsets::last_stable`).
+    fn last_stable_offset(&self) -> i64 {
+        let hw = self.high_watermark();
+        self.producers
+            .first_unstable_offset(hw)
+            .map_or(hw, |first| first.min(hw))
+    }
+
+    /// Drops aborted transactions whose marker lies before the log start.
+    fn trim_aborted(&mut self) {
+        while self
+            .aborted
+            .front()
+            .is_some_and(|a| a.last_offset < self.log_start_offset)
+        {
+            self.aborted.pop_front();
+        }
     }
 }
 
@@ -299,7 +351,37 @@ impl PartitionLog {
             log_start: s.log_start_offset,
             log_end: s.log_end_offset,
             high_watermark: s.high_watermark(),
+            last_stable: s.last_stable_offset(),
         }
+    }
+
+    /// The aborted transactions a read_committed fetch returning offsets from `from`
+    /// up to (not including) `to` must name (producer id, first offset): those whose
+    /// marker is at or past `from` and that begin before `to`, as Kafka collects
+    /// them from its transaction index. Read from the index, not from the records.
+    pub fn aborted_transactions(&self, from: i64, to: i64) -> Vec<(i64, i64)> {
+        let s = self.state.borrow();
+        let first = s.aborted.partition_point(|a| a.last_offset < from);
+        s.aborted
+            .iter()
+            .skip(first)
+            .filter(|a| a.first_offset < to)
+            .map(|a| (a.producer_id, a.first_offset))
+            .collect()
+    }
+
+    /// The partition's producers, as DescribeProducers shows them.
+    pub fn producers(&self) -> Vec<super::producer_state::ProducerView> {
+        self.state.borrow().producers.describe()
+    }
+
+    /// Forgets producers idle past `producer.id.expiration.ms` with no open
+    /// transaction; returns how many.
+    pub fn expire_producers(&self, now_ms: i64, expiration_ms: i64) -> usize {
+        self.state
+            .borrow_mut()
+            .producers
+            .expire(now_ms, expiration_ms)
     }
 
     /// The partition can no longer serve. Waiters are woken to see it: fetches, and

@@ -21,6 +21,8 @@ pub enum ReadBound {
     HighWatermark,
     /// Followers: up to the log end, which they must hold before it is committed.
     LogEnd,
+    /// read_committed consumers: up to the last stable offset.
+    LastStable,
 }
 
 impl ReadBound {
@@ -28,6 +30,7 @@ impl ReadBound {
         match self {
             ReadBound::HighWatermark => s.high_watermark(),
             ReadBound::LogEnd => s.log_end_offset,
+            ReadBound::LastStable => s.last_stable_offset(),
         }
     }
 }

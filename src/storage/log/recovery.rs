@@ -13,7 +13,8 @@ use tracing::{error, info, warn};
 use super::read::TailCache;
 use super::retention::RETIRED_SUFFIX;
 use super::{
-    EpochCache, LogConfig, LogState, MaxTimestampBatch, PartitionLog, Wakers, LOG_START_CHECKPOINT,
+    AbortedTxn, EpochCache, LogConfig, LogState, MaxTimestampBatch, PartitionLog, Wakers,
+    LOG_START_CHECKPOINT,
 };
 use crate::ids::LeaderEpoch;
 use crate::storage::atomic_file::write_atomic;
@@ -30,6 +31,9 @@ const SHUTDOWN_SNAPSHOT: &str = "clean-shutdown.json";
 pub(super) struct ShutdownSnapshot {
     segments: Vec<SegmentSnapshot>,
     producers: ProducerStates,
+    /// Absent in snapshots from before transactions: there were none.
+    #[serde(default)]
+    aborted: VecDeque<AbortedTxn>,
     max_timestamp: Option<MaxTimestampBatch>,
     /// Absent in snapshots from before replication: those logs are scanned.
     #[serde(default)]
@@ -65,6 +69,7 @@ fn segment_bases(dir: &Path) -> io::Result<Vec<i64>> {
 pub(super) struct Recovered {
     segments: BTreeMap<i64, Segment>,
     producers: ProducerStates,
+    aborted: VecDeque<AbortedTxn>,
     max_timestamp: Option<MaxTimestampBatch>,
     epochs: EpochCache,
     /// The high watermark a replicated log had at a clean shutdown.
@@ -114,6 +119,7 @@ impl Recovered {
         Ok(Some(Recovered {
             segments,
             producers: snapshot.producers,
+            aborted: snapshot.aborted,
             max_timestamp: snapshot.max_timestamp,
             epochs,
             replicated_high_watermark: snapshot.replicated_high_watermark,
@@ -129,6 +135,7 @@ impl Recovered {
         let mut segments = BTreeMap::new();
         let mut max_timestamp: Option<MaxTimestampBatch> = None;
         let mut epochs = EpochCache::default();
+        let mut aborted = VecDeque::new();
         let mut expected = bases.first().copied().unwrap_or(0);
         let mut offline = None;
         for (i, &base) in bases.iter().enumerate() {
@@ -139,18 +146,24 @@ impl Recovered {
                 ));
                 break;
             }
-            let (mut seg, torn) = Segment::recover(dir, base, spec, &mut producers, |h, pos| {
-                epochs.note(h.partition_leader_epoch(), h.base_offset());
-                if max_timestamp.is_none_or(|m| h.max_timestamp() > m.timestamp) {
-                    max_timestamp = Some(MaxTimestampBatch {
-                        timestamp: h.max_timestamp(),
-                        segment_base: base,
-                        position: pos,
-                        size: h.total_size() as usize,
-                    });
-                }
-            })
-            .await?;
+            let (mut seg, torn) =
+                Segment::recover(dir, base, spec, &mut producers, |h, pos, txn| {
+                    epochs.note(h.partition_leader_epoch(), h.base_offset());
+                    if let Some(t) = txn.filter(|t| t.aborted) {
+                        // The last stable offset of that time is not known; the marker's own
+                        // offset bounds it.
+                        aborted.push_back(AbortedTxn::new(&t, t.last_offset));
+                    }
+                    if max_timestamp.is_none_or(|m| h.max_timestamp() > m.timestamp) {
+                        max_timestamp = Some(MaxTimestampBatch {
+                            timestamp: h.max_timestamp(),
+                            segment_base: base,
+                            position: pos,
+                            size: h.total_size() as usize,
+                        });
+                    }
+                })
+                .await?;
             expected = seg.next_offset;
             match torn {
                 // Zeros past the data: a direct write's block padding or space never
@@ -188,6 +201,7 @@ impl Recovered {
         Ok(Recovered {
             segments,
             producers,
+            aborted,
             max_timestamp,
             epochs,
             replicated_high_watermark: None,
@@ -223,6 +237,7 @@ impl PartitionLog {
         let Recovered {
             mut segments,
             producers,
+            aborted,
             max_timestamp,
             mut epochs,
             replicated_high_watermark,
@@ -267,6 +282,7 @@ impl PartitionLog {
                 replicated_end: i64::MAX,
                 syncs_pending: 0,
                 producers,
+                aborted,
                 max_timestamp,
                 offline: offline.is_some(),
                 closed: false,
@@ -324,6 +340,7 @@ impl PartitionLog {
             let snapshot = ShutdownSnapshot {
                 segments: s.segments.values().map(Segment::snapshot).collect(),
                 producers: s.producers.clone(),
+                aborted: s.aborted.clone(),
                 max_timestamp: s.max_timestamp,
                 epochs: Some(s.epochs.clone()),
                 replicated_high_watermark: (s.replicated_end != i64::MAX)

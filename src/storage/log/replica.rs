@@ -149,7 +149,7 @@ impl PartitionLog {
         old_file.truncate(position).await?;
         let mut scratch = ProducerStates::default();
         let (mut seg, torn) =
-            Segment::recover(&self.dir, base, &spec, &mut scratch, |_, _| {}).await?;
+            Segment::recover(&self.dir, base, &spec, &mut scratch, |_, _, _| {}).await?;
         if let Some(t) = torn {
             warn!(dir = %self.dir.display(), segment = base, reason = %t.reason, "a cut segment rescanned short");
         }
@@ -163,6 +163,9 @@ impl PartitionLog {
             s.log_end_offset = end;
             s.flushed_visible_end = s.flushed_visible_end.min(end);
             s.producers.truncate(end);
+            while s.aborted.back().is_some_and(|a| a.last_offset >= end) {
+                s.aborted.pop_back();
+            }
             s.epochs.truncate_from_end(end);
             if s.max_timestamp.is_some_and(|m| {
                 m.segment_base > base || (m.segment_base == base && m.position >= position)
@@ -192,6 +195,7 @@ impl PartitionLog {
             s.log_end_offset = offset;
             s.flushed_visible_end = offset;
             s.producers = ProducerStates::default();
+            s.aborted.clear();
             s.epochs = Default::default();
             s.max_timestamp = None;
             s.tail_cache = Default::default();

@@ -141,6 +141,7 @@ impl PartitionLog {
         {
             let mut s = self.state.borrow_mut();
             s.log_start_offset = s.log_start_offset.max(target);
+            s.trim_aborted();
             let start = s.log_start_offset;
             s.epochs.truncate_from_start(start);
         }
@@ -179,6 +180,7 @@ impl PartitionLog {
                 .next()
                 .expect("the active segment remains");
             s.log_start_offset = s.log_start_offset.max(first);
+            s.trim_aborted();
             let start = s.log_start_offset;
             s.epochs.truncate_from_start(start);
             let gone = |base: i64| doomed.iter().any(|d| d.base_offset == base);

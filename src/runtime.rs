@@ -469,6 +469,28 @@ pub fn serve(config: Config) -> Result<(), StartError> {
                     }
                 })
                 .detach();
+                let txn_core = shard.clone();
+                glommio::spawn_local(async move {
+                    let t = txn_core.config.transactions;
+                    let every = Duration::from_millis(
+                        t.abort_timed_out_interval_ms.min(t.remove_expired_interval_ms),
+                    );
+                    let producers_every =
+                        Duration::from_millis(t.producer_id_expiration_check_interval_ms);
+                    let mut last_producer_expiry = std::time::Instant::now();
+                    loop {
+                        glommio::timer::sleep(every).await;
+                        txn_core.txns.tick(&txn_core).await;
+                        if last_producer_expiry.elapsed() >= producers_every {
+                            last_producer_expiry = std::time::Instant::now();
+                            let now_ms = crate::storage::segment::now_ms();
+                            for log in txn_core.all_logs() {
+                                log.expire_producers(now_ms, t.producer_id_expiration_ms);
+                            }
+                        }
+                    }
+                })
+                .detach();
                 let flusher = shard.clone();
                 glommio::spawn_local(async move {
                     loop {

@@ -1,7 +1,7 @@
 //! FindCoordinator (v0–v6, batched keys from v4). A group's coordinator is the broker
-//! leading its `__consumer_offsets` partition (created on first use, as in Kafka);
-//! there the group lives on the core holding that partition. Transactions have no coordinator yet:
-//! those keys get COORDINATOR_NOT_AVAILABLE.
+//! leading its `__consumer_offsets` partition, a transactional id's the broker leading
+//! its `__transaction_state` partition (each topic created on first use, as in
+//! Kafka); there the key lives on the core holding that partition.
 
 use std::rc::Rc;
 
@@ -10,6 +10,7 @@ use kafka_protocol::messages::find_coordinator_request::FindCoordinatorRequest;
 use kafka_protocol::messages::find_coordinator_response::{Coordinator, FindCoordinatorResponse};
 use kafka_protocol::messages::BrokerId;
 
+use super::routing::CoordinatorKind;
 use super::{decode, encode_response, str_bytes, Outcome};
 use crate::cluster::metadata::BrokerInfo;
 use crate::node::Core;
@@ -18,24 +19,30 @@ use crate::protocol::header::RequestHeader;
 use crate::protocol::ErrorCode;
 
 const KEY_TYPE_GROUP: i8 = 0;
-const NO_TRANSACTIONS: &str =
-    "The coordinator is not available: ringlog does not serve transactions yet.";
+const KEY_TYPE_TRANSACTION: i8 = 1;
 
-/// The coordinator for one key: the broker leading the group's `__consumer_offsets`
-/// partition, or an error with a message.
+/// The coordinator for one key: the broker leading the key's partition, or an error
+/// with a message.
 async fn locate(
     core: &Rc<Core>,
     key_type: i8,
     key: &str,
 ) -> Result<BrokerInfo, (ErrorCode, String)> {
-    if key_type != KEY_TYPE_GROUP {
-        return Err((ErrorCode::CoordinatorNotAvailable, NO_TRANSACTIONS.into()));
-    }
+    let (kind, what) = match key_type {
+        KEY_TYPE_GROUP => (CoordinatorKind::Group, "group"),
+        KEY_TYPE_TRANSACTION => (CoordinatorKind::Transaction, "transactional id"),
+        other => {
+            return Err((
+                ErrorCode::InvalidRequest,
+                format!("Unknown coordinator type {other}."),
+            ))
+        }
+    };
     if key.is_empty() {
-        return Err((ErrorCode::InvalidRequest, "The group id is empty.".into()));
+        return Err((ErrorCode::InvalidRequest, format!("The {what} is empty.")));
     }
-    let unavailable = |code| (code, format!("No coordinator for group {key} yet."));
-    let location = super::routing::coordinator_of(core, key)
+    let unavailable = |code| (code, format!("No coordinator for {what} {key} yet."));
+    let location = super::routing::locate_coordinator(core, kind, key)
         .await
         .map_err(unavailable)?;
     core.metadata

@@ -32,8 +32,13 @@ mod init_producer_id;
 mod list_offsets;
 mod metadata;
 pub mod produce;
-mod routing;
-mod storage_errors;
+pub(crate) mod routing;
+pub(crate) mod storage_errors;
+mod transactions;
+mod txn_admin;
+mod txn_markers;
+mod txn_offset_commit;
+mod write_txn_markers;
 
 /// What the connection does with a request's result.
 pub enum Outcome {
@@ -187,6 +192,14 @@ pub async fn handle(core: Rc<Core>, frame: Bytes, client_host: &str) -> Outcome 
             groups::consumer_group_heartbeat(&core, &h, body, client_host).await
         }
         key::CONSUMER_GROUP_DESCRIBE => groups::consumer_group_describe(&core, &h, body).await,
+        key::ADD_PARTITIONS_TO_TXN => transactions::add_partitions(&core, &h, body).await,
+        key::ADD_OFFSETS_TO_TXN => transactions::add_offsets(&core, &h, body).await,
+        key::END_TXN => transactions::end_txn(&core, &h, body).await,
+        key::WRITE_TXN_MARKERS => write_txn_markers::handle(&core, &h, body).await,
+        key::TXN_OFFSET_COMMIT => txn_offset_commit::handle(&core, &h, body).await,
+        key::DESCRIBE_TRANSACTIONS => txn_admin::describe_transactions(&core, &h, body).await,
+        key::LIST_TRANSACTIONS => txn_admin::list_transactions(&core, &h, body).await,
+        key::DESCRIBE_PRODUCERS => txn_admin::describe_producers(&core, &h, body).await,
         other => {
             warn!(api_key = other, "api in the table has no handler");
             Outcome::Close(format!("api {other} has no handler"))

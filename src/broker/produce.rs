@@ -85,9 +85,12 @@ pub async fn handle(core: &Rc<Core>, h: &RequestHeader, body: Bytes) -> Outcome 
                 results[slot] = Some(Err((ErrorCode::InvalidRequiredAcks, None)));
                 continue;
             }
-            if t.name.0.as_str() == crate::group::offsets_topic::OFFSETS_TOPIC {
+            let name = t.name.0.as_str();
+            if name == crate::group::offsets_topic::OFFSETS_TOPIC
+                || name == crate::txn::TRANSACTION_TOPIC
+            {
                 // As Kafka: clients may not append to an internal topic.
-                let why = "Cannot append to internal topic __consumer_offsets".to_string();
+                let why = format!("Cannot append to internal topic {name}");
                 results[slot] = Some(Err((ErrorCode::InvalidTopicException, Some(why))));
                 continue;
             }

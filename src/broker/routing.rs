@@ -15,6 +15,7 @@ use crate::node::{controller_client, Core, PartitionKey, CONTROLLER_SHARD};
 use crate::protocol::ErrorCode;
 use crate::shard::ShardId;
 use crate::storage::PartitionLog;
+use crate::txn::TRANSACTION_TOPIC;
 
 /// The error a client gets for a partition this node does not serve.
 pub fn not_served(why: NotServed) -> ErrorCode {
@@ -77,7 +78,10 @@ pub async fn auto_create(
 ) -> BTreeMap<String, Result<Arc<TopicMeta>, ErrorCode>> {
     // Internal topics are created by their owners (the group coordinator), with their
     // own settings, never by a client's request.
-    let names: Vec<String> = names.into_iter().filter(|n| n != OFFSETS_TOPIC).collect();
+    let names: Vec<String> = names
+        .into_iter()
+        .filter(|n| n != OFFSETS_TOPIC && n != TRANSACTION_TOPIC)
+        .collect();
     if !names.is_empty() {
         tracing::info!(topics = ?names, client, "auto-creating topics a Metadata request names");
     }
@@ -115,29 +119,85 @@ pub async fn auto_create(
     out
 }
 
-/// The `__consumer_offsets` topic, created through the controller on first use (as
+/// Which internal topic holds a coordinator's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CoordinatorKind {
+    /// Consumer groups, in `__consumer_offsets`.
+    Group,
+    /// Transactional ids, in `__transaction_state`.
+    Transaction,
+}
+
+impl CoordinatorKind {
+    fn topic_name(self) -> &'static str {
+        match self {
+            CoordinatorKind::Group => OFFSETS_TOPIC,
+            CoordinatorKind::Transaction => TRANSACTION_TOPIC,
+        }
+    }
+
+    /// The topic as Kafka creates it: its broker settings, compacted.
+    fn new_topic(self, core: &Core, live_brokers: usize) -> NewTopic {
+        let c = &core.config;
+        let (partitions, replication_factor, segment_bytes, mut configs) = match self {
+            CoordinatorKind::Group => (
+                c.offsets_topic_partitions,
+                c.offsets_topic_replication_factor,
+                c.offsets_topic_segment_bytes,
+                BTreeMap::new(),
+            ),
+            CoordinatorKind::Transaction => {
+                let t = &c.transactions;
+                let rf = t.state_log_replication_factor.min(live_brokers);
+                (
+                    t.state_log_partitions,
+                    t.state_log_replication_factor,
+                    t.state_log_segment_bytes,
+                    BTreeMap::from([
+                        (
+                            "min.insync.replicas".to_string(),
+                            t.state_log_min_isr.min(rf).to_string(),
+                        ),
+                        (
+                            "unclean.leader.election.enable".to_string(),
+                            "false".to_string(),
+                        ),
+                    ]),
+                )
+            }
+        };
+        configs.insert("cleanup.policy".to_string(), "compact".to_string());
+        configs.insert("segment.bytes".to_string(), segment_bytes.to_string());
+        NewTopic {
+            name: self.topic_name().to_string(),
+            partitions,
+            // The setting, or every live broker when there are fewer.
+            replication_factor: replication_factor.min(live_brokers) as i16,
+            assignments: Vec::new(),
+            configs,
+        }
+    }
+
+    fn partition_for(self, key: &str, partitions: i32) -> i32 {
+        match self {
+            CoordinatorKind::Group => offsets_topic::partition_for(key, partitions),
+            CoordinatorKind::Transaction => crate::txn::log_format::partition_for(key, partitions),
+        }
+    }
+}
+
+/// A coordinator's internal topic, created through the controller on first use (as
 /// Kafka creates it on the first FindCoordinator), replicated like any topic.
-async fn offsets_topic(core: &Rc<Core>) -> Result<Arc<TopicMeta>, ErrorCode> {
+async fn internal_topic(
+    core: &Rc<Core>,
+    kind: CoordinatorKind,
+) -> Result<Arc<TopicMeta>, ErrorCode> {
     let view = core.metadata.load();
-    if let Some(t) = view.topic(OFFSETS_TOPIC) {
+    if let Some(t) = view.topic(kind.topic_name()) {
         return Ok(t.clone());
     }
-    // `offsets.topic.replication.factor`, or every live broker when there are fewer.
     let live = view.cluster.live_brokers().count().max(1);
-    let replication_factor = core.config.offsets_topic_replication_factor.min(live) as i16;
-    let topic = NewTopic {
-        name: OFFSETS_TOPIC.to_string(),
-        partitions: core.config.offsets_topic_partitions,
-        replication_factor,
-        assignments: Vec::new(),
-        configs: BTreeMap::from([
-            ("cleanup.policy".to_string(), "compact".to_string()),
-            (
-                "segment.bytes".to_string(),
-                core.config.offsets_topic_segment_bytes.to_string(),
-            ),
-        ]),
-    };
+    let topic = kind.new_topic(core, live);
     let created = core
         .submit_to(CONTROLLER_SHARD, move |c| async move {
             controller_client::create_topics(&c, vec![topic], false).await
@@ -150,14 +210,14 @@ async fn offsets_topic(core: &Rc<Core>) -> Result<Arc<TopicMeta>, ErrorCode> {
         _ => core
             .metadata
             .load()
-            .topic(OFFSETS_TOPIC)
+            .topic(kind.topic_name())
             .cloned()
             .ok_or(ErrorCode::CoordinatorNotAvailable),
     }
 }
 
-/// Where a group's coordinator is: the leader of its `__consumer_offsets` partition,
-/// and the core holding that partition if the leader is this broker.
+/// Where a coordinator is: the leader of its key's partition, and the core holding
+/// that partition if the leader is this broker.
 pub struct CoordinatorLocation {
     pub broker: BrokerId,
     pub local_shard: Option<ShardId>,
@@ -169,8 +229,18 @@ pub async fn coordinator_of(
     core: &Rc<Core>,
     group: &str,
 ) -> Result<CoordinatorLocation, ErrorCode> {
-    let topic = offsets_topic(core).await?;
-    let partition = offsets_topic::partition_for(group, topic.partition_count());
+    locate_coordinator(core, CoordinatorKind::Group, group).await
+}
+
+/// The coordinator of `key` of `kind`. COORDINATOR_NOT_AVAILABLE while its partition
+/// has no leader.
+pub async fn locate_coordinator(
+    core: &Rc<Core>,
+    kind: CoordinatorKind,
+    key: &str,
+) -> Result<CoordinatorLocation, ErrorCode> {
+    let topic = internal_topic(core, kind).await?;
+    let partition = kind.partition_for(key, topic.partition_count());
     let broker = topic
         .partition(partition)
         .and_then(|a| a.leader)
@@ -185,6 +255,27 @@ pub async fn coordinator_of(
         broker,
         local_shard,
     })
+}
+
+/// Runs `f` on the core coordinating transactional id `id`: NOT_COORDINATOR if this
+/// broker does not.
+pub async fn on_transaction_coordinator<R, F, Fut>(
+    core: &Rc<Core>,
+    id: &str,
+    f: F,
+) -> Result<R, ErrorCode>
+where
+    R: Send + 'static,
+    F: FnOnce(Rc<Core>) -> Fut + Send + 'static,
+    Fut: Future<Output = R> + 'static,
+{
+    let owner = locate_coordinator(core, CoordinatorKind::Transaction, id)
+        .await?
+        .local_shard
+        .ok_or(ErrorCode::NotCoordinator)?;
+    core.submit_to(owner, f)
+        .await
+        .map_err(|_| ErrorCode::CoordinatorNotAvailable)
 }
 
 /// Kafka's check of a request's `current_leader_epoch` for a partition this broker

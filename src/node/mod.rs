@@ -55,6 +55,8 @@ pub struct Core {
     pub sync_group: Rc<SyncGroup>,
     /// The consumer groups of the `__consumer_offsets` partitions this core leads.
     pub groups: crate::group::Coordinator,
+    /// The transactional ids of the `__transaction_state` partitions this core leads.
+    pub txns: crate::txn::Coordinator,
     /// Bytes of request frames this core's connections may hold at once
     /// (`queued.max.request.bytes`): a frame takes its size before its body is read.
     pub request_budget: Rc<glommio::sync::Semaphore>,
@@ -93,6 +95,7 @@ impl Core {
         Rc::new(Core {
             mesh,
             groups: crate::group::Coordinator::new(&config),
+            txns: crate::txn::Coordinator::new(&config),
             config,
             metadata,
             logs: RefCell::new(HashMap::new()),

@@ -19,6 +19,7 @@ use crate::group::offsets_topic::OFFSETS_TOPIC;
 use crate::replication::leader::LeaderState;
 use crate::storage::segment::SegmentSpec;
 use crate::storage::{LogConfig, PartitionLog};
+use crate::txn::TRANSACTION_TOPIC;
 
 /// A topic override that may be -1 (Kafka's "unlimited").
 fn signed(topic: &TopicMeta, key: &str) -> Option<i64> {
@@ -122,6 +123,7 @@ pub async fn open_missing(
             log.set_config(log_config(&view.config, &topic));
             reconcile_role(core, key, assignment, &log);
             reconcile_groups(core, &topic, p, &log).await?;
+            reconcile_transactions(core, &topic, p, &log).await?;
             continue;
         }
         let log = open_partition(core, &view.config, &topic, p, clean_shutdown)
@@ -130,6 +132,7 @@ pub async fn open_missing(
         log.set_leader_epoch(assignment.leader_epoch);
         reconcile_role(core, key, assignment, &log);
         reconcile_groups(core, &topic, p, &log).await?;
+        reconcile_transactions(core, &topic, p, &log).await?;
         core.insert_log(key, log);
     }
     replica_fetcher::start(core, view);
@@ -166,6 +169,59 @@ async fn reconcile_groups(
         info!(
             partition,
             "no longer leading __consumer_offsets: groups dropped"
+        );
+    }
+    Ok(())
+}
+
+/// The transaction coordinator follows the leadership of `__transaction_state`
+/// partitions: it loads one this node now leads (or leads at a new epoch, its
+/// coordinator epoch) and resumes the transactions it finds ending; it drops the ids
+/// of one it no longer leads.
+async fn reconcile_transactions(
+    core: &Rc<Core>,
+    topic: &TopicMeta,
+    partition: i32,
+    log: &PartitionLog,
+) -> Result<(), String> {
+    if topic.name != TRANSACTION_TOPIC {
+        return Ok(());
+    }
+    let Some(assignment) = topic.partition(partition) else {
+        return Ok(());
+    };
+    let epoch = assignment.leader_epoch.0;
+    let leads = assignment.leader == Some(core.node_id());
+    if leads && !core.txns.is_loaded(partition, epoch) {
+        let ending = core
+            .txns
+            .load_partition(log, partition, topic.partition_count(), epoch)
+            .await
+            .map_err(|e| {
+                format!(
+                    "loading the transactions of {}-{partition}: {e}",
+                    topic.name
+                )
+            })?;
+        info!(
+            partition,
+            coordinator_epoch = epoch,
+            ending = ending.len(),
+            "leading __transaction_state: transactional ids loaded"
+        );
+        core.txns.resume(core, ending);
+    } else if !leads
+        && core
+            .txns
+            .loaded_partitions()
+            .iter()
+            .any(|(p, _)| *p == partition)
+    {
+        core.txns
+            .unload_partition(partition, Some(topic.partition_count()));
+        info!(
+            partition,
+            "no longer leading __transaction_state: transactional ids dropped"
         );
     }
     Ok(())
@@ -240,6 +296,11 @@ pub async fn remove_extra(core: &Core, view: &MetadataView) {
             if offsets.is_none_or(|t| t.id == key.0) {
                 core.groups
                     .unload_partition(key.1, offsets.map(|t| t.partition_count()));
+            }
+            let txns = view.topic(TRANSACTION_TOPIC);
+            if txns.is_none_or(|t| t.id == key.0) {
+                core.txns
+                    .unload_partition(key.1, txns.map(|t| t.partition_count()));
             }
             if let Err(e) = log.delete().await {
                 warn!(dir = %log.dir().display(), error = %e, "removing partition directory failed");

@@ -45,6 +45,14 @@ pub mod key {
     pub const DESCRIBE_CONFIGS: i16 = 32;
     pub const ALTER_CONFIGS: i16 = 33;
     pub const INIT_PRODUCER_ID: i16 = 22;
+    pub const ADD_PARTITIONS_TO_TXN: i16 = 24;
+    pub const ADD_OFFSETS_TO_TXN: i16 = 25;
+    pub const END_TXN: i16 = 26;
+    pub const WRITE_TXN_MARKERS: i16 = 27;
+    pub const TXN_OFFSET_COMMIT: i16 = 28;
+    pub const DESCRIBE_PRODUCERS: i16 = 61;
+    pub const DESCRIBE_TRANSACTIONS: i16 = 65;
+    pub const LIST_TRANSACTIONS: i16 = 66;
     pub const CREATE_PARTITIONS: i16 = 37;
     pub const DELETE_GROUPS: i16 = 42;
     pub const ELECT_LEADERS: i16 = 43;
@@ -106,6 +114,24 @@ pub const SUPPORTED_APIS: &[ApiSpec] = &[
     spec(key::DELETE_TOPICS, "DeleteTopics", 0, 6, 4),
     spec(key::DELETE_RECORDS, "DeleteRecords", 0, 2, 2),
     spec(key::INIT_PRODUCER_ID, "InitProducerId", 0, 5, 2),
+    spec(key::ADD_PARTITIONS_TO_TXN, "AddPartitionsToTxn", 0, 5, 3),
+    spec(key::ADD_OFFSETS_TO_TXN, "AddOffsetsToTxn", 0, 4, 3),
+    // Transactions V1: EndTxn v5 and TxnOffsetCommit v5 (and Produce v12) are V2's
+    // (KIP-890 part 2), which no finalized `transaction.version` feature advertises,
+    // so 4.x clients keep to V1 (`README`, "Transactions").
+    spec(key::END_TXN, "EndTxn", 0, 4, 3),
+    ApiSpec {
+        key: key::WRITE_TXN_MARKERS,
+        name: "WriteTxnMarkers",
+        version_min: 1,
+        version_served_min: 1,
+        version_max: 1,
+        flexible_from: 1,
+    },
+    spec(key::TXN_OFFSET_COMMIT, "TxnOffsetCommit", 0, 4, 3),
+    spec(key::DESCRIBE_PRODUCERS, "DescribeProducers", 0, 0, 0),
+    spec(key::DESCRIBE_TRANSACTIONS, "DescribeTransactions", 0, 0, 0),
+    spec(key::LIST_TRANSACTIONS, "ListTransactions", 0, 1, 0),
     spec(key::DESCRIBE_CONFIGS, "DescribeConfigs", 1, 4, 4),
     spec(key::ALTER_CONFIGS, "AlterConfigs", 0, 2, 2),
     spec(
@@ -213,6 +239,14 @@ mod tests {
         (key::DELETE_TOPICS, 0, 6),
         (key::DELETE_RECORDS, 0, 2),
         (key::INIT_PRODUCER_ID, 0, 5),
+        (key::ADD_PARTITIONS_TO_TXN, 0, 5),
+        (key::ADD_OFFSETS_TO_TXN, 0, 4),
+        (key::END_TXN, 0, 4),
+        (key::WRITE_TXN_MARKERS, 0, 1),
+        (key::TXN_OFFSET_COMMIT, 0, 4),
+        (key::DESCRIBE_PRODUCERS, 0, 0),
+        (key::DESCRIBE_TRANSACTIONS, 0, 0),
+        (key::LIST_TRANSACTIONS, 0, 1),
         (key::DESCRIBE_CONFIGS, 0, 4),
         (key::ALTER_CONFIGS, 0, 2),
         (key::INCREMENTAL_ALTER_CONFIGS, 0, 1),
@@ -243,7 +277,8 @@ mod tests {
 
     /// Versions Kafka 3.9 served that ringlog does not yet, as (api, lowest served):
     /// DescribeConfigs v0 (answers `is_default`, not a source; Kafka 4.0 dropped it).
-    const NOT_BUILT: &[(i16, i16)] = &[(key::DESCRIBE_CONFIGS, 1)];
+    /// WriteTxnMarkers v0 (broker to broker; Kafka 4.0 dropped it).
+    const NOT_BUILT: &[(i16, i16)] = &[(key::DESCRIBE_CONFIGS, 1), (key::WRITE_TXN_MARKERS, 1)];
 
     #[test]
     fn floors_are_kafka_3_9s_but_for_the_documented_exceptions() {

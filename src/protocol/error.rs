@@ -33,6 +33,7 @@ pub enum ErrorCode {
     InvalidSessionTimeout = 26,
     RebalanceInProgress = 27,
     InvalidCommitOffsetSize = 28,
+    TopicAuthorizationFailed = 29,
     InvalidTimestamp = 32,
     UnsupportedVersion = 35,
     TopicAlreadyExists = 36,
@@ -74,6 +75,7 @@ pub enum ErrorCode {
     UnknownTopicId = 100,
     InvalidUpdateVersion = 95,
     IneligibleReplica = 107,
+    TransactionAbortable = 120,
 }
 
 impl ErrorCode {

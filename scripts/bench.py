@@ -57,6 +57,10 @@ def workloads(a):
         ("produce-100b-acks1-p64", "produce", dict(record=100, acks=1, partitions=64, seconds=s)),
         ("produce-100b-acksall-p8", "produce", dict(record=100, acks=-1, partitions=8, seconds=s)),
         ("consume-1k-p8-cached", "consume", dict(record=KIB, partitions=8, fill_seconds=a.fill_seconds)),
+        # The same fetches with isolation_level READ_COMMITTED: bounded by the last
+        # stable offset, with the aborted-transaction list from the index.
+        ("consume-1k-p8-cached-read-committed", "consume",
+         dict(record=KIB, partitions=8, fill_seconds=a.fill_seconds, read_committed=True)),
         ("consume-1k-p8-caught-up", "e2e", dict(record=KIB, acks=1, partitions=8, seconds=s, rate=0)),
     ]
     for pct in (25, 50, 75):
@@ -356,7 +360,8 @@ def run_workload(broker, name, kind, o, results, a):
         r = perf(["produce"] + topic_args(broker, topic, o, a.topic_gb), timeout)
     elif kind == "consume":
         r = perf(["consume", "--bootstrap", broker.bootstrap, "--topic", topic,
-                  "--consumers", 2, "--seconds", 60], timeout)
+                  "--consumers", 2, "--seconds", 60]
+                 + (["--read-committed"] if o.get("read_committed") else []), timeout)
     elif kind == "e2e":
         args = ["e2e"] + topic_args(broker, topic, o, a.topic_gb) + ["--rate", o["rate"], "--producers", 2]
         probe_dir = None

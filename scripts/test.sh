@@ -55,6 +55,18 @@ PY
     rm -rf target/java-download
 fi
 
+# KafkaJS (npm) for the transactions client test.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    echo "== installing Node.js"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq nodejs npm >/dev/null
+fi
+if [[ ! -d tests/js/node_modules/kafkajs ]]; then
+    echo "== installing KafkaJS"
+    (cd tests/js && npm ci --no-audit --no-fund --silent)
+fi
+
 echo "== building"
 cargo build --release --locked
 

@@ -208,3 +208,24 @@ def test_a_broker_sigkill_mid_transaction(broker):
     assert sorted(seen) == sorted([f"c{i}" for i in range(1000)] + [f"o{i}" for i in range(400)]
                                   + [f"n{i}" for i in range(100)])
     assert high_watermarks(broker.bootstrap, "tx-crash", 2, "read_committed") == 1800 + 8
+
+
+def test_offsets_of_an_open_transaction_are_unstable_to_read_committed_consumers(broker):
+    from confluent_kafka import KafkaException
+    create_topic(broker.bootstrap, "tx-offsets", 1)
+    group = "tx-offsets-group"
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": group,
+                  "isolation.level": "read_committed", "enable.auto.commit": False})
+    metadata = c.consumer_group_metadata()
+    p = txn_producer(broker.bootstrap, "tx-offsets")
+    p.begin_transaction()
+    send(p, "tx-offsets", "x", 10, 1)
+    p.send_offsets_to_transaction([TopicPartition("tx-offsets", 0, 7)], metadata, 30)
+    # OffsetFetch with require_stable (librdkafka's read_committed consumer):
+    # UNSTABLE_OFFSET_COMMIT while the transaction holds the offset, so it waits.
+    with pytest.raises(KafkaException):
+        c.committed([TopicPartition("tx-offsets", 0)], timeout=3)
+    p.commit_transaction(60)
+    [tp] = c.committed([TopicPartition("tx-offsets", 0)], timeout=10)
+    assert tp.offset == 7 and tp.error is None
+    c.close()

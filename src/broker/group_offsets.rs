@@ -139,18 +139,45 @@ fn req_topics_with(
         .collect()
 }
 
-/// Fetches one group's committed offsets on its coordinator.
+/// Fetches one group's committed offsets on its coordinator; with `require_stable`
+/// (v7+), also the partitions an open transaction holds an offset for, which get
+/// UNSTABLE_OFFSET_COMMIT (the client retries once the transaction ends).
 async fn fetch_group_offsets(
     core: &Rc<Core>,
     group: String,
     topics: Option<Vec<(String, Vec<i32>)>>,
-) -> Result<FetchedOffsets, ErrorCode> {
+    require_stable: bool,
+) -> Result<(FetchedOffsets, Vec<(String, i32)>), ErrorCode> {
     let g = group.clone();
     on_coordinator(core, &group, move |s| async move {
-        s.groups.fetch_offsets(&*s, &g, topics)
+        let found = s.groups.fetch_offsets(&*s, &g, topics)?;
+        let unstable = if require_stable {
+            found
+                .iter()
+                .flat_map(|(t, parts)| parts.iter().map(move |(p, _)| (t.clone(), *p)))
+                .filter(|(t, p)| s.groups.has_pending_offset(&g, t, *p))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok((found, unstable))
     })
     .await
     .and_then(|r| r)
+}
+
+/// UNSTABLE_OFFSET_COMMIT with no offset, for a partition an open transaction holds.
+fn mark_unstable(
+    unstable: &[(String, i32)],
+    topic: &str,
+    partition: i32,
+    error_code: &mut i16,
+    offset: &mut i64,
+) {
+    if unstable.iter().any(|(t, p)| t == topic && *p == partition) {
+        *error_code = ErrorCode::UnstableOffsetCommit.code();
+        *offset = -1;
+    }
 }
 
 /// OffsetFetch v0–v1 without a top-level error: `code` for every partition asked for.
@@ -207,9 +234,9 @@ pub async fn offset_fetch(core: &Rc<Core>, h: &RequestHeader, body: Bytes) -> Ou
             });
             let mut rg = OffsetFetchResponseGroup::default();
             rg.group_id = g.group_id.clone();
-            match fetch_group_offsets(core, text(&g.group_id), topics).await {
+            match fetch_group_offsets(core, text(&g.group_id), topics, req.require_stable).await {
                 Err(code) => rg.error_code = code.code(),
-                Ok(found) => {
+                Ok((found, unstable)) => {
                     rg.topics = found
                         .into_iter()
                         .map(|(name, parts)| {
@@ -225,6 +252,13 @@ pub async fn offset_fetch(core: &Rc<Core>, h: &RequestHeader, body: Bytes) -> Ou
                                         &mut rp.committed_offset,
                                         &mut rp.committed_leader_epoch,
                                         &mut rp.metadata,
+                                    );
+                                    mark_unstable(
+                                        &unstable,
+                                        &name,
+                                        p,
+                                        &mut rp.error_code,
+                                        &mut rp.committed_offset,
                                     );
                                     rp
                                 })
@@ -242,11 +276,12 @@ pub async fn offset_fetch(core: &Rc<Core>, h: &RequestHeader, body: Bytes) -> Ou
                 .map(|t| (text(&t.name), t.partition_indexes.clone()))
                 .collect()
         });
-        match fetch_group_offsets(core, text(&req.group_id), topics).await {
+        let require_stable = v >= 7 && req.require_stable;
+        match fetch_group_offsets(core, text(&req.group_id), topics, require_stable).await {
             Err(code) if v >= 2 => resp.error_code = code.code(),
             // v1 has no top-level error: every requested partition carries it.
             Err(code) => resp.topics = offset_fetch_errors(&req, code),
-            Ok(found) => {
+            Ok((found, unstable)) => {
                 resp.topics = found
                     .into_iter()
                     .map(|(name, parts)| {
@@ -266,6 +301,13 @@ pub async fn offset_fetch(core: &Rc<Core>, h: &RequestHeader, body: Bytes) -> Ou
                                 if v < 5 {
                                     rp.committed_leader_epoch = -1;
                                 }
+                                mark_unstable(
+                                    &unstable,
+                                    &name,
+                                    p,
+                                    &mut rp.error_code,
+                                    &mut rp.committed_offset,
+                                );
                                 rp
                             })
                             .collect();

@@ -23,6 +23,8 @@ pub struct FetchSpec {
     pub max_bytes: i32,
     pub max_wait: Duration,
     pub min_bytes: i32,
+    /// 0: READ_UNCOMMITTED, 1: READ_COMMITTED.
+    pub isolation_level: i8,
 }
 
 pub struct Consumer {
@@ -75,6 +77,7 @@ impl Consumer {
             .with_max_wait_ms(self.spec.max_wait.as_millis() as i32)
             .with_min_bytes(self.spec.min_bytes)
             .with_max_bytes(self.spec.max_bytes)
+            .with_isolation_level(self.spec.isolation_level)
             .with_session_epoch(-1)
             .with_topics(vec![FetchTopic::default()
                 .with_topic(TopicName(StrBytes::from_string(self.topic.clone())))

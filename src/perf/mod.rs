@@ -110,6 +110,9 @@ pub struct ConsumeArgs {
     /// Stop after this long even if the backlog is not read.
     #[arg(long, default_value_t = 60.0)]
     pub seconds: f64,
+    /// Fetch with isolation_level READ_COMMITTED (up to the last stable offset).
+    #[arg(long)]
+    pub read_committed: bool,
 }
 
 #[derive(Args)]
@@ -349,6 +352,7 @@ fn fetch_spec(partition_max_bytes: i32, max_bytes: i32, max_wait: Duration) -> F
         max_bytes,
         max_wait,
         min_bytes: 1,
+        isolation_level: 0,
     }
 }
 
@@ -374,11 +378,14 @@ fn consume_backlog(a: &ConsumeArgs) -> io::Result<Value> {
                 .filter(|p| *p as usize % consumers == i)
                 .collect();
             let (target, counters, ends) = (a.target.clone(), counters.clone(), ends.clone());
-            let spec = fetch_spec(
-                a.partition_max_bytes,
-                a.max_bytes,
-                Duration::from_millis(100),
-            );
+            let spec = FetchSpec {
+                isolation_level: a.read_committed as i8,
+                ..fetch_spec(
+                    a.partition_max_bytes,
+                    a.max_bytes,
+                    Duration::from_millis(100),
+                )
+            };
             std::thread::spawn(move || -> io::Result<(u64, u64)> {
                 let mut consumer =
                     Consumer::new(&target.bootstrap, &target.topic, &mine, -2, spec)?;

@@ -9,6 +9,13 @@
 //   fence BOOTSTRAP TOPIC          a second producer with the same transactional.id fences
 //                                  the first: its open transaction is aborted and its next
 //                                  commit fails with ProducerFencedException
+//   stream BOOTSTRAP TOPIC ID SECONDS RECORDS
+//                                  transactions one after another for SECONDS, each sending
+//                                  RECORDS records ("<n>-<i>", to partition i % 3) and
+//                                  committing; errors are handled as the Java client's
+//                                  documentation says (abortable: abort; fatal: a new
+//                                  producer; commit timed out: commit again). Prints
+//                                  "committed n", "aborted n" or "unknown n" per transaction
 //   produce-open BOOTSTRAP TOPIC ID N
 //                                  begins a transaction, sends N records, flushes, prints
 //                                  "open" and waits to be killed
@@ -180,10 +187,63 @@ public class JavaTxnCheck {
         Thread.sleep(600_000);
     }
 
+    static boolean fatal(Exception e) {
+        return e instanceof ProducerFencedException
+                || e instanceof org.apache.kafka.common.errors.OutOfOrderSequenceException
+                || e instanceof org.apache.kafka.common.errors.AuthorizationException
+                || e instanceof org.apache.kafka.common.errors.UnsupportedVersionException
+                || e instanceof IllegalStateException;
+    }
+
+    static void stream(String bootstrap, String topic, String id, int seconds, int records) throws Exception {
+        long end = System.currentTimeMillis() + seconds * 1000L;
+        KafkaProducer<byte[], byte[]> p = null;
+        for (int n = 0; System.currentTimeMillis() < end; n++) {
+            try {
+                if (p == null) {
+                    p = txnProducer(bootstrap, id);
+                    p.initTransactions();
+                }
+                p.beginTransaction();
+                for (int i = 0; i < records; i++) {
+                    p.send(new ProducerRecord<>(topic, i % 3, null, bytes(n + "-" + i)));
+                }
+                String outcome = "committed";
+                for (int attempt = 0; ; attempt++) {
+                    try {
+                        p.commitTransaction();
+                        break;
+                    } catch (org.apache.kafka.common.errors.TimeoutException e) {
+                        // The outcome is not known yet: committing again is allowed.
+                        if (attempt == 5) throw e;
+                    }
+                }
+                System.out.println(outcome + " " + n);
+            } catch (Exception e) {
+                if (p != null && !fatal(e) && !(e instanceof org.apache.kafka.common.errors.TimeoutException)) {
+                    try {
+                        p.abortTransaction();
+                        System.out.println("aborted " + n);
+                        continue;
+                    } catch (Exception abortFailed) {
+                        // Fall through: a new producer.
+                    }
+                }
+                System.out.println("unknown " + n + " " + e);
+                if (p != null) p.close(Duration.ZERO);
+                p = null;
+            }
+            System.out.flush();
+        }
+        if (p != null) p.close();
+        System.out.println("ok stream");
+    }
+
     public static void main(String[] args) throws Exception {
         switch (args[0]) {
             case "commit-abort" -> commitAbort(args[1], args[2]);
             case "fence" -> fence(args[1], args[2]);
+            case "stream" -> stream(args[1], args[2], args[3], Integer.parseInt(args[4]), Integer.parseInt(args[5]));
             case "produce-open" -> produceOpen(args[1], args[2], args[3], Integer.parseInt(args[4]));
             default -> throw new IllegalArgumentException(args[0]);
         }

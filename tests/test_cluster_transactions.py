@@ -110,3 +110,45 @@ def test_killing_a_data_partitions_leader(cluster_factory, txn_classpath):  # no
     outcomes, _ = stream_with_a_kill(c, txn_classpath, "txd", "txn-data",
                                      a_data_leader_that_does_not_coordinate)
     check_exactly_once(c, "txd", outcomes)
+
+
+def test_a_new_coordinator_finishes_a_commit_whose_marker_could_not_be_written(cluster_factory):  # noqa: F811
+    """A commit is answered once PrepareCommit is stored; a partition whose leader is
+    down cannot take its marker yet. The coordinator's broker then dies too: the new
+    coordinator finds the transaction preparing, writes the markers once the
+    partition is back, and completes it; read_committed consumers see all of it.
+    (Five nodes, so that the quorum outlives two.)"""
+    from confluent_kafka import Producer
+    c = cluster_factory(5)
+    txn_id = "tx-resume"
+    p = Producer({"bootstrap.servers": ",".join(c.bootstrap(i) for i in range(5)),
+                  "transactional.id": txn_id, "linger.ms": 5})
+    p.init_transactions(60)
+    coordinator = coordinator_of(c, txn_id, 0)
+    create(c.bootstrap(0), "tx-resume", 5, rf=1, cluster=c)
+    leaders = {pid: part.leader for pid, part in c.metadata(0).topics["tx-resume"].partitions.items()}
+    down, other = [n for n in range(5) if n != coordinator][:2]
+    to_down = next(q for q, l in leaders.items() if l == down)
+    to_other = next(q for q, l in leaders.items() if l == other)
+    p.begin_transaction()
+    for i in range(200):
+        p.produce("tx-resume", value=f"r{i}".encode(), partition=to_down if i % 2 else to_other)
+    assert p.flush(60) == 0
+    c.kill(down)
+    wait_until("the downed node's partition to have no leader", lambda: c.metadata(other).topics[
+        "tx-resume"].partitions[to_down].leader == -1, 30)
+    p.commit_transaction(60)
+    c.kill(coordinator)
+    wait_until("a new coordinator", lambda: coordinator_of(c, txn_id, other) not in
+               (-1, coordinator, down), 60)
+    successor = coordinator_of(c, txn_id, other)
+    wait_until("the new coordinator to resume the transaction", lambda: "resuming an ending "
+               "transaction" in c.nodes[successor].log_text(), 30)
+    # Meanwhile the marker on the live partition is written: its half is visible.
+    meanwhile = read_all(c.bootstrap(other), "tx-resume", 5, "read_committed", 100,
+                         idle_s=1.0, limit_s=20)
+    assert sorted(meanwhile) == sorted(f"r{i}" for i in range(0, 200, 2))
+    c.nodes[down].start()
+    c.nodes[coordinator].start()
+    seen = read_all(c.bootstrap(other), "tx-resume", 5, "read_committed", 200, idle_s=2.0)
+    assert sorted(seen) == sorted(f"r{i}" for i in range(200))

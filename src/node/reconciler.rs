@@ -209,7 +209,7 @@ async fn reconcile_transactions(
             ending = ending.len(),
             "leading __transaction_state: transactional ids loaded"
         );
-        core.txns.resume(core, ending);
+        core.txns.resume(core, partition, epoch, ending);
     } else if !leads
         && core
             .txns

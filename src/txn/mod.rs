@@ -214,9 +214,6 @@ impl Coordinator {
             Err(_) => {
                 if let Some(t) = txns.get_mut(id) {
                     t.pending = false;
-                    if next.state == TxnState::PrepareAbort && t.state == TxnState::Ongoing {
-                        t.failed_fence = next.producer_epoch != t.producer_epoch;
-                    }
                 }
             }
         }
@@ -269,7 +266,7 @@ impl Coordinator {
                     "fencing the open transaction of a re-initialised producer"
                 );
                 self.transition(host.as_ref(), id, aborting).await?;
-                self.spawn_completion(host, id);
+                self.complete_in_background(host, id);
                 return Err(ErrorCode::ConcurrentTransactions);
             }
         };
@@ -341,15 +338,30 @@ impl Coordinator {
             return Ok(());
         };
         self.transition(host.as_ref(), id, next).await?;
-        self.spawn_completion(host, id);
+        self.complete_in_background(host, id);
         Ok(())
     }
 
-    /// Has the markers of `id`'s ending transaction written, then stores its end.
-    fn spawn_completion<H: Host>(&self, host: &Rc<H>, id: &str) {
+    /// Has the markers of `id`'s ending transaction written, then stores its end, for
+    /// as long as this core coordinates the id's partition at `coordinator_epoch`.
+    fn spawn_completion<H: Host>(
+        &self,
+        host: &Rc<H>,
+        id: &str,
+        partition: i32,
+        coordinator_epoch: i32,
+    ) {
         let host = host.clone();
         let id = id.to_string();
-        glommio::spawn_local(async move { complete(host, id).await }).detach();
+        glommio::spawn_local(async move { complete(host, id, partition, coordinator_epoch).await })
+            .detach();
+    }
+
+    /// As `spawn_completion`, where `id` is coordinated now.
+    fn complete_in_background<H: Host>(&self, host: &Rc<H>, id: &str) {
+        if let Ok((_, partition, epoch)) = self.locate(host.as_ref(), id) {
+            self.spawn_completion(host, id, partition, epoch);
+        }
     }
 
     /// A transactional id's state as DescribeTransactions shows it.
@@ -393,7 +405,7 @@ impl Coordinator {
         for (id, next) in timed_out {
             info!(transactional_id = %id, epoch = next.producer_epoch, "aborting a transaction past its timeout");
             if self.transition(host.as_ref(), &id, next).await.is_ok() {
-                self.spawn_completion(host, &id);
+                self.complete_in_background(host, &id);
             }
         }
         let expired: Vec<String> = self
@@ -454,11 +466,19 @@ impl Coordinator {
         Ok(ending)
     }
 
-    /// Resumes the transactions a load found ending: their markers, then their end.
-    pub fn resume<H: Host>(&self, host: &Rc<H>, ids: Vec<String>) {
+    /// Resumes the transactions a load of `partition` at `coordinator_epoch` found
+    /// ending: their markers, then their end. (The view naming this node the leader
+    /// may not be published yet: the tasks wait for it.)
+    pub fn resume<H: Host>(
+        &self,
+        host: &Rc<H>,
+        partition: i32,
+        coordinator_epoch: i32,
+        ids: Vec<String>,
+    ) {
         for id in ids {
             info!(transactional_id = %id, "resuming an ending transaction after a coordinator move");
-            self.spawn_completion(host, &id);
+            self.spawn_completion(host, &id, partition, coordinator_epoch);
         }
     }
 
@@ -548,11 +568,8 @@ fn marker_retriable(code: ErrorCode) -> bool {
 /// The markers of `id`'s ending transaction, then its CompleteCommit/CompleteAbort.
 /// Stops if this core stops coordinating the id (its new coordinator resumes), or
 /// if a partition refuses the marker as fenced.
-async fn complete<H: Host>(host: Rc<H>, id: String) {
+async fn complete<H: Host>(host: Rc<H>, id: String, partition: i32, epoch: i32) {
     let coordinator = host.txns();
-    let Some((_, partition, epoch)) = coordinator.locate(host.as_ref(), &id).ok() else {
-        return;
-    };
     let Some(preparing) = coordinator.get(&id).filter(|t| t.state.is_preparing()) else {
         return;
     };
@@ -614,7 +631,9 @@ async fn complete<H: Host>(host: Rc<H>, id: String) {
             .await
         {
             Ok(()) => return,
-            Err(ErrorCode::CoordinatorNotAvailable) => {
+            // Not available yet, or a resumed load whose view is not published yet:
+            // again, while the partition stays loaded at this epoch.
+            Err(ErrorCode::CoordinatorNotAvailable | ErrorCode::NotCoordinator) => {
                 glommio::timer::sleep(coordinator.retry_backoff).await;
             }
             Err(code) => {

@@ -86,9 +86,9 @@ pub struct TxnMetadata {
     pub start_ms: i64,
     pub last_update_ms: i64,
     /// A transition is being written: requests meanwhile get CONCURRENT_TRANSACTIONS.
+    /// (A fencing abort that fails to be written leaves the epoch as it was, so the
+    /// next one bumps it from there: Kafka's `hasFailedEpochFence` is not needed.)
     pub pending: bool,
-    /// A fencing abort failed to be written: the next one does not bump again.
-    pub failed_fence: bool,
 }
 
 /// What InitProducerId does for an id that exists.
@@ -122,7 +122,6 @@ impl TxnMetadata {
             start_ms: -1,
             last_update_ms: now_ms,
             pending: false,
-            failed_fence: false,
         }
     }
 
@@ -159,9 +158,7 @@ impl TxnMetadata {
             }
             TxnState::Ongoing => {
                 let mut next = self.clone();
-                if !self.failed_fence {
-                    next.producer_epoch = self.producer_epoch.saturating_add(1);
-                }
+                next.producer_epoch = self.producer_epoch.saturating_add(1);
                 next.last_producer_epoch = -1;
                 next.state = TxnState::PrepareAbort;
                 next.last_update_ms = now_ms;
@@ -333,12 +330,11 @@ impl TxnMetadata {
         };
         next.partitions.clear();
         next.last_update_ms = now_ms;
-        next.failed_fence = false;
         next
     }
 
     /// The coordinator's abort of an open transaction past its timeout: PrepareAbort
-    /// with the epoch bumped (unless a fence failed before), so the producer is fenced.
+    /// with the epoch bumped, so the producer is fenced.
     pub fn timed_out_abort(&self, now_ms: i64) -> Option<TxnMetadata> {
         if self.pending
             || self.state != TxnState::Ongoing
@@ -347,9 +343,7 @@ impl TxnMetadata {
             return None;
         }
         let mut next = self.clone();
-        if !self.failed_fence {
-            next.producer_epoch = self.producer_epoch.saturating_add(1);
-        }
+        next.producer_epoch = self.producer_epoch.saturating_add(1);
         next.last_producer_epoch = -1;
         next.state = TxnState::PrepareAbort;
         next.last_update_ms = now_ms;

@@ -125,6 +125,13 @@ def test_java_second_producer_fences_the_first(broker, txn_classpath):
     run_java(txn_classpath, "fence", broker.bootstrap, "java-fence")
 
 
+def test_an_idle_transactional_id_expires(broker_factory, txn_classpath):
+    b = broker_factory(["transactional.id.expiration.ms=2000",
+                        "transaction.abort.timed.out.transaction.cleanup.interval.ms=200"])
+    run_java(txn_classpath, "expiry", b.bootstrap, "java-expiry")
+    assert "transactional id expired" in b.log_text()
+
+
 def test_exactly_once_across_a_sigkill_of_the_transforming_process(broker):
     total = 20_000
     create_topic(broker.bootstrap, "eos-in", 2)

@@ -54,13 +54,7 @@ where
     F: FnOnce(Rc<Core>) -> Fut + Send + 'static,
     Fut: Future<Output = R> + 'static,
 {
-    let owner = super::routing::coordinator_of(core, group)
-        .await?
-        .local_shard
-        .ok_or(ErrorCode::NotCoordinator)?;
-    core.submit_to(owner, f)
-        .await
-        .map_err(|_| ErrorCode::CoordinatorNotAvailable)
+    super::routing::on_coordinator(core, super::routing::CoordinatorKind::Group, group, f).await
 }
 
 pub(super) fn text(s: &kafka_protocol::protocol::StrBytes) -> String {

@@ -11,7 +11,7 @@ use kafka_protocol::messages::ProducerId;
 
 use super::routing::on_transaction_coordinator;
 use super::{decode, encode_response, Outcome};
-use crate::node::{controller_client, Core, CONTROLLER_SHARD};
+use crate::node::Core;
 use crate::protocol::api::key;
 use crate::protocol::header::RequestHeader;
 use crate::protocol::ErrorCode;
@@ -61,21 +61,14 @@ pub async fn handle(core: &Rc<Core>, h: &RequestHeader, body: Bytes) -> Outcome 
             Err(code) => resp.error_code = code.code(),
         }
     } else {
-        let id = core
-            .submit_to(CONTROLLER_SHARD, |c| async move {
-                controller_client::allocate_producer_id(&c)
-                    .await
-                    .map_err(|e| e.to_string())
-            })
-            .await;
-        match id {
-            Ok(Ok(id)) => {
+        // A fresh id from this node's block (COORDINATOR_LOAD_IN_PROGRESS, retriable,
+        // while it has none: as Kafka's RPCProducerIdManager).
+        match crate::txn::Host::allocate_producer_id(core.clone()).await {
+            Ok(id) => {
                 resp.producer_id = ProducerId(id);
                 resp.producer_epoch = 0;
             }
-            // No block of ids yet (no active controller, or it failed): retriable,
-            // as Kafka's RPCProducerIdManager answers.
-            _ => resp.error_code = ErrorCode::CoordinatorLoadInProgress.code(),
+            Err(code) => resp.error_code = code.code(),
         }
     }
     encode_response(

@@ -223,15 +223,6 @@ pub struct CoordinatorLocation {
     pub local_shard: Option<ShardId>,
 }
 
-/// The coordinator of `group`. COORDINATOR_NOT_AVAILABLE while its partition has no
-/// leader.
-pub async fn coordinator_of(
-    core: &Rc<Core>,
-    group: &str,
-) -> Result<CoordinatorLocation, ErrorCode> {
-    locate_coordinator(core, CoordinatorKind::Group, group).await
-}
-
 /// The coordinator of `key` of `kind`. COORDINATOR_NOT_AVAILABLE while its partition
 /// has no leader.
 pub async fn locate_coordinator(
@@ -257,8 +248,29 @@ pub async fn locate_coordinator(
     })
 }
 
-/// Runs `f` on the core coordinating transactional id `id`: NOT_COORDINATOR if this
+/// Runs `f` on the core coordinating `key` of `kind`: NOT_COORDINATOR if this
 /// broker does not.
+pub async fn on_coordinator<R, F, Fut>(
+    core: &Rc<Core>,
+    kind: CoordinatorKind,
+    key: &str,
+    f: F,
+) -> Result<R, ErrorCode>
+where
+    R: Send + 'static,
+    F: FnOnce(Rc<Core>) -> Fut + Send + 'static,
+    Fut: Future<Output = R> + 'static,
+{
+    let owner = locate_coordinator(core, kind, key)
+        .await?
+        .local_shard
+        .ok_or(ErrorCode::NotCoordinator)?;
+    core.submit_to(owner, f)
+        .await
+        .map_err(|_| ErrorCode::CoordinatorNotAvailable)
+}
+
+/// As `on_coordinator`, for transactional id `id`.
 pub async fn on_transaction_coordinator<R, F, Fut>(
     core: &Rc<Core>,
     id: &str,
@@ -269,13 +281,7 @@ where
     F: FnOnce(Rc<Core>) -> Fut + Send + 'static,
     Fut: Future<Output = R> + 'static,
 {
-    let owner = locate_coordinator(core, CoordinatorKind::Transaction, id)
-        .await?
-        .local_shard
-        .ok_or(ErrorCode::NotCoordinator)?;
-    core.submit_to(owner, f)
-        .await
-        .map_err(|_| ErrorCode::CoordinatorNotAvailable)
+    on_coordinator(core, CoordinatorKind::Transaction, id, f).await
 }
 
 /// Kafka's check of a request's `current_leader_epoch` for a partition this broker

@@ -283,7 +283,8 @@ impl crate::txn::Host for Core {
                 .await;
             match id {
                 Ok(Ok(id)) => Ok(id),
-                // No block of ids yet: retriable, as Kafka's producer id manager.
+                // No block of ids yet (no active controller, or it failed): retriable,
+                // as Kafka's RPCProducerIdManager answers.
                 _ => Err(crate::protocol::ErrorCode::CoordinatorLoadInProgress),
             }
         })

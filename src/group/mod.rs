@@ -52,7 +52,7 @@ use crate::protocol::batch::build::{encode, Record};
 use crate::protocol::batch::BatchHeader;
 use crate::protocol::records::for_each_record;
 use crate::protocol::ErrorCode;
-use crate::storage::{AppendError, PartitionLog, ReadBound};
+use crate::storage::{AppendError, PartitionLog};
 use offsets_topic::{CommittedOffset, OffsetsRecord, StoredGroup, OFFSETS_TOPIC};
 use state::{join_error, Group, GroupConfig, GroupState, JoinRequest, Reply, SyncRequest};
 
@@ -300,23 +300,7 @@ impl Coordinator {
                 None => return Err(ErrorCode::IllegalGeneration),
             }
         }
-        let snapshot = host.cluster();
-        let mut results = Vec::with_capacity(entries.len());
-        let mut accepted = Vec::new();
-        for (topic, partition, c) in entries {
-            let known = snapshot
-                .topic(&topic)
-                .is_some_and(|t| (0..t.partition_count()).contains(&partition));
-            let code = if !known {
-                ErrorCode::UnknownTopicOrPartition
-            } else if c.metadata.len() > self.offset_metadata_max_bytes {
-                ErrorCode::OffsetMetadataTooLarge
-            } else {
-                accepted.push((results.len(), topic, partition, c));
-                ErrorCode::None
-            };
-            results.push(code);
-        }
+        let (mut results, accepted) = self.accept_offsets(host, entries);
         if accepted.is_empty() {
             return Ok(results);
         }
@@ -343,6 +327,34 @@ impl Coordinator {
             g.offsets.insert((topic, partition), c);
         }
         Ok(results)
+    }
+
+    /// The entries of a commit that may be stored, with their slots, and a code per
+    /// entry: UNKNOWN_TOPIC_OR_PARTITION, OFFSET_METADATA_TOO_LARGE, or NONE.
+    #[allow(clippy::type_complexity)]
+    fn accept_offsets(
+        &self,
+        host: &dyn Host,
+        entries: Vec<(String, i32, CommittedOffset)>,
+    ) -> (Vec<ErrorCode>, Vec<(usize, String, i32, CommittedOffset)>) {
+        let snapshot = host.cluster();
+        let mut results = Vec::with_capacity(entries.len());
+        let mut accepted = Vec::new();
+        for (topic, partition, c) in entries {
+            let known = snapshot
+                .topic(&topic)
+                .is_some_and(|t| (0..t.partition_count()).contains(&partition));
+            let code = if !known {
+                ErrorCode::UnknownTopicOrPartition
+            } else if c.metadata.len() > self.offset_metadata_max_bytes {
+                ErrorCode::OffsetMetadataTooLarge
+            } else {
+                accepted.push((results.len(), topic, partition, c));
+                ErrorCode::None
+            };
+            results.push(code);
+        }
+        (results, accepted)
     }
 
     /// OffsetFetch for one group: `topics` `None` means every committed partition.
@@ -690,68 +702,51 @@ impl Coordinator {
         partition: i32,
         partition_count: i32,
     ) -> std::io::Result<u64> {
-        let mut offset = log.offsets().log_start;
         let mut applied = 0u64;
-        loop {
-            let pieces = log
-                .read_bounded(offset, 4 << 20, true, ReadBound::LogEnd)
-                .await
-                .map_err(|e| std::io::Error::other(e.to_string()))?;
-            if pieces.is_empty() {
-                return Ok(applied);
+        log.for_each_batch(|batch| {
+            if self.replay_transactional(batch, partition, partition_count) {
+                return;
             }
-            let bytes: Vec<u8> = pieces.concat();
-            let mut at = 0;
-            while let Some(h) = BatchHeader::new(&bytes[at..]) {
-                let size = h.total_size() as usize;
-                if at + size > bytes.len() {
-                    break;
-                }
-                offset = h.last_offset() + 1;
-                let batch = &bytes[at..at + size];
-                if self.replay_transactional(batch, partition, partition_count) {
-                    at += size;
-                    continue;
-                }
-                let mut groups = self.groups.borrow_mut();
-                let walked = for_each_record(batch, |r| {
-                    let Some(key) = r.key else { return };
-                    match offsets_topic::decode(key, r.value) {
-                        Some(OffsetsRecord::Offset {
-                            group,
-                            topic,
-                            partition,
-                            value,
-                        }) => {
-                            applied += 1;
-                            let g = groups
-                                .entry(group.clone())
-                                .or_insert_with(|| Group::new(group));
-                            match value {
-                                Some(c) => {
-                                    g.offsets.insert((topic, partition), c);
-                                }
-                                None => {
-                                    g.offsets.remove(&(topic, partition));
-                                }
+            let mut groups = self.groups.borrow_mut();
+            let walked = for_each_record(batch, |r| {
+                let Some(key) = r.key else { return };
+                match offsets_topic::decode(key, r.value) {
+                    Some(OffsetsRecord::Offset {
+                        group,
+                        topic,
+                        partition,
+                        value,
+                    }) => {
+                        applied += 1;
+                        let g = groups
+                            .entry(group.clone())
+                            .or_insert_with(|| Group::new(group));
+                        match value {
+                            Some(c) => {
+                                g.offsets.insert((topic, partition), c);
+                            }
+                            None => {
+                                g.offsets.remove(&(topic, partition));
                             }
                         }
-                        Some(OffsetsRecord::Group { group, value }) => {
-                            applied += 1;
-                            groups
-                                .entry(group.clone())
-                                .or_insert_with(|| Group::new(group))
-                                .restore(value, Instant::now());
-                        }
-                        None => {}
                     }
-                });
-                if let Err(e) = walked {
-                    warn!(error = %e, offset, "skipping an unreadable batch of __consumer_offsets");
+                    Some(OffsetsRecord::Group { group, value }) => {
+                        applied += 1;
+                        groups
+                            .entry(group.clone())
+                            .or_insert_with(|| Group::new(group))
+                            .restore(value, Instant::now());
+                    }
+                    None => {}
                 }
-                at += size;
+            });
+            if let Err(e) = walked {
+                let offset = BatchHeader::new(batch).map_or(-1, |h| h.base_offset());
+                warn!(error = %e, offset, "skipping an unreadable batch of __consumer_offsets");
             }
-        }
+        })
+        .await?;
+        Ok(applied)
     }
 }
 

@@ -43,22 +43,7 @@ impl Coordinator {
                 None => return Err(ErrorCode::IllegalGeneration),
             }
         }
-        let snapshot = host.cluster();
-        let mut results = Vec::with_capacity(entries.len());
-        let mut accepted = Vec::new();
-        for (topic, partition, c) in entries {
-            let known = snapshot
-                .topic(&topic)
-                .is_some_and(|t| (0..t.partition_count()).contains(&partition));
-            results.push(if !known {
-                ErrorCode::UnknownTopicOrPartition
-            } else if c.metadata.len() > self.offset_metadata_max_bytes {
-                ErrorCode::OffsetMetadataTooLarge
-            } else {
-                accepted.push((results.len(), topic, partition, c));
-                ErrorCode::None
-            });
-        }
+        let (mut results, accepted) = self.accept_offsets(host, entries);
         if accepted.is_empty() {
             return Ok(results);
         }

@@ -330,11 +330,6 @@ impl ProducerStates {
         }
     }
 
-    /// Whether any transaction is open on the partition.
-    pub fn has_open_transactions(&self) -> bool {
-        !self.open.is_empty()
-    }
-
     /// Forgets producers with no open transaction whose newest batch is older than
     /// `expiration_ms` (`producer.id.expiration.ms`), as Kafka expires them.
     pub fn expire(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
@@ -423,6 +418,24 @@ mod tests {
             SequenceCheck::Append,
             "unknown producer"
         );
+    }
+
+    #[test]
+    fn idle_producers_expire_unless_a_transaction_is_open() {
+        let mut s = ProducerStates::default();
+        let mut idle = batch(1, 0, 0, 1, 0);
+        let mut open = batch(2, 0, 0, 1, 1);
+        crate::protocol::batch::set_attributes(&mut open, 1 << 4);
+        for b in [&mut idle, &mut open] {
+            // Both written at time 1000.
+            b[35..43].copy_from_slice(&1000i64.to_be_bytes());
+            s.update(&BatchHeader::new(b).unwrap(), None);
+        }
+        assert_eq!(s.expire(1500, 1000), 0, "not idle long enough");
+        assert_eq!(s.expire(2000, 1000), 1);
+        let left: Vec<i64> = s.describe().iter().map(|p| p.producer_id).collect();
+        assert_eq!(left, vec![2], "the producer with an open transaction stays");
+        assert_eq!(s.first_unstable_offset(10), Some(1));
     }
 
     #[test]

@@ -35,10 +35,9 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::protocol::batch::build::{encode, Record};
-use crate::protocol::batch::BatchHeader;
 use crate::protocol::records::for_each_record;
 use crate::protocol::ErrorCode;
-use crate::storage::{AppendError, PartitionLog, ReadBound};
+use crate::storage::{AppendError, PartitionLog};
 pub use log_format::TRANSACTION_TOPIC;
 use state::{InitPlan, TxnMetadata, TxnState};
 
@@ -510,41 +509,25 @@ impl Coordinator {
 /// The last state of each id in a `__transaction_state` log (tombstones remove).
 async fn replay(log: &PartitionLog) -> std::io::Result<HashMap<String, TxnMetadata>> {
     let mut found = HashMap::new();
-    let mut offset = log.offsets().log_start;
-    loop {
-        let pieces = log
-            .read_bounded(offset, 4 << 20, true, ReadBound::LogEnd)
-            .await
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
-        if pieces.is_empty() {
-            return Ok(found);
-        }
-        let bytes: Vec<u8> = pieces.concat();
-        let mut at = 0;
-        while let Some(h) = BatchHeader::new(&bytes[at..]) {
-            let size = h.total_size() as usize;
-            if at + size > bytes.len() {
-                break;
-            }
-            offset = h.last_offset() + 1;
-            let walked = for_each_record(&bytes[at..at + size], |r| {
-                let Some(key) = r.key else { return };
-                match log_format::decode(key, r.value) {
-                    Some((id, Some(t))) => {
-                        found.insert(id, t);
-                    }
-                    Some((id, None)) => {
-                        found.remove(&id);
-                    }
-                    None => {}
+    log.for_each_batch(|batch| {
+        let walked = for_each_record(batch, |r| {
+            let Some(key) = r.key else { return };
+            match log_format::decode(key, r.value) {
+                Some((id, Some(t))) => {
+                    found.insert(id, t);
                 }
-            });
-            if let Err(e) = walked {
-                warn!(error = %e, offset, "skipping an unreadable batch of __transaction_state");
+                Some((id, None)) => {
+                    found.remove(&id);
+                }
+                None => {}
             }
-            at += size;
+        });
+        if let Err(e) = walked {
+            warn!(error = %e, "skipping an unreadable batch of __transaction_state");
         }
-    }
+    })
+    .await?;
+    Ok(found)
 }
 
 /// Errors after which a marker is written again (the leader moved or is catching

@@ -222,10 +222,10 @@ impl TxnMetadata {
         self.last_update_ms = now_ms;
     }
 
-    /// The producer checks AddPartitionsToTxn, AddOffsetsToTxn and TxnOffsetCommit's
-    /// coordinator side share: its id and epoch, and no transition under way.
-    fn check_producer(&self, pid: i64, epoch: i16) -> Result<(), ErrorCode> {
-        if self.pending {
+    /// The producer checks AddPartitionsToTxn and its verify_only form share: no
+    /// transition under way (unless `even_pending`), its id and epoch, and no ending.
+    fn check_producer(&self, pid: i64, epoch: i16, even_pending: bool) -> Result<(), ErrorCode> {
+        if self.pending && !even_pending {
             return Err(ErrorCode::ConcurrentTransactions);
         }
         if pid != self.producer_id {
@@ -250,7 +250,7 @@ impl TxnMetadata {
         partitions: &[(String, i32)],
         now_ms: i64,
     ) -> Result<Option<TxnMetadata>, ErrorCode> {
-        self.check_producer(pid, epoch)?;
+        self.check_producer(pid, epoch, false)?;
         if self.state == TxnState::Ongoing && partitions.iter().all(|p| self.partitions.contains(p))
         {
             return Ok(None);
@@ -270,16 +270,7 @@ impl TxnMetadata {
     /// partition is in the producer's open transaction (NONE) or not
     /// (TRANSACTION_ABORTABLE); an error for all of them otherwise.
     pub fn verify(&self, pid: i64, epoch: i16) -> Result<(), ErrorCode> {
-        if pid != self.producer_id {
-            return Err(ErrorCode::InvalidProducerIdMapping);
-        }
-        if epoch != self.producer_epoch {
-            return Err(ErrorCode::ProducerFenced);
-        }
-        if self.state.is_preparing() {
-            return Err(ErrorCode::ConcurrentTransactions);
-        }
-        Ok(())
+        self.check_producer(pid, epoch, true)
     }
 
     /// EndTxn (v0–v4, transactions V1): `Ok(None)` for a retry of an ending already

@@ -16,6 +16,9 @@
 //                                  documentation says (abortable: abort; fatal: a new
 //                                  producer; commit timed out: commit again). Prints
 //                                  "committed n", "aborted n" or "unknown n" per transaction
+//   expiry BOOTSTRAP TOPIC         a transactional id whose last transaction ended is
+//                                  forgotten after transactional.id.expiration.ms: the
+//                                  admin client then gets TransactionalIdNotFoundException
 //   produce-open BOOTSTRAP TOPIC ID N
 //                                  begins a transaction, sends N records, flushes, prints
 //                                  "open" and waits to be killed
@@ -239,10 +242,39 @@ public class JavaTxnCheck {
         System.out.println("ok stream");
     }
 
+    static void expiry(String bootstrap, String topic) throws Exception {
+        try (Admin admin = Admin.create(Map.of("bootstrap.servers", bootstrap))) {
+            admin.createTopics(List.of(new NewTopic(topic, PARTITIONS, (short) 1))).all().get();
+            try (KafkaProducer<byte[], byte[]> p = txnProducer(bootstrap, "java-expiry")) {
+                p.initTransactions();
+                p.beginTransaction();
+                send(p, topic, "e", 10);
+                p.commitTransaction();
+            }
+            TransactionDescription d =
+                    admin.describeTransactions(List.of("java-expiry")).description("java-expiry").get();
+            check(d.state() == TransactionState.COMPLETE_COMMIT, "state " + d.state());
+            long deadline = System.currentTimeMillis() + 30_000;
+            while (true) {
+                check(System.currentTimeMillis() < deadline, "the id did not expire");
+                try {
+                    admin.describeTransactions(List.of("java-expiry")).description("java-expiry").get();
+                } catch (java.util.concurrent.ExecutionException e) {
+                    check(e.getCause() instanceof org.apache.kafka.common.errors.TransactionalIdNotFoundException,
+                            "unexpected " + e.getCause());
+                    break;
+                }
+                Thread.sleep(200);
+            }
+        }
+        System.out.println("ok expiry");
+    }
+
     public static void main(String[] args) throws Exception {
         switch (args[0]) {
             case "commit-abort" -> commitAbort(args[1], args[2]);
             case "fence" -> fence(args[1], args[2]);
+            case "expiry" -> expiry(args[1], args[2]);
             case "stream" -> stream(args[1], args[2], args[3], Integer.parseInt(args[4]), Integer.parseInt(args[5]));
             case "produce-open" -> produceOpen(args[1], args[2], args[3], Integer.parseInt(args[4]));
             default -> throw new IllegalArgumentException(args[0]);

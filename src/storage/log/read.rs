@@ -341,6 +341,32 @@ impl PartitionLog {
         Ok(vec![Bytes::copy_from_slice(&whole[..len])])
     }
 
+    /// Calls `f` with every whole batch from the log start to the log end, in order
+    /// (a coordinator replaying its partition when it becomes the leader).
+    pub async fn for_each_batch(&self, mut f: impl FnMut(&[u8])) -> io::Result<()> {
+        let mut offset = self.offsets().log_start;
+        loop {
+            let pieces = self
+                .read_bounded(offset, 4 << 20, true, ReadBound::LogEnd)
+                .await
+                .map_err(|e| io::Error::other(e.to_string()))?;
+            if pieces.is_empty() {
+                return Ok(());
+            }
+            let bytes: Vec<u8> = pieces.concat();
+            let mut at = 0;
+            while let Some(h) = BatchHeader::new(&bytes[at..]) {
+                let size = h.total_size() as usize;
+                if at + size > bytes.len() {
+                    break;
+                }
+                offset = h.last_offset() + 1;
+                f(&bytes[at..at + size]);
+                at += size;
+            }
+        }
+    }
+
     /// The earliest offset whose record timestamp is >= `timestamp`, with that
     /// timestamp; `None` if every record is older. The time index of the first segment
     /// that can hold it gives where to start walking batch headers.

@@ -783,6 +783,10 @@ async fn append_batch(log: &Rc<PartitionLog>, batch: Bytes) -> Result<i64, Error
                     ErrorCode::InvalidCommitOffsetSize
                 }
                 AppendError::Io(_) | AppendError::Offline => ErrorCode::NotCoordinator,
+                // A transactional commit of a fenced producer, as Kafka passes it on.
+                AppendError::Sequence(
+                    crate::storage::producer_state::SequenceError::StaleEpoch,
+                ) => ErrorCode::InvalidProducerEpoch,
                 _ => ErrorCode::CoordinatorNotAvailable,
             })
         }

@@ -245,9 +245,12 @@ impl ProducerStates {
                 entry.txn_first_offset = None;
             }
         }
+        // A producer none of whose batches was cut stays (one fenced by a marker has
+        // none remembered, and must stay fenced).
         self.producers.retain(|_, entry| {
+            let had = entry.recent.len();
             entry.recent.retain(|b| b.base_offset < offset);
-            !entry.recent.is_empty() || entry.txn_first_offset.is_some()
+            had == 0 || !entry.recent.is_empty() || entry.txn_first_offset.is_some()
         });
     }
 

@@ -231,7 +231,8 @@ impl Coordinator {
         timeout_ms: i32,
         expected: Option<(i64, i16)>,
     ) -> Result<(i64, i16), ErrorCode> {
-        if id.is_empty() {
+        // Empty, or too long for `__transaction_state`'s key (an int16 length).
+        if id.is_empty() || id.len() > i16::MAX as usize {
             return Err(ErrorCode::InvalidRequest);
         }
         if timeout_ms <= 0 || timeout_ms > self.max_timeout_ms {
@@ -395,13 +396,19 @@ impl Coordinator {
     /// forgets ids idle past `transactional.id.expiration.ms` (run periodically).
     pub async fn tick<H: Host>(&self, host: &Rc<H>) {
         let now = now_ms();
-        let timed_out: Vec<(String, TxnMetadata)> = self
+        let timed_out: Vec<String> = self
             .txns
             .borrow()
             .iter()
-            .filter_map(|(id, t)| t.timed_out_abort(now).map(|next| (id.clone(), next)))
+            .filter(|(_, t)| t.timed_out_abort(now).is_some())
+            .map(|(id, _)| id.clone())
             .collect();
-        for (id, next) in timed_out {
+        for id in timed_out {
+            // Looked at again right before the write (each write before it yielded):
+            // a request may have changed or be changing the id meanwhile.
+            let Some(next) = self.get(&id).and_then(|t| t.timed_out_abort(now)) else {
+                continue;
+            };
             info!(transactional_id = %id, epoch = next.producer_epoch, "aborting a transaction past its timeout");
             if self.transition(host.as_ref(), &id, next).await.is_ok() {
                 self.complete_in_background(host, &id);
@@ -417,8 +424,15 @@ impl Coordinator {
             .map(|(id, _)| id.clone())
             .collect();
         for id in expired {
-            if let Some(t) = self.txns.borrow_mut().get_mut(&id) {
-                t.pending = true;
+            match self.txns.borrow_mut().get_mut(&id) {
+                Some(t)
+                    if !t.pending
+                        && t.state.is_idle()
+                        && t.last_update_ms <= now - self.id_expiration_ms =>
+                {
+                    t.pending = true
+                }
+                _ => continue,
             }
             let stored = self.store(host.as_ref(), &id, None).await;
             let mut txns = self.txns.borrow_mut();

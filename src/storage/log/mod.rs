@@ -240,9 +240,11 @@ impl LogState {
     /// End of what read_committed consumers see (see `Offsets::last_stable`).
     fn last_stable_offset(&self) -> i64 {
         let hw = self.high_watermark();
+        // Never below the log start (retention or DeleteRecords may pass an open
+        // transaction's first offset), as Kafka's.
         self.producers
             .first_unstable_offset(hw)
-            .map_or(hw, |first| first.min(hw))
+            .map_or(hw, |first| first.max(self.log_start_offset).min(hw))
     }
 
     /// Drops aborted transactions whose marker lies before the log start.

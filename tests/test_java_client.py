@@ -16,15 +16,19 @@ SOURCE = ROOT / "tests" / "java" / "JavaClientCheck.java"
 RECORDS = 500_000
 
 
-@pytest.fixture(scope="session")
-def java_classpath(tmp_path_factory):
+def compile_java(out, source):
+    """Compiles `source` against the client jars into `out`; the classpath to run it."""
     jars = sorted(LIBS.glob("*.jar"))
     assert any(j.name.startswith("kafka-clients-") for j in jars), (
         f"no kafka-clients jar in {LIBS}: run scripts/test.sh, which unpacks it")
-    out = tmp_path_factory.mktemp("java-classes")
     cp = os.pathsep.join(str(j) for j in jars)
-    subprocess.run(["javac", "-d", str(out), "-cp", cp, str(SOURCE)], check=True, timeout=300)
+    subprocess.run(["javac", "-d", str(out), "-cp", cp, str(source)], check=True, timeout=300)
     return f"{out}{os.pathsep}{cp}"
+
+
+@pytest.fixture(scope="session")
+def java_classpath(tmp_path_factory):
+    return compile_java(tmp_path_factory.mktemp("java-classes"), SOURCE)
 
 
 def run_java(classpath, *args):

@@ -2,7 +2,6 @@
 (confluent-kafka) and the Java client (kafka-clients 4.3.0).
 
 Helper programs: tests/txn/*.py (confluent-kafka), tests/java/JavaTxnCheck.java."""
-import os
 import signal
 import subprocess
 import sys
@@ -12,7 +11,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from conftest import ROOT
-from test_java_client import LIBS
+from test_java_client import compile_java
 from test_librdkafka import create_topic
 
 TXN_DIR = ROOT / "tests" / "txn"
@@ -101,13 +100,7 @@ def test_librdkafka_commit_abort_and_isolation_levels(broker):
 
 @pytest.fixture(scope="module")
 def txn_classpath(tmp_path_factory):
-    jars = sorted(LIBS.glob("*.jar"))
-    assert any(j.name.startswith("kafka-clients-") for j in jars), (
-        f"no kafka-clients jar in {LIBS}: run scripts/test.sh, which unpacks it")
-    out = tmp_path_factory.mktemp("java-txn-classes")
-    cp = os.pathsep.join(str(j) for j in jars)
-    subprocess.run(["javac", "-d", str(out), "-cp", cp, str(JAVA_SOURCE)], check=True, timeout=300)
-    return f"{out}{os.pathsep}{cp}"
+    return compile_java(tmp_path_factory.mktemp("java-txn-classes"), JAVA_SOURCE)
 
 
 def run_java(classpath, *args):

@@ -453,6 +453,17 @@ pub fn serve(config: Config) -> Result<(), StartError> {
                     }
                 })
                 .detach();
+                let recorder = shard.clone();
+                glommio::spawn_local(async move {
+                    let every = Duration::from_millis(recorder.config.recovery_point_interval_ms);
+                    loop {
+                        glommio::timer::sleep(every).await;
+                        for log in recorder.all_logs() {
+                            log.take_recovery_point();
+                        }
+                    }
+                })
+                .detach();
                 let coordinator = shard.clone();
                 glommio::spawn_local(async move {
                     let every = Duration::from_millis(

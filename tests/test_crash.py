@@ -158,7 +158,8 @@ def test_sigterm_under_load_restarts_without_a_scan_and_loses_nothing(broker_fac
             broker.start()
             log = broker.log_text().split("==== start")[-1]
             assert "the last shutdown was clean" in log, log
-            assert "scanned=true" not in log and "scanned=false" in log, log
+            assert "opened_by=CleanShutdown" in log, log
+            assert "opened_by=FullScan" not in log and "opened_by=RecoveryPoint" not in log, log
             check(broker.bootstrap, topic, acked)
             assert not writer.errors, f"cycle {cycle}: delivery errors {writer.errors[:3]}"
     finally:

@@ -87,6 +87,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting { name: "log.retention.minutes", aliases: &[], default: "", doc: "As `log.retention.ms`, in minutes (used when that is unset)." },
     Setting { name: "log.retention.hours", aliases: &[], default: "168", doc: "As `log.retention.ms`, in hours (used when both above are unset)." },
     Setting { name: "log.retention.bytes", aliases: &[], default: "-1", doc: "Delete a partition's oldest segments while it is larger than this; -1: no limit. Topic override: `retention.bytes`." },
+    Setting { name: "log.flush.offset.checkpoint.interval.ms", aliases: &[], default: "60000", doc: "How often each partition's recovery point is taken: its files are flushed and its state recorded, so that a start after a crash validates only what was written since (it is also taken when a segment rolls)." },
     Setting { name: "log.retention.check.interval.ms", aliases: &[], default: "300000", doc: "How often each shard applies retention." },
     Setting { name: "log.message.timestamp.before.max.ms", aliases: &[], default: "9223372036854775807", doc: "A batch whose first record's create time is more than this before the broker's clock → INVALID_TIMESTAMP. Topic override: `message.timestamp.before.max.ms`." },
     Setting { name: "log.message.timestamp.after.max.ms", aliases: &[], default: "3600000", doc: "A batch whose newest create time is more than this after the broker's clock → INVALID_TIMESTAMP (Kafka 4.0's default). Topic override: `message.timestamp.after.max.ms`." },
@@ -189,6 +190,8 @@ pub struct Config {
     pub retention_ms: Option<u64>,
     pub retention_bytes: Option<u64>,
     pub retention_check_interval_ms: u64,
+    /// How often each partition's recovery point is taken.
+    pub recovery_point_interval_ms: u64,
     /// CPUs to pin shards to, one shard per entry.
     pub cpus: Vec<usize>,
 }
@@ -740,6 +743,12 @@ impl Config {
             retention_check_interval_ms: parse_num(
                 "log.retention.check.interval.ms",
                 &get("log.retention.check.interval.ms"),
+                1,
+                i64::MAX as u64,
+            )?,
+            recovery_point_interval_ms: parse_num(
+                "log.flush.offset.checkpoint.interval.ms",
+                &get("log.flush.offset.checkpoint.interval.ms"),
                 1,
                 i64::MAX as u64,
             )?,

@@ -265,16 +265,116 @@ impl Segment {
         base_offset: i64,
         spec: &SegmentSpec,
         producers: &mut ProducerStates,
-        mut on_batch: impl FnMut(&BatchHeader<'_>, u64, Option<CompletedTxn>),
+        on_batch: impl FnMut(&BatchHeader<'_>, u64, Option<CompletedTxn>),
     ) -> io::Result<(Segment, Option<TornTail>)> {
         let mut seg = Segment::open_files(dir, base_offset, spec).await?;
         let file_size = seg.log.file_size().await?;
+        let (torn, _) = seg
+            .scan(0, file_size, base_offset, spec, producers, on_batch)
+            .await?;
+        Ok((seg, torn))
+    }
+
+    /// Opens a segment that a recovery point recorded up to `known` (its size and next
+    /// offset then) and validates what lies past it, as `recover` does; the batches
+    /// before it are trusted, being flushed before the recovery point was stored. Their
+    /// index entries come from the index file: its longest plausible prefix, the last
+    /// entry of which is where a short rescan (index entries only) starts, since the
+    /// entries the recovery point covers may not all have reached the file. `None` if
+    /// the file does not hold what `known` says (shorter, or no batch boundary there,
+    /// or damage before it): the caller then scans the whole log.
+    pub async fn resume(
+        dir: &Path,
+        known: &SegmentSnapshot,
+        spec: &SegmentSpec,
+        producers: &mut ProducerStates,
+        on_batch: impl FnMut(&BatchHeader<'_>, u64, Option<CompletedTxn>),
+    ) -> io::Result<Option<(Segment, Option<TornTail>)>> {
+        let base = known.base_offset;
+        let mut seg = Segment::open_files(dir, base, spec).await?;
+        let file_size = seg.log.file_size().await?;
+        if file_size < known.size {
+            return Ok(None);
+        }
+        let span = known.next_offset - base;
+        let offsets = read_plausible_prefix(
+            &seg.index_file,
+            OFFSET_ENTRY_BYTES,
+            decode_offset_entry,
+            |&(rel, pos)| i64::from(rel) < span && u64::from(pos) < known.size,
+        )
+        .await?;
+        let times = read_plausible_prefix(
+            &seg.time_index_file,
+            TIME_ENTRY_BYTES,
+            decode_time_entry,
+            |&(ts, rel)| ts >= 0 && i64::from(rel) < span,
+        )
+        .await?;
+        // The files are written apart, so either may lack entries the other has. A
+        // time entry goes with the offset entry at or after the batch holding its
+        // offset: every time entry of a batch before the last time entry kept is
+        // there, so the scan starts at the last offset entry at or before it, and
+        // knows the largest timestamp before it from the time entries before it.
+        let last_time_rel = times.last().map_or(0, |&(_, rel)| rel);
+        let mut kept: Vec<(u32, u32)> = offsets
+            .into_iter()
+            .take_while(|&(rel, _)| rel <= last_time_rel)
+            .collect();
+        // The scan starts at the last kept entry's batch and writes that entry again.
+        let (start_rel, start_pos) = kept.pop().unwrap_or((0, 0));
+        let times: Vec<(i64, u32)> = times
+            .into_iter()
+            .filter(|&(_, rel)| rel < start_rel)
+            .collect();
+        if let Some(&(ts, rel)) = times.last() {
+            seg.max_timestamp = ts;
+            seg.max_timestamp_offset = base + i64::from(rel);
+        }
+        seg.index = kept;
+        seg.time_index = times;
+        seg.size = u64::from(start_pos);
+        seg.next_offset = base + i64::from(start_rel);
+        seg.first_batch_timestamp = known.first_batch_timestamp;
+        // An entry is due at the first batch scanned.
+        seg.bytes_since_index_entry = spec.index_interval_bytes;
+        let (torn, first_past) = seg
+            .scan(
+                u64::from(start_pos),
+                file_size,
+                known.next_offset,
+                spec,
+                producers,
+                on_batch,
+            )
+            .await?;
+        // The batches before `known` were all there, and the next one starts at it.
+        let as_known = match first_past {
+            Some(at) => at == (known.size, known.next_offset),
+            None => seg.size == known.size && seg.next_offset == known.next_offset,
+        };
+        Ok(as_known.then_some((seg, torn)))
+    }
+
+    /// Validates the batches from byte `pos` to `file_size`, noting each in the segment
+    /// (size, next offset, indexes); those from offset `state_from` on also go to
+    /// `producers` and `on_batch`. Returns where the first bad batch starts, if any,
+    /// and where the first batch from `state_from` on is (position, base offset).
+    async fn scan(
+        &mut self,
+        mut pos: u64,
+        file_size: u64,
+        state_from: i64,
+        spec: &SegmentSpec,
+        producers: &mut ProducerStates,
+        mut on_batch: impl FnMut(&BatchHeader<'_>, u64, Option<CompletedTxn>),
+    ) -> io::Result<(Option<TornTail>, Option<(u64, i64)>)> {
         let mut window = ScanWindow {
             start: 0,
             bytes: Vec::new(),
         };
         let mut torn = None;
-        let mut pos = 0u64;
+        let mut first_past = None;
         while pos < file_size {
             let tear = move |reason: String| {
                 Some(TornTail {
@@ -292,44 +392,47 @@ impl Segment {
                 break;
             }
             let header = window
-                .get(&seg.log, pos, batch::HEADER_SIZE, file_size)
+                .get(&self.log, pos, batch::HEADER_SIZE, file_size)
                 .await?;
             let size = BatchHeader::new(header).map_or(0, |h| h.total_size());
             if size < batch::HEADER_SIZE as i64 || pos + size as u64 > file_size {
                 torn = tear(format!("batch length {size} runs past the end of the file"));
                 break;
             }
-            let bytes = window.get(&seg.log, pos, size as usize, file_size).await?;
+            let bytes = window.get(&self.log, pos, size as usize, file_size).await?;
             match batch::validate(bytes, usize::MAX) {
                 Err(e) => {
                     torn = tear(e.to_string());
                     break;
                 }
-                Ok(h) if h.base_offset() < seg.next_offset => {
+                Ok(h) if h.base_offset() < self.next_offset => {
                     torn = tear(format!(
                         "offset {} does not follow {}",
                         h.base_offset(),
-                        seg.next_offset - 1
+                        self.next_offset - 1
                     ));
                     break;
                 }
                 Ok(h) => {
-                    let marker = h
-                        .is_control()
-                        .then(|| control::parse_marker(bytes))
-                        .flatten();
-                    let completed = producers.update(&h, marker);
-                    on_batch(&h, pos, completed);
-                    seg.note_append(&h, pos, spec.index_interval_bytes);
+                    if h.base_offset() >= state_from {
+                        first_past.get_or_insert((pos, h.base_offset()));
+                        let marker = h
+                            .is_control()
+                            .then(|| control::parse_marker(bytes))
+                            .flatten();
+                        let completed = producers.update(&h, marker);
+                        on_batch(&h, pos, completed);
+                    }
+                    self.note_append(&h, pos, spec.index_interval_bytes);
                     pos += size as u64;
                 }
             }
         }
         if let Some(t) = torn.as_mut() {
-            t.zeros_only = only_zeros_from(&seg.log, t.position, file_size).await?;
+            t.zeros_only = only_zeros_from(&self.log, t.position, file_size).await?;
         }
-        seg.size = torn.as_ref().map_or(file_size, |t| t.position);
-        Ok((seg, torn))
+        self.size = torn.as_ref().map_or(file_size, |t| t.position);
+        Ok((torn, first_past))
     }
 
     /// Opens a segment from what a clean shutdown recorded, reading its index files
@@ -585,6 +688,48 @@ async fn read_entries<T>(
     if size % entry_bytes != 0 {
         return Ok(None);
     }
+    read_whole_entries(file, size, entry_bytes, decode).await
+}
+
+/// The longest prefix of an unsealed index file's entries that is strictly increasing
+/// and passes `fits`: what of it can be trusted (its preallocated tail is zeros, and
+/// entries may be lost with a crash). Read in chunks, so the zeros past the entries
+/// are mostly not read.
+async fn read_plausible_prefix<T: PartialOrd + Copy>(
+    file: &BufferedFile,
+    entry_bytes: u64,
+    decode: impl Fn(&[u8]) -> T,
+    fits: impl Fn(&T) -> bool,
+) -> io::Result<Vec<T>> {
+    // A multiple of both entry sizes (8 and 12 bytes).
+    const CHUNK: u64 = 96 * 1024;
+    let size = file.file_size().await.map_err(to_io)?;
+    let whole = size - size % entry_bytes;
+    let mut kept: Vec<T> = Vec::new();
+    let mut pos = 0;
+    while pos < whole {
+        let len = CHUNK.min(whole - pos);
+        let bytes = file.read_at(pos, len as usize).await.map_err(to_io)?;
+        for e in bytes.chunks_exact(entry_bytes as usize).map(&decode) {
+            if !fits(&e) || kept.last().is_some_and(|last| *last >= e) {
+                return Ok(kept);
+            }
+            kept.push(e);
+        }
+        if (bytes.len() as u64) < len {
+            break;
+        }
+        pos += len;
+    }
+    Ok(kept)
+}
+
+async fn read_whole_entries<T>(
+    file: &BufferedFile,
+    size: u64,
+    entry_bytes: u64,
+    decode: impl Fn(&[u8]) -> T,
+) -> io::Result<Option<Vec<T>>> {
     if size == 0 {
         return Ok(Some(Vec::new()));
     }

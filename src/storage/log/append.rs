@@ -199,6 +199,7 @@ impl PartitionLog {
             for (append, outcome) in group.into_iter().zip(outcomes) {
                 let _ = append.done.send(outcome);
             }
+            self.take_wanted_recovery_point();
         }
         self.writing.set(false);
         self.writer_idle.wake_all();
@@ -598,15 +599,13 @@ impl PartitionLog {
             .await?;
         let dir_sync_ms = started.elapsed().as_millis() as u64;
         let log = seg.log.clone();
-        let sealed = {
+        let (sealed, previous_files) = {
             let mut s = self.state.borrow_mut();
-            let previous = s
-                .segments
-                .values_mut()
-                .next_back()
-                .map(Segment::seal_handle);
+            let previous = s.segments.values_mut().next_back();
+            let files = previous.as_ref().map(|p| p.files());
+            let handle = previous.map(Segment::seal_handle);
             s.segments.insert(base_offset, seg);
-            previous
+            (handle, files)
         };
         // The previous segment is final: trim its index files (and a direct file's
         // padding). Readers never read past a segment's size, so this is safe under
@@ -615,6 +614,9 @@ impl PartitionLog {
             if let Err(e) = previous.seal().await {
                 warn!(dir = %self.dir.display(), error = %e, "trimming a rolled segment failed");
             }
+        }
+        if let Some(files) = previous_files {
+            self.rolled_for_recovery_point(files);
         }
         info!(dir = %self.dir.display(), base_offset, dir_sync_ms, "rolled to a new segment");
         Ok((0, log))

@@ -27,6 +27,9 @@ mod append;
 mod epochs;
 mod read;
 mod recovery;
+mod recovery_point;
+#[cfg(test)]
+mod recovery_point_tests;
 mod replica;
 mod retention;
 #[cfg(test)]
@@ -52,6 +55,8 @@ use append::PendingAppend;
 pub use epochs::EpochCache;
 pub use read::ReadBound;
 use read::TailCache;
+pub use recovery::OpenedBy;
+use recovery_point::{RecoveryPoints, SegmentFiles};
 pub use retention::{start_reaper, RETIRED_SUFFIX};
 
 /// The log start offset set by DeleteRecords, when it lies inside the first segment.
@@ -229,6 +234,9 @@ struct LogState {
     /// shutdown recorded for a replicated log, else the log start (after a crash
     /// nothing past it is known to be on the other replicas).
     recovered_high_watermark: i64,
+    /// Files written since the last recovery point was taken, besides the active
+    /// segment's: the next one syncs them before it is stored.
+    unsynced_segments: Vec<SegmentFiles>,
 }
 
 impl LogState {
@@ -282,6 +290,9 @@ pub struct PartitionLog {
     /// Written into every batch this log appends (the leadership's epoch, set by the
     /// broker from cluster metadata).
     leader_epoch: Cell<LeaderEpoch>,
+    recovery_points: RecoveryPoints,
+    /// How `open` found the log's state.
+    opened_by: OpenedBy,
 }
 
 /// Tasks waiting for something to happen: each `wait` is answered by the next
@@ -321,6 +332,11 @@ impl PartitionLog {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// How the last start found the log's state.
+    pub fn opened_by(&self) -> OpenedBy {
+        self.opened_by
     }
 
     /// True once the partition can no longer serve: damaged at recovery, a failed

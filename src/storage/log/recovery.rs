@@ -11,13 +11,16 @@ use std::rc::Rc;
 use tracing::{error, info, warn};
 
 use super::read::TailCache;
+use super::recovery_point::RecoveryPoint;
 use super::retention::RETIRED_SUFFIX;
 use super::{
     AbortedTxn, EpochCache, LogConfig, LogState, MaxTimestampBatch, PartitionLog, Wakers,
     LOG_START_CHECKPOINT,
 };
 use crate::ids::LeaderEpoch;
+use crate::protocol::batch::BatchHeader;
 use crate::storage::atomic_file::write_atomic;
+use crate::storage::producer_state::CompletedTxn;
 use crate::storage::producer_state::ProducerStates;
 use crate::storage::segment::{Segment, SegmentSnapshot, SegmentSpec};
 use crate::storage::sync_group::SyncGroup;
@@ -25,6 +28,17 @@ use crate::storage::sync_group::SyncGroup;
 /// What a clean shutdown writes about the partition, read by the next start instead
 /// of scanning (trusted only while the broker's clean-shutdown marker exists).
 const SHUTDOWN_SNAPSHOT: &str = "clean-shutdown.json";
+
+/// How a start found a log's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenedBy {
+    /// From what the last clean shutdown recorded.
+    CleanShutdown,
+    /// From the last recovery point, validating what lies past it.
+    RecoveryPoint,
+    /// By validating every batch.
+    FullScan,
+}
 
 /// What `quiesce` writes for the next start.
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -131,39 +145,133 @@ impl Recovered {
     /// active segment; damage anywhere else takes the partition offline.
     pub(super) async fn by_scanning(dir: &Path, spec: &SegmentSpec) -> io::Result<Recovered> {
         let bases = segment_bases(dir)?;
-        let mut producers = ProducerStates::default();
-        let mut segments = BTreeMap::new();
-        let mut max_timestamp: Option<MaxTimestampBatch> = None;
-        let mut epochs = EpochCache::default();
-        let mut aborted = VecDeque::new();
+        let mut scan = Scan::default();
+        scan.segments_from(dir, spec, &bases, None).await?;
+        Ok(scan.into_recovered())
+    }
+
+    /// Takes the last recovery point (`recovery_point`) and validates only what lies
+    /// past it: the segments it records whole are loaded as they are, the one it ends
+    /// in is rescanned from there, later ones fully. `None` if there is none, or the
+    /// files do not match it: the caller then scans everything.
+    pub(super) async fn from_recovery_point(
+        dir: &Path,
+        spec: &SegmentSpec,
+    ) -> io::Result<Option<Recovered>> {
+        let Some(point) = RecoveryPoint::read(dir) else {
+            return Ok(None);
+        };
+        let Some((partial, whole)) = point.segments.split_last() else {
+            return Ok(None);
+        };
+        let bases = segment_bases(dir)?;
+        let (older, rest): (Vec<i64>, Vec<i64>) =
+            bases.iter().partition(|&&b| b < partial.base_offset);
+        // Retention may have removed the oldest segments since; nothing else may differ.
+        let Some(first_kept) = whole.len().checked_sub(older.len()) else {
+            return Ok(None);
+        };
+        let whole = &whole[first_kept..];
+        if rest.first() != Some(&partial.base_offset)
+            || !whole
+                .iter()
+                .map(|g| g.base_offset)
+                .eq(older.iter().copied())
+        {
+            warn!(dir = %dir.display(), "segment files differ from the recovery point; scanning instead");
+            return Ok(None);
+        }
+        let mut scan = Scan {
+            producers: point.producers,
+            aborted: point.aborted,
+            max_timestamp: point.max_timestamp,
+            epochs: point.epochs,
+            ..Scan::default()
+        };
+        for g in whole {
+            match Segment::load(dir, g, spec).await? {
+                Some(seg) => scan.segments.insert(g.base_offset, seg),
+                None => {
+                    warn!(dir = %dir.display(), segment = g.base_offset, "segment differs from the recovery point; scanning instead");
+                    return Ok(None);
+                }
+            };
+        }
+        if !scan.segments_from(dir, spec, &rest, Some(partial)).await? {
+            warn!(dir = %dir.display(), segment = partial.base_offset, "segment does not hold what the recovery point recorded; scanning instead");
+            return Ok(None);
+        }
+        // As retention does: the batch with the largest timestamp went with its segment.
+        if scan
+            .max_timestamp
+            .is_some_and(|m| !scan.segments.contains_key(&m.segment_base))
+        {
+            scan.max_timestamp = None;
+        }
+        info!(dir = %dir.display(), recovery_point = point.end_offset, "recovered from the recovery point");
+        Ok(Some(scan.into_recovered()))
+    }
+}
+
+/// A recovery scan's findings so far.
+#[derive(Default)]
+struct Scan {
+    segments: BTreeMap<i64, Segment>,
+    producers: ProducerStates,
+    aborted: VecDeque<AbortedTxn>,
+    max_timestamp: Option<MaxTimestampBatch>,
+    epochs: EpochCache,
+    offline: Option<String>,
+}
+
+impl Scan {
+    /// Validates the segments at `bases`, in order; the first is only validated past
+    /// `resume_at` if given (see `Segment::resume`). Truncates a torn or corrupt tail
+    /// of the active segment; damage anywhere else takes the partition offline.
+    /// False if the first segment does not hold what `resume_at` says.
+    async fn segments_from(
+        &mut self,
+        dir: &Path,
+        spec: &SegmentSpec,
+        bases: &[i64],
+        resume_at: Option<&SegmentSnapshot>,
+    ) -> io::Result<bool> {
         let mut expected = bases.first().copied().unwrap_or(0);
-        let mut offline = None;
         for (i, &base) in bases.iter().enumerate() {
             let is_active = i + 1 == bases.len();
             if base < expected {
-                offline = Some(format!(
+                self.offline = Some(format!(
                     "segment {base} overlaps its predecessor, which ends at {expected}"
                 ));
                 break;
             }
-            let (mut seg, torn) =
-                Segment::recover(dir, base, spec, &mut producers, |h, pos, txn| {
-                    epochs.note(h.partition_leader_epoch(), h.base_offset());
-                    if let Some(t) = txn.filter(|t| t.aborted) {
-                        // The last stable offset of that time is not known; the marker's own
-                        // offset bounds it.
-                        aborted.push_back(AbortedTxn::new(&t, t.last_offset));
+            let (epochs, aborted, max_timestamp) =
+                (&mut self.epochs, &mut self.aborted, &mut self.max_timestamp);
+            let on_batch = |h: &BatchHeader<'_>, pos: u64, txn: Option<CompletedTxn>| {
+                epochs.note(h.partition_leader_epoch(), h.base_offset());
+                if let Some(t) = txn.filter(|t| t.aborted) {
+                    // The last stable offset of that time is not known; the marker's own
+                    // offset bounds it.
+                    aborted.push_back(AbortedTxn::new(&t, t.last_offset));
+                }
+                if max_timestamp.is_none_or(|m| h.max_timestamp() > m.timestamp) {
+                    *max_timestamp = Some(MaxTimestampBatch {
+                        timestamp: h.max_timestamp(),
+                        segment_base: base,
+                        position: pos,
+                        size: h.total_size() as usize,
+                    });
+                }
+            };
+            let (mut seg, torn) = match resume_at.filter(|_| i == 0) {
+                Some(known) => {
+                    match Segment::resume(dir, known, spec, &mut self.producers, on_batch).await? {
+                        Some(resumed) => resumed,
+                        None => return Ok(false),
                     }
-                    if max_timestamp.is_none_or(|m| h.max_timestamp() > m.timestamp) {
-                        max_timestamp = Some(MaxTimestampBatch {
-                            timestamp: h.max_timestamp(),
-                            segment_base: base,
-                            position: pos,
-                            size: h.total_size() as usize,
-                        });
-                    }
-                })
-                .await?;
+                }
+                None => Segment::recover(dir, base, spec, &mut self.producers, on_batch).await?,
+            };
             expected = seg.next_offset;
             match torn {
                 // Zeros past the data: a direct write's block padding or space never
@@ -179,11 +287,11 @@ impl Recovered {
                 // Damage before the active segment is not a torn write: cutting there
                 // would drop acknowledged data in every later segment.
                 Some(t) if !is_active => {
-                    offline = Some(format!(
+                    self.offline = Some(format!(
                         "segment {base} is damaged at byte {}: {}",
                         t.position, t.reason
                     ));
-                    segments.insert(base, seg);
+                    self.segments.insert(base, seg);
                     break;
                 }
                 Some(t) => {
@@ -196,25 +304,30 @@ impl Recovered {
                 }
                 None => seg.commit_recovery().await?,
             }
-            segments.insert(base, seg);
+            self.segments.insert(base, seg);
         }
-        Ok(Recovered {
-            segments,
-            producers,
-            aborted,
-            max_timestamp,
-            epochs,
+        Ok(true)
+    }
+
+    fn into_recovered(self) -> Recovered {
+        Recovered {
+            segments: self.segments,
+            producers: self.producers,
+            aborted: self.aborted,
+            max_timestamp: self.max_timestamp,
+            epochs: self.epochs,
             replicated_high_watermark: None,
-            offline,
-        })
+            offline: self.offline,
+        }
     }
 }
 
 impl PartitionLog {
     /// Opens the log in `dir`, creating it if empty. After a clean shutdown
     /// (`clean_shutdown`: the broker's marker was found) the state it recorded is
-    /// loaded; otherwise every existing batch is validated, and a torn or corrupt tail
-    /// is truncated and reported in the log.
+    /// loaded; otherwise the batches past the last recovery point (all of them, if
+    /// there is none) are validated, and a torn or corrupt tail is truncated and
+    /// reported in the log.
     pub async fn open(
         dir: PathBuf,
         config: LogConfig,
@@ -222,12 +335,19 @@ impl PartitionLog {
         clean_shutdown: bool,
     ) -> io::Result<Rc<PartitionLog>> {
         std::fs::create_dir_all(&dir)?;
-        let loaded = if clean_shutdown {
+        let mut opened_by = OpenedBy::CleanShutdown;
+        let mut loaded = if clean_shutdown {
             Recovered::from_snapshot(&dir, &config.segment).await?
         } else {
             None
         };
-        let scanned = loaded.is_none();
+        if loaded.is_none() {
+            opened_by = OpenedBy::RecoveryPoint;
+            loaded = Recovered::from_recovery_point(&dir, &config.segment).await?;
+        }
+        if loaded.is_none() {
+            opened_by = OpenedBy::FullScan;
+        }
         // A snapshot describes one shutdown; it must never be trusted after this start.
         match std::fs::remove_file(dir.join(SHUTDOWN_SNAPSHOT)) {
             Ok(()) => {}
@@ -268,8 +388,11 @@ impl PartitionLog {
         let first_base = *segments.keys().next().expect("at least one segment");
         let log_start_offset = first_base.max(checkpoint.min(log_end_offset));
         epochs.truncate_from_start(log_start_offset);
+        // Nothing recovered is known to be flushed (after a crash, what the scan found
+        // may be in the page cache only): the first recovery point syncs it all.
+        let unsynced_segments = segments.values().map(Segment::files).collect();
         if log_end_offset > 0 {
-            info!(dir = %dir.display(), log_start_offset, log_end_offset, segments = segments.len(), scanned, "recovered partition log");
+            info!(dir = %dir.display(), log_start_offset, log_end_offset, segments = segments.len(), ?opened_by, "recovered partition log");
         }
         Ok(Rc::new(PartitionLog {
             dir,
@@ -295,6 +418,7 @@ impl PartitionLog {
                     .map_or(log_start_offset, |hw| {
                         hw.clamp(log_start_offset, log_end_offset)
                     }),
+                unsynced_segments,
             }),
             pending: RefCell::new(VecDeque::new()),
             leader_epoch: Cell::new(LeaderEpoch(0)),
@@ -305,6 +429,8 @@ impl PartitionLog {
             index_writes: Cell::new(0),
             index_writes_idle: Wakers::default(),
             sync_group,
+            recovery_points: Default::default(),
+            opened_by,
         }))
     }
 

@@ -121,6 +121,16 @@ impl PartitionLog {
         self.writer_done().await;
         self.index_writes_done().await;
         let offset = offset.max(self.offsets().log_start);
+        if offset >= self.offsets().log_end {
+            return Ok(self.offsets().log_end);
+        }
+        self.remove_recovery_point().await?;
+        let cut = self.cut_at(offset).await;
+        self.restart_recovery_points();
+        cut
+    }
+
+    async fn cut_at(&self, offset: i64) -> io::Result<i64> {
         let (doomed, cut) = {
             let mut s = self.state.borrow_mut();
             if offset >= s.log_end_offset {
@@ -185,6 +195,13 @@ impl PartitionLog {
     pub async fn truncate_fully_and_start_at(&self, offset: i64) -> io::Result<()> {
         self.writer_done().await;
         self.index_writes_done().await;
+        self.remove_recovery_point().await?;
+        let emptied = self.empty_to_start_at(offset).await;
+        self.restart_recovery_points();
+        emptied
+    }
+
+    async fn empty_to_start_at(&self, offset: i64) -> io::Result<()> {
         let spec = self.config.get().segment;
         let fresh = Segment::create(&self.dir, offset, &spec).await?;
         let doomed: Vec<Segment> = {

@@ -233,6 +233,7 @@ impl PartitionLog {
         self.refusing.set(true);
         self.writer_done().await;
         self.index_writes_done().await;
+        self.stop_recovery_points().await;
         {
             let mut s = self.state.borrow_mut();
             s.offline = true;
@@ -245,6 +246,7 @@ impl PartitionLog {
             (
                 std::mem::take(&mut s.segments),
                 std::mem::take(&mut s.unflushed_files),
+                std::mem::take(&mut s.unsynced_segments),
             )
         };
         drop(closed);

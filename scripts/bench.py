@@ -652,6 +652,7 @@ def main():
     # their CPUs, and this process, the generators it starts and librdkafka's threads
     # on the others.
     every_cpu = sorted(os.sched_getaffinity(0))
+    a.every_cpu = every_cpu
     split = placement(a, every_cpu)
     a.broker_cpus, a.load_cpus = split if split else (None, None)
     if a.load_cpus:
@@ -691,6 +692,11 @@ def run_brokers(a):
         name, rows = bench_replication.run(a, selected)
         runs[name] = rows
 
+    # Small batches from librdkafka at the default and the split placement.
+    import bench_small_batch
+    if not a.bootstrap and (selected is None or selected & set(bench_small_batch.NAMES)):
+        runs["small-batch-placement"] = bench_small_batch.run(a, a.every_cpu)
+
     zero_copy = None
     if not a.bootstrap and not a.workloads:
         log("== zero-copy check: consume with and without sendfile, alternately")
@@ -701,6 +707,10 @@ def run_brokers(a):
 def report(a, started, probe, runs, zero_copy):
     facts = machine()
     for name, rows in runs.items():
+        if name == "small-batch-placement":
+            import bench_small_batch
+            bench_small_batch.print_summary(rows)
+            continue
         print_table(name, rows, probe, facts, a)
     if zero_copy:
         z, c = zero_copy["zero-copy"], zero_copy["copying"]

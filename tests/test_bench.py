@@ -53,3 +53,23 @@ def test_a_quick_bench_run_reports_delivered_records(tmp_path):
     assert disk["count"] >= 100 and disk["p50"] > 0
     assert "the disk's own fdatasync meanwhile" in p.stdout
     assert not list(tmp_path.glob("**/probe-sync-under-load.tmp"))
+
+
+def test_the_small_batch_check_measures_both_placements(tmp_path):
+    """librdkafka's small batches at ringlog's default placement and at the split
+    one: each round delivered records and the broker's CPU per million was measured."""
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, str(ROOT / "scripts" / "bench.py"), "--quick", "--modes", "buffered",
+           "--workdir", str(tmp_path), "--json", str(out), "--workloads", "librdkafka-small-batch"]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "small batches from librdkafka, by placement" in p.stdout
+    check = json.loads(out.read_text())["runs"]["small-batch-placement"]
+    wanted = {"ringlog-default"} | ({"ringlog-split"} if len(os.sched_getaffinity(0)) > 1 else set())
+    assert set(check) == wanted
+    for name, figures in check.items():
+        assert len(figures["rounds"]) == 3, name
+        for r in figures["rounds"]:
+            assert r["records_per_s"] > 0 and r["failed_records"] == 0, (name, r)
+            assert r["cpu_s_per_m_records"] > 0, (name, r)
+        assert figures["median_cpu_s_per_m_records"] > 0

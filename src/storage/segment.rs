@@ -297,40 +297,30 @@ impl Segment {
             return Ok(None);
         }
         let span = known.next_offset - base;
-        let offsets = read_plausible_prefix(
+        let mut kept = read_plausible_prefix(
             &seg.index_file,
             OFFSET_ENTRY_BYTES,
             decode_offset_entry,
             |&(rel, pos)| i64::from(rel) < span && u64::from(pos) < known.size,
         )
         .await?;
+        // The scan starts at the last kept entry's batch and writes that entry again.
+        let (start_rel, start_pos) = kept.pop().unwrap_or((0, 0));
+        // The index files are written apart, so the time index may lack entries for
+        // batches before the scan's start. Its lookups stay right if the scan starts
+        // from the largest timestamp up to the point instead of the largest before
+        // its start: a time entry (t, r) needs only that no record before offset r
+        // has a timestamp of t or more, which holds for the offset where the
+        // segment's largest timestamp was first reached.
         let times = read_plausible_prefix(
             &seg.time_index_file,
             TIME_ENTRY_BYTES,
             decode_time_entry,
-            |&(ts, rel)| ts >= 0 && i64::from(rel) < span,
+            |&(ts, rel)| ts >= 0 && ts <= known.max_timestamp && rel < start_rel,
         )
         .await?;
-        // The files are written apart, so either may lack entries the other has. A
-        // time entry goes with the offset entry at or after the batch holding its
-        // offset: every time entry of a batch before the last time entry kept is
-        // there, so the scan starts at the last offset entry at or before it, and
-        // knows the largest timestamp before it from the time entries before it.
-        let last_time_rel = times.last().map_or(0, |&(_, rel)| rel);
-        let mut kept: Vec<(u32, u32)> = offsets
-            .into_iter()
-            .take_while(|&(rel, _)| rel <= last_time_rel)
-            .collect();
-        // The scan starts at the last kept entry's batch and writes that entry again.
-        let (start_rel, start_pos) = kept.pop().unwrap_or((0, 0));
-        let times: Vec<(i64, u32)> = times
-            .into_iter()
-            .filter(|&(_, rel)| rel < start_rel)
-            .collect();
-        if let Some(&(ts, rel)) = times.last() {
-            seg.max_timestamp = ts;
-            seg.max_timestamp_offset = base + i64::from(rel);
-        }
+        seg.max_timestamp = known.max_timestamp;
+        seg.max_timestamp_offset = known.max_timestamp_offset;
         seg.index = kept;
         seg.time_index = times;
         seg.size = u64::from(start_pos);

@@ -443,6 +443,8 @@ impl PartitionLog {
         let was_offline = self.is_offline();
         self.writer_done().await;
         self.state.borrow_mut().closed = true;
+        // A recovery point being stored may be writing index entries too.
+        self.stop_recovery_points().await;
         // Appends written before the writer stopped may still be writing index entries.
         self.index_writes_done().await;
         self.wake_waiters();

@@ -164,6 +164,19 @@ impl PartitionLog {
             if taken.generation != rp.generation.get() {
                 continue;
             }
+            // The active segment's index entries are written first, as Kafka flushes
+            // the index with the log: a start from this point then need not rebuild
+            // them (appends write them only 512 at a time).
+            let index = {
+                let mut s = self.state.borrow_mut();
+                let active = s.segments.values_mut().next_back().expect("a segment");
+                active
+                    .take_unwritten_index(0)
+                    .map(|entries| (active.index_files(), entries))
+            };
+            if let Some((files, entries)) = index {
+                self.write_index_entries(files, entries).await;
+            }
             if let Err(e) = sync_files(&taken.files).await {
                 warn!(dir = %self.dir.display(), error = %e, "syncing for a recovery point failed; the previous one stays");
                 self.state

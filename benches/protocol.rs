@@ -126,7 +126,7 @@ fn fetch_response(c: &mut Criterion) {
                 topic_id: uuid::Uuid::nil(),
                 partitions,
             }];
-            write_fetch_response(1, 12, ErrorCode::None, topics, &[]).len()
+            write_fetch_response(1, 12, ErrorCode::None, 0, topics, &[]).len()
         })
     });
     g.finish();

@@ -16,11 +16,14 @@ use futures::future::{select, select_all};
 use futures::FutureExt;
 use kafka_protocol::messages::fetch_request::FetchRequest;
 
+use super::fetch_session;
 use super::routing::{group_by_owner, leader_epoch_check, not_served, LeaderHints};
 use super::storage_errors::read_error_code;
 use super::{decode, Outcome};
 use crate::cluster::metadata::TopicMeta;
 use crate::ids::BrokerId;
+use crate::node::fetch_sessions::{Answered, FetchParams};
+use crate::node::view::MetadataView;
 use crate::node::{Core, PartitionKey};
 use crate::protocol::chunk::Chunk;
 use crate::protocol::fetch_writer::{
@@ -42,8 +45,7 @@ struct Slot {
     /// The partition's topic, if it exists.
     topic: Option<Arc<TopicMeta>>,
     target: Option<(ShardId, PartitionKey)>,
-    fetch_offset: i64,
-    last_fetched_epoch: i32,
+    params: FetchParams,
     partition_max_bytes: usize,
     result: FetchPartitionData,
 }
@@ -258,6 +260,76 @@ fn slots_satisfy(slots: &[Slot], min_bytes: usize, from_replica: bool) -> bool {
     bytes_ready >= min_bytes.max(1)
 }
 
+/// The slot of one partition to fetch: where it is read, or the error it gets.
+fn slot_for(
+    snapshot: &MetadataView,
+    by_id: bool,
+    replica: Option<BrokerId>,
+    response_max_bytes: usize,
+    p: FetchParams,
+) -> Slot {
+    let meta = if by_id {
+        snapshot.topic_by_id(&p.topic_id)
+    } else {
+        snapshot.topic(&p.topic_name)
+    };
+    let missing = if by_id {
+        ErrorCode::UnknownTopicId
+    } else {
+        ErrorCode::UnknownTopicOrPartition
+    };
+    let mut result = FetchPartitionData {
+        partition: p.partition,
+        error: ErrorCode::None,
+        high_watermark: -1,
+        last_stable_offset: -1,
+        log_start_offset: -1,
+        aborted_transactions: None,
+        records: Vec::new(),
+        current_leader: None,
+        diverging_epoch: None,
+    };
+    let target = match meta.map(|m| {
+        snapshot
+            .leader_shard(m, p.partition)
+            .map(|o| (o, (m.id, p.partition)))
+    }) {
+        None => {
+            result.error = missing;
+            None
+        }
+        Some(Err(why)) => {
+            result.error = not_served(why);
+            None
+        }
+        Some(Ok(found)) => {
+            let not_a_replica = replica.is_some_and(|r| {
+                meta.and_then(|m| m.partition(p.partition))
+                    .is_none_or(|a| !a.replicas.contains(&r))
+            });
+            match leader_epoch_check(meta, p.partition, p.current_leader_epoch) {
+                Err(code) => {
+                    result.error = code;
+                    None
+                }
+                // As Kafka: a broker fetches only what it is a replica of.
+                Ok(()) if not_a_replica => {
+                    result.error = ErrorCode::NotLeaderOrFollower;
+                    None
+                }
+                Ok(()) => Some(found),
+            }
+        }
+    };
+    Slot {
+        topic: meta.cloned(),
+        target,
+        partition_max_bytes: (p.partition_max_bytes.max(0) as usize).min(response_max_bytes),
+        params: p,
+        result,
+    }
+}
+
 pub async fn handle(core: &Rc<Core>, h: &RequestHeader, body: Bytes) -> Outcome {
     let req: FetchRequest = match decode(body, h) {
         Ok(r) => r,
@@ -282,81 +354,20 @@ pub async fn handle(core: &Rc<Core>, h: &RequestHeader, body: Bytes) -> Outcome 
     let replica = (replica_id >= 0).then_some(BrokerId(replica_id));
     // isolation_level 1: READ_COMMITTED (a follower reads everything regardless).
     let read_committed = replica.is_none() && req.isolation_level == 1;
-    let mut topics: Vec<(String, uuid::Uuid, usize)> = Vec::new();
-    let mut slots: Vec<Slot> = Vec::new();
-    for t in &req.topics {
-        let meta = if by_id {
-            snapshot.topic_by_id(&t.topic_id)
-        } else {
-            snapshot.topic(t.topic.0.as_str())
-        };
-        let missing = if by_id {
-            ErrorCode::UnknownTopicId
-        } else {
-            ErrorCode::UnknownTopicOrPartition
-        };
-        topics.push((t.topic.0.to_string(), t.topic_id, t.partitions.len()));
-        for p in &t.partitions {
-            let mut result = FetchPartitionData {
-                partition: p.partition,
-                error: ErrorCode::None,
-                high_watermark: -1,
-                last_stable_offset: -1,
-                log_start_offset: -1,
-                aborted_transactions: None,
-                records: Vec::new(),
-                current_leader: None,
-                diverging_epoch: None,
-            };
-            let target = match meta.map(|m| {
-                snapshot
-                    .leader_shard(m, p.partition)
-                    .map(|o| (o, (m.id, p.partition)))
-            }) {
-                None => {
-                    result.error = missing;
-                    None
-                }
-                Some(Err(why)) => {
-                    result.error = not_served(why);
-                    None
-                }
-                Some(Ok(found)) => {
-                    let not_a_replica = replica.is_some_and(|r| {
-                        meta.and_then(|m| m.partition(p.partition))
-                            .is_none_or(|a| !a.replicas.contains(&r))
-                    });
-                    match leader_epoch_check(meta, p.partition, p.current_leader_epoch) {
-                        Err(code) => {
-                            result.error = code;
-                            None
-                        }
-                        // As Kafka: a broker fetches only what it is a replica of.
-                        Ok(()) if not_a_replica => {
-                            result.error = ErrorCode::NotLeaderOrFollower;
-                            None
-                        }
-                        Ok(()) => Some(found),
-                    }
-                }
-            };
-            slots.push(Slot {
-                topic: meta.cloned(),
-                target,
-                fetch_offset: p.fetch_offset,
-                last_fetched_epoch: p.last_fetched_epoch,
-                partition_max_bytes: (p.partition_max_bytes.max(0) as usize)
-                    .min(response_max_bytes),
-                result,
-            });
-        }
-    }
+    let (session, wanted) = match fetch_session::begin(core, h, &req).await {
+        Ok(begun) => begun,
+        Err(answer) => return answer,
+    };
+    let mut slots: Vec<Slot> = wanted
+        .into_iter()
+        .map(|p| slot_for(&snapshot, by_id, replica, response_max_bytes, p))
+        .collect();
     let read_request = |s: &Slot| ReadRequest {
         key: s.target.expect("only slots with an owner are read").1,
-        offset: s.fetch_offset,
+        offset: s.params.fetch_offset,
         max_bytes: s.partition_max_bytes,
         replica,
-        last_fetched_epoch: s.last_fetched_epoch,
+        last_fetched_epoch: s.params.last_fetched_epoch,
         read_committed,
     };
     let reads = slots
@@ -447,19 +458,52 @@ pub async fn handle(core: &Rc<Core>, h: &RequestHeader, body: Bytes) -> Outcome 
             rack: b.rack.clone(),
         })
         .collect();
-    let mut slots = slots.into_iter();
-    let topics = topics
-        .into_iter()
-        .map(|(name, topic_id, count)| FetchTopicData {
-            name,
-            topic_id,
-            partitions: slots.by_ref().take(count).map(|s| s.result).collect(),
+    let answered = slots
+        .iter()
+        .map(|s| {
+            let r = &s.result;
+            let answered = Answered {
+                high_watermark: r.high_watermark,
+                log_start_offset: r.log_start_offset,
+                has_records: !r.records.is_empty(),
+                must_send: r.error != ErrorCode::None || r.diverging_epoch.is_some(),
+            };
+            (s.params.clone(), answered)
         })
         .collect();
+    let (session_id, sent) =
+        match fetch_session::finish(core, h, session, replica.is_some(), answered).await {
+            Ok(finished) => finished,
+            Err(answer) => return answer,
+        };
+    // Consecutive partitions of one topic share a topic entry (as Kafka's
+    // FetchResponse.toMessage: a session's order may name a topic twice).
+    let mut topics: Vec<FetchTopicData> = Vec::new();
+    for (s, send) in slots.into_iter().zip(sent) {
+        if !send {
+            continue;
+        }
+        let same = topics
+            .last()
+            .is_some_and(|t| t.topic_id == s.params.topic_id && t.name == s.params.topic_name);
+        if !same {
+            topics.push(FetchTopicData {
+                name: s.params.topic_name,
+                topic_id: s.params.topic_id,
+                partitions: Vec::new(),
+            });
+        }
+        topics
+            .last_mut()
+            .expect("just pushed")
+            .partitions
+            .push(s.result);
+    }
     Outcome::Respond(write_fetch_response(
         h.correlation_id,
         h.api_version,
         ErrorCode::None,
+        session_id,
         topics,
         &endpoints,
     ))

@@ -25,6 +25,7 @@ mod describe_cluster;
 mod describe_configs;
 mod elect_leaders;
 mod fetch;
+mod fetch_session;
 mod find_coordinator;
 mod group_offsets;
 mod groups;

@@ -75,6 +75,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting { name: "connections.max.idle.ms", aliases: &[], default: "600000", doc: "Close a connection that has no request in flight and sends nothing for this long, or that takes no response bytes for this long." },
     Setting { name: "ringlog.request.read.timeout.ms", aliases: &[], default: "30000", doc: "Close a connection whose request has begun but not fully arrived after this long (a slowloris client). The default matches clients' own `request.timeout.ms`." },
     Setting { name: "ringlog.connection.requests.max", aliases: &[], default: "16", doc: "Requests one connection may have read and not yet answered; at the limit the broker stops reading that connection until a response is written (Kafka clients send at most 5)." },
+    Setting { name: "max.incremental.fetch.session.cache.slots", aliases: &[], default: "1000", doc: "Incremental fetch sessions (KIP-227) the broker keeps, divided evenly among its shards; a full cache evicts a session idle for two minutes, or a smaller or less privileged one (followers' sessions are privileged), else answers without a session. 0: no sessions." },
     Setting { name: "queued.max.request.bytes", aliases: &[], default: "268435456", doc: "Per shard, bytes of requests read and not yet handled; at the limit connections wait before reading more (backpressure). A frame larger than this waits for all of it. -1: no limit." },
     Setting { name: "log.segment.bytes", aliases: &[], default: "1073741824", doc: "Roll to a new segment file past this size." },
     Setting { name: "log.index.interval.bytes", aliases: &[], default: "4096", doc: "Bytes of log between two entries of the sparse offset index." },
@@ -151,6 +152,7 @@ pub struct Config {
     pub connection_requests_max: usize,
     /// Per shard; `u64::MAX` when unlimited (-1).
     pub queued_max_request_bytes: u64,
+    pub fetch_session_cache_slots: usize,
     pub timestamp_before_max_ms: i64,
     pub timestamp_after_max_ms: i64,
     pub segment_size_max_bytes: u64,
@@ -512,6 +514,12 @@ impl Config {
                 &get("ringlog.connection.requests.max"),
                 1,
                 4096,
+            )?,
+            fetch_session_cache_slots: parse_num(
+                "max.incremental.fetch.session.cache.slots",
+                &get("max.incremental.fetch.session.cache.slots"),
+                0,
+                i32::MAX as usize,
             )?,
             queued_max_request_bytes: match parse_num::<i64>(
                 "queued.max.request.bytes",

@@ -13,6 +13,7 @@
 
 pub mod active_controller;
 pub mod controller_client;
+pub mod fetch_sessions;
 pub mod hw_checkpoint;
 pub mod isr_manager;
 pub mod publisher;
@@ -49,6 +50,8 @@ pub struct Core {
     /// The published metadata view, shared by every core of this node.
     pub metadata: Arc<ViewHandle>,
     logs: RefCell<HashMap<PartitionKey, Rc<PartitionLog>>>,
+    /// The incremental fetch sessions this core holds (KIP-227).
+    pub fetch_sessions: RefCell<fetch_sessions::FetchSessions>,
     /// Present on the controller core only.
     controller: Option<Controller>,
     /// Group commit for every partition log on this core.
@@ -92,7 +95,13 @@ impl Core {
         controller: Option<Controller>,
     ) -> Rc<Core> {
         let request_budget = config.queued_max_request_bytes;
+        let fetch_sessions = fetch_sessions::FetchSessions::new(
+            mesh.id.0,
+            mesh.shard_count,
+            config.fetch_session_cache_slots,
+        );
         Rc::new(Core {
+            fetch_sessions: RefCell::new(fetch_sessions),
             mesh,
             groups: crate::group::Coordinator::new(&config),
             txns: crate::txn::Coordinator::new(&config),

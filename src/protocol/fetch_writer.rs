@@ -117,6 +117,7 @@ pub fn write_fetch_response(
     correlation_id: i32,
     version: i16,
     error: ErrorCode,
+    session_id: i32,
     topics: Vec<FetchTopicData>,
     node_endpoints: &[NodeEndpoint],
 ) -> Vec<Chunk> {
@@ -130,7 +131,7 @@ pub fn write_fetch_response(
     b.put_i32(0); // throttle_time_ms
     if version >= 7 {
         b.put_i16(error.code());
-        b.put_i32(0); // session_id: 0 = no fetch session, every fetch is full
+        b.put_i32(session_id);
     }
     put_array_len(b, flexible, topics.len());
     for topic in topics {
@@ -360,7 +361,7 @@ mod tests {
                     rack: None,
                 },
             ];
-            let parts = write_fetch_response(77, version, ErrorCode::None, topics, &endpoints);
+            let parts = write_fetch_response(77, version, ErrorCode::None, 0, topics, &endpoints);
             let mut frame = concat(&parts);
             let size = i32::from_be_bytes(frame[..4].try_into().unwrap());
             assert_eq!(size as usize, frame.len() - 4);
@@ -438,7 +439,7 @@ mod tests {
                 diverging_epoch: None,
             }],
         }];
-        let parts = write_fetch_response(1, 11, ErrorCode::None, topics, &[]);
+        let parts = write_fetch_response(1, 11, ErrorCode::None, 0, topics, &[]);
         assert!(
             parts
                 .iter()

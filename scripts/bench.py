@@ -697,6 +697,11 @@ def run_brokers(a):
     if not a.bootstrap and (selected is None or selected & set(bench_small_batch.NAMES)):
         runs["small-batch-placement"] = bench_small_batch.run(a, a.every_cpu)
 
+    # A consumer of 1,000 partitions, few with data: with and without fetch sessions.
+    import bench_fetch_sessions
+    if not a.bootstrap and (selected is None or selected & set(bench_fetch_sessions.NAMES)):
+        runs["fetch-sessions"] = bench_fetch_sessions.run(a, lambda: start_ringlog(a))
+
     zero_copy = None
     if not a.bootstrap and not a.workloads:
         log("== zero-copy check: consume with and without sendfile, alternately")
@@ -710,6 +715,10 @@ def report(a, started, probe, runs, zero_copy):
         if name == "small-batch-placement":
             import bench_small_batch
             bench_small_batch.print_summary(rows)
+            continue
+        if name == "fetch-sessions":
+            import bench_fetch_sessions
+            bench_fetch_sessions.print_summary(rows)
             continue
         print_table(name, rows, probe, facts, a)
     if zero_copy:

@@ -73,3 +73,27 @@ def test_the_small_batch_check_measures_both_placements(tmp_path):
             assert r["records_per_s"] > 0 and r["failed_records"] == 0, (name, r)
             assert r["cpu_s_per_m_records"] > 0, (name, r)
         assert figures["median_cpu_s_per_m_records"] > 0
+
+
+def test_the_fetch_session_check_compares_a_consumer_with_and_without_sessions(tmp_path):
+    """A kafka-python consumer of 1,000 partitions with and without fetch sessions: every
+    round fetched and received records, the broker kept the session through many
+    incremental fetches in the rounds that asked for one, and none in the others."""
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, str(ROOT / "scripts" / "bench.py"), "--quick", "--modes", "buffered",
+           "--workdir", str(tmp_path), "--json", str(out), "--workloads", "fetch-sessions"]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "a consumer of 1000 partitions" in p.stdout
+    check = json.loads(out.read_text())["runs"]["fetch-sessions"]
+    assert set(check) == {"with sessions", "without sessions"}
+    for name, figures in check.items():
+        assert len(figures["rounds"]) == 3, name
+        for r in figures["rounds"]:
+            assert r["fetches_per_s"] > 0 and r["records"] > 0, (name, r)
+            assert r["broker_cpu_s_per_s"] > 0, (name, r)
+            if name == "with sessions":
+                assert r["session_epoch"] > 10, r
+            else:
+                assert r["session_epoch"] == 0, r
+        assert figures["median_broker_cpu_s_per_s"] > 0

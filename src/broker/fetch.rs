@@ -33,6 +33,7 @@ use crate::protocol::fetch_writer::{
 use crate::protocol::header::RequestHeader;
 use crate::protocol::ErrorCode;
 use crate::shard::ShardId;
+use crate::storage::log::AppendWatcher;
 use crate::storage::{PartitionLog, ReadBound};
 
 /// Upper bound on how long one fetch may wait, whatever the client asks.
@@ -111,12 +112,22 @@ fn note_follower_fetch(core: &Core, r: &ReadRequest, follower: BrokerId, log: &P
 
 async fn read_on_owner(
     core: Rc<Core>,
-    items: impl IntoIterator<Item = (usize, ReadRequest)>,
+    items: Vec<(usize, ReadRequest)>,
 ) -> Vec<(usize, ReadResult)> {
-    let items = items.into_iter();
-    let mut out = Vec::with_capacity(items.size_hint().0);
-    for (slot, r) in items {
-        let result = match core.log(&r.key) {
+    let logs = items.iter().map(|(_, r)| core.log(&r.key)).collect();
+    read_logs(&core, items, logs).await
+}
+
+/// Reads each of `items` from its log (`logs`, in the same order: `None` for a
+/// partition this shard no longer has).
+async fn read_logs(
+    core: &Core,
+    items: Vec<(usize, ReadRequest)>,
+    logs: Vec<Option<Rc<PartitionLog>>>,
+) -> Vec<(usize, ReadResult)> {
+    let mut out = Vec::with_capacity(items.len());
+    for ((slot, r), log) in items.into_iter().zip(logs) {
+        let result = match log {
             None => ReadResult {
                 error: ErrorCode::UnknownTopicOrPartition,
                 high_watermark: -1,
@@ -129,7 +140,7 @@ async fn read_on_owner(
             Some(log) => {
                 let diverging_epoch = r.replica.and_then(|_| divergence(&log, &r));
                 if let (Some(follower), None) = (r.replica, diverging_epoch) {
-                    note_follower_fetch(&core, &r, follower, &log);
+                    note_follower_fetch(core, &r, follower, &log);
                 }
                 let offsets = log.offsets();
                 let bound = r.bound();
@@ -179,46 +190,63 @@ async fn read_on_owner(
 
 /// Returns when the end visible to any of `items` (slot, (read, end seen): the high
 /// watermark, or for read_committed the last stable offset) grows past what was
-/// seen, or after `timeout`.
-async fn wait_on_owner(core: &Core, items: &[(usize, (ReadRequest, i64))], timeout: Duration) {
-    let mut waits = Vec::with_capacity(items.len());
-    for (_, (r, seen)) in items {
-        let Some(log) = core.log(&r.key) else { return };
-        let offsets = log.offsets();
-        // A follower waits for the log end to pass its fetch offset; a consumer for
-        // the high watermark to pass what it saw.
-        let ready = match r.bound() {
-            ReadBound::LogEnd => offsets.log_end > r.offset,
-            ReadBound::LastStable => offsets.last_stable > *seen,
-            ReadBound::HighWatermark => offsets.high_watermark > *seen,
-        };
-        if ready {
+/// seen, or after `timeout`. `logs` are the items' logs, in the same order.
+async fn wait_on_owner(
+    items: &[(usize, (ReadRequest, i64))],
+    logs: &[Option<Rc<PartitionLog>>],
+    timeout: Duration,
+) {
+    let watcher = AppendWatcher::new();
+    for ((_, (r, seen)), log) in items.iter().zip(logs) {
+        let Some(log) = log else { return };
+        if has_news(log, r, *seen) {
             return;
         }
-        waits.push(log.wait_for_append());
+        log.watch_appends(&watcher);
     }
-    if waits.is_empty() {
+    if items.is_empty() {
         return;
     }
     let sleep = glommio::timer::sleep(timeout).boxed_local();
-    let _ = select(select_all(waits), sleep).await;
+    let _ = select(watcher.appended(), sleep).await;
+}
+
+/// Whether a partition has something a read of it did not: a follower waits for the
+/// log end to pass its fetch offset; a consumer for the end visible to it to pass
+/// what it saw.
+fn has_news(log: &PartitionLog, r: &ReadRequest, seen: i64) -> bool {
+    match r.bound() {
+        ReadBound::LogEnd => log.offsets().log_end > r.offset,
+        ReadBound::LastStable => log.offsets().last_stable > seen,
+        ReadBound::HighWatermark => log.high_watermark() > seen,
+    }
 }
 
 /// A long poll's wait on one owner, and the read after it, in one job: the owner
 /// reads as soon as an append wakes it, so a fetch woken by new data takes one
-/// cross-shard round trip instead of two (a wake-up, then a read). Skips the read if
-/// the fetch is done meanwhile (another owner answered first).
+/// cross-shard round trip instead of two (a wake-up, then a read). It reads only
+/// partitions with news (the others' first reads stand: a fetch of many quiet
+/// partitions reads each once per round, not twice), and nothing if the fetch is
+/// done meanwhile (another owner answered first).
 async fn wait_then_read_on_owner(
     core: Rc<Core>,
     items: Vec<(usize, (ReadRequest, i64))>,
     timeout: Duration,
     fetch_done: Arc<AtomicBool>,
 ) -> Vec<(usize, ReadResult)> {
-    wait_on_owner(&core, &items, timeout).await;
+    let logs: Vec<_> = items.iter().map(|(_, (r, _))| core.log(&r.key)).collect();
+    wait_on_owner(&items, &logs, timeout).await;
     if fetch_done.load(Ordering::Relaxed) {
         return Vec::new();
     }
-    read_on_owner(core, items.into_iter().map(|(slot, (r, _))| (slot, r))).await
+    // A partition gone from this shard is read too: the read reports it.
+    let (items, logs) = items
+        .into_iter()
+        .zip(logs)
+        .filter(|((_, (r, seen)), log)| log.as_ref().is_none_or(|l| has_news(l, r, *seen)))
+        .map(|((slot, (r, _)), log)| ((slot, r), log))
+        .unzip();
+    read_logs(&core, items, logs).await
 }
 
 /// Sets the flag when dropped: the fetch no longer wants the owners' answers.
@@ -462,20 +490,21 @@ pub async fn handle(core: &Rc<Core>, h: &RequestHeader, body: Bytes) -> Outcome 
         .iter()
         .map(|s| {
             let r = &s.result;
-            let answered = Answered {
+            Answered {
                 high_watermark: r.high_watermark,
                 log_start_offset: r.log_start_offset,
                 has_records: !r.records.is_empty(),
                 must_send: r.error != ErrorCode::None || r.diverging_epoch.is_some(),
-            };
-            (s.params.clone(), answered)
+            }
         })
         .collect();
-    let (session_id, sent) =
-        match fetch_session::finish(core, h, session, replica.is_some(), answered).await {
-            Ok(finished) => finished,
-            Err(answer) => return answer,
-        };
+    let params = || slots.iter().map(|s| s.params.clone()).collect();
+    let finished =
+        fetch_session::finish(core, h, session, replica.is_some(), answered, params).await;
+    let (session_id, sent) = match finished {
+        Ok(finished) => finished,
+        Err(answer) => return answer,
+    };
     // Consecutive partitions of one topic share a topic entry (as Kafka's
     // FetchResponse.toMessage: a session's order may name a topic twice).
     let mut topics: Vec<FetchTopicData> = Vec::new();
@@ -485,10 +514,10 @@ pub async fn handle(core: &Rc<Core>, h: &RequestHeader, body: Bytes) -> Outcome 
         }
         let same = topics
             .last()
-            .is_some_and(|t| t.topic_id == s.params.topic_id && t.name == s.params.topic_name);
+            .is_some_and(|t| t.topic_id == s.params.topic_id && *t.name == *s.params.topic_name);
         if !same {
             topics.push(FetchTopicData {
-                name: s.params.topic_name,
+                name: s.params.topic_name.to_string(),
                 topic_id: s.params.topic_id,
                 partitions: Vec::new(),
             });

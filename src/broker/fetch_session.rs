@@ -4,6 +4,7 @@
 //! (`node::fetch_sessions`), which is the one its id names.
 
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Instant;
 
 use kafka_protocol::messages::fetch_request::FetchRequest;
@@ -36,10 +37,11 @@ pub fn requested(h: &RequestHeader, req: &FetchRequest) -> Vec<FetchParams> {
     let by_id = h.api_version >= FETCH_TOPIC_IDS_FROM;
     let mut out = Vec::new();
     for t in &req.topics {
+        let name: Arc<str> = t.topic.0.as_str().into();
         for p in &t.partitions {
             out.push(FetchParams {
-                key: key(by_id, t.topic.0.as_str(), t.topic_id, p.partition),
-                topic_name: t.topic.0.to_string(),
+                key: key(by_id, &name, t.topic_id, p.partition),
+                topic_name: name.clone(),
                 topic_id: t.topic_id,
                 partition: p.partition,
                 fetch_offset: p.fetch_offset,
@@ -53,11 +55,11 @@ pub fn requested(h: &RequestHeader, req: &FetchRequest) -> Vec<FetchParams> {
     out
 }
 
-fn key(by_id: bool, name: &str, id: uuid::Uuid, partition: i32) -> SessionKey {
+fn key(by_id: bool, name: &Arc<str>, id: uuid::Uuid, partition: i32) -> SessionKey {
     if by_id {
         SessionKey::Id(id, partition)
     } else {
-        SessionKey::Name(name.to_string(), partition)
+        SessionKey::Name(name.clone(), partition)
     }
 }
 
@@ -98,9 +100,10 @@ pub async fn begin(
         .forgotten_topics_data
         .iter()
         .flat_map(|t| {
+            let name: Arc<str> = t.topic.0.as_str().into();
             t.partitions
                 .iter()
-                .map(move |&p| key(by_id, t.topic.0.as_str(), t.topic_id, p))
+                .map(move |&p| key(by_id, &name, t.topic_id, p))
         })
         .collect();
     let changed = wanted.clone();
@@ -129,33 +132,33 @@ pub async fn begin(
 }
 
 /// After the reads: the session id to answer with and which partitions (of those
-/// `begin` gave, in order) the answer holds. `Err` is the answer to send instead
-/// (another fetch moved the session on meanwhile).
+/// `begin` gave, in order: `answered` is what each got; `params` gives their
+/// parameters, for a new session) the answer holds. `Err` is the answer to send
+/// instead (another fetch moved the session on meanwhile).
 pub async fn finish(
     core: &Rc<Core>,
     h: &RequestHeader,
     session: SessionUse,
     privileged: bool,
-    answered: Vec<(FetchParams, Answered)>,
+    answered: Vec<Answered>,
+    params: impl FnOnce() -> Vec<FetchParams>,
 ) -> Result<(i32, Vec<bool>), Outcome> {
+    let count = answered.len();
     match session {
-        SessionUse::None => Ok((0, vec![true; answered.len()])),
+        SessionUse::None => Ok((0, vec![true; count])),
         SessionUse::Create => {
-            let count = answered.len();
             let by_id = h.api_version >= FETCH_TOPIC_IDS_FROM;
+            let partitions = params().into_iter().zip(answered).collect();
             let id = core.fetch_sessions.borrow_mut().create(
                 privileged,
                 by_id,
-                answered,
+                partitions,
                 Instant::now(),
             );
             Ok((id, vec![true; count]))
         }
         SessionUse::Incremental { id, next_epoch } => {
-            let count = answered.len();
             let owner = FetchSessions::owner(id, core.shard_count()).expect("a session id");
-            let answered: Vec<(SessionKey, Answered)> =
-                answered.into_iter().map(|(p, a)| (p.key, a)).collect();
             let sent = core
                 .submit_to(ShardId(owner), move |c| async move {
                     c.fetch_sessions

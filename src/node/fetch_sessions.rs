@@ -16,6 +16,7 @@
 //! which one holds a session (as Kafka's cache shards split the id range).
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::protocol::ErrorCode;
@@ -29,14 +30,15 @@ pub const EVICTION_IDLE: Duration = Duration::from_secs(120);
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum SessionKey {
     Id(uuid::Uuid, i32),
-    Name(String, i32),
+    Name(Arc<str>, i32),
 }
 
 /// A partition's fetch parameters, as a request gives them.
 #[derive(Debug, Clone)]
 pub struct FetchParams {
     pub key: SessionKey,
-    pub topic_name: String,
+    /// Shared: every fetch on a session copies its partitions' parameters.
+    pub topic_name: Arc<str>,
     pub topic_id: uuid::Uuid,
     pub partition: i32,
     pub fetch_offset: i64,
@@ -99,21 +101,74 @@ struct Session {
     privileged: bool,
     created: Instant,
     last_used: Instant,
-    /// The order partitions are read and answered in.
-    partitions: Vec<CachedPartition>,
-    index: HashMap<SessionKey, usize>,
+    /// Its partitions, where `index` finds them by key (a forgotten one leaves a
+    /// hole that `free` lists for the next newcomer).
+    slots: Vec<Option<CachedPartition>>,
+    free: Vec<u32>,
+    index: HashMap<SessionKey, u32>,
+    /// The order partitions are read and answered in: indexes into `slots`.
+    order: Vec<u32>,
     /// The key it is filed under for eviction, as of its last use.
     evictable: Option<EvictionKey>,
 }
 
 impl Session {
-    fn reindex(&mut self) {
-        self.index = self
-            .partitions
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (p.params.key.clone(), i))
-            .collect();
+    fn new(privileged: bool, uses_topic_ids: bool, now: Instant) -> Session {
+        Session {
+            epoch: next_epoch(0),
+            uses_topic_ids,
+            privileged,
+            created: now,
+            last_used: now,
+            slots: Vec::new(),
+            free: Vec::new(),
+            index: HashMap::new(),
+            order: Vec::new(),
+            evictable: None,
+        }
+    }
+
+    fn slot(&mut self, i: u32) -> &mut CachedPartition {
+        self.slots[i as usize]
+            .as_mut()
+            .expect("order and index name filled slots")
+    }
+
+    /// A new partition, or new parameters for one it has (which keeps its place).
+    fn upsert(&mut self, params: FetchParams) -> &mut CachedPartition {
+        if let Some(&i) = self.index.get(&params.key) {
+            let cached = self.slot(i);
+            cached.params = params;
+            return cached;
+        }
+        let i = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.slots.push(None);
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.index.insert(params.key.clone(), i);
+        self.order.push(i);
+        self.slots[i as usize].insert(CachedPartition::new(params))
+    }
+
+    fn forget(&mut self, forgotten: &[SessionKey]) {
+        let before = self.order.len();
+        for key in forgotten {
+            if let Some(i) = self.index.remove(key) {
+                self.slots[i as usize] = None;
+                self.free.push(i);
+            }
+        }
+        if self.index.len() != before {
+            let slots = &self.slots;
+            self.order.retain(|&i| slots[i as usize].is_some());
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.order.len()
     }
 }
 
@@ -198,7 +253,7 @@ impl FetchSessions {
 
     /// Partitions held by all sessions here.
     pub fn partitions(&self) -> usize {
-        self.sessions.values().map(|s| s.partitions.len()).sum()
+        self.sessions.values().map(Session::len).sum()
     }
 
     /// Closes session `id` (a full fetch naming it does).
@@ -236,68 +291,65 @@ impl FetchSessions {
             return Err(ErrorCode::FetchSessionTopicIdError);
         }
         for params in changed {
-            match s.index.get(&params.key) {
-                Some(&i) => s.partitions[i].params = params,
-                None => {
-                    s.index.insert(params.key.clone(), s.partitions.len());
-                    s.partitions.push(CachedPartition::new(params));
-                }
-            }
+            s.upsert(params);
         }
-        if !forgotten.is_empty() {
-            s.partitions.retain(|p| !forgotten.contains(&p.params.key));
-            s.reindex();
-        }
-        if s.partitions.is_empty() {
+        s.forget(forgotten);
+        if s.len() == 0 {
             self.remove(id);
             return Ok(Opened::Emptied);
         }
         s.epoch = next_epoch(s.epoch);
+        let slots = &s.slots;
+        let partitions = s
+            .order
+            .iter()
+            .map(|&i| slots[i as usize].as_ref().expect("filled").params.clone())
+            .collect();
         let opened = Opened::Fetch {
-            partitions: s.partitions.iter().map(|p| p.params.clone()).collect(),
+            partitions,
             next_epoch: s.epoch,
         };
         self.touch(id, now);
         Ok(opened)
     }
 
-    /// After an incremental fetch's reads: which of the partitions `open` gave (in
-    /// that order) go into the answer. Those with records move to the back of the
+    /// After an incremental fetch's reads: which of the partitions `open` gave go
+    /// into the answer (`answered` is in the order `open` gave them: the session's,
+    /// unchanged while its epoch is). Those with records move to the back of the
     /// session's order. `Err` if another fetch moved the session on meanwhile (the
     /// answer is then INVALID_FETCH_SESSION_EPOCH), or it is gone.
     pub fn answer(
         &mut self,
         id: i32,
         next_epoch: i32,
-        answered: &[(SessionKey, Answered)],
+        answered: &[Answered],
     ) -> Result<Vec<bool>, ErrorCode> {
         let Some(s) = self.sessions.get_mut(&id) else {
             return Err(ErrorCode::FetchSessionIdNotFound);
         };
-        if s.epoch != next_epoch {
+        if s.epoch != next_epoch || answered.len() != s.order.len() {
             return Err(ErrorCode::InvalidFetchSessionEpoch);
         }
         let mut sent = Vec::with_capacity(answered.len());
-        let mut to_back = Vec::new();
-        for (key, a) in answered {
-            let send = match s.index.get(key) {
-                Some(&i) => s.partitions[i].answer(a),
-                None => false,
-            };
-            if send && a.has_records {
-                to_back.push(key);
-            }
+        let mut rotate = false;
+        for (pos, a) in answered.iter().enumerate() {
+            let slot = s.order[pos];
+            let send = s.slot(slot).answer(a);
+            rotate |= send && a.has_records;
             sent.push(send);
         }
-        if !to_back.is_empty() {
-            let (mut back, mut front): (Vec<_>, Vec<_>) = std::mem::take(&mut s.partitions)
-                .into_iter()
-                .partition(|p| to_back.contains(&&p.params.key));
-            // In the order they were answered in.
-            back.sort_by_key(|p| to_back.iter().position(|k| **k == p.params.key));
+        if rotate {
+            // Those that returned records go last, in the order they were answered.
+            let (mut front, mut back) = (Vec::with_capacity(s.order.len()), Vec::new());
+            for (pos, &slot) in s.order.iter().enumerate() {
+                if sent[pos] && answered[pos].has_records {
+                    back.push(slot);
+                } else {
+                    front.push(slot);
+                }
+            }
             front.append(&mut back);
-            s.partitions = front;
-            s.reindex();
+            s.order = front;
         }
         Ok(sent)
     }
@@ -318,26 +370,12 @@ impl FetchSessions {
             return 0;
         }
         let id = self.new_id();
-        let mut session = Session {
-            epoch: next_epoch(0),
-            uses_topic_ids,
-            privileged,
-            created: now,
-            last_used: now,
-            partitions: Vec::with_capacity(partitions.len()),
-            index: HashMap::new(),
-            evictable: None,
-        };
+        let mut session = Session::new(privileged, uses_topic_ids, now);
         for (params, a) in partitions {
-            if session.index.contains_key(&params.key) {
-                continue;
-            }
-            let mut cached = CachedPartition::new(params);
+            let cached = session.upsert(params);
             cached.high_watermark = a.high_watermark;
             cached.log_start_offset = a.log_start_offset;
-            session.partitions.push(cached);
         }
-        session.reindex();
         self.by_last_use.insert((now, id));
         self.sessions.insert(id, session);
         self.touch(id, now);
@@ -358,7 +396,7 @@ impl FetchSessions {
         }
         let key = EvictionKey {
             privileged: s.privileged,
-            size: s.partitions.len(),
+            size: s.len(),
             id,
         };
         let old = now.duration_since(s.created) > EVICTION_IDLE;

@@ -21,6 +21,7 @@ pub mod reconciler;
 pub mod replica_fetcher;
 pub mod view;
 
+use rustc_hash::FxHashMap;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::future::Future;
@@ -49,7 +50,7 @@ pub struct Core {
     pub config: Arc<Config>,
     /// The published metadata view, shared by every core of this node.
     pub metadata: Arc<ViewHandle>,
-    logs: RefCell<HashMap<PartitionKey, Rc<PartitionLog>>>,
+    logs: RefCell<FxHashMap<PartitionKey, Rc<PartitionLog>>>,
     /// The incremental fetch sessions this core holds (KIP-227).
     pub fetch_sessions: RefCell<fetch_sessions::FetchSessions>,
     /// Present on the controller core only.
@@ -107,7 +108,7 @@ impl Core {
             txns: crate::txn::Coordinator::new(&config),
             config,
             metadata,
-            logs: RefCell::new(HashMap::new()),
+            logs: RefCell::new(FxHashMap::default()),
             controller,
             sync_group: Rc::new(SyncGroup::default()),
             request_budget: Rc::new(glommio::sync::Semaphore::new(request_budget)),

@@ -24,6 +24,7 @@
 //! DeleteRecords, deleting the log, and the reaper that removes retired files).
 
 mod append;
+mod append_watch;
 mod epochs;
 mod read;
 mod recovery;
@@ -52,6 +53,8 @@ use super::sync_group::SyncGroup;
 use crate::ids::LeaderEpoch;
 use crate::protocol::batch::BatchError;
 use append::PendingAppend;
+use append_watch::AppendWatch;
+pub use append_watch::AppendWatcher;
 pub use epochs::EpochCache;
 pub use read::ReadBound;
 use read::TailCache;
@@ -282,6 +285,8 @@ pub struct PartitionLog {
     refusing: Cell<bool>,
     /// Fetches waiting for the next append.
     appended: Wakers,
+    /// Long-polling fetches watching this log among others.
+    append_watches: RefCell<Vec<Rc<AppendWatch>>>,
     sync_group: Rc<SyncGroup>,
     /// Index entry writes under way (made by the appends once the writer has moved on, so that
     /// the next append need not wait for them), and who waits for none to be.
@@ -363,6 +368,11 @@ impl PartitionLog {
             .collect()
     }
 
+    /// `offsets().high_watermark`, without working out the rest.
+    pub fn high_watermark(&self) -> i64 {
+        self.state.borrow().high_watermark()
+    }
+
     pub fn offsets(&self) -> Offsets {
         let s = self.state.borrow();
         Offsets {
@@ -411,6 +421,18 @@ impl PartitionLog {
 
     fn wake_waiters(&self) {
         self.appended.wake_all();
+        for w in self.append_watches.borrow_mut().drain(..) {
+            w.fire();
+        }
+    }
+
+    /// `watcher` fires at the next append (or when the log goes offline).
+    pub fn watch_appends(&self, watcher: &AppendWatcher) {
+        let mut watches = self.append_watches.borrow_mut();
+        // Watchers that gave up (a fetch answered by another log) go here, so a
+        // quiet log does not collect them.
+        watches.retain(|w| !w.is_spent());
+        watches.push(watcher.watch());
     }
 
     /// A receiver completed by the next append.

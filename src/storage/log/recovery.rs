@@ -426,6 +426,7 @@ impl PartitionLog {
             writer_idle: Wakers::default(),
             refusing: Cell::new(false),
             appended: Wakers::default(),
+            append_watches: RefCell::default(),
             index_writes: Cell::new(0),
             index_writes_idle: Wakers::default(),
             sync_group,

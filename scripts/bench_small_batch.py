@@ -28,14 +28,18 @@ WORKLOAD = dict(record=100, acks=1, partitions=8)
 def placements(a, every_cpu):
     """(name, broker starter, broker CPUs, client CPUs) for each measured placement."""
     half = max(1, len(every_cpu) // 2)
-    out = [("ringlog-default", lambda: start_ringlog(_with(a, broker_cpus=None)), None, every_cpu)]
+    # "Default": the broker may use every CPU. The bench itself runs pinned to the load
+    # generators' CPUs, and a child inherits that: a broker left unpinned would see
+    # (and ringlog.cpus=all would mean) only those.
+    out = [("ringlog-default", lambda: start_ringlog(_with(a, broker_cpus=every_cpu)), None,
+            every_cpu)]
     if len(every_cpu) > 1:
         broker_cpus, client_cpus = every_cpu[:half], every_cpu[half:]
         out.append(("ringlog-split", lambda: start_ringlog(_with(a, broker_cpus=broker_cpus)),
                     broker_cpus, client_cpus))
     if a.compare:
         out.append(("tansu-memory-default",
-                    lambda: start_tansu(_with(a, broker_cpus=None, peer_storage="memory")),
+                    lambda: start_tansu(_with(a, broker_cpus=every_cpu, peer_storage="memory")),
                     None, every_cpu))
     return out
 

@@ -3,6 +3,8 @@
 //!
 //! - **buffered**: glommio's io_uring buffered file. Writes land in the page cache
 //!   (what Kafka relies on: fresh data is hot for consumers, and sendfile can serve it).
+//!   Appends are written inline on the shard's thread unless that blocked lately
+//!   (`inline_write`: io_uring would hand each to a worker thread).
 //!   Space is preallocated ahead of the appends (`fallocate` with `KEEP_SIZE`), as in
 //!   direct mode: without it, ext4's delayed allocation makes every append take the
 //!   inode's block-map lock, which writeback holds while it allocates the blocks of
@@ -35,7 +37,7 @@ use std::sync::Arc;
 
 use glommio::io::{BufferedFile, DmaBuffer, DmaFile, OpenOptions, ReadResult};
 
-use super::fault;
+use super::{fault, inline_write};
 
 /// Log files are preallocated ahead of the write position by as much as they already
 /// hold, within these bounds: a busy partition allocates 32 MiB at a time, while a
@@ -226,6 +228,9 @@ impl LogFile {
                 b.space
                     .cover(pos + len as u64, |target| b.file.pre_allocate(target, true))
                     .await;
+                if inline_write::enabled() {
+                    return inline_write::write(b.file.as_raw_fd(), pos, parts, len);
+                }
                 write_all_at(&b.file, len, pos, |from| concat_from(parts, from)).await
             }
             Inner::Direct(d) => d.append(pos, parts).await,

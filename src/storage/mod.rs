@@ -5,6 +5,7 @@
 pub mod atomic_file;
 pub mod fault;
 pub mod file;
+pub(crate) mod inline_write;
 pub mod log;
 pub mod producer_state;
 pub mod segment;

@@ -3,7 +3,7 @@
 //!
 //! - **buffered**: glommio's io_uring buffered file. Writes land in the page cache
 //!   (what Kafka relies on: fresh data is hot for consumers, and sendfile can serve it).
-//!   Appends are written inline on the shard's thread unless that blocked lately
+//!   Small appends are written inline on the shard's thread unless that blocked lately
 //!   (`inline_write`: io_uring would hand each to a worker thread).
 //!   Space is preallocated ahead of the appends (`fallocate` with `KEEP_SIZE`), as in
 //!   direct mode: without it, ext4's delayed allocation makes every append take the
@@ -228,7 +228,7 @@ impl LogFile {
                 b.space
                     .cover(pos + len as u64, |target| b.file.pre_allocate(target, true))
                     .await;
-                if inline_write::enabled() {
+                if inline_write::enabled(len) {
                     return inline_write::write(b.file.as_raw_fd(), pos, parts, len);
                 }
                 write_all_at(&b.file, len, pos, |from| concat_from(parts, from)).await

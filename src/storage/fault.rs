@@ -178,6 +178,31 @@ pub fn error(errno: i32) -> io::Error {
     io::Error::from_raw_os_error(errno)
 }
 
+/// The seam as a writer of `len` bytes uses it: how many to write now, and the error
+/// to report once they are written (an injected failure).
+pub fn plan_write(len: usize) -> (usize, Option<io::Error>) {
+    match before_write(len) {
+        WriteFault::None => (len, None),
+        WriteFault::Short(n) => (n, None),
+        WriteFault::Fail { written, errno } => (written, Some(error(errno))),
+    }
+}
+
+/// After a write `plan_write` planned wrote `written` bytes: its injected error, or
+/// an error if it wrote nothing.
+pub fn after_write(written: usize, failure: Option<io::Error>) -> io::Result<()> {
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    if written == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::WriteZero,
+            "write returned 0 bytes",
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

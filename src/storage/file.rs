@@ -422,33 +422,16 @@ pub async fn write_all_at(
 ) -> io::Result<()> {
     let mut done = 0;
     while done < len {
-        let mut buf = copy_from(done);
         // The fault seam: a no-op unless a test enabled injection (see `fault`).
-        let failure = match fault::before_write(buf.len()) {
-            fault::WriteFault::None => None,
-            fault::WriteFault::Short(n) => {
-                buf.truncate(n);
-                None
-            }
-            fault::WriteFault::Fail { written, errno } => {
-                buf.truncate(written);
-                Some(fault::error(errno))
-            }
-        };
+        let (limit, failure) = fault::plan_write(len - done);
+        let mut buf = copy_from(done);
+        buf.truncate(limit);
         let written = if buf.is_empty() {
             0
         } else {
             file.write_at(buf, pos + done as u64).await.map_err(to_io)?
         };
-        if let Some(e) = failure {
-            return Err(e);
-        }
-        if written == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::WriteZero,
-                "write returned 0 bytes",
-            ));
-        }
+        fault::after_write(written, failure)?;
         done += written;
     }
     Ok(())
@@ -535,11 +518,7 @@ impl DirectFile {
         while done < total {
             let from = self.align_down(done as u64) as usize;
             let remaining = total - from;
-            let (want, failure) = match fault::before_write(remaining) {
-                fault::WriteFault::None => (remaining, None),
-                fault::WriteFault::Short(n) => (n, None),
-                fault::WriteFault::Fail { written, errno } => (written, Some(fault::error(errno))),
-            };
+            let (want, failure) = fault::plan_write(remaining);
             // Direct writes are whole blocks: a fault's cut rounds down to one.
             let want = self.align_down(want as u64) as usize;
             let written = if want == 0 {

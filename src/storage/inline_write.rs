@@ -78,25 +78,13 @@ pub fn pause(period: Duration) {
 fn write_all(fd: RawFd, pos: u64, parts: &[&[u8]], len: usize) -> io::Result<()> {
     let mut done = 0;
     while done < len {
-        let (limit, failure) = match fault::before_write(len - done) {
-            fault::WriteFault::None => (len - done, None),
-            fault::WriteFault::Short(n) => (n, None),
-            fault::WriteFault::Fail { written, errno } => (written, Some(fault::error(errno))),
-        };
+        let (limit, failure) = fault::plan_write(len - done);
         let written = if limit == 0 {
             0
         } else {
             pwritev(fd, pos + done as u64, &iovecs(parts, done, limit))?
         };
-        if let Some(e) = failure {
-            return Err(e);
-        }
-        if written == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::WriteZero,
-                "write returned 0 bytes",
-            ));
-        }
+        fault::after_write(written, failure)?;
         done += written;
     }
     Ok(())

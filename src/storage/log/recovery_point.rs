@@ -120,6 +120,10 @@ impl PartitionLog {
                 || s.offline
                 || s.closed
                 || rp.taken_end.get() == Some(s.log_end_offset)
+                // Never written: a start scans nothing, so a point (a write and an
+                // fdatasync per partition: thousands on a broker of new topics) saves
+                // nothing.
+                || s.log_end_offset == 0
             {
                 return;
             }

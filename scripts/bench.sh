@@ -7,6 +7,10 @@
 #   scripts/bench.sh --bootstrap HOST:PORT    # against any Kafka endpoint already up
 #   scripts/bench.sh --quick                  # 2 s per workload
 #   scripts/bench.sh --workloads produce-1k-acks1-p8,consume-1k-p8-cached
+#   scripts/bench.sh --workloads librdkafka-small-batch --compare   # CPU per M small-batch
+#                    records at the default and split placement, beside tansu in-memory
+#   scripts/bench.sh --workloads fetch-sessions   # a 1,000-partition consumer, with and
+#                    without incremental fetch sessions
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v cargo >/dev/null; then

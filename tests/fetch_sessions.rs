@@ -9,8 +9,6 @@ use common::kafka::*;
 use common::{Broker, Client};
 use kafka_protocol::messages::fetch_request::{FetchRequest, ForgottenTopic};
 use kafka_protocol::messages::fetch_response::FetchResponse;
-use kafka_protocol::messages::metadata_request::{MetadataRequest, MetadataRequestTopic};
-use kafka_protocol::messages::metadata_response::MetadataResponse;
 use kafka_protocol::messages::{ApiKey, BrokerId};
 
 const FETCH_SESSION_ID_NOT_FOUND: i16 = 70;
@@ -153,7 +151,7 @@ fn session_ids_epochs_and_topic_ids_are_checked() {
     // A session made by name cannot go on by topic id (Fetch v13), nor the reverse.
     let resp = fetch(&mut c, 13, &incremental(id, 2, "t", &[]));
     assert_eq!(resp.error_code, FETCH_SESSION_TOPIC_ID_ERROR);
-    let topic_id = topic_id(&mut c, "t");
+    let topic_id = metadata_for(&mut c, "t", 12, false).topics[0].topic_id;
     let mut by_id = open_session("", &[(0, 0), (1, 0)]);
     by_id.topics[0].topic_id = topic_id;
     let resp = fetch(&mut c, 13, &by_id);
@@ -161,15 +159,6 @@ fn session_ids_epochs_and_topic_ids_are_checked() {
     assert_eq!(resp.responses[0].topic_id, topic_id);
     let resp = fetch(&mut c, FETCH_V, &incremental(resp.session_id, 1, "t", &[]));
     assert_eq!(resp.error_code, FETCH_SESSION_TOPIC_ID_ERROR);
-}
-
-fn topic_id(c: &mut Client, topic: &str) -> uuid::Uuid {
-    let mut t = MetadataRequestTopic::default();
-    t.name = Some(name(topic));
-    let mut req = MetadataRequest::default();
-    req.topics = Some(vec![t]);
-    let resp: MetadataResponse = c.call(ApiKey::Metadata, 12, &req);
-    resp.topics[0].topic_id
 }
 
 #[test]

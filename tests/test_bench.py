@@ -10,16 +10,22 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
-def test_a_quick_bench_run_reports_delivered_records(tmp_path):
+def quick_bench(tmp_path, workloads):
+    """scripts/bench.py --quick on a buffered ringlog with `workloads`: its output and
+    its JSON report."""
     out = tmp_path / "bench.json"
     cmd = [sys.executable, str(ROOT / "scripts" / "bench.py"), "--quick", "--modes", "buffered",
-           "--workdir", str(tmp_path), "--json", str(out),
-           "--workloads", "produce-1k-acks1-p8,consume-1k-p8-cached,latency-1k-p8-25pct,"
-           "produce-1k-acksall-fsync-p8,latency-1k-p8-fsync-50pct"]
+           "--workdir", str(tmp_path), "--json", str(out), "--workloads", workloads]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
-    assert "produce-1k-acks1-p8" in p.stdout
-    report = json.loads(out.read_text())
+    return p.stdout, json.loads(out.read_text())
+
+
+def test_a_quick_bench_run_reports_delivered_records(tmp_path):
+    stdout, report = quick_bench(
+        tmp_path, "produce-1k-acks1-p8,consume-1k-p8-cached,latency-1k-p8-25pct,"
+        "produce-1k-acksall-fsync-p8,latency-1k-p8-fsync-50pct")
+    assert "produce-1k-acks1-p8" in stdout
     probe = report["probe"]
     assert probe["loopback_mb_per_s"] > 0 and probe["disk_write_mb_per_s"] > 0
     assert probe["fdatasync_us"]["count"] == 500
@@ -29,7 +35,7 @@ def test_a_quick_bench_run_reports_delivered_records(tmp_path):
     if len(os.sched_getaffinity(0)) > 1:
         broker, load = set(placement["broker_cpus"]), set(placement["load_generator_cpus"])
         assert broker and load and broker.isdisjoint(load)
-        assert "placement: broker on CPUs" in p.stdout
+        assert "placement: broker on CPUs" in stdout
     rows = report["runs"]["ringlog-buffered"]
     produced = rows["produce-1k-acks1-p8"]["result"]["produce"]
     assert produced["records"] > 0 and produced["failed_requests"] == 0
@@ -51,20 +57,16 @@ def test_a_quick_bench_run_reports_delivered_records(tmp_path):
     assert synced["consume"]["records"] == synced["produce"]["records"] > 0
     disk = synced["disk_fdatasync_under_load_us"]
     assert disk["count"] >= 100 and disk["p50"] > 0
-    assert "the disk's own fdatasync meanwhile" in p.stdout
+    assert "the disk's own fdatasync meanwhile" in stdout
     assert not list(tmp_path.glob("**/probe-sync-under-load.tmp"))
 
 
 def test_the_small_batch_check_measures_both_placements(tmp_path):
     """librdkafka's small batches at ringlog's default placement and at the split
     one: each round delivered records and the broker's CPU per million was measured."""
-    out = tmp_path / "bench.json"
-    cmd = [sys.executable, str(ROOT / "scripts" / "bench.py"), "--quick", "--modes", "buffered",
-           "--workdir", str(tmp_path), "--json", str(out), "--workloads", "librdkafka-small-batch"]
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert p.returncode == 0, p.stderr[-3000:]
-    assert "small batches from librdkafka, by placement" in p.stdout
-    check = json.loads(out.read_text())["runs"]["small-batch-placement"]
+    stdout, report = quick_bench(tmp_path, "librdkafka-small-batch")
+    assert "small batches from librdkafka, by placement" in stdout
+    check = report["runs"]["small-batch-placement"]
     wanted = {"ringlog-default"} | ({"ringlog-split"} if len(os.sched_getaffinity(0)) > 1 else set())
     assert set(check) == wanted
     for name, figures in check.items():
@@ -79,13 +81,9 @@ def test_the_fetch_session_check_compares_a_consumer_with_and_without_sessions(t
     """A kafka-python consumer of 1,000 partitions with and without fetch sessions: every
     round fetched and received records, the broker kept the session through many
     incremental fetches in the rounds that asked for one, and none in the others."""
-    out = tmp_path / "bench.json"
-    cmd = [sys.executable, str(ROOT / "scripts" / "bench.py"), "--quick", "--modes", "buffered",
-           "--workdir", str(tmp_path), "--json", str(out), "--workloads", "fetch-sessions"]
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert p.returncode == 0, p.stderr[-3000:]
-    assert "a consumer of 1000 partitions" in p.stdout
-    check = json.loads(out.read_text())["runs"]["fetch-sessions"]
+    stdout, report = quick_bench(tmp_path, "fetch-sessions")
+    assert "a consumer of 1000 partitions" in stdout
+    check = report["runs"]["fetch-sessions"]
     assert set(check) == {"with sessions", "without sessions"}
     for name, figures in check.items():
         assert len(figures["rounds"]) == 3, name

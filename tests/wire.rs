@@ -515,14 +515,7 @@ fn recovery_truncates_a_torn_tail_and_keeps_everything_before_it() {
 fn metadata_lists_topics_with_ids_and_auto_creates() {
     let b = Broker::start("metadata", &["num.partitions=3"]);
     let mut c = b.connect();
-    let mut req = MetadataRequest::default();
-    req.topics = Some(vec![{
-        let mut t = kafka_protocol::messages::metadata_request::MetadataRequestTopic::default();
-        t.name = Some(name("auto"));
-        t
-    }]);
-    req.allow_auto_topic_creation = true;
-    let resp: MetadataResponse = c.call(ApiKey::Metadata, 12, &req);
+    let resp = metadata_for(&mut c, "auto", 12, true);
     let t = &resp.topics[0];
     assert_eq!(t.error_code, 0);
     assert_eq!(t.partitions.len(), 3);
@@ -584,18 +577,6 @@ fn a_large_batch_round_trips_and_is_returned_whole_past_the_fetch_limit() {
     assert!(
         records.len() == big.len() && records[8..12] == big[8..12] && records[16..] == big[16..]
     );
-}
-
-/// Metadata for `topic` by name (v`version`), with `allow_auto_topic_creation`.
-fn metadata_for(c: &mut Client, topic: &str, version: i16, allow: bool) -> MetadataResponse {
-    let mut req = MetadataRequest::default();
-    req.topics = Some(vec![{
-        let mut t = kafka_protocol::messages::metadata_request::MetadataRequestTopic::default();
-        t.name = Some(name(topic));
-        t
-    }]);
-    req.allow_auto_topic_creation = allow;
-    c.call(ApiKey::Metadata, version, &req)
 }
 
 fn listed_topics(c: &mut Client) -> Vec<String> {

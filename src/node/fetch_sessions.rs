@@ -251,11 +251,6 @@ impl FetchSessions {
         self.evictions
     }
 
-    /// Partitions held by all sessions here.
-    pub fn partitions(&self) -> usize {
-        self.sessions.values().map(Session::len).sum()
-    }
-
     /// Closes session `id` (a full fetch naming it does).
     pub fn remove(&mut self, id: i32) -> bool {
         let Some(s) = self.sessions.remove(&id) else {

@@ -130,19 +130,24 @@ pub fn raw_request(api_key: i16, version: i16, correlation_id: i32, body: &[u8])
     req
 }
 
+/// Metadata for `topic` by name (v`version`), with `allow_auto_topic_creation`.
+pub fn metadata_for(c: &mut Client, topic: &str, version: i16, allow: bool) -> MetadataResponse {
+    let mut req = MetadataRequest::default();
+    req.topics = Some(vec![{
+        let mut t = MetadataRequestTopic::default();
+        t.name = Some(name(topic));
+        t
+    }]);
+    req.allow_auto_topic_creation = allow;
+    c.call(ApiKey::Metadata, version, &req)
+}
+
 pub fn assert_serving(b: &Broker) {
     let mut c = b.connect();
     let resp: ApiVersionsResponse = c.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
     assert_eq!(resp.error_code, 0);
     // As a producer does: Metadata that allows auto-creation, then Produce.
-    let mut req = MetadataRequest::default();
-    req.topics = Some(vec![{
-        let mut t = MetadataRequestTopic::default();
-        t.name = Some(name("still-serving"));
-        t
-    }]);
-    req.allow_auto_topic_creation = true;
-    let _: MetadataResponse = c.call(ApiKey::Metadata, 12, &req);
+    metadata_for(&mut c, "still-serving", 12, true);
     let (code, _) = produce(&mut c, "still-serving", 0, batch(2, None));
     assert_eq!(code, 0);
     let resp: FetchResponse = c.call(

@@ -283,7 +283,9 @@ pub struct PartitionLog {
     writer_idle: Wakers,
     /// Shutting down or deleted: new appends are refused.
     refusing: Cell<bool>,
-    /// Fetches waiting for the next append.
+    /// Tasks waiting on this log alone for its next append (an append waiting for
+    /// its flush to become visible, a follower's append); fetches watch many logs
+    /// at once through `append_watches`.
     appended: Wakers,
     /// Long-polling fetches watching this log among others.
     append_watches: RefCell<Vec<Rc<AppendWatch>>>,
